@@ -1,0 +1,100 @@
+"""The ``acestep-core`` command line.
+
+Each command group lives in its own module with an ``add_parser(subparsers)`` function; this
+module builds the parser, holds the options every resolving command shares, and maps errors to
+exit codes: 0 ok, 1 failure, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from acestep_core.plugins import SettingIgnored
+from acestep_core.resolve import ResolutionError
+from acestep_core.tables import TableError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Decide how ACE-Step runs on this machine: detect the device's memory, pick a tier from the tier
+table, fit the request to the tier's limits and plan the optimizations — each step answered by a
+plugin, and every decision explained.
+
+examples:
+  acestep-core info                                   what this machine gets, and why
+  MAX_CUDA_VRAM=8 acestep-core info                   the same for a simulated 8 GB card
+  acestep-core plan --duration 600 --batch 8 --lm 4B  fit a request (clamps are warned about)
+  acestep-core tiers                                  the active tier table, as Markdown
+  acestep-core plugins --json                         installed plugins and their status
+"""
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from acestep_core.cli import plugins, resolution, tiers
+
+    parser = argparse.ArgumentParser(prog="acestep-core", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (resolution, tiers, plugins, *_optional_command_modules()):
+        module.add_parser(subparsers)
+    return parser
+
+
+def _optional_command_modules() -> list[Any]:
+    """Command modules that need the ``ml`` extra add themselves only where their module exists."""
+    import importlib
+
+    modules = []
+    for name in ("generate", "calibrate"):
+        try:
+            modules.append(importlib.import_module(f"acestep_core.cli.{name}"))
+        except ModuleNotFoundError as error:
+            if error.name != f"acestep_core.cli.{name}":
+                raise
+    return modules
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (for tools and UIs)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UsageError as error:
+        parser.exit(EXIT_USAGE, f"acestep-core: error: {error}\n")
+    except (ResolutionError, TableError, SettingIgnored) as error:
+        _fail(args, str(error))
+    except KeyboardInterrupt:
+        _fail(args, "interrupted")
+    return EXIT_FAILURE
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}, ensure_ascii=False))
+    else:
+        print(f"acestep-core: error: {message}", file=sys.stderr)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def environ() -> dict[str, str]:
+    return dict(os.environ)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""``acestep-core info`` and ``acestep-core plan``: resolve a request and explain every decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from acestep_core.cli import UsageError, add_json_flag, environ, print_json
+from acestep_core.resolve import resolve
+from acestep_core.types import GIB, LM_SIZES, DetectOptions, GenerationRequest, Overrides, Resolution
+
+QUANTIZATIONS = ("none", "int8", "int4", "fp8")
+OFFLOADS = ("none", "model", "group", "sequential")
+ATTENTIONS = ("flash_attention_2", "sdpa", "eager")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    info = subparsers.add_parser(
+        "info",
+        help="hardware → tier → defaults → plan, and which plugin decided each",
+        description="Show what this machine gets: the device detected, the tier chosen, its limits, the default request and the optimization plan, with the plugin behind each decision.",
+    )
+    add_resolution_options(info)
+    info.set_defaults(handler=run_info)
+
+    plan = subparsers.add_parser(
+        "plan",
+        help="fit a request to the tier's limits; print the adjusted request and every warning",
+        description="Fit a generation request to this machine's tier. Requests over a limit are clamped with a warning; an LM size the tier does not allow is refused and the recommended one offered.",
+        epilog="example: MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --batch 8 --lm 4B",
+    )
+    add_request_options(plan)
+    add_resolution_options(plan)
+    plan.set_defaults(handler=run_plan)
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("request")
+    group.add_argument("--duration", type=float, metavar="S", help="seconds of audio (default: let the LM decide)")
+    group.add_argument("--batch", type=int, default=1, metavar="N", help="number of clips (default: 1)")
+    group.add_argument("--lm", metavar="SIZE|none|auto", default="auto", help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default (default)")
+
+
+def add_resolution_options(parser: argparse.ArgumentParser) -> None:
+    add_json_flag(parser)
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--vram", metavar="GB", help="simulate a device with this much memory (as MAX_CUDA_VRAM)")
+    hardware.add_argument("--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)")
+    hardware.add_argument("--replay", metavar="FILE", help="replay a recorded device (JSON) instead of asking the driver")
+    hardware.add_argument("--redetect", action="store_true", help="ignore any cached reading")
+    hardware.add_argument("--tiers", metavar="NAME", help="use this tier table (default: ACESTEP_CORE_TIERS, or the rule in `tiers --help`)")
+    overrides = parser.add_argument_group("overrides (each wins over the tier's default)")
+    overrides.add_argument("--max-duration", type=int, metavar="S", help="allow durations up to S seconds")
+    overrides.add_argument("--max-batch", type=int, metavar="N", help="allow batches up to N")
+    overrides.add_argument("--allow-lm", metavar="SIZES", help=f"allow these LM sizes, comma-separated ({','.join(LM_SIZES)})")
+    overrides.add_argument("--attention", choices=ATTENTIONS, help="attention backend")
+    overrides.add_argument("--offload", choices=OFFLOADS, help="CPU offload for every component")
+    overrides.add_argument("--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder")
+    overrides.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off")
+    overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)")
+
+
+def request_from_args(args: argparse.Namespace) -> GenerationRequest:
+    lm = getattr(args, "lm", "auto")
+    if getattr(args, "duration", None) is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, not {args.duration:g}")
+    if getattr(args, "batch", 1) < 1:
+        raise UsageError(f"--batch must be 1 or more, not {args.batch}")
+    if lm == "auto":
+        mode, model = "auto", None
+    elif lm == "none":
+        mode, model = "off", None
+    elif lm in LM_SIZES:
+        mode, model = "on", lm
+    else:
+        raise UsageError(f"--lm must be one of {', '.join(LM_SIZES)}, 'none' or 'auto', not {lm!r}")
+    return GenerationRequest(duration_s=getattr(args, "duration", None), batch_size=getattr(args, "batch", 1), lm_model=model, lm=mode)
+
+
+def overrides_from_args(args: argparse.Namespace) -> Overrides:
+    plan: dict[str, Any] = {}
+    if args.attention:
+        plan["attention"] = args.attention
+    if args.compile is not None:
+        plan["compile"] = args.compile
+    for component in ("lm", "dit", "text_encoder", "vae"):
+        if args.offload:
+            plan[f"offload.{component}"] = args.offload
+        if args.quantization and component != "vae":
+            plan[f"quantization.{component}"] = args.quantization
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            plan[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            plan[key] = raw
+    lm_models = None
+    if args.allow_lm is not None:
+        lm_models = tuple(size.strip() for size in args.allow_lm.split(",") if size.strip())
+        unknown = [size for size in lm_models if size not in LM_SIZES]
+        if unknown:
+            raise UsageError(f"--allow-lm: unknown LM size(s) {unknown}; known: {', '.join(LM_SIZES)}")
+    for flag, value in (("--max-duration", args.max_duration), ("--max-batch", args.max_batch)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be 1 or more, not {value}")
+    return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan)
+
+
+def resolve_from_args(args: argparse.Namespace) -> Resolution:
+    env = environ()
+    options = DetectOptions(device=args.device, vram_gb=args.vram, replay=args.replay, environ=env)
+    return resolve(
+        request_from_args(args),
+        overrides=overrides_from_args(args),
+        detect_options=options,
+        tiers=args.tiers,
+        redetect=args.redetect,
+        environ=env,
+    )
+
+
+def run_info(args: argparse.Namespace) -> int:
+    resolution = resolve_from_args(args)
+    if args.json:
+        print_json(resolution.to_dict())
+    else:
+        print(render_resolution(resolution, show_request=False))
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    resolution = resolve_from_args(args)
+    if args.json:
+        print_json(resolution.to_dict())
+    else:
+        print(render_resolution(resolution, show_request=True))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- text
+def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
+    lines: list[str] = []
+    device = resolution.reading.device
+    tier = resolution.tier
+    lines.append(f"device     {_device_line(device)}")
+    for other in resolution.reading.visible:
+        if other != device:
+            lines.append(f"           also visible: {_device_line(other)}")
+    lines.append(f"tier       {tier.label} ({tier.vram_label()}) from table {resolution.table!r}")
+    lines.append(f"limits     {_limits_line(tier)}")
+    adjusted = resolution.adjusted
+    duration = "chosen by the LM" if adjusted.duration_s is None else f"{adjusted.duration_s:g} s"
+    lm = adjusted.lm_model or "off"
+    label = "request  " if show_request else "defaults "
+    lines.append(f"{label}  duration {duration}, batch {adjusted.batch_size}, LM {lm}")
+    lines.append("plan")
+    width = max((len(s.key) for s in resolution.plan), default=0)
+    for setting in resolution.plan:
+        lines.append(f"  {setting.key:<{width}}  {json.dumps(setting.value):<20} {setting.reason} [{setting.plugin}]")
+    if resolution.overrides:
+        lines.append("overrides")
+        for override in resolution.overrides:
+            lines.append(f"  {override.key} = {override.value!r} (the tier would have given {override.default!r})")
+    lines.append("decided by")
+    for decision in resolution.decisions:
+        lines.append(f"  {decision.hook:<24} {decision.plugin:<16} {decision.summary}")
+    if resolution.warnings:
+        lines.append("warnings")
+        lines.extend(f"  ! {warning}" for warning in resolution.warnings)
+    return "\n".join(lines)
+
+
+def _device_line(device: Any) -> str:
+    if not device.is_accelerator:
+        return "CPU (no accelerator)"
+    total = "?" if device.total_bytes is None else f"{device.total_bytes / GIB:.2f} GiB"
+    free = "" if device.free_bytes is None else f", {device.free_bytes / GIB:.2f} GiB free"
+    where = f"{device.backend}:{device.index}" if device.index is not None else device.backend
+    tags = [tag for tag, on in (("simulated", device.simulated), ("MIG", device.mig), ("unified memory", device.unified_memory)) if on]
+    return f"{device.name} [{where}] {total} total{free}" + (f" ({', '.join(tags)})" if tags else "")
+
+
+def _limits_line(tier: Any) -> str:
+    if not tier.lm_models:
+        return f"duration ≤ {tier.max_duration_without_lm_s} s, batch ≤ {tier.max_batch_without_lm}; no LM"
+    memory = ", ".join(f"{m} {tier.lm_memory_gb[m]:g} GB" if m in tier.lm_memory_gb else m for m in tier.lm_models)
+    return (
+        f"duration ≤ {tier.max_duration_with_lm_s} s with LM / {tier.max_duration_without_lm_s} s without; "
+        f"batch ≤ {tier.max_batch_with_lm} / {tier.max_batch_without_lm}; LM {memory} "
+        f"({'on' if tier.lm_default_on else 'off'} by default)"
+    )

@@ -1,0 +1,265 @@
+"""One resolution: detect → select → adjust → configure, with the user's overrides on top.
+
+This is the single entry point the CLI, the Python API and any server or UI share, so the same
+request on the same hardware always gets the same answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from acestep_core.plugins import BUILTIN_PLUGINS, PluginManager, call_hook, get_plugin_manager
+from acestep_core.types import (
+    CPU,
+    GIB,
+    AdjustedRequest,
+    Decision,
+    DetectOptions,
+    GenerationRequest,
+    MemoryReading,
+    OptimizationPlan,
+    Override,
+    Overrides,
+    PluginProblem,
+    Resolution,
+    Setting,
+    Tier,
+    TierTable,
+)
+
+TIERS_ENV = "ACESTEP_CORE_TIERS"
+DEFAULT_TABLE = "default"
+
+
+class ResolutionError(RuntimeError):
+    """The framework cannot decide (no tier table, an unknown table name, no plugin selecting a
+    tier). The message says what to install or choose."""
+
+
+# --------------------------------------------------------------------------------------------- tables
+@dataclasses.dataclass(frozen=True)
+class TableChoice:
+    table: TierTable
+    plugin: str
+    reason: str
+
+
+def available_tables(manager: PluginManager) -> tuple[list[tuple[str, TierTable]], tuple[PluginProblem, ...]]:
+    """Every valid table the plugins register, with the plugin that registered it."""
+    answer = call_hook(manager, "register_tier_tables", _is_tables, "a TierTable or a list of them", first_only=False)
+    tables: list[tuple[str, TierTable]] = []
+    for plugin, result in answer.results:
+        for table in [result] if isinstance(result, TierTable) else result:
+            tables.append((plugin, table))
+    return tables, answer.problems
+
+
+def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> TableChoice:
+    """Which table is active. An explicit choice wins; else the one third-party table; else the
+    built-in default. Two third-party tables and no choice is an error that lists them."""
+    listing = ", ".join(f"{t.name} (from {p})" for p, t in tables) or "none"
+    if wanted:
+        for plugin, table in tables:
+            if table.name == wanted:
+                return TableChoice(table, plugin, "chosen explicitly")
+        raise ResolutionError(f"no tier table named {wanted!r}; installed tables: {listing}")
+    third_party = [(p, t) for p, t in tables if p not in BUILTIN_PLUGINS]
+    if len(third_party) == 1:
+        plugin, table = third_party[0]
+        return TableChoice(table, plugin, f"the only third-party table; it replaces {DEFAULT_TABLE!r}")
+    if len(third_party) > 1:
+        names = ", ".join(f"{t.name} (from {p})" for p, t in third_party)
+        raise ResolutionError(
+            f"several third-party tier tables are installed: {names}. Choose one with --tiers NAME or {TIERS_ENV}=NAME"
+        )
+    for plugin, table in tables:
+        if table.name == DEFAULT_TABLE:
+            return TableChoice(table, plugin, "the built-in default")
+    if tables:
+        plugin, table = tables[0]
+        return TableChoice(table, plugin, "the only table installed")
+    raise ResolutionError(
+        "no tier table is installed: install acestep-core-tiers-default, or check "
+        "`acestep-core plugins` for a blocked or failed tier plugin"
+    )
+
+
+def _is_tables(result: Any) -> bool:
+    if isinstance(result, TierTable):
+        return True
+    return isinstance(result, (list, tuple)) and all(isinstance(t, TierTable) for t in result)
+
+
+# --------------------------------------------------------------------------------------------- detect
+_detections: dict[tuple[int, tuple[Any, ...]], tuple[MemoryReading, str, tuple[PluginProblem, ...]]] = {}
+_detections_lock = threading.Lock()
+
+
+def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = False) -> tuple[MemoryReading, str, tuple[PluginProblem, ...]]:
+    """The memory reading for ``options``, cached per process (thread-safe); ``redetect`` reads again."""
+    key = (id(manager), options.cache_key())
+    with _detections_lock:
+        if not redetect and key in _detections:
+            return _detections[key]
+        answer = call_hook(manager, "detect_memory", lambda r: isinstance(r, MemoryReading), "a MemoryReading", first_only=True, options=options)
+        if answer.first is None:
+            detected = (MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), "acestep_core", answer.problems)
+        else:
+            plugin, reading = answer.first
+            detected = (reading, plugin, answer.problems)
+        _detections[key] = detected
+        return detected
+
+
+def clear_detection_cache() -> None:
+    """Forget every cached reading: the next resolution asks the hardware again."""
+    with _detections_lock:
+        _detections.clear()
+
+
+# --------------------------------------------------------------------------------------------- resolve
+def resolve(
+    request: GenerationRequest | None = None,
+    *,
+    overrides: Overrides | None = None,
+    detect_options: DetectOptions | None = None,
+    tiers: str | None = None,
+    manager: PluginManager | None = None,
+    redetect: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Resolution:
+    """Resolve a request on this machine's hardware.
+
+    :param request: what to generate (default: the tier's defaults for a plain request).
+    :param overrides: user values that win over the tier's.
+    :param detect_options: device choice, simulated size, a recording to replay.
+    :param tiers: the tier table's name (else ``ACESTEP_CORE_TIERS``, else the rule in :func:`choose_table`).
+    :param manager: the plugin manager (default: the process-wide one).
+    :param redetect: ignore the cached reading.
+    :raises ResolutionError: when no decision can be made at all.
+    """
+    environ = os.environ if environ is None else environ
+    request = request or GenerationRequest()
+    overrides = overrides or Overrides()
+    detect_options = detect_options or DetectOptions(environ=dict(environ))
+    manager = manager or get_plugin_manager()
+    problems: list[PluginProblem] = list(manager.load_problems())
+    decisions: list[Decision] = []
+
+    tables, table_problems = available_tables(manager)
+    problems += table_problems
+    choice = choose_table(tables, tiers or environ.get(TIERS_ENV) or None)
+    decisions.append(Decision("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}"))
+
+    reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
+    problems += detect_problems
+    decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
+
+    answer = call_hook(manager, "select_tier", lambda r: isinstance(r, Tier), "a Tier", first_only=True, reading=reading, table=choice.table)
+    problems += answer.problems
+    if answer.first is None:
+        raise ResolutionError("no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)")
+    selector, table_tier = answer.first
+    decisions.append(Decision("select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"))
+
+    tier = _with_limit_overrides(table_tier, overrides)
+    answer = call_hook(manager, "adjust_request", lambda r: isinstance(r, AdjustedRequest), "an AdjustedRequest", first_only=True, request=request, tier=tier, reading=reading)
+    problems += answer.problems
+    if answer.first is None:
+        raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
+    adjuster, adjusted = answer.first
+    adjusted = dataclasses.replace(adjusted, changes=tuple(c if c.plugin else dataclasses.replace(c, plugin=adjuster) for c in adjusted.changes))
+    decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
+
+    answer = call_hook(manager, "configure_optimizations", _is_settings, "a list of Setting", first_only=False, adjusted=adjusted, tier=tier, reading=reading)
+    problems += answer.problems
+    plan = _merge_settings(answer.results)
+    for plugin in dict.fromkeys(s.plugin for s in plan):
+        keys = [s.key for s in plan if s.plugin == plugin]
+        decisions.append(Decision("configure_optimizations", plugin, ", ".join(keys)))
+
+    plan, plan_overrides = _with_plan_overrides(plan, overrides)
+    return Resolution(
+        reading=reading,
+        table=choice.table.name,
+        tier=tier,
+        request=request,
+        adjusted=adjusted,
+        plan=plan,
+        overrides=_limit_overrides(table_tier, adjusted, overrides) + plan_overrides,
+        decisions=tuple(decisions),
+        problems=tuple(problems),
+    )
+
+
+def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
+    changes: dict[str, Any] = {}
+    if overrides.max_duration_s is not None:
+        changes |= {"max_duration_with_lm_s": overrides.max_duration_s, "max_duration_without_lm_s": overrides.max_duration_s}
+    if overrides.max_batch is not None:
+        changes |= {"max_batch_with_lm": overrides.max_batch, "max_batch_without_lm": overrides.max_batch}
+    if overrides.lm_models is not None:
+        changes |= {"lm_models": tuple(overrides.lm_models), "lm_memory_gb": {}}
+    return dataclasses.replace(tier, **changes) if changes else tier
+
+
+def _limit_overrides(tier: Tier, adjusted: AdjustedRequest, overrides: Overrides) -> tuple[Override, ...]:
+    found = []
+    if overrides.max_duration_s is not None:
+        found.append(Override("max_duration_s", overrides.max_duration_s, tier.max_duration_s(adjusted.lm_on)))
+    if overrides.max_batch is not None:
+        found.append(Override("max_batch", overrides.max_batch, tier.max_batch(adjusted.lm_on)))
+    if overrides.lm_models is not None:
+        found.append(Override("lm_models", list(overrides.lm_models), list(tier.lm_models)))
+    return tuple(found)
+
+
+def _is_settings(result: Any) -> bool:
+    return isinstance(result, (list, tuple)) and all(isinstance(s, Setting) for s in result)
+
+
+def _merge_settings(results: Iterable[tuple[str, Iterable[Setting]]]) -> OptimizationPlan:
+    merged: dict[str, Setting] = {}
+    for plugin, settings in results:
+        for setting in settings:
+            if setting.key not in merged:
+                merged[setting.key] = setting if setting.plugin else dataclasses.replace(setting, plugin=plugin)
+    return OptimizationPlan(tuple(merged.values()))
+
+
+def _with_plan_overrides(plan: OptimizationPlan, overrides: Overrides) -> tuple[OptimizationPlan, tuple[Override, ...]]:
+    if not overrides.plan:
+        return plan, ()
+    settings = {s.key: s for s in plan}
+    found = []
+    for key, value in overrides.plan.items():
+        default = plan.value(key)
+        found.append(Override(key, value, default))
+        settings[key] = Setting(key, value, f"set by the user (the plan would have used {default!r})", "user")
+    return OptimizationPlan(tuple(settings.values())), tuple(found)
+
+
+def _describe_reading(reading: MemoryReading) -> str:
+    device = reading.device
+    if not device.is_accelerator:
+        return "no accelerator: CPU"
+    parts = [f"{device.name}", f"{_gib(device.total_bytes)} total"]
+    if device.free_bytes is not None:
+        parts.append(f"{_gib(device.free_bytes)} free")
+    source = device.sources.get("total_bytes")
+    return ", ".join(parts) + (f" (from {source})" if source else "")
+
+
+def _describe_size(reading: MemoryReading) -> str:
+    if reading.device.total_bytes is None:
+        return "a CPU (no device memory)"
+    kind = "simulated" if reading.simulated else "detected"
+    return f"{_gib(reading.device.total_bytes)} {kind}"
+
+
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / GIB:.2f} GiB"

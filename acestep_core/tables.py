@@ -1,0 +1,334 @@
+"""Tier tables as data: load a TOML file, validate it, render it as Markdown.
+
+A table file mirrors :class:`~acestep_core.Tier` field for field::
+
+    [table]
+    name = "default"
+    description = "..."
+    real_card_tolerance = 0.05      # optional
+
+    [[tiers]]
+    name = "tier3"
+    label = "Tier 3"
+    min_gb = 6
+    max_gb = 8                      # omit on the last tier: unbounded
+    max_inclusive = false           # optional; true only for a "≤N GB" first tier
+    max_duration_with_lm_s = 240
+    max_duration_without_lm_s = 360
+    max_batch_with_lm = 1
+    max_batch_without_lm = 2
+    lm_models = ["0.6B"]
+    lm_default_on = true
+    lm_memory_gb = { "0.6B" = 3 }   # optional per size; missing = no fixed allocation
+    optimizations = { flash_attention = true, cpu_offload = true, compile = true, quantization = "int8" }
+
+Every problem is reported at once, each with its tier, field and a fix (:class:`TableError`).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acestep_core.types import LM_SIZES, Tier, TierTable
+
+MIN_DURATION_S = 10
+MAX_DURATION_S = 600
+
+_TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float}
+_TIER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "label": str,
+    "min_gb": float,
+    "max_gb": float,
+    "max_inclusive": bool,
+    "max_duration_with_lm_s": int,
+    "max_duration_without_lm_s": int,
+    "max_batch_with_lm": int,
+    "max_batch_without_lm": int,
+    "lm_models": list,
+    "lm_default_on": bool,
+    "lm_memory_gb": dict,
+    "optimizations": dict,
+}
+_OPTIONAL_TIER_KEYS = {"max_gb", "max_inclusive", "lm_memory_gb", "optimizations", "label"}
+OPTIMIZATION_KEYS: dict[str, type] = {
+    "flash_attention": bool,
+    "cpu_offload": bool,
+    "compile": bool,
+    "quantization": str,
+}
+QUANTIZATIONS = ("none", "int8", "int4", "fp8")
+_LIMIT_FIELDS = (
+    "max_duration_with_lm_s",
+    "max_duration_without_lm_s",
+    "max_batch_with_lm",
+    "max_batch_without_lm",
+)
+
+
+@dataclass(frozen=True)
+class TableProblem:
+    tier: str | None
+    field: str | None
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = ".".join(part for part in (self.tier, self.field) if part) or "table"
+        return f"{where}: {self.message} — fix: {self.fix}"
+
+
+class TableError(ValueError):
+    """A tier table that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[TableProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid tier table {source}: {len(problems)} problem(s)\n{lines}")
+
+
+def load_table(path: str | Path) -> TierTable:
+    """Read and validate a table file. Raises :class:`TableError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise TableError(str(path), [TableProblem(None, None, f"cannot read: {error.strerror}", "check the path")]) from None
+    return parse_table(text, source=str(path))
+
+
+def parse_table(text: str, source: str = "<string>") -> TierTable:
+    """Parse and validate a table from TOML text."""
+    if not text.strip():
+        raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise TableError(source, [TableProblem(None, None, f"not valid TOML: {error}", "fix the TOML syntax")]) from None
+    return table_from_dict(data, source=source)
+
+
+def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTable:
+    problems: list[TableProblem] = []
+    for key in data:
+        if key not in ("table", "tiers"):
+            problems.append(TableProblem(None, key, "unknown top-level key", "keep only [table] and [[tiers]]"))
+    header = data.get("table")
+    if not isinstance(header, Mapping):
+        problems.append(TableProblem(None, "table", "missing [table] section", 'add [table] with name = "..."'))
+        header = {}
+    _check_keys(header, _TABLE_KEYS, required={"name"}, tier=None, problems=problems)
+    tier_rows = data.get("tiers")
+    if not isinstance(tier_rows, list) or not tier_rows:
+        problems.append(TableProblem(None, "tiers", "no [[tiers]] rows", "add one [[tiers]] block per tier"))
+        tier_rows = []
+    tiers = [_tier(row, position, problems) for position, row in enumerate(tier_rows)]
+    tolerance = header.get("real_card_tolerance", 0.05)
+    if _is_number(tolerance) and not 0 <= tolerance < 0.5:
+        problems.append(TableProblem(None, "real_card_tolerance", f"{tolerance} is outside [0, 0.5)", "use 0.05"))
+    built = [tier for tier in tiers if tier is not None]
+    if len(built) == len(tiers):
+        problems.extend(check_table_sanity(built))
+    if problems:
+        raise TableError(source, problems)
+    return TierTable(
+        name=header["name"],
+        description=header.get("description", ""),
+        real_card_tolerance=float(tolerance),
+        tiers=tuple(built),
+        source=source,
+    )
+
+
+def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
+    """The rules a table must keep beyond its schema: coverage, monotone limits, LMs that fit."""
+    problems: list[TableProblem] = []
+    names = [t.name for t in tiers]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(TableProblem(name, "name", "name used by more than one tier", "give every tier its own name"))
+    if tiers and tiers[0].min_gb != 0:
+        problems.append(TableProblem(tiers[0].name, "min_gb", f"first tier starts at {tiers[0].min_gb} GB, leaving a gap from 0", "set min_gb = 0"))
+    for lower, upper in zip(tiers, tiers[1:], strict=False):
+        if lower.max_gb is None:
+            problems.append(TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}"))
+        elif upper.min_gb > lower.max_gb:
+            problems.append(TableProblem(upper.name, "min_gb", f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
+        elif upper.min_gb < lower.max_gb:
+            problems.append(TableProblem(upper.name, "min_gb", f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
+        for limit in _comparable_limits(lower, upper):
+            if getattr(upper, limit) < getattr(lower, limit):
+                problems.append(TableProblem(upper.name, limit, f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall as memory grows", f"set {limit} >= {getattr(lower, limit)}"))
+        lost = [m for m in lower.lm_models if m not in upper.lm_models]
+        if lost:
+            problems.append(TableProblem(upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"))
+    if tiers and tiers[-1].max_gb is not None:
+        problems.append(TableProblem(tiers[-1].name, "max_gb", f"last tier ends at {tiers[-1].max_gb} GB: larger devices match no tier", "remove max_gb from the last tier"))
+    for tier in tiers:
+        if tier.max_gb is not None and tier.max_gb <= tier.min_gb:
+            problems.append(TableProblem(tier.name, "max_gb", f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}", "make max_gb > min_gb"))
+        if tier.max_inclusive and tier is not tiers[0]:
+            problems.append(TableProblem(tier.name, "max_inclusive", "only the first tier may include its upper bound", "remove max_inclusive"))
+        for limit in _LIMIT_FIELDS:
+            value = getattr(tier, limit)
+            if limit.startswith("max_duration") and not MIN_DURATION_S <= value <= MAX_DURATION_S:
+                problems.append(TableProblem(tier.name, limit, f"{value} s is outside {MIN_DURATION_S}-{MAX_DURATION_S} s", f"use a value in {MIN_DURATION_S}..{MAX_DURATION_S}"))
+            if limit.startswith("max_batch") and value < 1:
+                problems.append(TableProblem(tier.name, limit, f"batch {value} is below 1", "use 1 or more"))
+        for model, gb in tier.lm_memory_gb.items():
+            if model not in tier.lm_models:
+                problems.append(TableProblem(tier.name, "lm_memory_gb", f"allocation for {model}, which lm_models does not allow", f"add {model} to lm_models or drop its allocation"))
+            smallest_card = tier.min_gb
+            if gb > smallest_card:
+                problems.append(TableProblem(tier.name, "lm_memory_gb", f"{model} gets {gb} GB but the smallest device in this tier has {smallest_card} GB", f"lower lm_memory_gb.{model} to at most {smallest_card}"))
+        if tier.lm_default_on and not tier.lm_models:
+            problems.append(TableProblem(tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"))
+    return problems
+
+
+def _comparable_limits(lower: Tier, upper: Tier) -> tuple[str, ...]:
+    """With-LM limits mean nothing on a tier with no LM, so they are compared only between LM tiers."""
+    if lower.lm_models and upper.lm_models:
+        return _LIMIT_FIELDS
+    return tuple(limit for limit in _LIMIT_FIELDS if limit.endswith("without_lm") or limit.endswith("without_lm_s"))
+
+
+def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
+    if not isinstance(row, Mapping):
+        problems.append(TableProblem(f"tiers[{position}]", None, "is not a table", "write it as a [[tiers]] block"))
+        return None
+    name = row.get("name") if isinstance(row.get("name"), str) else f"tiers[{position}]"
+    before = len(problems)
+    _check_keys(row, _TIER_KEYS, required=set(_TIER_KEYS) - _OPTIONAL_TIER_KEYS, tier=name, problems=problems)
+    models = row.get("lm_models", [])
+    if isinstance(models, list):
+        for model in models:
+            if model not in LM_SIZES:
+                problems.append(TableProblem(name, "lm_models", f"unknown LM size {model!r}", f"use sizes from {list(LM_SIZES)}"))
+        if isinstance(models, list) and [m for m in LM_SIZES if m in models] != models:
+            problems.append(TableProblem(name, "lm_models", "sizes not listed smallest first, or repeated", f"order them as {list(LM_SIZES)}"))
+    memory = row.get("lm_memory_gb", {})
+    if isinstance(memory, Mapping):
+        for model, gb in memory.items():
+            if not _is_number(gb) or gb <= 0:
+                problems.append(TableProblem(name, f"lm_memory_gb.{model}", f"{gb!r} is not a positive number of GB", "write e.g. 3"))
+    optimizations = row.get("optimizations", {})
+    if isinstance(optimizations, Mapping):
+        _check_keys(optimizations, OPTIMIZATION_KEYS, required=set(), tier=name, problems=problems, prefix="optimizations.")
+        quantization = optimizations.get("quantization")
+        if isinstance(quantization, str) and quantization not in QUANTIZATIONS:
+            problems.append(TableProblem(name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"))
+    for key in ("min_gb", "max_gb"):
+        value = row.get(key)
+        if _is_number(value) and (value < 0 or not math.isfinite(value)):
+            problems.append(TableProblem(name, key, f"{value} is not a finite size >= 0", "use GB, e.g. 8"))
+    if len(problems) > before:
+        return None
+    return Tier(
+        name=row["name"],
+        label=row.get("label", row["name"]),
+        min_gb=float(row["min_gb"]),
+        max_gb=float(row["max_gb"]) if "max_gb" in row else None,
+        max_inclusive=row.get("max_inclusive", False),
+        max_duration_with_lm_s=row["max_duration_with_lm_s"],
+        max_duration_without_lm_s=row["max_duration_without_lm_s"],
+        max_batch_with_lm=row["max_batch_with_lm"],
+        max_batch_without_lm=row["max_batch_without_lm"],
+        lm_models=tuple(models),
+        lm_memory_gb={m: float(gb) for m, gb in memory.items()},
+        lm_default_on=row["lm_default_on"],
+        optimizations=dict(optimizations),
+    )
+
+
+def _check_keys(
+    row: Mapping[str, Any],
+    schema: Mapping[str, type | tuple[type, ...]],
+    *,
+    required: set[str],
+    tier: str | None,
+    problems: list[TableProblem],
+    prefix: str = "",
+) -> None:
+    for key in row:
+        if key not in schema:
+            problems.append(TableProblem(tier, prefix + key, "unknown key", f"remove it; known keys: {', '.join(schema)}"))
+    for key in sorted(required - set(row)):
+        problems.append(TableProblem(tier, prefix + key, "missing", f"add {key} = <{_type_name(schema[key])}>"))
+    for key, expected in schema.items():
+        if key in row and not _has_type(row[key], expected):
+            problems.append(TableProblem(tier, prefix + key, f"{row[key]!r} is not {_type_name(expected)}", f"write {key} as {_type_name(expected)}"))
+
+
+def _has_type(value: Any, expected: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return _is_number(value)
+    return isinstance(value, expected)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    return names.get(expected, str(expected)) if isinstance(expected, type) else "a value"
+
+
+# --------------------------------------------------------------------------------------------- render
+def render_markdown(table: TierTable) -> str:
+    """The table as the upstream document writes it (the document is generated from the data)."""
+    rows = ["| VRAM | Tier | LM mode | Max duration | Max batch | LM memory |", "|------|------|---------|--------------|-----------|-----------|"]
+    for tier in table.tiers:
+        rows.append(
+            "| "
+            + " | ".join(
+                (
+                    tier.vram_label(),
+                    tier.label,
+                    _lm_mode(tier),
+                    _with_without(tier, _minutes(tier.max_duration_with_lm_s), _minutes(tier.max_duration_without_lm_s)),
+                    _with_without(tier, str(tier.max_batch_with_lm), str(tier.max_batch_without_lm)),
+                    _lm_memory(tier),
+                )
+            )
+            + " |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _lm_mode(tier: Tier) -> str:
+    if not tier.lm_models:
+        return "unavailable"
+    if tier.lm_models == LM_SIZES and not tier.lm_memory_gb:
+        return "all models"
+    if len(tier.lm_models) == 1:
+        return f"{tier.lm_models[0]} (optional)"
+    return " / ".join(tier.lm_models)
+
+
+def _lm_memory(tier: Tier) -> str:
+    if not tier.lm_models:
+        return "-"
+    if not tier.lm_memory_gb:
+        return "unlimited"
+    if len(tier.lm_models) == 1:
+        return f"{tier.lm_memory_gb[tier.lm_models[0]]:g}GB"
+    return ", ".join(f"{m}: {gb:g}GB" for m, gb in tier.lm_memory_gb.items())
+
+
+def _with_without(tier: Tier, with_lm: str, without_lm: str) -> str:
+    if not tier.lm_models or with_lm == without_lm:
+        return without_lm
+    return f"with LM: {with_lm} / without LM: {without_lm}"
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"

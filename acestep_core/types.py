@@ -1,0 +1,368 @@
+"""The records that flow between hooks: detect → select → adjust → configure.
+
+Every record is a frozen dataclass built from JSON-friendly values, so a resolution can be printed,
+cached, compared and sent to a UI as it is (see :func:`to_jsonable`). Memory sizes are bytes in
+readings and GiB (2**30 bytes) in tier tables: the upstream document's "GB" are GiB —
+``MAX_CUDA_VRAM=8`` means 8 GiB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+GIB = 1024**3
+
+COMPONENTS: tuple[str, ...] = ("lm", "dit", "text_encoder", "vae")
+"""The pipeline's components, in the order they run."""
+
+LM_SIZES: tuple[str, ...] = ("0.6B", "1.7B", "4B")
+"""The 5Hz LM sizes ACE-Step 1.5 ships, smallest first."""
+
+LmMode = Literal["auto", "on", "off"]
+
+
+# --------------------------------------------------------------------------------------------- detect
+@dataclass(frozen=True)
+class DetectOptions:
+    """What the caller asks of detection; handed unchanged to every ``detect_memory`` implementation.
+
+    ``environ`` is a snapshot of the process environment (or a test's own mapping), so plugins never
+    read ``os.environ`` behind the caller's back.
+    """
+
+    device: str | None = None
+    """The device the pipeline will use: an ordinal (``"1"``), a UUID or UUID prefix; None = first."""
+    vram_gb: str | None = None
+    """Simulated memory from the command line (``--vram``), unparsed: the plugin validates it."""
+    replay: str | None = None
+    """Path of a recorded device (JSON) to replay instead of asking the driver."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    def cache_key(self) -> tuple[Any, ...]:
+        return (self.device, self.vram_gb, self.replay, tuple(sorted(self.environ.items())))
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """One device's memory, and where each figure came from."""
+
+    backend: str
+    """``cuda``, ``rocm``, ``mps``, ``xpu`` or ``cpu``."""
+    name: str
+    index: int | None = None
+    """The ordinal the framework (torch) will use: ``cuda:<index>``. None for the CPU."""
+    uuid: str | None = None
+    total_bytes: int | None = None
+    free_bytes: int | None = None
+    reserved_bytes: int | None = None
+    """Memory the driver keeps for itself (NVML v2 ``reserved``); None where unknown."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Figure name → how it was read, e.g. ``{"total_bytes": "NVML nvmlDeviceGetMemoryInfo v2"}``."""
+    compute_capability: tuple[int, int] | None = None
+    pci_bus_id: str | None = None
+    mig: bool = False
+    """True for a MIG instance: the figures are the slice's, not the parent GPU's."""
+    unified_memory: bool = False
+    """True where host and device share memory (Apple MPS): figures are a recommended ceiling."""
+    simulated: bool = False
+
+    @property
+    def total_gib(self) -> float | None:
+        return None if self.total_bytes is None else self.total_bytes / GIB
+
+    @property
+    def free_gib(self) -> float | None:
+        return None if self.free_bytes is None else self.free_bytes / GIB
+
+    @property
+    def is_accelerator(self) -> bool:
+        return self.backend != "cpu"
+
+
+CPU = DeviceMemory(backend="cpu", name="CPU")
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """What ``detect_memory`` returns: the device the pipeline will use, and every visible one."""
+
+    device: DeviceMemory
+    visible: tuple[DeviceMemory, ...] = ()
+    notes: tuple[str, ...] = ()
+    """Things the user should know about this reading (simulation on, fallbacks taken, diagnosis)."""
+
+    @property
+    def simulated(self) -> bool:
+        return self.device.simulated
+
+
+# --------------------------------------------------------------------------------------------- select
+@dataclass(frozen=True)
+class Tier:
+    """One row of a tier table: the limits and defaults for a range of device memory (GiB)."""
+
+    name: str
+    label: str
+    min_gb: float
+    max_gb: float | None
+    """Upper bound; None = unbounded."""
+    max_inclusive: bool
+    """Whether ``max_gb`` itself belongs to this tier (the seed's "≤4GB"); otherwise [min, max)."""
+    max_duration_with_lm_s: int
+    max_duration_without_lm_s: int
+    max_batch_with_lm: int
+    max_batch_without_lm: int
+    lm_models: tuple[str, ...]
+    """LM sizes this tier may load, smallest first. Empty: no LM."""
+    lm_memory_gb: Mapping[str, float]
+    """GPU memory set aside for each allowed LM size; a size missing here has no fixed bound."""
+    lm_default_on: bool
+    optimizations: Mapping[str, Any] = field(default_factory=dict)
+    """Per-tier optimization defaults (``flash_attention``, ``cpu_offload``, ``compile``,
+    ``quantization``), as the table states them; ``configure_optimizations`` turns them into a plan."""
+
+    @property
+    def recommended_lm(self) -> str | None:
+        """The largest LM this tier allows."""
+        return self.lm_models[-1] if self.lm_models else None
+
+    def contains(self, gib: float) -> bool:
+        if gib < self.min_gb:
+            return False
+        if self.max_gb is None:
+            return True
+        return gib <= self.max_gb if self.max_inclusive else gib < self.max_gb
+
+    def max_duration_s(self, lm_on: bool) -> int:
+        return self.max_duration_with_lm_s if lm_on else self.max_duration_without_lm_s
+
+    def max_batch(self, lm_on: bool) -> int:
+        return self.max_batch_with_lm if lm_on else self.max_batch_without_lm
+
+    def vram_label(self) -> str:
+        """The range as the seed's table writes it: ``≤4GB``, ``4-6GB``, ``≥24GB``."""
+        if self.max_gb is None:
+            return f"≥{_num(self.min_gb)}GB"
+        if self.min_gb == 0 and self.max_inclusive:
+            return f"≤{_num(self.max_gb)}GB"
+        return f"{_num(self.min_gb)}-{_num(self.max_gb)}GB"
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """A whole tier table: tiers ordered by memory, covering 0 GiB to unbounded."""
+
+    name: str
+    tiers: tuple[Tier, ...]
+    description: str = ""
+    real_card_tolerance: float = 0.05
+    """A detected (not simulated) total within this fraction below a tier boundary counts as the
+    boundary: cards are sold by class but report less (an "8 GB" card reads 7.6-7.9 GiB)."""
+    source: str = ""
+    """Where the table was loaded from (a file path or a package resource)."""
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(f"table {self.name!r} has no tier {name!r}; it has {[t.name for t in self.tiers]}")
+
+    def boundaries(self) -> tuple[float, ...]:
+        return tuple(t.min_gb for t in self.tiers if t.min_gb > 0)
+
+
+# --------------------------------------------------------------------------------------------- adjust
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the user asked for, before any tier limit is applied."""
+
+    duration_s: float | None = None
+    """Seconds of audio; None lets the LM choose (constrained to the tier's maximum)."""
+    batch_size: int = 1
+    lm_model: str | None = None
+    """An LM size (``"1.7B"``); None = the tier's recommended size when the LM runs."""
+    lm: LmMode = "auto"
+    """``on`` / ``off``, or ``auto`` = the tier's default."""
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One change ``adjust_request`` made to a request, and why."""
+
+    field: str
+    asked: Any
+    granted: Any
+    reason: str
+    plugin: str = ""
+    warning: bool = True
+    """False for a quiet default (the LM left off on a small tier when the user said nothing)."""
+
+
+@dataclass(frozen=True)
+class AdjustedRequest:
+    """The request as it will run."""
+
+    duration_s: float | None
+    batch_size: int
+    lm_model: str | None
+    """The LM that will load; None = the LM is off."""
+    changes: tuple[Adjustment, ...] = ()
+
+    @property
+    def lm_on(self) -> bool:
+        return self.lm_model is not None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(change.reason for change in self.changes if change.warning)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A user-set value that won over the tier's (or the plan's) own."""
+
+    key: str
+    value: Any
+    default: Any
+    """What the tier or plan would have given."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Explicit user values (CLI flags, API arguments). Each wins over the tier's default."""
+
+    max_duration_s: int | None = None
+    max_batch: int | None = None
+    lm_models: tuple[str, ...] | None = None
+    """LM sizes to allow whatever the tier says."""
+    plan: Mapping[str, Any] = field(default_factory=dict)
+    """Optimization plan key → value, e.g. ``{"compile": False, "quantization.dit": "none"}``."""
+
+
+# --------------------------------------------------------------------------------------------- configure
+@dataclass(frozen=True)
+class Setting:
+    """One optimization decision. Keys are listed in :data:`acestep_core.hookspecs.PLAN_KEYS`."""
+
+    key: str
+    value: Any
+    reason: str
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class OptimizationPlan:
+    """Every optimization decision for a run, one :class:`Setting` per key."""
+
+    settings: tuple[Setting, ...] = ()
+
+    def __iter__(self) -> Iterator[Setting]:
+        return iter(self.settings)
+
+    def __contains__(self, key: object) -> bool:
+        return any(s.key == key for s in self.settings)
+
+    def __getitem__(self, key: str) -> Setting:
+        for setting in self.settings:
+            if setting.key == key:
+                return setting
+        raise KeyError(key)
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return self[key].value if key in self else default
+
+    def as_dict(self) -> dict[str, Any]:
+        return {s.key: s.value for s in self.settings}
+
+
+# --------------------------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class Decision:
+    """Which plugin answered a hook, and what it said."""
+
+    hook: str
+    plugin: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin that failed to load, raised inside a hook, or returned the wrong type, and was skipped."""
+
+    plugin: str
+    hook: str | None
+    error: str
+    kind: Literal["import", "raised", "wrong-type", "invalid-setting", "invalid-table"] = "raised"
+
+    def message(self) -> str:
+        where = f" in {self.hook}" if self.hook else ""
+        if self.kind == "invalid-setting":
+            return f"{self.plugin}: {self.error}"
+        return f"plugin {self.plugin!r} {_PROBLEM_VERBS[self.kind]}{where}: {self.error} (skipped)"
+
+
+_PROBLEM_VERBS = {
+    "import": "failed to load",
+    "raised": "raised",
+    "wrong-type": "returned the wrong type",
+    "invalid-table": "registered an invalid tier table",
+}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """hardware → tier → adjusted request → plan, and who decided each."""
+
+    reading: MemoryReading
+    table: str
+    tier: Tier
+    request: GenerationRequest
+    adjusted: AdjustedRequest
+    plan: OptimizationPlan
+    overrides: tuple[Override, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    problems: tuple[PluginProblem, ...] = ()
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Everything the user must be told: reading notes, clamps and refusals, plugin problems."""
+        return (
+            self.reading.notes
+            + self.adjusted.warnings
+            + tuple(problem.message() for problem in self.problems)
+        )
+
+    def decided_by(self, hook: str) -> str | None:
+        return next((d.plugin for d in self.decisions if d.hook == hook), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_jsonable(self)
+        data["warnings"] = list(self.warnings)
+        data["tier"]["recommended_lm"] = self.tier.recommended_lm
+        data["adjusted"]["lm_on"] = self.adjusted.lm_on
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses → dicts, tuples → lists, non-finite floats → strings; JSON-safe all the way down."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _num(gb: float) -> str:
+    return f"{gb:g}"
