@@ -98,6 +98,9 @@ def build_plugin_manager(
     autoload = environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
     manager = PluginManager()
     for name, plugin in plugins:
+        if name in blocked:
+            manager.infos[name] = PluginInfo(name, None, None, "blocked", error=f"listed in {BLOCK_ENV}")
+            continue
         manager.register_plugin(plugin, name)
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -126,7 +129,7 @@ def _load_entry_point(manager: PluginManager, entry_point: importlib.metadata.En
         return
     try:
         plugin = entry_point.load()
-    except BaseException as error:  # noqa: BLE001 - even SystemExit from a plugin must not stop us
+    except BaseException as error:  # even SystemExit from a plugin must not stop us
         if isinstance(error, KeyboardInterrupt):
             raise
         manager.infos[name] = PluginInfo(name, distribution, version, "failed", builtin=builtin, error=_describe(error))
@@ -175,7 +178,9 @@ def call_hook(
         except SettingIgnored as ignored:
             problems.append(PluginProblem(impl.plugin_name, hook_name, str(ignored), "invalid-setting"))
             continue
-        except Exception as error:  # noqa: BLE001 - a failing plugin is reported, never fatal
+        except BaseException as error:  # even SystemExit from a plugin must not stop us
+            if isinstance(error, KeyboardInterrupt):
+                raise
             kind = "invalid-table" if isinstance(error, TableError) else "raised"
             problems.append(PluginProblem(impl.plugin_name, hook_name, _describe(error), kind))
             continue

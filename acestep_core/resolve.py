@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from acestep_core.types import (
     AdjustedRequest,
     Decision,
     DetectOptions,
+    DeviceMemory,
     GenerationRequest,
     MemoryReading,
     OptimizationPlan,
@@ -95,24 +97,49 @@ def _is_tables(result: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- detect
-_detections: dict[tuple[int, tuple[Any, ...]], tuple[MemoryReading, str, tuple[PluginProblem, ...]]] = {}
-_detections_lock = threading.Lock()
+_Detected = tuple[MemoryReading, str, tuple[PluginProblem, ...]]
+_detections: weakref.WeakKeyDictionary[PluginManager, dict[tuple[Any, ...], _Detected]] = weakref.WeakKeyDictionary()
+_detections_lock = threading.RLock()
+"""Held while detecting, so that threads asking at once detect once; re-entrant so that a plugin
+which itself resolves cannot deadlock."""
 
 
-def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = False) -> tuple[MemoryReading, str, tuple[PluginProblem, ...]]:
-    """The memory reading for ``options``, cached per process (thread-safe); ``redetect`` reads again."""
-    key = (id(manager), options.cache_key())
+def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = False) -> _Detected:
+    """The memory reading for ``options``, cached per process and per manager (thread-safe);
+    ``redetect`` reads again.
+
+    The cache is keyed by the manager object itself (weakly), never by ``id()``: a new manager that
+    happens to reuse a dead one's address must not inherit its reading.
+    """
+    key = options.cache_key()
     with _detections_lock:
-        if not redetect and key in _detections:
-            return _detections[key]
-        answer = call_hook(manager, "detect_memory", lambda r: isinstance(r, MemoryReading), "a MemoryReading", first_only=True, options=options)
+        cache = _detections.setdefault(manager, {})
+        if not redetect and key in cache:
+            return cache[key]
+        answer = call_hook(manager, "detect_memory", is_valid_reading, "a MemoryReading whose device has a positive integer total_bytes (or None for a CPU)", first_only=True, options=options)
         if answer.first is None:
             detected = (MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), "acestep_core", answer.problems)
         else:
             plugin, reading = answer.first
             detected = (reading, plugin, answer.problems)
-        _detections[key] = detected
+        cache[key] = detected
         return detected
+
+
+def is_valid_reading(result: Any) -> bool:
+    """A reading a tier may be chosen from: garbage (a negative, zero, fractional or non-numeric
+    total) is refused here, so that no plugin can put a device in a tier by accident."""
+    if not isinstance(result, MemoryReading) or not isinstance(result.device, DeviceMemory):
+        return False
+    device = result.device
+    for figure in (device.free_bytes, device.reserved_bytes):
+        if figure is not None and not _is_byte_count(figure, minimum=0):
+            return False
+    return device.total_bytes is None or _is_byte_count(device.total_bytes, minimum=1)
+
+
+def _is_byte_count(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def clear_detection_cache() -> None:

@@ -27,6 +27,7 @@ Every problem is reported at once, each with its tier, field and a fix (:class:`
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -154,7 +155,7 @@ def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
         problems.append(TableProblem(name, "name", "name used by more than one tier", "give every tier its own name"))
     if tiers and tiers[0].min_gb != 0:
         problems.append(TableProblem(tiers[0].name, "min_gb", f"first tier starts at {tiers[0].min_gb} GB, leaving a gap from 0", "set min_gb = 0"))
-    for lower, upper in zip(tiers, tiers[1:], strict=False):
+    for lower, upper in itertools.pairwise(tiers):
         if lower.max_gb is None:
             problems.append(TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}"))
         elif upper.min_gb > lower.max_gb:

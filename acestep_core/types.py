@@ -189,6 +189,18 @@ class GenerationRequest:
     lm: LmMode = "auto"
     """``on`` / ``off``, or ``auto`` = the tier's default."""
 
+    def __post_init__(self) -> None:
+        """Refuse a request no tier could be fitted to, at the API boundary, with the value named."""
+        duration = self.duration_s
+        if duration is not None and (
+            isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0
+        ):
+            raise ValueError(f"duration_s must be a positive, finite number of seconds or None, not {duration!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of 1 or more, not {self.batch_size!r}")
+        if self.lm not in ("auto", "on", "off"):
+            raise ValueError(f"lm must be 'auto', 'on' or 'off', not {self.lm!r}")
+
 
 @dataclass(frozen=True)
 class Adjustment:

@@ -38,14 +38,25 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = ("info", "plan", "tiers", "plugins")
+"""Commands that must start fast and import neither torch nor NVML: when one of them is asked for,
+the optional (``ml``) command modules are not even imported."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command`` one of :data:`CORE_COMMANDS`, only the core's commands."""
     from acestep_core.cli import plugins, resolution, tiers
 
     parser = argparse.ArgumentParser(prog="acestep-core", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (resolution, tiers, plugins, *_optional_command_modules()):
+    optional = [] if command in CORE_COMMANDS else _optional_command_modules()
+    for module in (resolution, tiers, plugins, *optional):
         module.add_parser(subparsers)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def _optional_command_modules() -> list[Any]:
@@ -67,7 +78,8 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

@@ -14,7 +14,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "plugins",
         help="installed plugins: name, distribution, version, hooks, status",
         description="List every plugin found in the 'acestep_core' entry-point group: loaded, blocked, disabled or failed (with its error).",
-        epilog=f"switches: {DISABLE_AUTOLOAD_ENV}=1 loads only the built-in plugins; {BLOCK_ENV}=a,b blocks plugins by name.",
+        epilog=(
+            "examples:\n"
+            "  acestep-core plugins                                     every plugin and its status\n"
+            "  acestep-core plugins --json                              the same, for tools\n"
+            f"  {DISABLE_AUTOLOAD_ENV}=1 acestep-core plugins   built-ins only\n"
+            f"  {BLOCK_ENV}=cuda acestep-core info              run without the cuda plugin\n"
+            "\n"
+            f"{DISABLE_AUTOLOAD_ENV}=1 loads only the built-in plugins (cuda, simulated, tiers_default);\n"
+            f"{BLOCK_ENV}=a,b never loads the plugins named (built-ins too). A plugin that fails\n"
+            "to load, raises in a hook or returns the wrong type is listed here and skipped."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_json_flag(parser)
     parser.set_defaults(handler=run_plugins)

@@ -14,12 +14,38 @@ QUANTIZATIONS = ("none", "int8", "int4", "fp8")
 OFFLOADS = ("none", "model", "group", "sequential")
 ATTENTIONS = ("flash_attention_2", "sdpa", "eager")
 
+INFO_EXAMPLES = """\
+examples:
+  acestep-core info                        this machine's device, tier, limits and plan
+  MAX_CUDA_VRAM=8 acestep-core info        the same for a simulated 8 GB CUDA card
+  acestep-core info --vram 16 --json       a simulated 16 GB card, as JSON for a tool or UI
+  acestep-core info --no-compile           a user value wins; the output says what the tier gave
+
+memory figures are GiB: MAX_CUDA_VRAM=8 is 8 GiB. A real card is compared by its NVML total (torch's
+where NVML is missing), and a reading up to 5% below a tier boundary counts as the boundary, so an
+"8 GB" card reading 7.6-7.9 GiB gets the 8 GB tier. Simulated sizes are taken exactly.
+"""
+
+PLAN_EXAMPLES = """\
+examples:
+  MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --batch 8 --lm 4B
+      Tier 4: 4B is refused and 0.6B offered; with the LM 240 s and batch 2, three warnings
+  MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --batch 8 --lm none
+      without the LM the same tier gives 360 s and batch 4
+  MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --max-duration 600
+      override the tier's limit; the output records what the tier would have given
+
+exit status: 0 ok, 1 failure (no tier table, no plugin could decide), 2 bad usage.
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser(
         "info",
         help="hardware → tier → defaults → plan, and which plugin decided each",
         description="Show what this machine gets: the device detected, the tier chosen, its limits, the default request and the optimization plan, with the plugin behind each decision.",
+        epilog=INFO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_resolution_options(info)
     info.set_defaults(handler=run_info)
@@ -28,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "plan",
         help="fit a request to the tier's limits; print the adjusted request and every warning",
         description="Fit a generation request to this machine's tier. Requests over a limit are clamped with a warning; an LM size the tier does not allow is refused and the recommended one offered.",
-        epilog="example: MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --batch 8 --lm 4B",
+        epilog=PLAN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_request_options(plan)
     add_resolution_options(plan)

@@ -11,11 +11,14 @@ generalised). Simulated sizes are taken exactly. With no accelerator (CPU) the f
 Requests. Over a limit → clamped to it, with a warning naming the limit, the tier and the memory
 figure. With the LM on, the tier's with-LM limits apply. An LM size the tier does not allow is
 refused and the recommended (largest allowed) size offered; with no LM allowed the LM is turned
-off. On tiers whose table says ``lm_default_on = false`` (≤6 GB) the LM stays off unless asked for.
+off. The LM stays off unless asked for on tiers whose table says ``lm_default_on = false``, and on
+any device of 6 GB or less (the seed's "≤6GB" note; a 6 GB device is Tier 3 by range, so this is a
+rule on the memory figure, not on the tier).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import importlib.util
 
@@ -34,23 +37,32 @@ from acestep_core import (
 
 TABLE_FILE = "tiers.toml"
 TEXT_COMPONENTS = ("lm", "dit", "text_encoder")
+LM_OFF_BY_DEFAULT_UP_TO_GB = 6.0
+"""The seed: "VRAM ≤6GB: the LM is not initialised by default, to keep memory for the DiT". This
+holds on any tier (a 6 GB device is in Tier 3 by range), so it is a rule here, not a table field."""
 
 
 @hookimpl
 def register_tier_tables() -> TierTable:
+    return default_table()
+
+
+@functools.cache
+def default_table() -> TierTable:
+    """``tiers.toml``, parsed and validated once per process (the record is frozen, so sharing is safe)."""
     resource = importlib.resources.files(__name__).joinpath(TABLE_FILE)
     return parse_table(resource.read_text(encoding="utf-8"), source=f"{__name__}/{TABLE_FILE}")
 
 
 @hookimpl(trylast=True)
-def select_tier(reading: MemoryReading, table: TierTable) -> Tier:
+def select_tier(reading: MemoryReading, table: TierTable) -> Tier | None:
     device = reading.device
-    if device.total_bytes is None:
+    if device.total_bytes is None or device.total_bytes <= 0:
         return table.tiers[0]
     gib = device.total_bytes / GIB
     if not device.simulated:
         gib = nominal_size(gib, table)
-    return next(tier for tier in table.tiers if tier.contains(gib))
+    return next((tier for tier in table.tiers if tier.contains(gib)), None)
 
 
 def nominal_size(gib: float, table: TierTable) -> float:
@@ -65,7 +77,7 @@ def nominal_size(gib: float, table: TierTable) -> float:
 def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReading) -> AdjustedRequest:
     where = f"{tier.label} ({tier.vram_label()}, {_memory(reading)})"
     changes: list[Adjustment] = []
-    lm_model = _choose_lm(request, tier, where, changes)
+    lm_model = _choose_lm(request, tier, reading, where, changes)
     lm_on = lm_model is not None
     with_lm = "with the LM" if lm_on else "without the LM"
 
@@ -83,13 +95,22 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
     return AdjustedRequest(duration_s=duration, batch_size=batch, lm_model=lm_model, changes=tuple(changes))
 
 
-def _choose_lm(request: GenerationRequest, tier: Tier, where: str, changes: list[Adjustment]) -> str | None:
+def _small_device(reading: MemoryReading) -> bool:
+    """≤6 GB, compared as read: a real card reads at or below its class, so no tolerance is needed."""
+    total = reading.device.total_bytes
+    return total is not None and total / GIB <= LM_OFF_BY_DEFAULT_UP_TO_GB + 1e-9
+
+
+def _choose_lm(request: GenerationRequest, tier: Tier, reading: MemoryReading, where: str, changes: list[Adjustment]) -> str | None:
     if request.lm == "off":
         return None
     wanted = request.lm == "on" or request.lm_model is not None
     if not wanted and not tier.lm_default_on:
-        if tier.lm_models or request.lm_model:
-            changes.append(Adjustment("lm_model", request.lm_model, None, f"the LM is not initialised by default on {where}, to leave memory to the DiT; ask for it to load it", warning=False))
+        if tier.lm_models:
+            changes.append(Adjustment("lm_model", None, None, f"the LM is not initialised by default on {where}, to leave memory to the DiT; ask for it to load it", warning=False))
+        return None
+    if not wanted and _small_device(reading):
+        changes.append(Adjustment("lm_model", None, None, f"the LM is not initialised by default on devices of {LM_OFF_BY_DEFAULT_UP_TO_GB:g} GB or less ({where}), to leave memory to the DiT; ask for it to load it", warning=False))
         return None
     if not tier.lm_models:
         if wanted:
