@@ -1,0 +1,182 @@
+"""The ACE-Step 1.5 components as real architectures, built from shipped configs with random weights.
+
+Nothing is downloaded: each builder instantiates the real class (``transformers.Qwen3ForCausalLM``,
+``diffusers.AceStepTransformer1DModel``, ``diffusers.AutoencoderOobleck``, ``transformers.Qwen3Model``)
+from a JSON config in ``acestep_core/models/configs/``. Memory depends on shapes, not on values, so the
+real-size builds measure what the tiers budget; the ``tiny`` builds run the whole flow on a CPU in
+seconds. **Random weights make noise**: the audio of a run built here demonstrates and measures the
+flow, it is not music. Users with checkpoints load them with :func:`load_component`.
+
+torch, transformers and diffusers are imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 48000
+"""Audio samples per second (stereo)."""
+VAE_HOP = 1920
+"""Audio samples per latent frame: the product of the VAE's downsampling ratios (2·4·4·6·10)."""
+LATENT_RATE_HZ = SAMPLE_RATE // VAE_HOP
+"""Latent frames per second of audio (25)."""
+LATENT_CHANNELS = 64
+CODES_PER_SECOND = 5
+"""Audio codes the 5Hz LM writes per second of audio."""
+
+LM_BUILD_SIZES: tuple[str, ...] = ("tiny", "0.6B", "1.7B", "4B")
+COMPONENT_BUILD_SIZES: tuple[str, ...] = ("tiny", "real")
+COMPONENT_KINDS: tuple[str, ...] = ("lm", "dit", "vae", "text_encoder")
+
+
+def latent_frames(duration_s: float) -> int:
+    """Latent frames for ``duration_s`` seconds of audio (25 per second, rounded up)."""
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be positive, not {duration_s!r}")
+    return math.ceil(round(duration_s * LATENT_RATE_HZ, 6))
+
+
+@cache
+def _configs(kind: str) -> dict[str, Any]:
+    return json.loads(files(__name__).joinpath("configs", f"{kind}.json").read_text(encoding="utf-8"))
+
+
+def model_config(kind: str, size: str) -> dict[str, Any]:
+    """The constructor arguments for component ``kind`` (``lm``, ``dit``, ``vae``, ``text_encoder``) at ``size``."""
+    if kind not in COMPONENT_KINDS:
+        raise ValueError(f"unknown component {kind!r}; known: {', '.join(COMPONENT_KINDS)}")
+    data = _configs(kind)
+    sizes = data["sizes"]
+    if size not in sizes:
+        raise ValueError(f"unknown {kind} size {size!r}; known: {', '.join(sizes)}")
+    return {**data.get("common", {}), **sizes[size]}
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use a torch.dtype or one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _finish(model: Any, dtype: Any) -> Any:
+    dtype = _torch_dtype(dtype)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def build_lm(size: str = "tiny", *, dtype: Any = None, attn_implementation: str = "sdpa",
+             vocab_size: int | None = None) -> Any:
+    """A ``transformers.Qwen3ForCausalLM`` shaped like ACE-Step 1.5's 5Hz LM, with random weights.
+
+    :param size: ``tiny`` (2 layers, a few MB), ``0.6B``, ``1.7B`` or ``4B`` (the real shapes:
+        596,049,920 / 1,720,574,976 / 4,022,468,096 parameters).
+    :param dtype: a ``torch.dtype`` or ``"bf16"`` / ``"fp16"`` / ``"fp32"``; None keeps float32.
+    :param attn_implementation: transformers' attention implementation.
+    :param vocab_size: replace the config's vocabulary size (to match a tokenizer).
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = model_config("lm", size)
+    if vocab_size is not None:
+        config["vocab_size"] = vocab_size
+    qwen_config = Qwen3Config(**{k: v for k, v in config.items() if not k.startswith("_")})
+    qwen_config._attn_implementation = attn_implementation
+    return _finish(Qwen3ForCausalLM(qwen_config), dtype)
+
+
+def build_dit(size: str = "tiny", *, dtype: Any = None) -> Any:
+    """A ``diffusers.AceStepTransformer1DModel`` (``tiny`` or ``real``: 24 layers, hidden 2048), random weights."""
+    from diffusers import AceStepTransformer1DModel
+
+    return _finish(AceStepTransformer1DModel(**model_config("dit", size)), dtype)
+
+
+def build_vae(size: str = "tiny", *, dtype: Any = None) -> Any:
+    """A ``diffusers.AutoencoderOobleck`` (``tiny`` or ``real``: ACE-Step's 168.7M-parameter VAE), random weights.
+
+    Both sizes keep the hop (1920 samples a latent frame), 64 latent channels, stereo and 48 kHz.
+    """
+    import warnings
+
+    from diffusers import AutoencoderOobleck
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
+        vae = AutoencoderOobleck(**model_config("vae", size))
+    return _finish(vae, dtype)
+
+
+def build_text_encoder(size: str = "tiny", *, dtype: Any = None) -> Any:
+    """A ``transformers.Qwen3Model`` (``real`` = Qwen3-Embedding-0.6B's shape, hidden 1024), random weights."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    return _finish(Qwen3Model(Qwen3Config(**model_config("text_encoder", size))), dtype)
+
+
+def load_component(kind: str, path: str | Path, *, dtype: Any = None) -> Any:
+    """Load a real checkpoint of component ``kind`` from a local directory (``from_pretrained``; no download).
+
+    :param kind: ``lm`` (a Qwen3 causal LM), ``dit``, ``vae`` or ``text_encoder``.
+    :param path: a directory holding the component's config and weights.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{kind}: {directory} is not a directory (load_component reads local checkpoints only)")
+    torch_dtype = _torch_dtype(dtype)
+    extra: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+    if kind == "lm":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **extra)
+    elif kind == "text_encoder":
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(directory, local_files_only=True, **extra)
+    elif kind == "dit":
+        from diffusers import AceStepTransformer1DModel
+
+        model = AceStepTransformer1DModel.from_pretrained(directory, local_files_only=True, **extra)
+    elif kind == "vae":
+        from diffusers import AutoencoderOobleck
+
+        model = AutoencoderOobleck.from_pretrained(directory, local_files_only=True, **extra)
+    else:
+        raise ValueError(f"unknown component {kind!r}; known: {', '.join(COMPONENT_KINDS)}")
+    return model.eval()
+
+
+def parameter_count(model: Any) -> int:
+    """Parameters of ``model``, counting tied weights once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "CODES_PER_SECOND",
+    "COMPONENT_BUILD_SIZES",
+    "COMPONENT_KINDS",
+    "LATENT_CHANNELS",
+    "LATENT_RATE_HZ",
+    "LM_BUILD_SIZES",
+    "SAMPLE_RATE",
+    "VAE_HOP",
+    "build_dit",
+    "build_lm",
+    "build_text_encoder",
+    "build_vae",
+    "latent_frames",
+    "load_component",
+    "model_config",
+    "parameter_count",
+]

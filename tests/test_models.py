@@ -1,0 +1,109 @@
+"""The model builders: real classes from shipped configs, tiny builds that run, real sizes that match."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from acestep_core import models  # noqa: E402
+from acestep_core.models import (  # noqa: E402
+    CODES_PER_SECOND,
+    LATENT_CHANNELS,
+    LATENT_RATE_HZ,
+    SAMPLE_RATE,
+    VAE_HOP,
+    build_dit,
+    build_lm,
+    build_text_encoder,
+    build_vae,
+    latent_frames,
+    load_component,
+    parameter_count,
+)
+
+
+def test_constants_agree() -> None:
+    assert SAMPLE_RATE / VAE_HOP == LATENT_RATE_HZ == 25
+    assert LATENT_CHANNELS == 64 and CODES_PER_SECOND == 5
+    assert latent_frames(30) == 750
+    assert latent_frames(10.01) == 251
+    with pytest.raises(ValueError):
+        latent_frames(0)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [("0.6B", 596_049_920), ("1.7B", 1_720_574_976), ("4B", 4_022_468_096)],
+)
+def test_real_lm_sizes_match_the_measured_models(size: str, expected: int) -> None:
+    with torch.device("meta"):
+        lm = build_lm(size)
+    assert parameter_count(lm) == expected
+    assert lm.config.tie_word_embeddings and lm.config.num_key_value_heads == 8 and lm.config.head_dim == 128
+    assert lm.config.vocab_size == 151_936
+
+
+def test_real_vae_dit_and_text_encoder_shapes() -> None:
+    with torch.device("meta"):
+        vae = build_vae("real")
+        dit = build_dit("real")
+        text = build_text_encoder("real")
+    assert parameter_count(vae) == 168_695_426  # measurements/h100-vae-2026-11-26.json: 168.7 M
+    assert vae.config.sampling_rate == SAMPLE_RATE and vae.hop_length == VAE_HOP
+    assert dit.config.num_hidden_layers == 24 and dit.config.hidden_size == 2048
+    assert 1.4e9 < parameter_count(dit) < 1.7e9  # the decoder only; the condition encoders are not built
+    assert text.config.hidden_size == 1024 and type(text).__name__ == "Qwen3Model"
+
+
+def test_tiny_lm_generates_and_takes_a_vocab_size() -> None:
+    lm = build_lm("tiny", vocab_size=300)
+    assert type(lm).__name__ == "Qwen3ForCausalLM" and lm.config.num_hidden_layers >= 2
+    assert lm.config.tie_word_embeddings
+    assert parameter_count(lm) * 4 < 5 * 2**20
+    out = lm.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7) and int(out.max()) < 300
+
+
+def test_tiny_dit_vae_and_text_encoder_run_with_pipeline_shapes() -> None:
+    frames = latent_frames(2)
+    dit = build_dit("tiny", dtype="fp32")
+    context = torch.zeros(1, frames, dit.config.in_channels - LATENT_CHANNELS)
+    encoder = torch.zeros(1, 7, dit.config.encoder_hidden_size)
+    t = torch.tensor([0.5])
+    with torch.no_grad():
+        velocity = dit(torch.randn(1, frames, LATENT_CHANNELS), t, t, encoder, context).sample
+        audio = build_vae("tiny").decode(velocity.transpose(1, 2)).sample
+        hidden = build_text_encoder("tiny")(torch.tensor([[1, 2, 3]])).last_hidden_state
+    assert velocity.shape == (1, frames, LATENT_CHANNELS)
+    assert audio.shape == (1, 2, frames * VAE_HOP)
+    assert hidden.shape == (1, 3, dit.config.encoder_hidden_size)
+
+
+def test_dtype_names_and_errors() -> None:
+    assert next(build_lm("tiny", dtype="bf16").parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown lm size"):
+        build_lm("7B")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        build_vae("tiny", dtype="int3")
+
+
+def test_load_component_round_trips_a_local_checkpoint(tmp_path) -> None:
+    vae = build_vae("tiny")
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = load_component("vae", tmp_path / "vae")
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), loaded.state_dict().values(), strict=True))
+    lm = build_lm("tiny")
+    lm.save_pretrained(tmp_path / "lm")
+    assert parameter_count(load_component("lm", tmp_path / "lm")) == parameter_count(lm)
+    with pytest.raises(FileNotFoundError):
+        load_component("dit", tmp_path / "missing")
+
+
+def test_importing_models_does_not_import_torch_eagerly() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, acestep_core.models; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", models.__doc__
