@@ -1,0 +1,107 @@
+"""Shared fixtures: a clean environment for every test, and plugin managers that do not depend on
+the machine the tests run on (no cuda plugin, no third-party entry points)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import acestep_core_simulated
+import acestep_core_tiers_default
+import pytest
+
+from acestep_core import (
+    GIB,
+    DeviceMemory,
+    MemoryReading,
+    build_plugin_manager,
+    clear_detection_cache,
+    hookimpl,
+    reset_plugin_manager,
+)
+from acestep_core.plugins import PluginManager
+
+SETTINGS_FROM_ENVIRONMENT = (
+    "MAX_CUDA_VRAM",
+    "MAX_MPS_VRAM",
+    "MAX_XPU_VRAM",
+    "ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD",
+    "ACESTEP_CORE_BLOCK_PLUGINS",
+    "ACESTEP_CORE_TIERS",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No simulation or plugin switch leaks in from the shell, and no manager or reading from
+    another test."""
+    for name in SETTINGS_FROM_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    reset_plugin_manager()
+    clear_detection_cache()
+    yield
+    reset_plugin_manager()
+    clear_detection_cache()
+
+
+class FixedDevice:
+    """A detection plugin that reports one device, as a hardware plugin would."""
+
+    def __init__(self, reading: MemoryReading) -> None:
+        self.reading = reading
+        self.calls = 0
+
+    @hookimpl
+    def detect_memory(self) -> MemoryReading:
+        self.calls += 1
+        return self.reading
+
+
+def device_reading(gib: float, *, simulated: bool = False, backend: str = "cuda") -> MemoryReading:
+    """A reading of ``gib`` GiB total, all free."""
+    total = round(gib * GIB)
+    device = DeviceMemory(
+        backend=backend,
+        name=f"test {gib:g} GiB {backend} device",
+        index=0,
+        total_bytes=total,
+        free_bytes=total,
+        sources={"total_bytes": "test fixture"},
+        simulated=simulated,
+    )
+    return MemoryReading(device=device, visible=(device,))
+
+
+MakeManager = Callable[..., PluginManager]
+
+
+@pytest.fixture
+def make_manager() -> MakeManager:
+    """``make_manager(*plugins, environ={})``: the built-in ``tiers_default`` and ``simulated``
+    plugins plus ``plugins`` (objects, or ``(name, object)`` pairs), nothing from entry points.
+
+    Later plugins are called first (pluggy's order), so a plugin given here runs before the
+    built-ins' ``trylast`` implementations."""
+
+    def make(*plugins: object, environ: Mapping[str, str] | None = None) -> PluginManager:
+        named: list[tuple[str, object]] = [
+            ("tiers_default", acestep_core_tiers_default),
+            ("simulated", acestep_core_simulated),
+        ]
+        for position, plugin in enumerate(plugins):
+            named.append(plugin if isinstance(plugin, tuple) else (f"test_plugin_{position}", plugin))
+        return build_plugin_manager(environ=environ or {}, entry_points=[], plugins=named)
+
+    return make
+
+
+@pytest.fixture
+def detected() -> Callable[..., FixedDevice]:
+    """``detected(7.6)``: a detection plugin reporting a real (not simulated) 7.6 GiB card;
+    ``detected(reading)`` reports that :class:`MemoryReading` as it is."""
+
+    def make(gib: float | MemoryReading, *, simulated: bool = False, backend: str = "cuda") -> FixedDevice:
+        if isinstance(gib, MemoryReading):
+            return FixedDevice(gib)
+        return FixedDevice(device_reading(gib, simulated=simulated, backend=backend))
+
+    return make

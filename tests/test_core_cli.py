@@ -1,0 +1,208 @@
+"""The ``acestep-core`` command line: output, --json everywhere, exit codes, help, import discipline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import acestep_core_tiers_default
+import pytest
+
+import acestep_core.plugins
+from acestep_core import render_markdown
+from acestep_core.cli import main
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("acestep-core")
+EXAMPLE = ["plan", "--duration", "600", "--batch", "8", "--lm", "4B"]
+
+
+@pytest.fixture
+def cli(make_manager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``cli(*argv, env={})`` → (exit code, stdout, stderr), in process, with the machine-independent
+    built-ins as the process-wide plugin manager."""
+    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager())
+
+    def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_the_issue_example_in_text(cli) -> None:
+    code, out, _ = cli(*EXAMPLE, env={"MAX_CUDA_VRAM": "8"})
+    assert code == 0
+    assert "tier       Tier 4 (8-12GB) from table 'default'" in out
+    assert "request    duration 240 s, batch 2, LM 0.6B" in out
+    warnings = [line for line in out.splitlines() if line.startswith("  ! ")]
+    assert len(warnings) == 4  # the simulation note and the three clamps
+    assert "GPU memory simulation is on (MAX_CUDA_VRAM=8)" in warnings[0]
+    assert "LM 4B is not allowed on Tier 4" in warnings[1]
+    assert "select_tier              tiers_default" in out
+    assert "detect_memory            simulated" in out
+
+
+def test_the_issue_example_without_the_lm(cli) -> None:
+    code, out, _ = cli("plan", "--duration", "600", "--batch", "8", "--lm", "none", "--json", env={"MAX_CUDA_VRAM": "8"})
+    adjusted = json.loads(out)["adjusted"]
+    assert code == 0 and (adjusted["duration_s"], adjusted["batch_size"], adjusted["lm_model"]) == (360, 4, None)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["info"], EXAMPLE, ["tiers"], ["plugins"], ["info", "--vram", "abc"], ["plan", "--lm", "auto", "--no-compile"]],
+    ids=lambda argv: " ".join(argv),
+)
+def test_every_command_takes_json(cli, argv: list[str]) -> None:
+    code, out, err = cli(*argv, "--json", env={"MAX_CUDA_VRAM": "8"})
+    assert code == 0, err
+    data = json.loads(out)
+    assert data
+
+
+def test_info_json_holds_the_whole_resolution(cli) -> None:
+    _, out, _ = cli("info", "--json", env={"MAX_CUDA_VRAM": "8"})
+    data = json.loads(out)
+    assert set(data) >= {"reading", "table", "tier", "request", "adjusted", "plan", "overrides", "decisions", "problems", "warnings"}
+    assert data["tier"]["label"] == "Tier 4"
+    assert data["reading"]["device"]["sources"]["total_bytes"] == "MAX_CUDA_VRAM=8 (simulated)"
+
+
+def test_plugins_json_lists_name_distribution_version_hooks_status(cli) -> None:
+    _, out, _ = cli("plugins", "--json")
+    listed = {entry["name"]: entry for entry in json.loads(out)}
+    assert set(listed) == {"tiers_default", "simulated"}
+    assert listed["tiers_default"]["status"] == "loaded"
+    assert listed["tiers_default"]["hooks"] == ["adjust_request", "configure_optimizations", "register_tier_tables", "select_tier"]
+    assert set(listed["simulated"]) >= {"name", "distribution", "version", "hooks", "status", "error"}
+
+
+def test_plugins_lists_the_installed_builtins_with_their_distributions() -> None:
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "plugins", "--json"], capture_output=True, text=True, env=_env(), check=True
+    )
+    listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert listed["tiers_default"]["distribution"] == "acestep-core-tiers-default"
+    assert listed["simulated"]["distribution"] == "acestep-core-simulated"
+    assert listed["cuda"]["distribution"] == "acestep-core-cuda"
+    assert all(listed[name]["builtin"] for name in ("cuda", "simulated", "tiers_default"))
+
+
+def test_tiers_prints_the_table_rendered_from_the_data(cli) -> None:
+    code, out, _ = cli("tiers")
+    table = render_markdown(acestep_core_tiers_default.register_tier_tables())
+    assert code == 0 and table in out
+
+
+def test_vram_simulates_like_the_variable(cli) -> None:
+    _, out, _ = cli("info", "--vram", "12", "--json")
+    data = json.loads(out)
+    assert data["tier"]["name"] == "tier5" and data["reading"]["device"]["simulated"]
+    assert "--vram=12" in data["warnings"][0]
+
+
+def test_a_bad_vram_is_one_warning_and_not_a_failure(cli) -> None:
+    code, out, _ = cli("info", "--vram", "8GB")
+    assert code == 0
+    assert out.count("'8GB' is not a memory size") == 1
+    assert "tier       Tier 1" in out  # this test's manager has no hardware plugin: the CPU
+
+
+def test_cli_overrides_win_and_are_shown(cli) -> None:
+    argv = ["plan", "--duration", "600", "--lm", "0.6B", "--max-duration", "600", "--no-compile", "--set", "quantization.dit=none", "--set", "lm.gpu_memory_ratio=0.5"]
+    code, out, _ = cli(*argv, "--json", env={"MAX_CUDA_VRAM": "8"})
+    data = json.loads(out)
+    assert code == 0 and data["adjusted"]["duration_s"] == 600
+    overrides = {o["key"]: (o["value"], o["default"]) for o in data["overrides"]}
+    assert overrides == {
+        "max_duration_s": (600, 240),
+        "compile": (False, True),
+        "quantization.dit": ("none", "int8"),
+        "lm.gpu_memory_ratio": (0.5, 0.375),
+    }
+    _, text, _ = cli(*argv)
+    assert "max_duration_s = 600 (the tier would have given 240)" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["nosuch"],
+        ["plan", "--batch", "0"],
+        ["plan", "--batch", "abc"],
+        ["plan", "--duration", "-1"],
+        ["plan", "--lm", "7B"],
+        ["plan", "--allow-lm", "9B"],
+        ["plan", "--max-batch", "0"],
+        ["info", "--set", "no-equals-sign"],
+        ["info", "--attention", "magic"],
+    ],
+    ids=lambda argv: " ".join(argv) or "no command",
+)
+def test_bad_usage_exits_2_with_a_message(cli, argv: list[str]) -> None:
+    code, out, err = cli(*argv)
+    assert code == 2
+    assert "error:" in err and out == ""
+
+
+def test_a_failure_exits_1_with_a_message(cli) -> None:
+    code, out, err = cli("info", "--tiers", "nosuch")
+    assert code == 1 and "no tier table named 'nosuch'" in err and out == ""
+    code, out, _ = cli("info", "--tiers", "nosuch", "--json")
+    assert code == 1 and "no tier table named 'nosuch'" in json.loads(out)["error"]
+
+
+def test_exit_codes_of_the_installed_command() -> None:
+    def code(*argv: str, **env: str) -> int:
+        return subprocess.run([str(CONSOLE_SCRIPT), *argv], capture_output=True, env=_env(**env)).returncode
+
+    assert code("info", MAX_CUDA_VRAM="8") == 0
+    assert code("plan", "--batch", "0") == 2
+    assert code("info", ACESTEP_CORE_BLOCK_PLUGINS="tiers_default") == 1
+
+
+@pytest.mark.parametrize("command", ["info", "plan", "plugins"])
+def test_help_teaches_with_examples(cli, command: str) -> None:
+    code, out, _ = cli(command, "--help")
+    assert code == 0 and "examples:" in out and "acestep-core" in out.split("examples:")[1]
+    _, top, _ = cli("--help")
+    assert "examples:" in top and "MAX_CUDA_VRAM=8 acestep-core info" in top
+
+
+# --------------------------------------------------------------------------------------------- import discipline
+PROBE = """
+import contextlib, io, json, sys
+import acestep_core
+after_import = sorted(m for m in ("torch", "pynvml") if m in sys.modules)
+from acestep_core.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(["info", "--json"])
+resolution = json.loads(out.getvalue())
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pynvml", "transformers", "diffusers", "optimum"))
+print(json.dumps({"after_import": after_import, "after_info": heavy, "code": code, "tier": resolution["tier"]["name"]}))
+"""
+
+
+def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
+    """``import acestep_core`` and ``acestep-core info --json`` under MAX_CUDA_VRAM=8, with every
+    installed plugin: no torch (so no CUDA context can exist) and no NVML."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=_env(MAX_CUDA_VRAM="8"), check=True
+    )
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe == {"after_import": [], "after_info": [], "code": 0, "tier": "tier4"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
+    return env | extra
