@@ -61,18 +61,37 @@ def available_tables(manager: PluginManager) -> tuple[list[tuple[str, TierTable]
 
 
 def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> TableChoice:
-    """Which table is active. An explicit choice wins; else the one third-party table; else the
-    built-in default. Two third-party tables and no choice is an error that lists them."""
+    """Which table is active, deterministically and with the reason.
+
+    1. An explicit choice (``--tiers``, ``ACESTEP_CORE_TIERS``, ``resolve(tiers=...)``) always wins.
+       It names a table, or the plugin that registered it (when it registered one), or a table
+       file (``*.toml``, validated); a name two tables share is an error that lists them.
+    2. Without one, the only table registered by a third-party plugin replaces the built-in default.
+    3. Two or more third-party tables and no choice is an error that lists them.
+    4. Otherwise the built-in ``default``.
+    """
     listing = ", ".join(f"{t.name} (from {p})" for p, t in tables) or "none"
     if wanted:
-        for plugin, table in tables:
-            if table.name == wanted:
-                return TableChoice(table, plugin, "chosen explicitly")
+        named = [(p, t) for p, t in tables if t.name == wanted]
+        if not named:
+            by_plugin = [(p, t) for p, t in tables if p == wanted]
+            named = by_plugin if len(by_plugin) == 1 else []
+        if len(named) == 1:
+            plugin, table = named[0]
+            return TableChoice(table, plugin, f"chosen explicitly ({wanted!r})")
+        if len(named) > 1:
+            raise ResolutionError(f"{len(named)} tier tables are named {wanted!r}: {', '.join(p for p, _ in named)}; block one with ACESTEP_CORE_BLOCK_PLUGINS")
+        if wanted.endswith(".toml") or os.sep in wanted or "/" in wanted:
+            from acestep_core.tables import load_table
+
+            if os.path.isfile(wanted):
+                return TableChoice(load_table(wanted), "file", f"chosen explicitly (the file {wanted})")
+            raise ResolutionError(f"no tier table file {wanted!r}")
         raise ResolutionError(f"no tier table named {wanted!r}; installed tables: {listing}")
     third_party = [(p, t) for p, t in tables if p not in BUILTIN_PLUGINS]
     if len(third_party) == 1:
         plugin, table = third_party[0]
-        return TableChoice(table, plugin, f"the only third-party table; it replaces {DEFAULT_TABLE!r}")
+        return TableChoice(table, plugin, f"the only third-party table; it replaces {DEFAULT_TABLE!r} (choose another with --tiers NAME or {TIERS_ENV}=NAME)")
     if len(third_party) > 1:
         names = ", ".join(f"{t.name} (from {p})" for p, t in third_party)
         raise ResolutionError(
@@ -80,7 +99,7 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
         )
     for plugin, table in tables:
         if table.name == DEFAULT_TABLE:
-            return TableChoice(table, plugin, "the built-in default")
+            return TableChoice(table, plugin, "the built-in default (no third-party table installed)")
     if tables:
         plugin, table = tables[0]
         return TableChoice(table, plugin, "the only table installed")

@@ -101,6 +101,8 @@ def load_table(path: str | Path) -> TierTable:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise TableError(str(path), [TableProblem(None, None, f"cannot read: {error.strerror}", "check the path")]) from None
+    except UnicodeDecodeError:
+        raise TableError(str(path), [TableProblem(None, None, "not a text file (not UTF-8)", "give a TOML tier table")]) from None
     return parse_table(text, source=str(path))
 
 
@@ -333,3 +335,42 @@ def _with_without(tier: Tier, with_lm: str, without_lm: str) -> str:
 
 def _minutes(seconds: int) -> str:
     return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+# --------------------------------------------------------------------------------------------- write
+def table_to_toml(table: TierTable, *, header_comment: str = "") -> str:
+    """The table as a TOML file that :func:`parse_table` reads back to an equal table."""
+    lines = [f"# {line}" if line else "#" for line in header_comment.splitlines()]
+    if lines:
+        lines.append("")
+    lines += ["[table]", f"name = {_toml(table.name)}", f"description = {_toml(table.description)}", f"real_card_tolerance = {_toml(table.real_card_tolerance)}"]
+    for tier in table.tiers:
+        lines += ["", "[[tiers]]", f"name = {_toml(tier.name)}", f"label = {_toml(tier.label)}", f"min_gb = {_toml(tier.min_gb)}"]
+        if tier.max_gb is not None:
+            lines.append(f"max_gb = {_toml(tier.max_gb)}")
+        if tier.max_inclusive:
+            lines.append("max_inclusive = true")
+        lines += [f"{limit} = {getattr(tier, limit)}" for limit in _LIMIT_FIELDS]
+        lines.append(f"lm_models = {_toml(list(tier.lm_models))}")
+        lines.append(f"lm_default_on = {_toml(tier.lm_default_on)}")
+        if tier.lm_memory_gb:
+            lines.append(f"lm_memory_gb = {_toml(dict(tier.lm_memory_gb))}")
+        if tier.optimizations:
+            lines.append(f"optimizations = {_toml(dict(tier.optimizations))}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
