@@ -1,0 +1,112 @@
+"""Start-up cost: a whole resolution in a cold process against importing torch alone.
+
+Runs, alternately, ``acestep-core info --json`` under ``MAX_CUDA_VRAM=8`` and
+``python -c "import torch"``, each in a fresh process, and prints the medians and their ratio
+(goal: the resolution at least 10x faster than importing torch). Wall-clock time of the whole
+process, interpreter start included, as a user waits for it.
+
+    .venv/bin/python benchmarks/bench_startup.py            # 7 runs each
+    .venv/bin/python benchmarks/bench_startup.py --runs 11 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GOAL_RATIO = 10.0
+
+
+def console_script() -> str:
+    beside_python = Path(sys.executable).with_name("acestep-core")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("acestep-core")
+    if found is None:
+        sys.exit("acestep-core is not installed: pip install -e . -e plugins/simulated -e plugins/tiers_default")
+    return found
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    completed = subprocess.run(command, env=env, capture_output=True)
+    elapsed = time.perf_counter() - start
+    if completed.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7, help="cold processes of each kind (at least 5; default 7)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE from the environment: our editable sources are then compiled "
+        "in every process, while torch's wheel ships compiled (by default the children may cache "
+        "bytecode, as Python does unless told not to)",
+    )
+    args = parser.parse_args()
+    if args.runs < 5:
+        parser.error("--runs must be 5 or more")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
+    if not args.no_bytecode_cache:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    resolution_command = [console_script(), "info", "--json"]
+    torch_command = [sys.executable, "-c", "import torch"]
+    resolution_env = env | {"MAX_CUDA_VRAM": "8"}
+
+    # one of each first, untimed: the first run after an install pays for .pyc compilation
+    timed(resolution_command, resolution_env)
+    timed(torch_command, env)
+    resolution_s: list[float] = []
+    torch_s: list[float] = []
+    for _ in range(args.runs):
+        resolution_s.append(timed(resolution_command, resolution_env))
+        torch_s.append(timed(torch_command, env))
+
+    resolution_median = statistics.median(resolution_s)
+    torch_median = statistics.median(torch_s)
+    ratio = torch_median / resolution_median
+    figures = {
+        "runs": args.runs,
+        "resolution_command": "MAX_CUDA_VRAM=8 acestep-core info --json",
+        "resolution_s": [round(t, 4) for t in resolution_s],
+        "resolution_median_s": round(resolution_median, 4),
+        "torch_command": f"{Path(sys.executable).name} -c 'import torch'",
+        "torch_s": [round(t, 4) for t in torch_s],
+        "torch_median_s": round(torch_median, 4),
+        "ratio": round(ratio, 2),
+        "goal_ratio": GOAL_RATIO,
+        "goal_met": ratio >= GOAL_RATIO,
+        "bytecode_cache": not args.no_bytecode_cache,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        cache = "bytecode cache on" if not args.no_bytecode_cache else "no bytecode cache for our sources"
+        print(f"cold process, {args.runs} runs each (wall clock, interpreter start included; {cache})")
+        print(f"  MAX_CUDA_VRAM=8 acestep-core info --json   median {resolution_median * 1000:7.1f} ms   runs {_ms(resolution_s)}")
+        print(f"  python -c 'import torch'                   median {torch_median * 1000:7.1f} ms   runs {_ms(torch_s)}")
+        verdict = "goal met" if ratio >= GOAL_RATIO else "goal NOT met"
+        print(f"  ratio (import torch / resolution)          {ratio:7.1f}x   (goal >= {GOAL_RATIO:g}x: {verdict})")
+    return 0
+
+
+def _ms(times: list[float]) -> str:
+    return " ".join(f"{t * 1000:.0f}" for t in times)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
