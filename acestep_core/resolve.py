@@ -226,7 +226,7 @@ def resolve(
     plan = _merge_settings(answer.results)
     for plugin in dict.fromkeys(s.plugin for s in plan):
         keys = [s.key for s in plan if s.plugin == plugin]
-        decisions.append(Decision("configure_optimizations", plugin, ", ".join(keys)))
+        decisions.append(Decision("configure_optimizations", plugin, _summarise_keys(keys)))
 
     plan, plan_overrides = _with_plan_overrides(plan, overrides)
     return Resolution(
@@ -287,6 +287,15 @@ def _with_plan_overrides(plan: OptimizationPlan, overrides: Overrides) -> tuple[
         found.append(Override(key, value, default))
         settings[key] = Setting(key, value, f"set by the user (the plan would have used {default!r})", "user")
     return OptimizationPlan(tuple(settings.values())), tuple(found)
+
+
+def _summarise_keys(keys: list[str]) -> str:
+    """``attention, offload.* (4), compile, quantization.* (4)``: a component group in one word."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.partition(".")[0] if key.count(".") == 1 else key, []).append(key)
+    parts = [members[0] if len(members) == 1 else f"{group}.* ({len(members)})" for group, members in groups.items()]
+    return ", ".join(parts)
 
 
 def _describe_reading(reading: MemoryReading) -> str:
