@@ -1,0 +1,304 @@
+"""Recorded devices: a JSON form of what NVML (and, for the fallbacks, torch and the host) said, and
+fakes that replay it through the very code that reads the real driver.
+
+``acestep-core info --replay FILE`` replays a recording; FILE is a path or the name of a bundled
+recording (``acestep-core info --replay h100-80gb``). ``python -m acestep_core_cuda.replay record
+> mine.json`` records this machine's GPUs. The form (``format`` = :data:`FORMAT`)::
+
+    {
+      "format": "acestep-core-recording/1",
+      "description": "what the device is", "source": "where the figures come from",
+      "nvml": {
+        "error": null,              // or an NVML error class suffix: "LibraryNotFound",
+                                    // "DriverNotLoaded", "NoPermission", "Unknown" …, or "NotInstalled"
+        "driver_version": "580.159.04",
+        "gpus": [{                  // NVML order (PCI order)
+          "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-…", "pci_bus_id": "00000000:00:06.0",
+          "memory_v1": {"total": 0, "free": 0, "used": 0},
+          "memory_v2": {"total": 0, "free": 0, "used": 0, "reserved": 0},   // null: no v2 query
+          "compute_capability": [9, 0], "mig_mode": [0, 0],
+          "cuda_cores": 16896, "max_sm_clock_mhz": 1980,
+          "mig_devices": [{"slot": 0, "name": "… MIG 2g.20gb", "uuid": "MIG-…",
+                           "memory_v1": {…}, "memory_v2": null}]
+        }]
+      },
+      "host": {"system": "Linux", "machine": "x86_64", "torch_version": "2.11.0+cu130",
+               "nvidia_driver": "580.159.04", "rocm": false, "intel_gpu": false},
+      "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "hip": null,
+                "cuda_devices": [{"name": "…", "total_memory": 0, "major": 9, "minor": 0,
+                                  "uuid": "…", "free": 0}],
+                "mps": {"recommended_max_memory": 0} or null, "xpu_devices": []}
+    }
+
+A figure that is null or absent is one NVML does not give (the fake raises ``NVMLError_NotSupported``).
+``host`` and ``torch`` matter only when ``nvml.error`` is set: they drive the fallbacks.
+"""
+
+# ruff: noqa: N802 - method and attribute names mirror pynvml's API
+from __future__ import annotations
+
+import importlib.resources
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from acestep_core_cuda.fallbacks import HostSigns, probe_host
+from acestep_core_cuda.nvml import NvmlLike, load_pynvml, optional, read_memory, text
+
+FORMAT = "acestep-core-recording/1"
+RECORDINGS = "recordings"
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be found or read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: str
+    data: Mapping[str, Any]
+
+    @property
+    def description(self) -> str:
+        return str(self.data.get("description", ""))
+
+    def nvml(self) -> NvmlLike:
+        error = self.data["nvml"].get("error")
+        if error == "NotInstalled":
+            raise ModuleNotFoundError("No module named 'pynvml' (recorded)", name="pynvml")
+        return RecordedNvml(self.data["nvml"])  # type: ignore[return-value]
+
+    def host(self, environ: Mapping[str, str]) -> HostSigns:
+        host = self.data.get("host") or {}
+        return HostSigns(
+            system=str(host.get("system", "Linux")),
+            machine=str(host.get("machine", "x86_64")),
+            torch_version=host.get("torch_version"),
+            nvidia_driver=host.get("nvidia_driver"),
+            rocm=bool(host.get("rocm", False)),
+            intel_gpu=bool(host.get("intel_gpu", False)),
+            origin=f"recording {self.path}",
+        )
+
+    def torch(self) -> Any:
+        section = self.data.get("torch")
+        if section is None:
+            raise ModuleNotFoundError("No module named 'torch' (not in the recording)", name="torch")
+        return recorded_torch(section)
+
+
+def bundled_recordings() -> dict[str, Path]:
+    """Name → file of every recording shipped in the package."""
+    folder = importlib.resources.files("acestep_core_cuda").joinpath(RECORDINGS)
+    return {entry.name.removesuffix(".json"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".json")}
+
+
+def load_recording(name_or_path: str) -> Recording:
+    """A recording from a file, or a bundled one by name.
+
+    :raises RecordingError: the file is missing, not JSON, or not in the recording form.
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        bundled = bundled_recordings()
+        if name_or_path.removesuffix(".json") not in bundled:
+            raise RecordingError(f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: {', '.join(sorted(bundled))})")
+        path = bundled[name_or_path.removesuffix(".json")]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecordingError(f"--replay {name_or_path}: cannot read it ({type(error).__name__}: {error})") from error
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("nvml"), dict):
+        raise RecordingError(f"--replay {name_or_path}: not a recording (expected an object with \"format\": {FORMAT!r} and an \"nvml\" section)")
+    for position, gpu in enumerate(data["nvml"].get("gpus", [])):
+        missing = [key for key in ("name", "uuid") if not isinstance(gpu, dict) or key not in gpu]
+        if missing:
+            raise RecordingError(f"--replay {name_or_path}: nvml.gpus[{position}] lacks {', '.join(missing)}")
+    return Recording(str(path), data)
+
+
+# --------------------------------------------------------------------------------------------- NVML
+@dataclass(frozen=True)
+class _Handle:
+    device: Mapping[str, Any]
+    is_mig: bool = False
+
+
+class RecordedNvml:
+    """Answers the :class:`~acestep_core_cuda.nvml.NvmlLike` calls from a recording's ``nvml``
+    section, raising pynvml's own error classes where the recording says NVML failed or lacks a figure."""
+
+    def __init__(self, section: Mapping[str, Any]) -> None:
+        import pynvml  # only for its error classes and constants; loads no library
+
+        self._pynvml = pynvml
+        self.nvmlMemory_v2 = pynvml.nvmlMemory_v2
+        self.NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
+        self._section = section
+        self.initialised = 0
+
+    def _error(self, name: str) -> Exception:
+        return getattr(self._pynvml, f"NVMLError_{name}", self._pynvml.NVMLError_Unknown)()
+
+    def _figure(self, handle: _Handle, key: str) -> Any:
+        value = handle.device.get(key)
+        if value is None:
+            raise self._error("NotSupported")
+        return value
+
+    def nvmlInit(self) -> None:
+        if self._section.get("error"):
+            raise self._error(str(self._section["error"]))
+        self.initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        if self.initialised <= 0:
+            raise self._error("Uninitialized")
+        self.initialised -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        version = self._section.get("driver_version")
+        if version is None:
+            raise self._error("NotSupported")
+        return str(version)
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._section.get("gpus", []))
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        gpus = self._section.get("gpus", [])
+        if not 0 <= index < len(gpus):
+            raise self._error("InvalidArgument")
+        if gpus[index].get("lost"):
+            raise self._error("GpuIsLost")
+        return _Handle(gpus[index])
+
+    def nvmlDeviceGetName(self, handle: _Handle) -> str:
+        return str(self._figure(handle, "name"))
+
+    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
+        return str(self._figure(handle, "uuid"))
+
+    def nvmlDeviceGetPciInfo(self, handle: _Handle) -> Any:
+        return SimpleNamespace(busId=str(self._figure(handle, "pci_bus_id")))
+
+    def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: int | None = None) -> Any:
+        memory = self._figure(handle, "memory_v2" if version else "memory_v1")
+        return SimpleNamespace(reserved=memory.get("reserved", 0), **{k: memory[k] for k in ("total", "free", "used")})
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: _Handle) -> tuple[int, int]:
+        major, minor = self._figure(handle, "compute_capability")
+        return int(major), int(minor)
+
+    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
+        return [int(v) for v in self._figure(handle, "mig_mode")]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: _Handle) -> int:
+        slots = [int(m["slot"]) for m in handle.device.get("mig_devices", [])]
+        return max([7, *[slot + 1 for slot in slots]])
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: _Handle, index: int) -> _Handle:
+        for mig in handle.device.get("mig_devices", []):
+            if int(mig["slot"]) == index:
+                return _Handle(mig, is_mig=True)
+        raise self._error("NotFound")
+
+    def nvmlDeviceGetNumGpuCores(self, handle: _Handle) -> int:
+        return int(self._figure(handle, "cuda_cores"))
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: _Handle, clock_type: int) -> int:
+        return int(self._figure(handle, "max_sm_clock_mhz"))
+
+
+# --------------------------------------------------------------------------------------------- torch
+def recorded_torch(section: Mapping[str, Any]) -> Any:
+    """A stand-in for the torch module, answering the calls the fallbacks make from a ``torch`` section."""
+    cuda_devices = list(section.get("cuda_devices", []))
+    xpu_devices = list(section.get("xpu_devices", []))
+    mps = section.get("mps")
+
+    def properties(devices: list[Mapping[str, Any]]) -> Callable[[int], Any]:
+        return lambda index: SimpleNamespace(**{k: v for k, v in devices[index].items() if k != "free"})
+
+    def mem_get_info(devices: list[Mapping[str, Any]]) -> Callable[[int], tuple[int, int]]:
+        return lambda index: (int(devices[index]["free"]), int(devices[index]["total_memory"]))
+
+    return SimpleNamespace(
+        __version__=section.get("version", "?"),
+        version=SimpleNamespace(cuda=section.get("cuda"), hip=section.get("hip")),
+        cuda=SimpleNamespace(
+            is_available=lambda: bool(cuda_devices),
+            device_count=lambda: len(cuda_devices),
+            get_device_properties=properties(cuda_devices),
+            mem_get_info=mem_get_info(cuda_devices),
+        ),
+        backends=SimpleNamespace(mps=SimpleNamespace(is_available=lambda: mps is not None)),
+        mps=SimpleNamespace(recommended_max_memory=lambda: int(mps["recommended_max_memory"]) if mps else 0),
+        xpu=SimpleNamespace(
+            is_available=lambda: bool(xpu_devices),
+            device_count=lambda: len(xpu_devices),
+            get_device_properties=properties(xpu_devices),
+            mem_get_info=mem_get_info(xpu_devices),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------- record
+def record(nvml: NvmlLike, description: str = "", source: str = "") -> dict[str, Any]:
+    """A recording of what ``nvml`` says now (raw figures, in the form above)."""
+    nvml.nvmlInit()
+    try:
+        gpus = [_record_gpu(nvml, nvml.nvmlDeviceGetHandleByIndex(i)) for i in range(nvml.nvmlDeviceGetCount())]
+        driver = optional(lambda: text(nvml.nvmlSystemGetDriverVersion()))
+    finally:
+        nvml.nvmlShutdown()
+    return {"format": FORMAT, "description": description, "source": source, "nvml": {"error": None, "driver_version": driver, "gpus": gpus}}
+
+
+def _record_gpu(nvml: NvmlLike, handle: Any, slot: int | None = None) -> dict[str, Any]:
+    v1 = optional(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+    v2 = read_memory(nvml, handle)
+    gpu: dict[str, Any] = {"name": text(nvml.nvmlDeviceGetName(handle)), "uuid": text(nvml.nvmlDeviceGetUUID(handle))}
+    if slot is not None:
+        gpu["slot"] = slot
+    gpu["memory_v1"] = None if v1 is None else {"total": int(v1.total), "free": int(v1.free), "used": int(v1.used)}
+    gpu["memory_v2"] = None if v2 is None or v2.reserved is None else {"total": v2.total, "free": v2.free, "used": v2.used, "reserved": v2.reserved}
+    if slot is not None:
+        return gpu
+    pci = optional(lambda: nvml.nvmlDeviceGetPciInfo(handle))
+    mig_mode = optional(lambda: [int(v) for v in nvml.nvmlDeviceGetMigMode(handle)])
+    gpu |= {
+        "pci_bus_id": None if pci is None else text(pci.busId),
+        "compute_capability": optional(lambda: [int(v) for v in nvml.nvmlDeviceGetCudaComputeCapability(handle)]),
+        "mig_mode": mig_mode,
+        "cuda_cores": optional(lambda: int(nvml.nvmlDeviceGetNumGpuCores(handle))),
+        "max_sm_clock_mhz": optional(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM))),
+        "mig_devices": [],
+    }
+    if mig_mode and mig_mode[0] == 1:
+        for index in range(optional(lambda: int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))) or 0):
+            mig = optional(lambda index=index: nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index))
+            if mig is not None:
+                gpu["mig_devices"].append(_record_gpu(nvml, mig, slot=index))
+    return gpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m acestep_core_cuda.replay record [DESCRIPTION]``: print this machine's recording."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "record":
+        print("usage: python -m acestep_core_cuda.replay record [DESCRIPTION] > recording.json", file=sys.stderr)
+        return 2
+    data = record(load_pynvml(), description=" ".join(argv[1:]), source="python -m acestep_core_cuda.replay record")
+    signs = probe_host({})
+    data["host"] = {k: v for k, v in signs.__dict__.items() if k != "origin"}
+    print(json.dumps(data, indent=1))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
