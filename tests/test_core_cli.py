@@ -204,5 +204,7 @@ def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
 
 
 def _env(**extra: str) -> dict[str, str]:
+    """The test's environment for a child process: no simulation or switch from the shell, and the
+    built-in table chosen, so that a third-party table installed in the venv changes nothing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
-    return env | extra
+    return env | {"ACESTEP_CORE_TIERS": "default"} | extra
