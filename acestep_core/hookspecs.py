@@ -46,6 +46,20 @@ PLAN_KEYS: dict[str, str] = {
        for c in ("lm", "dit", "text_encoder", "vae")},
     **{f"quantization.{c}": f"weight quantization of the {c}: 'none', 'int8', 'int4', 'fp8'"
        for c in ("lm", "dit", "text_encoder", "vae")},
+    "attention.dit": "the DiT's diffusers attention backend (set_attention_backend): 'flash', 'native' (SDPA) or '_native_math'",
+    **{f"precision.{c}": f"compute dtype of the {c}: 'bf16', 'fp16' or 'fp32'" for c in ("lm", "dit", "text_encoder", "vae")},
+    **{f"quantization.exclude.{c}": f"module-name patterns (fnmatch) left unquantized in the {c}, e.g. ['lm_head']"
+       for c in ("lm", "dit", "text_encoder")},
+    "vae.decode": "VAE decode: 'full' (the whole clip at once) or 'tiled'",
+    "vae.tile_frames": "latent frames a VAE tile (25 a second of audio)",
+    "vae.tile_overlap": "latent frames of context decoded on each side of a tile and cropped away",
+    "memory.phases": "predicted peak device memory per phase (GiB): lm, text_encoder, dit, vae",
+    "memory.predicted_peak_gib": "the largest phase's predicted peak (GiB)",
+    "memory.budget_gib": "device memory the run may use: total − CUDA context − margin (GiB); None on a CPU",
+    "ladder.rungs": "the rungs taken to fit the budget, in order (each with its reason)",
+    "ladder.batch_size": "present when the ladder lowered the batch to fit: the batch to run",
+    "ladder.duration_s": "present when the ladder shortened the clip to fit: the longest duration to run",
+    "ladder.refused": "false, or the numbers of a run that cannot fit: predicted_gib, budget_gib, shortfall_gib, phase",
 }
 """The optimization plan's keys. A plugin may add keys of its own; prefix them with its name."""
 

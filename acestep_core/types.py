@@ -265,6 +265,9 @@ class Setting:
     value: Any
     reason: str
     plugin: str = ""
+    warning: bool = False
+    """True when the user must be told (the plan lowered the request or refused it): the reason is
+    then one of :attr:`Resolution.warnings`."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,7 @@ class Resolution:
         return (
             self.reading.notes
             + self.adjusted.warnings
+            + tuple(setting.reason for setting in self.plan if setting.warning)
             + tuple(problem.message() for problem in self.problems)
         )
 

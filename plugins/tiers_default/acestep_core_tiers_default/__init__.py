@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import importlib.util
 
 from acestep_core import (
     GIB,
@@ -34,9 +33,9 @@ from acestep_core import (
     hookimpl,
     parse_table,
 )
+from acestep_core.optimize import plan_settings
 
 TABLE_FILE = "tiers.toml"
-TEXT_COMPONENTS = ("lm", "dit", "text_encoder")
 LM_OFF_BY_DEFAULT_UP_TO_GB = 6.0
 """The seed: "VRAM ≤6GB: the LM is not initialised by default, to keep memory for the DiT". This
 holds on any tier (a 6 GB device is in Tier 3 by range), so it is a rule here, not a table field."""
@@ -128,54 +127,10 @@ def _choose_lm(request: GenerationRequest, tier: Tier, reading: MemoryReading, w
 
 @hookimpl(trylast=True)
 def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
-    defaults = tier.optimizations
-    on_gpu = reading.device.is_accelerator
-    source = f"{tier.label} default"
-    settings = [_attention(defaults.get("flash_attention", True), reading, source)]
-
-    offload = defaults.get("cpu_offload", False)
-    for component in ("lm", "dit", "text_encoder", "vae"):
-        if not on_gpu:
-            settings.append(Setting(f"offload.{component}", "none", "running on the CPU: nothing to offload"))
-        elif reading.device.unified_memory:
-            settings.append(Setting(f"offload.{component}", "none", "unified memory: offloading moves nothing"))
-        else:
-            settings.append(Setting(f"offload.{component}", "model" if offload else "none", f"{source}: CPU offload {'on' if offload else 'off'}"))
-
-    compile_on = bool(defaults.get("compile", False)) and reading.device.backend in ("cuda", "rocm")
-    why = f"{source}: compile {'on' if defaults.get('compile') else 'off'}"
-    if defaults.get("compile") and not compile_on:
-        why = f"{source} is on, but {reading.device.backend} has no default compile backend (ask for it to force it)"
-    settings.append(Setting("compile", compile_on, why))
-
-    quantization = defaults.get("quantization", "none")
-    for component in TEXT_COMPONENTS:
-        settings.append(Setting(f"quantization.{component}", quantization, f"{source}: weight quantization {quantization}"))
-    settings.append(Setting("quantization.vae", "none", "the VAE is not quantized unless asked"))
-
-    if adjusted.lm_model is not None and reading.device.total_bytes:
-        settings.append(_lm_memory_ratio(adjusted.lm_model, tier, reading))
-    return settings
-
-
-def _attention(flash: bool, reading: MemoryReading, source: str) -> Setting:
-    if not flash:
-        return Setting("attention", "sdpa", f"{source}: flash attention off; SDPA")
-    capability = reading.device.compute_capability
-    if reading.device.backend != "cuda" or capability is None or capability < (8, 0):
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn needs an NVIDIA GPU of compute capability 8.0 or newer; SDPA")
-    if importlib.util.find_spec("flash_attn") is None:
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn is not installed; SDPA")
-    return Setting("attention", "flash_attention_2", f"{source}: flash attention on; flash-attn installed, compute capability {capability[0]}.{capability[1]}")
-
-
-def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
-    total_gb = reading.device.total_bytes / GIB
-    allocation = tier.lm_memory_gb.get(model)
-    if allocation is None:
-        return Setting("lm.gpu_memory_ratio", 0.5, f"{tier.label} sets no fixed allocation for the {model} LM: half of the device")
-    ratio = round(min(0.9, allocation / total_gb), 3)
-    return Setting("lm.gpu_memory_ratio", ratio, f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB")
+    """The tier's optimization defaults made concrete for the device, checked against its memory
+    budget by the memory model and stepped down the ladder where they do not fit
+    (:func:`acestep_core.optimize.plan_settings`; pure Python, no torch)."""
+    return plan_settings(adjusted, tier, reading)
 
 
 def _memory(reading: MemoryReading) -> str:

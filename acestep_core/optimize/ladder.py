@@ -1,0 +1,163 @@
+"""Degrade before refusing: step down an ordered ladder until the predicted peak fits the budget.
+
+Pure Python over :mod:`acestep_core.optimize.memory`. The rungs, in order:
+
+1. tile the VAE decode (256 latent frames, 32 of overlap), then smaller tiles;
+2. offload components between phases (VAE, text encoder, LM, DiT), one at a time;
+3. quantize weights to int8 (LM, DiT, text encoder), one at a time;
+4. group offload (stream blocks) of the DiT, then the text encoder;
+5. a smaller batch (halved until 1);
+6. a shorter duration (the longest that fits, not under 10 s);
+
+and refuse, with the numbers, only when nothing fits. A rung is taken only when it lowers the
+predicted peak, so a rung that cannot help (tiling a VAE that is not the largest phase) is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
+
+MIN_DURATION_S = 10
+VAE_TILES: tuple[tuple[int, int], ...] = ((256, 32), (128, 32), (64, 16))
+"""(tile frames, overlap frames): the first is the measured setting (≈1 GiB at any length in bf16)."""
+OFFLOAD_ORDER = ("vae", "text_encoder", "lm", "dit")
+QUANTIZE_ORDER = ("lm", "dit", "text_encoder")
+STREAM_ORDER = ("dit", "text_encoder")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step down the ladder."""
+
+    name: str
+    """e.g. ``vae.tiled``, ``offload.lm=model``, ``quantization.dit=int8``, ``batch=2``, ``duration=120``."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Nothing fits: the smallest plan the ladder reached, and by how much it misses."""
+
+    predicted_bytes: int
+    budget_bytes: int
+    phase: str
+
+    @property
+    def shortfall_bytes(self) -> int:
+        return self.predicted_bytes - self.budget_bytes
+
+    def message(self) -> str:
+        return (
+            f"refused: even after every rung the {self.phase} phase needs {gib(self.predicted_bytes)}, "
+            f"{gib(self.shortfall_bytes)} more than the {gib(self.budget_bytes)} budget"
+        )
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    run: RunShape
+    choices: Choices
+    prediction: Prediction
+    budget: Budget
+    rungs: tuple[Rung, ...]
+    refusal: Refusal | None
+
+    @property
+    def fits(self) -> bool:
+        return self.refusal is None
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """What the device allows the ladder to do."""
+
+    offload: bool = True
+    """False on unified memory (MPS): offloading moves nothing."""
+    quantize: bool = True
+
+
+def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()) -> LadderResult:
+    """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
+    rungs: list[Rung] = []
+    prediction = predict(run, choices)
+    while prediction.peak_bytes > budget.usable_bytes:
+        step = _first_helpful(run, choices, prediction, budget, abilities)
+        if step is None:
+            worst = prediction.worst
+            refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
+            return LadderResult(run, choices, prediction, budget, tuple(rungs), refusal)
+        run, choices, rung, prediction = step
+        rungs.append(rung)
+    return LadderResult(run, choices, prediction, budget, tuple(rungs), None)
+
+
+_Step = tuple[RunShape, Choices, Rung, Prediction]
+
+
+def _first_helpful(run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities) -> _Step | None:
+    for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities):
+        after = predict(candidate_run, candidate)
+        if after.peak_bytes < before.peak_bytes:
+            reason = f"{why}: predicted peak {gib(before.peak_bytes)} ({before.worst.phase}) → {gib(after.peak_bytes)} ({after.worst.phase}), budget {gib(budget.usable_bytes)}"
+            return candidate_run, candidate, Rung(name, reason), after
+    return None
+
+
+def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities) -> Iterator[tuple[RunShape, Choices, str, str]]:
+    for tile, overlap in VAE_TILES:
+        if choices.vae_decode == "full" or tile < choices.tile_frames:
+            tiled = dataclasses.replace(choices, vae_decode="tiled", tile_frames=tile, tile_overlap=overlap)
+            yield run, tiled, "vae.tiled", f"decode the VAE in tiles of {tile} latent frames with {overlap} of overlap"
+    if abilities.offload:
+        for component in OFFLOAD_ORDER:
+            if choices.offload.get(component) == "none" and _runs(component, run):
+                changed = _with(choices, "offload", component, "model")
+                yield run, changed, f"offload.{component}=model", f"keep the {component} on the CPU outside its phase"
+    if abilities.quantize:
+        for component in QUANTIZE_ORDER:
+            if choices.quantization.get(component) == "none" and _runs(component, run):
+                changed = _with(choices, "quantization", component, "int8")
+                yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component}"
+    if abilities.offload:
+        for component in STREAM_ORDER:
+            if choices.offload.get(component) in ("none", "model"):
+                changed = _with(choices, "offload", component, "group")
+                yield run, changed, f"offload.{component}=group", f"stream the {component}'s blocks from the CPU (group offload)"
+    if run.batch > 1:
+        smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
+        yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"
+    shortest = _longest_fitting_duration(run, choices, budget)
+    if shortest is not None and shortest < run.duration_s:
+        yield dataclasses.replace(run, duration_s=shortest), choices, f"duration={shortest:g}", f"{shortest:g} s instead of {run.duration_s:g} s"
+
+
+def _longest_fitting_duration(run: RunShape, choices: Choices, budget: Budget) -> int | None:
+    """The longest whole-second duration in [MIN_DURATION_S, run's] that fits, else the minimum
+    (so the ladder still takes the rung if it lowers the peak, and refuses with its numbers)."""
+    def fits(seconds: int) -> bool:
+        return predict(dataclasses.replace(run, duration_s=seconds), choices).peak_bytes <= budget.usable_bytes
+
+    low, high = MIN_DURATION_S, int(run.duration_s)
+    if high <= low:
+        return None
+    if not fits(low):
+        return low
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def _runs(component: str, run: RunShape) -> bool:
+    return component != "lm" or run.lm_model is not None
+
+
+def _with(choices: Choices, field: str, component: str, value: str) -> Choices:
+    mapping = dict(getattr(choices, field))
+    mapping[component] = value
+    return dataclasses.replace(choices, **{field: mapping})
+

@@ -1,0 +1,236 @@
+"""From a tier and a device to an optimization plan that is predicted to fit, with every reason.
+
+Pure Python (no torch): the ``configure_optimizations`` hook of ``tiers_default`` calls
+:func:`plan_settings` at every resolution. The plan is the tier's defaults (the table's
+``optimizations``), made concrete for the hardware (attention kernel, precision, compile backend),
+then checked against the device budget with the memory model and stepped down the ladder where it
+does not fit (:mod:`acestep_core.optimize.ladder`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from typing import Any
+
+from acestep_core.optimize.ladder import Abilities, LadderResult, fit
+from acestep_core.optimize.memory import GIB, PHASES, Choices, RunShape, device_budget, gib, predict
+from acestep_core.types import AdjustedRequest, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
+
+DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
+"""The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
+LM_QUANTIZATION_EXCLUDE = ("lm_head",)
+DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder")
+PRECISE_COMPONENTS = ("dit", "vae")
+"""Where fp16 overflows on pre-Ampere cards (NaN/Inf reported on Titan X, T4, Quadro RTX 6000)."""
+
+
+def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
+    """The plan for ``adjusted`` on ``tier`` and ``reading``'s device: the tier's defaults made
+    concrete for the hardware, then fitted to the budget."""
+    defaults = tier.optimizations
+    device = reading.device
+    source = f"{tier.label} default"
+    settings: list[Setting] = []
+
+    attention = _attention(bool(defaults.get("flash_attention", True)), reading, source)
+    settings.append(attention)
+    backend = DIFFUSERS_BACKENDS[attention.value]
+    settings.append(Setting("attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"))
+    precision = _precision(reading)
+    settings += [Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()]
+    settings.append(_compile(bool(defaults.get("compile", False)), reading, source))
+
+    quantization = str(defaults.get("quantization", "none"))
+    offload = bool(defaults.get("cpu_offload", False))
+    abilities = Abilities(offload=device.is_accelerator and not device.unified_memory, quantize=device.is_accelerator and device.backend != "mps")
+    initial = Choices(
+        precision={c: v for c, (v, _) in precision.items()},
+        quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
+        offload={c: ("model" if offload and abilities.offload else "none") for c in PHASES},
+        attention=attention.value,
+        vae_decode="full",
+    )
+    offload_why = _offload_reason(reading, offload, source)
+    quantization_why = _quantization_reason(reading, quantization, source)
+
+    run = run_shape(adjusted, tier)
+    if device.is_accelerator and device.total_bytes:
+        budget = device_budget(device.total_bytes)
+        result: LadderResult | None = fit(run, initial, budget, abilities)
+        final, final_run = result.choices, result.run
+    else:
+        result, final, final_run = None, initial, run
+    taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
+
+    for component in PHASES:
+        value = final.offload[component]
+        settings.append(Setting(f"offload.{component}", value, f"ladder: {taken[f'offload.{component}']}" if f"offload.{component}" in taken else offload_why))
+    for component in PHASES:
+        value = final.quantization[component]
+        why = taken.get(f"quantization.{component}")
+        if why is not None:
+            why = f"ladder: {why}"
+        elif component == "vae":
+            why = "the VAE is not quantized unless asked (its convolutions are what quanto handles worst)"
+        else:
+            why = quantization_why
+        settings.append(Setting(f"quantization.{component}", value, why))
+    settings.append(Setting("quantization.exclude.lm", list(LM_QUANTIZATION_EXCLUDE), "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype"))
+    settings.append(Setting("quantization.exclude.dit", list(DIT_QUANTIZATION_EXCLUDE), "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy"))
+
+    tiled = final.vae_decode == "tiled"
+    why = taken.get("vae.tiled", "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode")
+    settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
+    settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / 25:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
+    settings.append(Setting("vae.tile_overlap", final.tile_overlap, "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field"))
+
+    if adjusted.lm_model is not None and device.total_bytes:
+        settings.append(_lm_memory_ratio(adjusted.lm_model, tier, reading))
+    settings += _memory_settings(run, final_run, final, result)
+    return settings
+
+
+def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
+    """The run to budget for: the adjusted request, or the tier's longest clip when the LM chooses."""
+    duration = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
+    return RunShape(duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model)
+
+
+def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
+    """The memory-relevant choices of a (possibly user-overridden) plan."""
+    values = plan.as_dict() if isinstance(plan, OptimizationPlan) else dict(plan)
+    exclude = values.get("quantization.exclude.lm", list(LM_QUANTIZATION_EXCLUDE))
+    return Choices(
+        precision={c: values.get(f"precision.{c}", "bf16") for c in PHASES},
+        quantization={c: values.get(f"quantization.{c}", "none") for c in PHASES},
+        offload={c: values.get(f"offload.{c}", "none") for c in PHASES},
+        attention=values.get("attention", "sdpa"),
+        vae_decode=values.get("vae.decode", "full"),
+        tile_frames=int(values.get("vae.tile_frames", 256)),
+        tile_overlap=int(values.get("vae.tile_overlap", 32)),
+        quantize_lm_head="lm_head" not in exclude,
+    )
+
+
+def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
+    """(predicted peak, budget) in bytes for a resolution's *final* plan, user overrides included;
+    the budget is None off an accelerator. The pipeline calls this before loading anything."""
+    run = run_shape(resolution.adjusted, resolution.tier)
+    plan = resolution.plan
+    run = RunShape(
+        duration_s=float(plan.value("ladder.duration_s", run.duration_s)),
+        batch=int(plan.value("ladder.batch_size", run.batch)),
+        lm_model=run.lm_model,
+    )
+    peak = predict(run, choices_from_plan(plan)).peak_bytes
+    device = resolution.reading.device
+    budget = device_budget(device.total_bytes).usable_bytes if device.is_accelerator and device.total_bytes else None
+    return peak, budget
+
+
+# --------------------------------------------------------------------------------------------- pieces
+def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: LadderResult | None) -> list[Setting]:
+    prediction = result.prediction if result else predict(run, choices)
+    phases = {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases}
+    worst = prediction.worst
+    explain = "; ".join(f"{p.phase} {gib(p.peak_bytes)} ({', '.join(f'{c} {gib(b)}' for c, b in p.resident.items())} + {p.detail})" for p in prediction.phases)
+    lm = f"LM {run.lm_model}, " if run.lm_model else ""
+    settings = [Setting("memory.phases", phases, f"predicted peak per phase: {explain}")]
+    if result is None:
+        settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2), f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} in the {worst.phase} phase; no device budget (CPU): not checked"))
+        settings.append(Setting("memory.budget_gib", None, "running on the CPU: host memory is not budgeted"))
+        settings.append(Setting("ladder.rungs", [], "no device budget: the ladder is not run"))
+        settings.append(Setting("ladder.refused", False, "no device budget: nothing to refuse"))
+        return settings
+    budget = result.budget
+    settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2), f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} predicted in the {worst.phase} phase, of a {gib(budget.usable_bytes)} budget"))
+    settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
+    rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
+    settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed"))
+    if run.batch != asked.batch:
+        settings.append(Setting("ladder.batch_size", run.batch, f"batch lowered from {asked.batch} to {run.batch} to fit {gib(budget.usable_bytes)}", warning=True))
+    if run.duration_s != asked.duration_s:
+        settings.append(Setting("ladder.duration_s", run.duration_s, f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {gib(budget.usable_bytes)}", warning=True))
+    if result.refusal is None:
+        settings.append(Setting("ladder.refused", False, f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"))
+    else:
+        refusal = result.refusal
+        numbers = {"predicted_gib": round(refusal.predicted_bytes / GIB, 2), "budget_gib": round(refusal.budget_bytes / GIB, 2),
+                   "shortfall_gib": round(refusal.shortfall_bytes / GIB, 2), "phase": refusal.phase}
+        settings.append(Setting("ladder.refused", numbers, refusal.message(), warning=True))
+    return settings
+
+
+def _attention(flash: bool, reading: MemoryReading, source: str) -> Setting:
+    if not flash:
+        return Setting("attention", "sdpa", f"{source}: flash attention off; SDPA")
+    capability = reading.device.compute_capability
+    if reading.device.backend != "cuda" or capability is None or capability < (8, 0):
+        where = "no compute capability known" if capability is None else f"compute capability {capability[0]}.{capability[1]}"
+        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn needs an NVIDIA GPU of compute capability 8.0 or newer ({reading.device.backend}, {where}); SDPA")
+    if importlib.util.find_spec("flash_attn") is None:
+        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn is not installed; SDPA (its memory-efficient kernels)")
+    return Setting("attention", "flash_attention_2", f"{source}: flash attention on; flash-attn installed, compute capability {capability[0]}.{capability[1]}")
+
+
+def _precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
+    device = reading.device
+    everywhere = dict.fromkeys(PHASES)
+    if device.backend == "cuda":
+        capability = device.compute_capability
+        if capability is None:
+            return {c: ("bf16", "CUDA, compute capability unknown (simulated or not reported): bf16 assumed") for c in everywhere}
+        if capability >= (8, 0):
+            return {c: ("bf16", f"compute capability {capability[0]}.{capability[1]} supports bf16") for c in everywhere}
+        cc = f"{capability[0]}.{capability[1]}"
+        return {c: ("fp32", f"compute capability {cc} has no bf16 and fp16 overflows here (NaN/Inf reported on T4, Titan X, Quadro RTX 6000): fp32")
+                if c in PRECISE_COMPONENTS else ("fp16", f"compute capability {cc} has no bf16: fp16 (the LMs run in fp16 without overflow)") for c in everywhere}
+    if device.backend == "rocm":
+        return {c: ("bf16", "ROCm: bf16 (MI200/MI300 and RDNA3 support it)") for c in everywhere}
+    if device.backend == "mps":
+        return {c: ("fp32", "MPS: fp32 where fp16 overflows (bf16 needs macOS 14+ and is not assumed)") if c in PRECISE_COMPONENTS
+                else ("fp16", "MPS: fp16 (bf16 needs macOS 14+ and is not assumed)") for c in everywhere}
+    if device.backend == "xpu":
+        return {c: ("bf16", "Intel XPU: bf16") for c in everywhere}
+    return {c: ("bf16", "CPU: bf16 (supported; halves memory against fp32)") for c in everywhere}
+
+
+def _compile(wanted: bool, reading: MemoryReading, source: str) -> Setting:
+    backend = reading.device.backend
+    if not wanted:
+        return Setting("compile", False, f"{source}: compile off")
+    if backend == "mps":
+        return Setting("compile", False, f"{source}: compile on, but MPS gets no torch.compile (no stable backend)")
+    if backend not in ("cuda", "rocm"):
+        return Setting("compile", False, f"{source}: compile on, but {backend} has no default compile backend (ask for it to force it)")
+    if importlib.util.find_spec("triton") is None:
+        return Setting("compile", False, f"{source}: compile on, but triton is not installed: inductor cannot generate {backend} kernels")
+    return Setting("compile", True, f"{source}: compile on (inductor with triton on {backend})")
+
+
+def _offload_reason(reading: MemoryReading, offload: bool, source: str) -> str:
+    device = reading.device
+    if not device.is_accelerator:
+        return "running on the CPU: nothing to offload"
+    if device.unified_memory:
+        return "unified memory: offloading moves nothing"
+    return f"{source}: CPU offload {'on (between phases)' if offload else 'off'}"
+
+
+def _quantization_reason(reading: MemoryReading, quantization: str, source: str) -> str:
+    device = reading.device
+    if not device.is_accelerator:
+        return "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights"
+    if device.backend == "mps":
+        return f"MPS: no quantization (unified memory; quanto's kernels target CUDA) — the tier says {quantization}"
+    return f"{source}: weight quantization {quantization}"
+
+
+def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
+    total_gb = reading.device.total_bytes / GIB
+    allocation = tier.lm_memory_gb.get(model)
+    if allocation is None:
+        return Setting("lm.gpu_memory_ratio", 0.5, f"{tier.label} sets no fixed allocation for the {model} LM: half of the device")
+    ratio = round(min(0.9, allocation / total_gb), 3)
+    return Setting("lm.gpu_memory_ratio", ratio, f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB")
