@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+from typing import Any
 
 from acestep_core.cli import add_json_flag, print_json
-from acestep_core.plugins import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, get_plugin_manager
+from acestep_core.plugins import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, PluginManager, get_plugin_manager
+from acestep_core.resolve import TIERS_ENV, ResolutionError, TableChoice, available_tables, choose_table
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,9 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_plugins(args: argparse.Namespace) -> int:
-    infos = list(get_plugin_manager().infos.values())
+    manager = get_plugin_manager()
+    infos = list(manager.infos.values())
+    tables = tier_tables(manager)
     if args.json:
-        print_json([dataclasses.asdict(info) for info in infos])
+        print_json([{**dataclasses.asdict(info), "tier_tables": tables.get(info.name, [])} for info in infos])
         return 0
     for info in infos:
         origin = f"{info.distribution} {info.version}" if info.distribution else "registered in code"
@@ -44,6 +49,34 @@ def run_plugins(args: argparse.Namespace) -> int:
             print(f"{'':<16} hooks: {', '.join(info.hooks)}")
         if info.error:
             print(f"{'':<16} {info.error}")
+        for table in tables.get(info.name, []):
+            if table.get("problem"):
+                print(f"{'':<16} tier table skipped: {table['problem']}")
+                continue
+            state = f"ACTIVE: {table['reason']}" if table["active"] else "installed, not active"
+            print(f"{'':<16} tier table {table['name']!r}: {state}")
     if not infos:
         print("no plugins found: install acestep-core-tiers-default (and -cuda, -simulated)")
+    if "" in tables:
+        print(f"tier table: {tables[''][0]['reason']}")
     return 0
+
+
+def tier_tables(manager: PluginManager) -> dict[str, list[dict[str, Any]]]:
+    """Plugin name → the tables it registered, each with whether it is the active one and why.
+    Key ``""`` holds the rule's error when no table can be chosen (two third-party tables, none)."""
+    tables, problems = available_tables(manager)
+    try:
+        choice: TableChoice | None = choose_table(tables, os.environ.get(TIERS_ENV) or None)
+        error = None
+    except ResolutionError as problem:
+        choice, error = None, str(problem)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for plugin, table in tables:
+        active = choice is not None and choice.table is table
+        found.setdefault(plugin, []).append({"name": table.name, "active": active, "reason": choice.reason if active and choice else None})
+    for problem in problems:
+        found.setdefault(problem.plugin, []).append({"name": None, "active": False, "reason": None, "problem": problem.message()})
+    if error:
+        found[""] = [{"name": None, "active": False, "reason": error}]
+    return found

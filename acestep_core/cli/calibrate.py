@@ -1,0 +1,157 @@
+"""``acestep-core calibrate``: measure this device and write a tier table from the measurements."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from acestep_core.cli import UsageError, add_json_flag, print_json
+
+CPU_CARDS = (20.0, 40.0)
+CPU_DURATIONS = (10, 20)
+CPU_BATCHES = (1, 2)
+
+EPILOG = """\
+examples:
+  acestep-core calibrate --out cal/                         8, 12, 16 GB cards, 0.6B and 1.7B LMs (a GPU)
+  acestep-core calibrate --out cal/ --cards 6,8,10,12 --lm 0.6B --durations 60,120,240,480,600
+  acestep-core tiers validate cal/tiers.toml && acestep-core tiers compare default cal/tiers.toml
+  acestep-core info --tiers cal/tiers.toml                  use the measured table
+
+Each card of C GB is emulated by capping the allocator at C - context - margin GB
+(torch.cuda.set_per_process_memory_fraction; nvidia-smi and mem_get_info do not show the cap).
+Interrupted? Run the same command again: measurements already in OUT/measurements.json are reused.
+On a CPU the tiny models run and each trial's footprint is estimated against a fake budget of
+C x --cpu-unit-mib MiB (defaults: cards 20,40, durations 10,20, batches 1,2): this tests the
+mechanics only; it says nothing about any GPU.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="measure this device (emulating smaller cards) and write a tier table + raw measurements",
+        description="Run ACE-Step's real-shaped components across durations x batch sizes x LM sizes on this device, emulating smaller cards, find the largest duration and batch that run with a safety margin, and write a validated tier table plus the raw measurements.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="where to write tiers.toml and measurements.json")
+    parser.add_argument("--cards", metavar="GB,...", help="card sizes to emulate (default 8,12,16 on a GPU)")
+    parser.add_argument("--durations", metavar="S,...", help="durations to try, seconds, 10-600 (default 60,240,600)")
+    parser.add_argument("--batches", metavar="N,...", help="batch sizes to try (default 1,2,4,8)")
+    parser.add_argument("--lm", metavar="SIZES", default="0.6B,1.7B", help="LM sizes to measure (default 0.6B,1.7B)")
+    parser.add_argument("--vae-decode", choices=("tiled", "full"), default="tiled", help="which VAE decode the limits assume (default tiled)")
+    parser.add_argument("--no-full-vae", action="store_true", help="do not also measure full (untiled) VAE decode")
+    parser.add_argument("--margin-gb", type=float, default=None, help="safety margin left unused, GB (default 0.5)")
+    parser.add_argument("--context-gb", type=float, default=None, help="CUDA context outside the allocator, GB (default 0.8)")
+    parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: cuda when available)")
+    parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
+    parser.add_argument("--cpu-unit-mib", type=float, default=1.0, help="CPU only: MiB per card 'GB' of fake budget (default 1)")
+    parser.add_argument("--time-limit", type=float, metavar="S", help="stop starting trials after S seconds (resume later)")
+    parser.add_argument("--name", default="calibrated", help="the written table's name (default: calibrated)")
+    parser.add_argument("--compare-with", default="default", metavar="TABLE", help="table to compare the result with (default: default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_flag(parser)
+    parser.set_defaults(handler=run_calibrate)
+
+
+def _numbers(text: str | None, kind: type, flag: str) -> tuple[Any, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(sorted({kind(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"{flag} needs positive values, not {text!r}")
+    return values
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from acestep_core import calibrate
+    from acestep_core.types import LM_SIZES
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    on_cpu = device.startswith("cpu")
+    if not on_cpu and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available")
+    sizes = args.sizes or ("tiny" if on_cpu else "real")
+    lm_sizes = tuple(s.strip() for s in args.lm.split(",") if s.strip())
+    unknown = [s for s in lm_sizes if s not in LM_SIZES]
+    if unknown:
+        raise UsageError(f"--lm: unknown size(s) {unknown}; known: {', '.join(LM_SIZES)}")
+    durations = _numbers(args.durations, int, "--durations") or (CPU_DURATIONS if on_cpu else calibrate.DEFAULT_DURATIONS_S)
+    if any(not 10 <= d <= 600 for d in durations):
+        raise UsageError("--durations must lie in 10-600 s (a tier table's range)")
+    config = calibrate.CalibrationConfig(
+        cards_gb=_numbers(args.cards, float, "--cards") or (CPU_CARDS if on_cpu else calibrate.DEFAULT_CARDS_GB),
+        durations_s=durations,
+        batches=_numbers(args.batches, int, "--batches") or (CPU_BATCHES if on_cpu else calibrate.DEFAULT_BATCHES),
+        lm_sizes=lm_sizes,
+        vae_decode=args.vae_decode,
+        measure_full_vae=not args.no_full_vae,
+        context_gb=calibrate.CONTEXT_GB if args.context_gb is None else args.context_gb,
+        margin_gb=calibrate.SAFETY_MARGIN_GB if args.margin_gb is None else args.margin_gb,
+        table_name=args.name,
+    )
+    backend = calibrate.TorchBackend(device, sizes=sizes, dtype="fp32" if on_cpu else "bf16", context_gb=config.context_gb,
+                                     margin_gb=config.margin_gb, cpu_unit_bytes=int(args.cpu_unit_mib * 2**20))
+    try:
+        calibrator = calibrate.Calibrator(backend, config, args.out, deadline_s=args.time_limit, progress=not args.no_progress and not args.json)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    result = calibrator.run()
+    report = calibration_report(result, args.compare_with)
+    if args.json:
+        print_json(report)
+    else:
+        print(render_report(report))
+    return 0 if result.complete else 1
+
+
+def calibration_report(result: Any, compare_with: str | None) -> dict[str, Any]:
+    from acestep_core.calibrate import _card_json
+    from acestep_core.types import to_jsonable
+
+    report: dict[str, Any] = {
+        "complete": result.complete,
+        "table_file": str(result.table_path) if result.table_path else None,
+        "raw_file": str(result.raw_path),
+        "trials_run": result.trials_run,
+        "trials_reused": result.trials_reused,
+        "cards": [_card_json(card) for card in result.cards],
+        "table": to_jsonable(result.table) if result.table else None,
+    }
+    if result.table is not None and compare_with:
+        from acestep_core.cli.tiers import table_named
+        from acestep_core.compare import compare_tables
+
+        report["comparison"] = compare_tables(table_named(compare_with), result.table).to_dict()
+    return report
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = []
+    if not report["complete"]:
+        lines.append(f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in {report['raw_file']} — run the same command to resume")
+        return "\n".join(lines)
+    lines.append(f"{report['trials_run']} trials run, {report['trials_reused']} reused from {report['raw_file']}")
+    for card in report["cards"]:
+        without = card["without_lm"]
+        with_lm = card["with_lm"]
+        lm = f"with LM {with_lm[0]} s x {with_lm[1]} ({', '.join(card['lm_models'])})" if with_lm else "no LM"
+        base = f"without LM {without[0]} s x {without[1]}" if without else "nothing runs"
+        lines.append(f"  {card['card_gb']:>5g} GB (cap {card['cap_bytes'] / 2**30:.2f} GiB-units): {base}; {lm}")
+        lines.extend(f"         note: {note}" for note in card["notes"])
+    lines.append(f"table written to {report['table_file']} (validated)")
+    if "comparison" in report:
+        differing = [c for c in report["comparison"]["cards"] if c["differences"]]
+        lines.append(f"against {report['comparison']['a']['name']!r}: {len(differing)} of {len(report['comparison']['cards'])} real card sizes decide differently")
+        for card in differing:
+            fields = ", ".join(f"{k} {v['a']} → {v['b']}" for k, v in card["differences"].items())
+            lines.append(f"  {card['from_gb']:>5g} GB  {card['tier_a']} → {card['tier_b']}: {fields}")
+    return "\n".join(lines)
