@@ -174,9 +174,31 @@ __all__ = [
     "build_dit",
     "build_lm",
     "build_text_encoder",
+    "build_tokenizer",
     "build_vae",
     "latent_frames",
     "load_component",
     "model_config",
     "parameter_count",
 ]
+
+
+TOKENIZER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n:.,;!?'\"-()/#&+"
+SPECIAL_TOKENS = ("<|endoftext|>", "<think>", "</think>")
+
+
+def build_tokenizer(n_codes: int = 1024) -> Any:
+    """A small ``tokenizers.Tokenizer`` in the 5Hz LM's format: one token per character (so one per
+    digit, as Qwen3's tokenizer does with numbers), then ``<|endoftext|>``, ``<think>``,
+    ``</think>`` and ``<|audio_code_0|>`` … ``<|audio_code_{n_codes-1}|>`` as added tokens.
+
+    The real LM's tokenizer has 64,000 code tokens; the embedded default keeps ``n_codes`` small so
+    the tiny LM's vocabulary stays a few thousand ids.
+    """
+    from tokenizers import Tokenizer
+    from tokenizers.models import BPE
+
+    vocab = {char: index for index, char in enumerate(TOKENIZER_CHARS)}
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=[], unk_token=None))
+    tokenizer.add_special_tokens([*SPECIAL_TOKENS, *(f"<|audio_code_{i}|>" for i in range(n_codes))])
+    return tokenizer
