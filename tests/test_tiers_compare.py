@@ -1,0 +1,72 @@
+"""`tiers compare` on two known tables, and `tiers new` writing a package that validates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from acestep_core.cli import main
+from acestep_core.compare import compare_tables
+from acestep_core.scaffold import names_for
+from acestep_core.tables import load_table
+
+ROOT = Path(__file__).parents[1]
+DEFAULT = ROOT / "plugins" / "tiers_default" / "acestep_core_tiers_default" / "tiers.toml"
+EIGHT_TIER = ROOT / "examples" / "tiers_8tier" / "acestep_core_tiers_8tier" / "tiers.toml"
+
+
+def test_default_vs_8tier_differs_exactly_from_16_gb_up() -> None:
+    comparison = compare_tables(load_table(DEFAULT), load_table(EIGHT_TIER))
+    first = comparison.ranges[0]
+    assert (first.from_gb, first.to_gb, first.tier_a, first.tier_b) == (16.0, 19.75, "tier6", "tier6a")
+    assert first.fields["lm_models"] == (["0.6B", "1.7B", "4B"], ["0.6B", "1.7B"])
+    second = comparison.ranges[1]
+    assert (second.from_gb, second.tier_b) == (20.0, "tier6b")
+    assert second.fields["max_batch_with_lm"] == (4, 8)
+    assert second.fields["optimizations"][1]["cpu_offload"] is False
+    cards = {c.from_gb: c for c in comparison.cards}
+    assert all(not cards[gb].fields for gb in (4, 6, 8, 10, 11, 12))
+    assert cards[16].tier_b == "tier6a" and cards[20].tier_b == "tier6b"
+
+
+def test_a_table_compared_with_itself_is_identical(capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare_tables(load_table(DEFAULT), load_table(DEFAULT)).identical
+    assert main(["tiers", "compare", "default", str(DEFAULT)]) == 0
+    assert "decide the same at every size" in capsys.readouterr().out
+
+
+def test_compare_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "diff.png"
+    assert main(["tiers", "compare", "default", str(EIGHT_TIER), "--json", "--plot", str(plot)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["identical"] is False and report["b"]["name"] == "8tier"
+    assert report["ranges"][0]["differences"]["lm_models"] == {"a": ["0.6B", "1.7B", "4B"], "b": ["0.6B", "1.7B"]}
+    assert [c["from_gb"] for c in report["cards"]] == [4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 80]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_compare_unknown_table_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tiers", "compare", "default", "nosuch"]) == 1
+    assert "no tier table named 'nosuch'" in capsys.readouterr().err
+
+
+def test_new_scaffolds_a_valid_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tiers", "new", "my-card", "--dir", str(tmp_path)]) == 0
+    root = tmp_path / "acestep-core-tiers-my-card"
+    assert "started from 'default'" in capsys.readouterr().out
+    pyproject = (root / "pyproject.toml").read_text()
+    assert 'tiers_my_card = "acestep_core_tiers_my_card"' in pyproject
+    table = load_table(root / "acestep_core_tiers_my_card" / "tiers.toml")
+    assert table.name == "my-card" and compare_tables(load_table(DEFAULT), table).identical
+    assert (root / "tests" / "test_table.py").exists() and "pip install -e ." in (root / "README.md").read_text()
+    for again in (["my-card"], ["Bad Name!"]):  # never overwrites; refuses unusable names
+        with pytest.raises(SystemExit) as caught:
+            main(["tiers", "new", *again, "--dir", str(tmp_path)])
+        assert caught.value.code == 2
+
+
+def test_names_for() -> None:
+    names = names_for("my-card")
+    assert (names.distribution, names.module, names.entry_point) == ("acestep-core-tiers-my-card", "acestep_core_tiers_my_card", "tiers_my_card")
