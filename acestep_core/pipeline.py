@@ -217,8 +217,13 @@ class _Run:
         self.notes: list[str] = ["random weights: the audio is noise; this run demonstrates and measures the flow"
                                  if len(checkpoints) < 4 else "trained checkpoints loaded for every component"]
         if resolution.reading.device.is_accelerator and device.type == "cpu":
-            self.notes.append(f"the resolution is for {resolution.reading.device.name}"
-                              f"{' (simulated)' if resolution.reading.simulated else ''}, but torch cannot reach it: running on the CPU")
+            dropped = {k: v for k, v in self.plan.items()
+                       if k.split(".")[0] in ("quantization", "offload") and k.count(".") == 1 and v != "none"}
+            self.plan.update(dict.fromkeys(dropped, "none"))
+            self.notes.append(
+                f"the resolution is for {resolution.reading.device.name}, but torch cannot reach it: running on the CPU"
+                + (f", without the plan's device-memory savings ({', '.join(f'{k}={v}' for k, v in dropped.items())}): "
+                   "the CPU has no device memory to save and quanto's CPU kernels are slower" if dropped else ""))
 
     # ----------------------------------------------------------------------------------- phases
     def execute(self, out: Path) -> tuple[list[PhaseReport], list[ClipReport]]:
