@@ -59,7 +59,7 @@ PLAN_KEYS: dict[str, str] = {
     "ladder.rungs": "the rungs taken to fit the budget, in order (each with its reason)",
     "ladder.batch_size": "present when the ladder lowered the batch to fit: the batch to run",
     "ladder.duration_s": "present when the ladder shortened the clip to fit: the longest duration to run",
-    "ladder.refused": "false, or the numbers of a run that cannot fit: predicted_gib, budget_gib, shortfall_gib, phase",
+    "ladder.refused": "false, or the numbers of a run that cannot fit: predicted, budget and shortfall (GiB and bytes), phase",
 }
 """The optimization plan's keys. A plugin may add keys of its own; prefix them with its name."""
 

@@ -157,7 +157,8 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
     else:
         refusal = result.refusal
         numbers = {"predicted_gib": round(refusal.predicted_bytes / GIB, 2), "budget_gib": round(refusal.budget_bytes / GIB, 2),
-                   "shortfall_gib": round(refusal.shortfall_bytes / GIB, 2), "phase": refusal.phase}
+                   "shortfall_gib": round(refusal.shortfall_bytes / GIB, 2), "phase": refusal.phase,
+                   "predicted_bytes": refusal.predicted_bytes, "budget_bytes": refusal.budget_bytes, "shortfall_bytes": refusal.shortfall_bytes}
         settings.append(Setting("ladder.refused", numbers, refusal.message(), warning=True))
     return settings
 

@@ -1,0 +1,88 @@
+"""Degrade before refusing: every tier × a grid of requests ends in a plan that fits or a refusal
+that names the shortfall; rungs are taken in order, each with its reason."""
+
+from __future__ import annotations
+
+import itertools
+
+import acestep_core_tiers_default
+import pytest
+
+from acestep_core import GIB, DetectOptions, GenerationRequest, Overrides, resolve
+from acestep_core.optimize import Abilities, Choices, RunShape, device_budget, fit, predict
+from acestep_core.optimize.plan import check_resolution
+
+TABLE = acestep_core_tiers_default.default_table()
+DURATIONS = (None, 30, 240, 600)
+BATCHES = (1, 4, 8)
+LMS = ("off", "0.6B", "4B")
+
+
+def _sizes(tier) -> list[float]:
+    low = max(tier.min_gb + 0.25, 2.0)
+    return [low, tier.max_gb - 0.5] if tier.max_gb is not None else [low, 80.0]
+
+
+@pytest.mark.parametrize("tier", TABLE.tiers, ids=lambda t: t.name)
+def test_every_tier_and_request_fits_or_is_refused_with_the_shortfall(tier) -> None:
+    for gib, duration, batch, lm in itertools.product(_sizes(tier), DURATIONS, BATCHES, LMS):
+        request = GenerationRequest(duration_s=duration, batch_size=batch, lm="off" if lm == "off" else "on", lm_model=None if lm == "off" else lm)
+        resolution = resolve(request, detect_options=DetectOptions(vram_gb=f"{gib:g}", environ={}))
+        assert resolution.tier.name == tier.name
+        plan = resolution.plan
+        predicted, budget = plan.value("memory.predicted_peak_gib"), plan.value("memory.budget_gib")
+        refused = plan.value("ladder.refused")
+        peak, budget_bytes = check_resolution(resolution)
+        assert budget_bytes is not None and abs(budget_bytes / GIB - budget) < 0.01
+        if refused:
+            assert refused["shortfall_bytes"] == refused["predicted_bytes"] - refused["budget_bytes"] > 0
+            assert refused["budget_bytes"] == budget_bytes
+            assert any("refused" in w and "budget" in w for w in resolution.warnings)
+        else:
+            assert predicted <= budget
+            assert peak <= budget_bytes, (gib, duration, batch, lm, peak / GIB, budget)
+
+
+def test_a_tiny_card_is_refused_with_the_numbers() -> None:
+    resolution = resolve(GenerationRequest(duration_s=60), detect_options=DetectOptions(vram_gb="1", environ={}))
+    refused = resolution.plan.value("ladder.refused")
+    assert refused and refused["budget_gib"] < refused["predicted_gib"]
+    assert resolution.plan.value("ladder.duration_s") == 10  # it tried the shortest clip before refusing
+    assert any("more than the" in w for w in resolution.warnings)
+
+
+def test_rungs_are_taken_in_order_and_only_when_they_help() -> None:
+    run = RunShape(duration_s=240, batch=2, lm_model="1.7B")
+    bare = Choices()  # bf16, no offload, no quantization, full VAE decode
+    budget = device_budget(8 * GIB)
+    result = fit(run, bare, budget)
+    names = [r.name for r in result.rungs]
+    assert names[0] == "vae.tiled"
+    assert result.fits and result.prediction.peak_bytes <= budget.usable_bytes
+    order = ["vae", "offload", "quantization", "batch", "duration"]
+    ranks = [next(i for i, prefix in enumerate(order) if name.startswith(prefix)) for name in names]
+    assert ranks == sorted(ranks)
+    for rung in result.rungs:
+        assert "→" in rung.reason and "budget" in rung.reason
+    assert predict(run, bare).peak_bytes > budget.usable_bytes  # there was something to fix
+
+
+def test_without_offload_or_quantization_the_ladder_shrinks_the_request() -> None:
+    run = RunShape(duration_s=600, batch=8, lm_model="4B")
+    result = fit(run, Choices(), device_budget(16 * GIB), Abilities(offload=False, quantize=False))
+    assert not any(r.name.startswith(("offload", "quantization")) for r in result.rungs)
+    assert result.run.batch < 8 or result.run.duration_s < 600
+
+
+def test_a_plan_that_fits_takes_no_rung() -> None:
+    result = fit(RunShape(duration_s=30, batch=1, lm_model=None), Choices(), device_budget(80 * GIB))
+    assert result.rungs == () and result.fits
+
+
+def test_user_overrides_are_checked_by_check_resolution() -> None:
+    options = DetectOptions(vram_gb="8", environ={})
+    planned = resolve(GenerationRequest(duration_s=240), detect_options=options)
+    forced = resolve(GenerationRequest(duration_s=240), detect_options=options, overrides=Overrides(plan={"vae.decode": "full", "offload.vae": "none"}))
+    assert check_resolution(forced)[0] > check_resolution(planned)[0]
+    peak, budget = check_resolution(forced)
+    assert peak > budget  # the user's full decode of 240 s does not fit 8 GB, and the check says so
