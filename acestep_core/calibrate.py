@@ -481,6 +481,9 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         self.on_cuda = self.device.type == "cuda"
+        if self.on_cuda and self.device.index is None:
+            # set_per_process_memory_fraction and the memory statistics need an explicit ordinal
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.sizes = sizes
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
         self.context_gb = context_gb

@@ -422,11 +422,9 @@ class _Run:
                 torch.cuda.empty_cache()
 
     def _device_of(self, model: Any) -> Any:
-        import torch
-
-        for parameter in model.parameters():
-            return parameter.device if parameter.device.type != "meta" else self.device
-        return torch.device("cpu")
+        """Where ``model`` computes: always the run's device. Under offload hooks its parameters sit on
+        the CPU between calls (the hook moves them in), so they cannot say where inputs belong."""
+        return self.device
 
     def _dtype_of(self, model: Any) -> Any:
         for parameter in model.parameters():

@@ -18,8 +18,10 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plug
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
   python3 -c "import torch, transformers, diffusers, optimum.quanto, pluggy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'pluggy', pluggy.__version__)"
 } 2>&1 | tee "$out/env.txt"
+CHECKS=${CHECKS:-info detection gpu-tests decoding optimize calibrate}   # a subset reruns only those
 run() {  # name, seconds, command...
   local name=$1 limit=$2; shift 2
+  [[ " $CHECKS " == *" $name "* ]] || return 0
   echo "=== $name (limit ${limit}s)"
   local start=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
@@ -28,7 +30,7 @@ run() {  # name, seconds, command...
 run info 20 acestep-core info
 run detection 60 python3 benchmarks/gpu_detection.py "$out"
 run gpu-tests 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_pipeline.py tests/test_cuda_replay.py
-run decoding 50 python3 benchmarks/gpu_decoding.py "$out"
+run decoding 90 python3 benchmarks/gpu_decoding.py "$out"
 run optimize 150 python3 benchmarks/gpu_optimize.py "$out"
 run calibrate 140 python3 benchmarks/gpu_calibrate.py "$out" --time-limit 95
 ls -la "$out"

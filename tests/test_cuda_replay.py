@@ -115,12 +115,29 @@ def test_nvml_path_imports_no_torch_and_loads_no_cuda_library(name: str, tier: s
     assert seen == {"tier": tier, "plugin": "cuda", "torch": [], "libcuda": False}
 
 
+REAL_GPU_PROBE = textwrap.dedent("""
+    import json, os, sys
+    from acestep_core import DetectOptions, resolve
+    resolution = resolve(detect_options=DetectOptions(environ=dict(os.environ)), environ=dict(os.environ))
+    import pynvml
+    pynvml.nvmlInit()
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    pids = [p.pid for h in handles for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)]
+    print(json.dumps({
+        "plugin": resolution.decided_by("detect_memory"),
+        "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")),
+        "context": os.getpid() in pids,
+    }))
+""")
+
+
 @pytest.mark.gpu
 def test_real_gpu_detection_opens_no_context() -> None:
+    """On a real driver NVML maps libcuda into the process, so the check is the one that matters:
+    the process holds no CUDA context (it is not among the GPU's compute processes)."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    probe = NVML_PATH_PROBE.replace("replay=sys.argv[1], ", "")
-    result = subprocess.run([sys.executable, "-c", probe, "-"], capture_output=True, text=True, timeout=60)
-    seen = json.loads(result.stdout)
-    assert seen["torch"] == [] and seen["libcuda"] is False and seen["plugin"] == "cuda"
+    result = subprocess.run([sys.executable, "-c", REAL_GPU_PROBE], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"plugin": "cuda", "torch": [], "context": False}
