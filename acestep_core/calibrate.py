@@ -7,6 +7,7 @@ How it works
   of a few tokens after a prompt whose length follows the duration: 5 codes a second plus 500
   tokens of caption and chain-of-thought), ``dit`` (one denoising forward over the duration's
   latents), ``vae:tiled`` / ``vae:full`` (decoding them). The limits use ``vae:tiled`` unless asked.
+  VAE decode runs as the pipeline runs it: one batch item at a time (``acestep_core.optimize.vae.decode``).
 * **Smaller cards on a big one.** Each card of ``C`` GB is emulated by capping the allocator at
   ``C − context − margin`` GB (``torch.cuda.set_per_process_memory_fraction``, enforced on a real
   GPU; ``mem_get_info`` does not show the cap). ``context`` (default 0.8 GB) is what the CUDA
@@ -628,28 +629,11 @@ class TorchBackend:
             out = model(latents, timestep, timestep, encoder, context, return_dict=False)[0]
             hidden = batch * math.ceil(frames / config.patch_size) * config.hidden_size * element
             return (latents.numel() + context.numel() + encoder.numel() + out.numel()) * element + 4 * hidden
+        from acestep_core.optimize.vae import decode
+
         latents = torch.randn(batch, 64, frames, device=self.device, dtype=self.dtype)
-        if trial.phase == "vae:full":
-            audio = model.decode(latents).sample
-            return audio.numel() * element * 3 + latents.numel() * element
-        audio = tiled_decode(model, latents)
-        tile = batch * 2 * (VAE_TILE_FRAMES + 2 * VAE_TILE_OVERLAP) * VAE_HOP * element
-        return audio.numel() * element + 3 * tile + latents.numel() * element
-
-
-def tiled_decode(vae: Any, latents: Any, tile: int = VAE_TILE_FRAMES, overlap: int = VAE_TILE_OVERLAP) -> Any:
-    """Decode ``[B, 64, T]`` latents a tile at a time (``tile`` frames, ``overlap`` frames of context
-    each side, trimmed), so that peak memory follows the tile, not the clip."""
-    import torch
-
-    from acestep_core.models import VAE_HOP
-
-    frames = latents.shape[-1]
-    pieces = []
-    for start in range(0, frames, tile):
-        stop = min(start + tile, frames)
-        lo, hi = max(0, start - overlap), min(frames, stop + overlap)
-        audio = vae.decode(latents[..., lo:hi]).sample
-        pieces.append(audio[..., (start - lo) * VAE_HOP:(start - lo + stop - start) * VAE_HOP])
-        del audio
-    return torch.cat(pieces, dim=-1)
+        tiled = trial.phase != "vae:full"
+        audio = decode(model, latents, tiled=tiled, tile_frames=VAE_TILE_FRAMES, overlap=VAE_TILE_OVERLAP)
+        one_item = audio[:1].numel() * element
+        working = 3 * 2 * (VAE_TILE_FRAMES + 2 * VAE_TILE_OVERLAP) * VAE_HOP * element if tiled else 3 * one_item
+        return audio.numel() * element + working + latents.numel() * element
