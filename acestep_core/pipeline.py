@@ -46,7 +46,7 @@ from acestep_core.models import (
     latent_frames,
     load_component,
 )
-from acestep_core.resolve import resolve
+from acestep_core.resolve import ResolutionError, resolve
 from acestep_core.types import DetectOptions, GenerationRequest, Overrides, Resolution, to_jsonable
 
 DEFAULT_DURATION_S = 30
@@ -183,6 +183,9 @@ def run(
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, not {size!r}")
+    refusal = resolution.plan.value("ladder.refused")
+    if refusal:
+        raise ResolutionError(resolution.plan["ladder.refused"].reason)
     started = time.perf_counter()
     cancel = cancel or CancelHandle()
     out = Path(out_dir)
@@ -197,6 +200,19 @@ def run(
 
 
 # --------------------------------------------------------------------------------------------- the run
+def run_limits(resolution: Resolution) -> tuple[int, float | None, int]:
+    """The batch, the asked duration (None: the LM chooses) and the duration ceiling a run uses: the
+    adjusted request's, lowered further where the plan's ladder had to (``ladder.batch_size``,
+    ``ladder.duration_s``) so that the predicted peak fits the device."""
+    adjusted, tier, plan = resolution.adjusted, resolution.tier, resolution.plan
+    ceiling = tier.max_duration_s(adjusted.lm_on)
+    duration = adjusted.duration_s
+    if "ladder.duration_s" in plan:
+        ceiling = min(ceiling, int(plan.value("ladder.duration_s")))
+        duration = None if duration is None else min(duration, ceiling)
+    return int(plan.value("ladder.batch_size", adjusted.batch_size)), duration, ceiling
+
+
 class _Run:
     def __init__(self, resolution: Resolution, size: str, device: Any, seed: int, steps: int, caption: str,
                  cancel: CancelHandle, progress: bool, on_progress: ProgressCallback | None,
@@ -213,6 +229,7 @@ class _Run:
         self.on_progress = on_progress
         self.checkpoints = checkpoints
         self.models: dict[str, Any] = {}
+        self.batch, self.duration_s, self.max_duration_s = run_limits(resolution)
         self.applied: dict[str, Any] = {}
         self.notes: list[str] = ["random weights: the audio is noise; this run demonstrates and measures the flow"
                                  if len(checkpoints) < 4 else "trained checkpoints loaded for every component"]
@@ -230,7 +247,7 @@ class _Run:
         import torch
 
         adjusted = self.resolution.adjusted
-        batch = adjusted.batch_size
+        batch = self.batch
         generator = torch.Generator().manual_seed(self.seed)
         phases: list[PhaseReport] = []
         codes: list[list[int]] | None = None
@@ -254,9 +271,9 @@ class _Run:
 
         from acestep_core.decoding import DurationConstraint, audio_code_range, token_texts
 
-        adjusted, tier = self.resolution.adjusted, self.resolution.tier
-        max_duration = tier.max_duration_s(True)
-        forced = None if adjusted.duration_s is None else max(1, round(adjusted.duration_s))
+        adjusted = self.resolution.adjusted
+        max_duration = self.max_duration_s
+        forced = None if self.duration_s is None else max(1, round(self.duration_s))
         with self._phase("lm") as phase:
             tokenizer = build_tokenizer(TINY_CODES if self.size == "tiny" else REAL_CODES)
             texts = token_texts(tokenizer)
@@ -308,10 +325,9 @@ class _Run:
         return phase.report, durations, codes
 
     def _duration_without_lm(self) -> float:
-        adjusted, tier = self.resolution.adjusted, self.resolution.tier
-        if adjusted.duration_s is not None:
-            return float(adjusted.duration_s)
-        duration = min(DEFAULT_DURATION_S, tier.max_duration_s(False))
+        if self.duration_s is not None:
+            return float(self.duration_s)
+        duration = min(DEFAULT_DURATION_S, self.max_duration_s)
         self.notes.append(f"no duration asked and the LM is off: {duration} s")
         return float(duration)
 

@@ -17,7 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from acestep_core import GenerationRequest, Overrides  # noqa: E402
+from acestep_core import GenerationRequest, Overrides, ResolutionError  # noqa: E402
 from acestep_core.cli import main  # noqa: E402
 from acestep_core.models import SAMPLE_RATE, VAE_HOP  # noqa: E402
 from acestep_core.pipeline import CancelHandle, GenerationCancelledError, generate, rss_bytes  # noqa: E402
@@ -113,6 +113,22 @@ def test_cli_and_api_reach_the_same_resolution(tmp_path, capsys, no_simulation) 
     assert result.resolution.to_dict() == report["resolution"]
     assert result.resolution.adjusted.lm_model == "0.6B", "the 4B the tier refuses is refused on both paths"
     assert [c.samples for c in result.clips] == [c["samples"] for c in report["clips"]]
+
+
+def test_the_run_honours_the_plans_ladder(tmp_path) -> None:
+    """A batch or duration the ladder lowered is the one that runs; a refused plan never loads a model."""
+    request = GenerationRequest(duration_s=20, batch_size=2, lm="off")
+    lowered = Overrides(plan={"ladder.batch_size": 1, "ladder.duration_s": 12})
+    result = generate(request, overrides=lowered, detect_options=DetectOptions(vram_gb="16"), out_dir=tmp_path / "lowered",
+                      steps=1, progress=False)
+    assert len(result.clips) == 1
+    assert abs(result.clips[0].samples - 12 * SAMPLE_RATE) <= VAE_HOP
+
+    refused = Overrides(plan={"ladder.refused": {"shortfall_gib": 1.0}})
+    with pytest.raises(ResolutionError, match="set by the user"):
+        generate(request, overrides=refused, detect_options=DetectOptions(vram_gb="16"), out_dir=tmp_path / "refused",
+                 steps=1, progress=False)
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_cancelled_run_releases_its_memory(tmp_path) -> None:
