@@ -166,6 +166,13 @@ def test_a_failure_exits_1_with_a_message(cli) -> None:
     assert code == 1 and "no tier table named 'nosuch'" in json.loads(out)["error"]
 
 
+def test_a_command_that_needs_the_ml_extra_says_how_to_install_it(cli, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on an install without the ml extra
+    code, out, err = cli("generate", "--out", str(tmp_path), "--no-progress")
+    assert code == 1 and out == ""
+    assert "torch is missing" in err and "pip install 'acestep-core[ml]'" in err
+
+
 def test_exit_codes_of_the_installed_command() -> None:
     def code(*argv: str, **env: str) -> int:
         return subprocess.run([str(CONSOLE_SCRIPT), *argv], capture_output=True, env=_env(**env)).returncode

@@ -19,6 +19,8 @@ from acestep_core.resolve import ResolutionError
 from acestep_core.tables import TableError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+ML_MODULES = frozenset({"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"})
+"""Top-level modules of the ``ml`` extra: a command that needs one says how to install it."""
 
 DESCRIPTION = """\
 Decide how ACE-Step runs on this machine: detect the device's memory, pick a tier from the tier
@@ -88,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"acestep-core: error: {error}\n")
     except (ResolutionError, TableError, SettingIgnored) as error:
         _fail(args, str(error))
+    except ModuleNotFoundError as error:
+        if error.name not in ML_MODULES:
+            raise
+        _fail(args, f"`{args.command}` needs the models' libraries ({error.name} is missing): pip install 'acestep-core[ml]'")
     except KeyboardInterrupt:
         _fail(args, "interrupted")
     return EXIT_FAILURE

@@ -26,7 +26,7 @@ from typing import Any
 from acestep_core import CPU, DetectOptions, DeviceMemory, MemoryReading
 from acestep_core_cuda.nvml import NvmlFailure
 
-CUDA_WHEELS = "pip install torch --index-url https://download.pytorch.org/whl/cu130"
+CUDA_WHEELS = "a CUDA wheel, e.g. cu130, from PyTorch's install selector, matching the driver"
 
 
 @dataclass(frozen=True)
