@@ -11,14 +11,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from acestep_core.decoding import DurationConstraint, audio_code_range, token_texts  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: one thread avoids the pool's contention (500 µs → 8 µs a matmul)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_CODES = 64
 WORDS = ("duration", "bpm", "caption", "keyscale", "language", "timesignature", "major", "minor", "synth", "pop")

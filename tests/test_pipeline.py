@@ -30,13 +30,7 @@ RSS_MARGIN = 64 * 2**20
 MODEL_CLASSES = ("Qwen3ForCausalLM", "Qwen3Model", "AceStepTransformer1DModel", "AutoencoderOobleck")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices on a shared 2-core machine: one thread avoids the pool's contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
