@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acestep_core.cli import EXIT_FAILURE, EXIT_OK, add_json_flag, print_json
+from acestep_core.cli import EXIT_FAILURE, EXIT_OK, print_json
 from acestep_core.cli.resolution import add_request_options, add_resolution_options, resolve_from_args
 
 EXIT_CANCELLED = 130
@@ -42,8 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     run.add_argument("--caption", default=None, help="the caption to encode")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if not any(action.dest == "json" for action in parser._actions):  # pragma: no cover
-        add_json_flag(parser)
     parser.set_defaults(handler=run_generate)
 
 
