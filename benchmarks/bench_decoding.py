@@ -22,8 +22,8 @@ def measure_overhead(size: str, *, device: Any, dtype: Any, batch: int, duration
     import torch
     from transformers import LogitsProcessorList
 
-    from acestep_core.decoding import DurationConstraint, audio_code_range, token_texts
-    from acestep_core.models import build_lm, build_tokenizer
+    from acestep_core.runtime.decoding import DurationConstraint, audio_code_range, token_texts
+    from acestep_core.runtime.models import build_lm, build_tokenizer
 
     tokenizer = build_tokenizer(1024 if size == "tiny" else 64000)
     texts = token_texts(tokenizer)
@@ -75,7 +75,7 @@ def measure_overhead(size: str, *, device: Any, dtype: Any, batch: int, duration
 
 def time_generate(environ: dict[str, str], repeats: int = 2) -> dict[str, Any]:
     from acestep_core import GenerationRequest
-    from acestep_core.pipeline import generate
+    from acestep_core.runtime.pipeline import generate
 
     walls, result = [], None
     for _ in range(repeats):

@@ -22,9 +22,9 @@ def run_case(case: str) -> dict:
 
     import torch
 
-    from acestep_core.models import build_dit, build_lm, build_vae
-    from acestep_core.optimize.apply import apply_plan, weight_bytes
-    from acestep_core.optimize.vae import decode
+    from acestep_core.runtime.apply import apply_plan, weight_bytes
+    from acestep_core.runtime.models import build_dit, build_lm, build_vae
+    from acestep_core.runtime.vae_decode import decode
 
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)

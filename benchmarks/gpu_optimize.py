@@ -43,8 +43,8 @@ def shape_of(config) -> LMShape:
 def run_one(tier: str, gib: float, size: str, dry_run: bool) -> dict:
     import torch
 
-    from acestep_core.models import build_lm
-    from acestep_core.optimize.apply import quantize_component
+    from acestep_core.runtime.apply import quantize_component
+    from acestep_core.runtime.models import build_lm
 
     resolution = resolve(GenerationRequest(duration_s=10_000, batch_size=64, lm="on", lm_model=size), detect_options=DetectOptions(vram_gb=str(gib), environ={}))
     plan = resolution.plan

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from acestep_core_tiers_default import default_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acestep_core.calibrate import (
+from acestep_core.runtime.calibrate import (
     RAW_FILE,
     TABLE_FILE,
     CalibrationConfig,
@@ -74,7 +75,7 @@ def test_choose_corner_maximises_audio_and_respects_the_floor() -> None:
 
 def calibrate(tmp_path: Path, **config: object) -> tuple[Calibrator, object]:
     backend = FootprintBackend(footprint)
-    calibrator = Calibrator(backend, CalibrationConfig(durations_s=DURATIONS, batches=BATCHES, **config), tmp_path, progress=False)
+    calibrator = Calibrator(backend, CalibrationConfig(durations_s=DURATIONS, batches=BATCHES, **config), tmp_path, base_table=default_table(), progress=False)
     return calibrator, calibrator.run()
 
 
@@ -124,12 +125,12 @@ def test_limits_never_fall_as_memory_grows(tmp_path: Path) -> None:
 def test_resume_skips_what_was_measured(tmp_path: Path) -> None:
     backend = FootprintBackend(footprint)
     config = CalibrationConfig(durations_s=DURATIONS, batches=BATCHES)
-    interrupted = Calibrator(backend, config, tmp_path, deadline_s=0.0, progress=False).run()
+    interrupted = Calibrator(backend, config, tmp_path, deadline_s=0.0, base_table=default_table(), progress=False).run()
     assert not interrupted.complete and interrupted.table is None and not (tmp_path / TABLE_FILE).exists()
-    first = Calibrator(backend, config, tmp_path, progress=False).run()
+    first = Calibrator(backend, config, tmp_path, base_table=default_table(), progress=False).run()
     assert first.complete and first.trials_run > 0
     calls = len(backend.calls)
-    again = Calibrator(backend, config, tmp_path, progress=False).run()
+    again = Calibrator(backend, config, tmp_path, base_table=default_table(), progress=False).run()
     assert again.trials_run == 0 and again.trials_reused > 0 and len(backend.calls) == calls
     assert again.table == first.table
 
@@ -137,7 +138,7 @@ def test_resume_skips_what_was_measured(tmp_path: Path) -> None:
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     calibrate(tmp_path)
     with pytest.raises(ValueError, match="margin_gb"):
-        Calibrator(FootprintBackend(footprint), CalibrationConfig(margin_gb=1.0), tmp_path, progress=False)
+        Calibrator(FootprintBackend(footprint), CalibrationConfig(margin_gb=1.0), tmp_path, base_table=default_table(), progress=False)
 
 
 def test_a_card_too_small_for_anything_keeps_the_base_table(tmp_path: Path) -> None:

@@ -10,11 +10,13 @@ from pathlib import Path
 import acestep_core_tiers_default
 import pytest
 
+import acestep_core.optimize
 from acestep_core import CPU, DeviceMemory, MemoryReading, render_markdown, resolve
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SEED = SHARED / "seeds" / "GPU_COMPATIBILITY.ja.md"
-H100 = SHARED / "measurements" / "h100-2026-11-26.json"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SEED = FIXTURES / "GPU_COMPATIBILITY.ja.md"
+"""ACE-Step 1.5's GPU_COMPATIBILITY document (Japanese), copied as the project received it."""
+H100 = Path(acestep_core.optimize.__file__).parent / "measurements" / "h100-2026-11-26.json"
 
 
 def tier_for(make_manager, plugin) -> str:

@@ -12,10 +12,10 @@ import acestep_core_cuda
 import pytest
 from acestep_core_cuda.replay import RecordedNvml, bundled_recordings, load_recording
 
+import acestep_core.optimize
 from acestep_core import GIB, DetectOptions, GenerationRequest, MemoryReading, resolve
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-H100_MEASURED = json.loads((SHARED / "measurements" / "h100-2026-11-26.json").read_text())
+H100_MEASURED = json.loads((Path(acestep_core.optimize.__file__).parent / "measurements" / "h100-2026-11-26.json").read_text())
 
 RTX3060 = "GPU-1a2b3c4d-1111-2222-3333-444455556666"
 RTX4090 = "GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff"

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 tokenizers = pytest.importorskip("tokenizers")
 
-from acestep_core.decoding import DurationConstraint, audio_code_range, token_texts  # noqa: E402
+from acestep_core.runtime.decoding import DurationConstraint, audio_code_range, token_texts  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -212,7 +212,7 @@ def test_changing_the_max_mid_run_takes_effect(vocab, seed: int) -> None:
 def test_a_random_weight_tiny_lm_under_generate(vocab) -> None:
     from transformers import LogitsProcessorList
 
-    from acestep_core.models import build_lm
+    from acestep_core.runtime.models import build_lm
 
     tok, texts = vocab
     lm = build_lm("tiny", vocab_size=len(texts) + 8)

@@ -6,8 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from acestep_core import models  # noqa: E402
-from acestep_core.models import (  # noqa: E402
+from acestep_core.runtime.models import (  # noqa: E402
     CODES_PER_SECOND,
     LATENT_CHANNELS,
     LATENT_RATE_HZ,
@@ -98,12 +97,3 @@ def test_load_component_round_trips_a_local_checkpoint(tmp_path) -> None:
     assert parameter_count(load_component("lm", tmp_path / "lm")) == parameter_count(lm)
     with pytest.raises(FileNotFoundError):
         load_component("dit", tmp_path / "missing")
-
-
-def test_importing_models_does_not_import_torch_eagerly() -> None:
-    import subprocess
-    import sys
-
-    code = "import sys, acestep_core.models; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False", models.__doc__

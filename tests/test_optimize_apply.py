@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("optimum.quanto")
 
 from acestep_core import DeviceMemory, GenerationRequest, MemoryReading, resolve  # noqa: E402
-from acestep_core.models import build_dit, build_lm  # noqa: E402
-from acestep_core.optimize.apply import PlanOrderError, apply_plan, quantized_modules, weight_bytes  # noqa: E402
+from acestep_core.runtime.apply import PlanOrderError, apply_plan, quantized_modules, weight_bytes  # noqa: E402
+from acestep_core.runtime.models import build_dit, build_lm  # noqa: E402
 
 INT8_TOLERANCE = 0.02
 """int8 weights: largest output difference relative to the largest output (measured ≈0.2-0.7%)."""
@@ -95,17 +95,17 @@ def test_dit_int8_with_exclusions_and_the_native_backend() -> None:
 
 def test_load_on_cpu_quantize_then_offload_in_that_order(monkeypatch) -> None:
     """The offload hook is installed on a model whose weights are already quantized (quanto #376)."""
-    import accelerate
+    import acestep_core.runtime.apply as apply_module
 
     seen: dict[str, object] = {}
-    original = accelerate.cpu_offload_with_hook
+    original = apply_module.cpu_offload_with_hook
 
     def spy(model, execution_device=None, prev_module_hook=None):
         seen["quantized_at_offload"] = len(quantized_modules(model))
         seen["device_at_offload"] = next(model.parameters()).device.type
         return original(model, execution_device=execution_device, prev_module_hook=prev_module_hook)
 
-    monkeypatch.setattr(accelerate, "cpu_offload_with_hook", spy)
+    monkeypatch.setattr(apply_module, "cpu_offload_with_hook", spy)
     torch.manual_seed(0)
     model = build_lm("tiny")
     ids = torch.randint(0, model.config.vocab_size, (1, 12))

@@ -35,7 +35,7 @@ def test_weights_are_counted_from_shapes_exactly() -> None:
     import torch
     from transformers import Qwen3Config, Qwen3Model
 
-    from acestep_core.models import model_config
+    from acestep_core.runtime.models import model_config
 
     with torch.device("meta"):
         encoder = Qwen3Model(Qwen3Config(**model_config("text_encoder", "real")))

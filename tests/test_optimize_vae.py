@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from acestep_core.models import build_vae  # noqa: E402
-from acestep_core.optimize.vae import TILED_TOLERANCE_FP32, decode, decode_with_plan, hop_length  # noqa: E402
+from acestep_core.runtime.models import build_vae  # noqa: E402
+from acestep_core.runtime.vae_decode import TILED_TOLERANCE_FP32, decode, decode_with_plan, hop_length  # noqa: E402
 
 FRAMES, TILE = 40, 12
 

@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 
 from acestep_core import GenerationRequest, Overrides, ResolutionError  # noqa: E402
 from acestep_core.cli import main  # noqa: E402
-from acestep_core.models import SAMPLE_RATE, VAE_HOP  # noqa: E402
-from acestep_core.pipeline import CancelHandle, GenerationCancelledError, generate, rss_bytes  # noqa: E402
+from acestep_core.runtime.models import SAMPLE_RATE, VAE_HOP  # noqa: E402
+from acestep_core.runtime.pipeline import CancelHandle, GenerationCancelledError, generate, rss_bytes  # noqa: E402
 from acestep_core.types import DetectOptions  # noqa: E402
 
 LENGTH_TOLERANCE = VAE_HOP

@@ -40,6 +40,10 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2."""
 
 
+OPTIONAL_COMMAND_MODULES = ("acestep_core.runtime.cli.generate", "acestep_core.runtime.cli.calibrate")
+"""Command modules outside the deciding core (running, serving): each adds its command with
+``add_parser(subparsers)`` and imports what it drives only when its command runs."""
+
 CORE_COMMANDS = ("info", "plan", "tiers", "plugins")
 """Commands that must start fast and import neither torch nor NVML: when one of them is asked for,
 the optional (``ml``) command modules are not even imported."""
@@ -66,11 +70,11 @@ def _optional_command_modules() -> list[Any]:
     import importlib
 
     modules = []
-    for name in ("generate", "calibrate"):
+    for name in OPTIONAL_COMMAND_MODULES:
         try:
-            modules.append(importlib.import_module(f"acestep_core.cli.{name}"))
+            modules.append(importlib.import_module(name))
         except ModuleNotFoundError as error:
-            if error.name != f"acestep_core.cli.{name}":
+            if error.name != name:
                 raise
     return modules
 

@@ -1,9 +1,7 @@
-"""Optimizations that really run: a memory model, the plan it checks, and (for the pipeline) the
-code that applies a plan to real models.
+"""Deciding the optimizations: a memory model, the degrade ladder and the plan per hardware.
 
-This package's top level is pure Python: the resolution imports it at every start-up. The modules
-that touch torch — :mod:`acestep_core.optimize.apply` (attention, precision, quantization, offload,
-compile) and :mod:`acestep_core.optimize.vae` (tiled decode) — are imported only by the pipeline.
+Pure Python: the resolution imports it at every start-up. Applying a plan to real models is running,
+in :mod:`acestep_core.runtime.apply` and :mod:`acestep_core.runtime.vae_decode`.
 """
 
 from acestep_core.optimize.ladder import Abilities, LadderResult, Refusal, Rung, fit

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 FIELD = "duration:"
 FIELD_BODY = re.compile(r"( ?)(\d*)(\n?)\Z")
 CANDIDATE = re.compile(r" ?\d*\n?\Z")
@@ -252,8 +254,6 @@ class DurationConstraint:
         return blocked
 
     def _mask(self, name: str, ids: Any, scores: Any) -> Any:
-        import torch
-
         key = (name, scores.device, scores.shape[-1])
         mask = self._masks.get(key)
         if mask is None:
@@ -265,8 +265,6 @@ class DurationConstraint:
 
     # ------------------------------------------------------------------------------------- call
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
         self._advance(input_ids)
         codes_mask = self._mask("codes", self.code_ids, scores)
         eos_mask = self._mask("eos", [self.eos_token_id], scores)

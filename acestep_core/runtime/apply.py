@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate import cpu_offload, cpu_offload_with_hook
+from diffusers.hooks import apply_group_offloading
+from optimum.quanto import QModuleMixin, freeze, quantize
 
 from acestep_core.types import OptimizationPlan
 
@@ -109,8 +112,6 @@ def apply_plan(
 def quantize_component(model: Any, quantization: str, exclude: list[str]) -> int:
     """quanto weight-only quantization of every Linear not matching ``exclude``, then freeze.
     Returns how many modules were quantized."""
-    from optimum.quanto import freeze, quantize
-
     linear_names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
     include = [name for name in linear_names if not any(fnmatch.fnmatch(name, pattern) for pattern in exclude)]
     if not include:
@@ -122,8 +123,6 @@ def quantize_component(model: Any, quantization: str, exclude: list[str]) -> int
 
 def quantized_modules(model: Any) -> list[str]:
     """Names of the modules whose weights quanto holds quantized."""
-    from optimum.quanto import QModuleMixin
-
     return [name for name, module in model.named_modules() if isinstance(module, QModuleMixin)]
 
 
@@ -165,21 +164,15 @@ def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponen
         model.to(device)
         applied.steps.append(f"on {device}")
     elif offload == "model":
-        from accelerate import cpu_offload_with_hook
-
         previous = chain_after.hook if chain_after is not None else None
         _, applied.hook = cpu_offload_with_hook(model, execution_device=device, prev_module_hook=previous)
         applied.steps.append(f"model offload (on {device} during its phase, CPU otherwise)")
     elif offload == "group":
         if applied.component not in GROUP_OFFLOAD_COMPONENTS:
             raise ValueError(f"group offload is not offered for the {applied.component} (autoregressive decoding would stream every layer at every token)")
-        from diffusers.hooks import apply_group_offloading
-
         apply_group_offloading(model, onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1)
         applied.steps.append(f"group offload (one block at a time on {device})")
     elif offload == "sequential":
-        from accelerate import cpu_offload
-
         cpu_offload(model, execution_device=device)
         applied.steps.append(f"sequential offload (each module on {device} as it runs)")
     else:

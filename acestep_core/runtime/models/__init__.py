@@ -2,22 +2,27 @@
 
 Nothing is downloaded: each builder instantiates the real class (``transformers.Qwen3ForCausalLM``,
 ``diffusers.AceStepTransformer1DModel``, ``diffusers.AutoencoderOobleck``, ``transformers.Qwen3Model``)
-from a JSON config in ``acestep_core/models/configs/``. Memory depends on shapes, not on values, so the
+from a JSON config in ``acestep_core/runtime/models/configs/``. Memory depends on shapes, not on values, so the
 real-size builds measure what the tiers budget; the ``tiny`` builds run the whole flow on a CPU in
 seconds. **Random weights make noise**: the audio of a run built here demonstrates and measures the
 flow, it is not music. Users with checkpoints load them with :func:`load_component`.
-
-torch, transformers and diffusers are imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+import torch
+from diffusers import AceStepTransformer1DModel, AutoencoderOobleck
+from tokenizers import Tokenizer
+from tokenizers.models import BPE
+from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
 SAMPLE_RATE = 48000
 """Audio samples per second (stereo)."""
@@ -58,8 +63,6 @@ def model_config(kind: str, size: str) -> dict[str, Any]:
 
 
 def _torch_dtype(dtype: Any) -> Any:
-    import torch
-
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -86,8 +89,6 @@ def build_lm(size: str = "tiny", *, dtype: Any = None, attn_implementation: str 
     :param attn_implementation: transformers' attention implementation.
     :param vocab_size: replace the config's vocabulary size (to match a tokenizer).
     """
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     config = model_config("lm", size)
     if vocab_size is not None:
         config["vocab_size"] = vocab_size
@@ -98,8 +99,6 @@ def build_lm(size: str = "tiny", *, dtype: Any = None, attn_implementation: str 
 
 def build_dit(size: str = "tiny", *, dtype: Any = None) -> Any:
     """A ``diffusers.AceStepTransformer1DModel`` (``tiny`` or ``real``: 24 layers, hidden 2048), random weights."""
-    from diffusers import AceStepTransformer1DModel
-
     return _finish(AceStepTransformer1DModel(**model_config("dit", size)), dtype)
 
 
@@ -108,10 +107,6 @@ def build_vae(size: str = "tiny", *, dtype: Any = None) -> Any:
 
     Both sizes keep the hop (1920 samples a latent frame), 64 latent channels, stereo and 48 kHz.
     """
-    import warnings
-
-    from diffusers import AutoencoderOobleck
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
         vae = AutoencoderOobleck(**model_config("vae", size))
@@ -120,8 +115,6 @@ def build_vae(size: str = "tiny", *, dtype: Any = None) -> Any:
 
 def build_text_encoder(size: str = "tiny", *, dtype: Any = None) -> Any:
     """A ``transformers.Qwen3Model`` (``real`` = Qwen3-Embedding-0.6B's shape, hidden 1024), random weights."""
-    from transformers import Qwen3Config, Qwen3Model
-
     return _finish(Qwen3Model(Qwen3Config(**model_config("text_encoder", size))), dtype)
 
 
@@ -137,20 +130,12 @@ def load_component(kind: str, path: str | Path, *, dtype: Any = None) -> Any:
     torch_dtype = _torch_dtype(dtype)
     extra: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
     if kind == "lm":
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **extra)
     elif kind == "text_encoder":
-        from transformers import AutoModel
-
         model = AutoModel.from_pretrained(directory, local_files_only=True, **extra)
     elif kind == "dit":
-        from diffusers import AceStepTransformer1DModel
-
         model = AceStepTransformer1DModel.from_pretrained(directory, local_files_only=True, **extra)
     elif kind == "vae":
-        from diffusers import AutoencoderOobleck
-
         model = AutoencoderOobleck.from_pretrained(directory, local_files_only=True, **extra)
     else:
         raise ValueError(f"unknown component {kind!r}; known: {', '.join(COMPONENT_KINDS)}")
@@ -195,9 +180,6 @@ def build_tokenizer(n_codes: int = 1024) -> Any:
     The real LM's tokenizer has 64,000 code tokens; the embedded default keeps ``n_codes`` small so
     the tiny LM's vocabulary stays a few thousand ids.
     """
-    from tokenizers import Tokenizer
-    from tokenizers.models import BPE
-
     vocab = {char: index for index, char in enumerate(TOKENIZER_CHARS)}
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=[], unk_token=None))
     tokenizer.add_special_tokens([*SPECIAL_TOKENS, *(f"<|audio_code_{i}|>" for i in range(n_codes))])

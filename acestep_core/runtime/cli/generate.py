@@ -46,7 +46,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from acestep_core.pipeline import DEFAULT_CAPTION, CancelHandle, GenerationCancelledError, generate, render_report
+    from acestep_core.runtime.pipeline import (
+        DEFAULT_CAPTION,
+        CancelHandle,
+        GenerationCancelledError,
+        generate,
+        render_report,
+    )
 
     resolution = resolve_from_args(args)
     cancel = CancelHandle()

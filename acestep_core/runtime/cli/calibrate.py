@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, print_json
+from acestep_core.types import LM_SIZES, to_jsonable
 
 CPU_CARDS = (20.0, 40.0)
 CPU_DURATIONS = (10, 20)
@@ -48,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
     parser.add_argument("--cpu-unit-mib", type=float, default=1.0, help="CPU only: MiB per card 'GB' of fake budget (default 1)")
     parser.add_argument("--time-limit", type=float, metavar="S", help="stop starting trials after S seconds (resume later)")
+    parser.add_argument("--tiers", metavar="NAME", help="the table outside the measured cards (default: the active table)")
     parser.add_argument("--name", default="calibrated", help="the written table's name (default: calibrated)")
     parser.add_argument("--compare-with", default="default", metavar="TABLE", help="table to compare the result with (default: default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -68,16 +70,15 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple[Any, ...] | None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    import torch
-
-    from acestep_core import calibrate
-    from acestep_core.types import LM_SIZES
+    from acestep_core.cli.tiers import active_choice
+    from acestep_core.runtime.calibrate import search as calibrate
+    from acestep_core.runtime.calibrate.torch_backend import TorchBackend, cuda_available
 
     device = args.device
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
     on_cpu = device.startswith("cpu")
-    if not on_cpu and not torch.cuda.is_available():
+    if not on_cpu and not cuda_available():
         raise UsageError(f"--device {device}: no CUDA device is available")
     sizes = args.sizes or ("tiny" if on_cpu else "real")
     lm_sizes = tuple(s.strip() for s in args.lm.split(",") if s.strip())
@@ -98,10 +99,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         margin_gb=calibrate.SAFETY_MARGIN_GB if args.margin_gb is None else args.margin_gb,
         table_name=args.name,
     )
-    backend = calibrate.TorchBackend(device, sizes=sizes, dtype="fp32" if on_cpu else "bf16", context_gb=config.context_gb,
+    base, _ = active_choice(args.tiers)
+    backend = TorchBackend(device, sizes=sizes, dtype="fp32" if on_cpu else "bf16", context_gb=config.context_gb,
                                      margin_gb=config.margin_gb, cpu_unit_bytes=int(args.cpu_unit_mib * 2**20))
     try:
-        calibrator = calibrate.Calibrator(backend, config, args.out, deadline_s=args.time_limit, progress=not args.no_progress and not args.json)
+        calibrator = calibrate.Calibrator(backend, config, args.out, base_table=base.table, deadline_s=args.time_limit, progress=not args.no_progress and not args.json)
     except ValueError as error:
         raise UsageError(str(error)) from None
     result = calibrator.run()
@@ -114,8 +116,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def calibration_report(result: Any, compare_with: str | None) -> dict[str, Any]:
-    from acestep_core.calibrate import _card_json
-    from acestep_core.types import to_jsonable
+    from acestep_core.runtime.calibrate.search import _card_json
 
     report: dict[str, Any] = {
         "complete": result.complete,

@@ -1,0 +1,188 @@
+"""The calibrate backend that runs the real components (``models.build_*``) with torch."""
+
+from __future__ import annotations
+
+import gc
+import math
+import platform
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from diffusers.utils import logging as diffusers_logging
+
+from acestep_core.runtime import models
+from acestep_core.runtime.calibrate.search import (
+    CODES_PER_SECOND,
+    CONDITION_TOKENS,
+    CONTEXT_GB,
+    NEW_TOKENS,
+    PROMPT_OVERHEAD_TOKENS,
+    SAFETY_MARGIN_GB,
+    VAE_TILE_FRAMES,
+    VAE_TILE_OVERLAP,
+    OutOfMemory,
+    Trial,
+)
+from acestep_core.runtime.models import VAE_HOP, latent_frames
+from acestep_core.runtime.vae_decode import decode
+from acestep_core.types import GIB
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+class TorchBackend:
+    """Real components (``models.build_*``) on a device.
+
+    On CUDA each card is emulated with ``set_per_process_memory_fraction`` and the peak read from
+    ``max_memory_allocated``; on a CPU the footprint is estimated against ``card × cpu_unit_bytes``.
+    """
+
+    def __init__(self, device: str = "cuda", *, sizes: str = "real", dtype: str = "bf16", context_gb: float = CONTEXT_GB,
+                 margin_gb: float = SAFETY_MARGIN_GB, cpu_unit_bytes: int = 2**20) -> None:
+        self.torch = torch
+        self.device = torch.device(device)
+        self.on_cuda = self.device.type == "cuda"
+        if self.on_cuda and self.device.index is None:
+            # set_per_process_memory_fraction and the memory statistics need an explicit ordinal
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.sizes = sizes
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        self.context_gb = context_gb
+        self.margin_gb = margin_gb
+        self.unit_bytes = GIB if self.on_cuda else cpu_unit_bytes
+        self.kind = f"torch-{self.device.type}-{sizes}-{dtype}"
+        self._phase: str | None = None
+        self._model: Any = None
+        self._weights = 0
+        if self.on_cuda:
+            torch.cuda.init()
+            self.total_bytes = torch.cuda.get_device_properties(self.device).total_memory
+
+    def cap_bytes(self, card_gb: float) -> int:
+        return int((card_gb - self.context_gb - self.margin_gb) * self.unit_bytes)
+
+    def environment(self) -> dict[str, Any]:
+        torch = self.torch
+        environment: dict[str, Any] = {
+            "device": "CPU" if not self.on_cuda else torch.cuda.get_device_name(self.device),
+            "driver": None,
+            "cuda_runtime": torch.version.cuda,
+            "sizes": self.sizes,
+            "dtype": str(self.dtype),
+            "python": platform.python_version(),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "diffusers": diffusers.__version__},
+            "budget": "allocator capped (set_per_process_memory_fraction)" if self.on_cuda else f"estimated footprint against card x {self.unit_bytes} bytes (CPU)",
+        }
+        if self.on_cuda:
+            environment["total_bytes"] = self.total_bytes
+            try:
+                import pynvml  # only to name the driver in the results; absent without NVIDIA
+
+                pynvml.nvmlInit()
+                environment["driver"] = pynvml.nvmlSystemGetDriverVersion()
+                pynvml.nvmlShutdown()
+            except Exception as error:  # noqa: BLE001 - the driver version is a nice-to-have
+                environment["driver"] = f"unknown ({type(error).__name__})"
+        return environment
+
+    # ----- models
+    def _load(self, phase: str) -> Any:
+        if phase.split(":")[0] == (self._phase or "").split(":")[0] and (phase.startswith("vae") or phase == self._phase):
+            return self._model
+        self._unload()
+        diffusers_logging.set_verbosity_error()
+        torch = self.torch
+        kind, _, size = phase.partition(":")
+        self._set_cap(None)
+        with torch.device(self.device):
+            if kind == "lm":
+                model = models.build_lm("tiny" if self.sizes == "tiny" else size, dtype=self.dtype)
+            elif kind == "dit":
+                model = models.build_dit(self.sizes, dtype=self.dtype)
+            else:
+                model = models.build_vae(self.sizes, dtype=self.dtype)
+        self._phase, self._model = phase, model
+        self._weights = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
+        return model
+
+    def _unload(self) -> None:
+        self._model = None
+        self._phase = None
+        gc.collect()
+        if self.on_cuda:
+            self.torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        self._unload()
+        self._set_cap(None)
+
+    def _set_cap(self, card_gb: float | None) -> None:
+        if not self.on_cuda:
+            return
+        fraction = 1.0 if card_gb is None else max(0.0, min(1.0, self.cap_bytes(card_gb) / self.total_bytes))
+        self.torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+
+    # ----- trials
+    def run(self, trial: Trial) -> int:
+        torch = self.torch
+        model = self._load(trial.phase)
+        if self.on_cuda:
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._set_cap(trial.card_gb)
+        try:
+            with torch.inference_mode():
+                held = self._workload(model, trial)
+            if self.on_cuda:
+                torch.cuda.synchronize(self.device)
+                return int(torch.cuda.max_memory_allocated(self.device))
+            needed = self._weights + held
+            if needed > self.cap_bytes(trial.card_gb):
+                raise OutOfMemory(f"estimated footprint {needed} bytes over the fake budget {self.cap_bytes(trial.card_gb)} (CPU)")
+            return needed
+        except torch.OutOfMemoryError as error:
+            raise OutOfMemory(str(error).split("\n")[0]) from None
+        finally:
+            if self.on_cuda:
+                self._set_cap(None)
+                gc.collect()
+                torch.cuda.empty_cache()
+
+    def _workload(self, model: Any, trial: Trial) -> int:
+        """Run the phase; return the bytes of what it held (the CPU estimate beyond the weights)."""
+        torch = self.torch
+        kind = trial.phase.split(":")[0]
+        batch, frames = trial.batch, latent_frames(trial.duration_s)
+        element = torch.finfo(self.dtype).bits // 8
+        if kind == "lm":
+            config = model.config
+            prompt = trial.duration_s * CODES_PER_SECOND + PROMPT_OVERHEAD_TOKENS
+            ids = torch.randint(0, config.vocab_size, (batch, prompt), device=self.device)
+            output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                                    do_sample=False, pad_token_id=0, eos_token_id=None)
+            tokens = output.shape[1]
+            kv = 2 * config.num_hidden_layers * batch * tokens * config.num_key_value_heads * config.head_dim * element
+            return kv + batch * config.vocab_size * 4 + ids.numel() * 8
+        if kind == "dit":
+            config = model.config
+            encoder_width = config.encoder_hidden_size or config.hidden_size
+            condition = CONDITION_TOKENS if self.sizes == "real" else 64
+            latents = torch.randn(batch, frames, config.audio_acoustic_hidden_dim, device=self.device, dtype=self.dtype)
+            context = torch.randn(batch, frames, config.in_channels - config.audio_acoustic_hidden_dim, device=self.device, dtype=self.dtype)
+            encoder = torch.randn(batch, condition, encoder_width, device=self.device, dtype=self.dtype)
+            timestep = torch.full((batch,), 0.5, device=self.device, dtype=self.dtype)
+            out = model(latents, timestep, timestep, encoder, context, return_dict=False)[0]
+            hidden = batch * math.ceil(frames / config.patch_size) * config.hidden_size * element
+            return (latents.numel() + context.numel() + encoder.numel() + out.numel()) * element + 4 * hidden
+        latents = torch.randn(batch, 64, frames, device=self.device, dtype=self.dtype)
+        tiled = trial.phase != "vae:full"
+        audio = decode(model, latents, tiled=tiled, tile_frames=VAE_TILE_FRAMES, overlap=VAE_TILE_OVERLAP)
+        one_item = audio[:1].numel() * element
+        working = 3 * 2 * (VAE_TILE_FRAMES + 2 * VAE_TILE_OVERLAP) * VAE_HOP * element if tiled else 3 * one_item
+        return audio.numel() * element + working + latents.numel() * element

@@ -1,0 +1,63 @@
+"""A run's closing report: the decisions behind it and what each phase did."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from acestep_core.types import COMPONENTS, Resolution
+
+if TYPE_CHECKING:
+    from acestep_core.runtime.pipeline.records import GenerationResult
+
+_PLAN_LINES = (
+    "attention",
+    "compile",
+    *(f"precision.{c}" for c in COMPONENTS),
+    *(f"offload.{c}" for c in COMPONENTS),
+    *(f"quantization.{c}" for c in COMPONENTS),
+    "vae.decode",
+    "memory.predicted_peak_gib",
+)
+
+
+def decision_lines(resolution: Resolution) -> list[str]:
+    """The decisions that shaped a run, one line each: tier, clamps, overrides, the plan."""
+    tier = resolution.tier
+    lines = [
+        f"tier: {tier.label} ({tier.vram_label()}) from table {resolution.table!r} "
+        f"[{resolution.decided_by('select_tier')}]"
+    ]
+    lines += [f"clamp: {change.reason} [{change.plugin}]" for change in resolution.adjusted.changes]
+    lines += [f"override: {o.key} = {o.value!r} (the tier gave {o.default!r})" for o in resolution.overrides]
+    for key in _PLAN_LINES:
+        if key in resolution.plan:
+            setting = resolution.plan[key]
+            lines.append(f"plan: {key} = {setting.value!r}: {setting.reason} [{setting.plugin}]")
+    return lines
+
+
+def render_report(result: GenerationResult) -> str:
+    """The closing report, as text."""
+    adjusted = result.resolution.adjusted
+    lines = [
+        f"generated {len(result.clips)} clip(s) in {result.seconds:.2f} s "
+        f"({result.size} models; LM {adjusted.lm_model or 'off'}, batch {adjusted.batch_size})"
+    ]
+    lines.append(f"{'phase':<13}{'device':<9}{'time':>9}  peak memory")
+    for phase in result.phases:
+        peak = "?" if phase.peak_bytes is None else f"{phase.peak_bytes / 2**20:,.0f} MiB"
+        lines.append(f"{phase.name:<13}{phase.device:<9}{phase.seconds:>8.2f}s  {peak} ({phase.peak_measure})")
+        for key, value in phase.details.items():
+            lines.append(f"{'':<13}{key}: {value}")
+    lines.append("clips")
+    for clip in result.clips:
+        codes = "" if clip.codes is None else f", {clip.codes} codes"
+        lines.append(f"  {clip.path}  {clip.duration_s:g} s, {clip.samples} samples{codes}")
+    lines.append("decisions")
+    lines += [f"  {line}" for line in decision_lines(result.resolution)]
+    if result.resolution.warnings:
+        lines.append("warnings")
+        lines += [f"  ! {w}" for w in result.resolution.warnings]
+    lines.append("notes")
+    lines += [f"  * {note}" for note in result.notes]
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""What one run holds while it runs: its device, its components, the phase being measured.
+
+Each component is built (or loaded from a local checkpoint) on the CPU, has the plan applied, runs its
+phase on the device and leaves it as the plan's ``offload.<component>`` says. Every phase is measured
+(:class:`PeakMemory`) and reported as a :class:`PhaseReport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from tqdm import tqdm
+
+from acestep_core.runtime.apply import apply_plan
+from acestep_core.runtime.models import TOKENIZER_CHARS, load_component
+from acestep_core.runtime.pipeline.records import CancelHandle, PhaseReport, ProgressCallback, RunOptions
+from acestep_core.types import Resolution
+
+MEMORY_SAVINGS = ("quantization", "offload")
+"""Plan key groups that only save device memory: dropped when the run falls back to the CPU."""
+
+
+class RunSession:
+    """The state of one run. Phases (``lm``, ``text_encoder``, ``dit``, ``vae``) use it to build their
+    component, measure themselves and report progress; :meth:`release` frees everything."""
+
+    def __init__(self, resolution: Resolution, options: RunOptions, cancel: CancelHandle,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self.resolution = resolution
+        self.options = options
+        self.cancel = cancel
+        self.on_progress = on_progress
+        self.device = torch.device(options.device) if options.device else device_for(resolution)
+        self.plan: dict[str, Any] = resolution.plan.as_dict()
+        self.models: dict[str, Any] = {}
+        self.applied: dict[str, Any] = {}
+        self.notes: list[str] = [
+            "random weights: the audio is noise; this run demonstrates and measures the flow"
+            if len(options.checkpoints) < 4
+            else "trained checkpoints loaded for every component"
+        ]
+        self._current: Phase | None = None
+        if resolution.reading.device.is_accelerator and self.device.type == "cpu":
+            self._drop_device_savings()
+
+    def _drop_device_savings(self) -> None:
+        dropped = {
+            key: value for key, value in self.plan.items()
+            if key.split(".")[0] in MEMORY_SAVINGS and key.count(".") == 1 and value != "none"
+        }
+        self.plan.update(dict.fromkeys(dropped, "none"))
+        note = f"the resolution is for {self.resolution.reading.device.name}, but torch cannot reach it: running on the CPU"
+        if dropped:
+            listed = ", ".join(f"{k}={v}" for k, v in dropped.items())
+            note += (f", without the plan's device-memory savings ({listed}): the CPU has no device memory to save "
+                     "and quanto's CPU kernels are slower")
+        self.notes.append(note)
+
+    # ----------------------------------------------------------------------------------- components
+    def component(self, name: str, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """Build (or load) on the CPU, then apply the plan: precision, attention, quantization, placement."""
+        path = self.options.checkpoints.get(name)
+        with quiet_diffusers():
+            model = load_component(name, path) if path else build()
+            self.models[name] = model
+            applied = apply_plan(model, name, self.plan, device=self.device)
+        self.applied[name] = applied
+        self.details(name)["applied"] = list(applied.steps)
+        return applied.model
+
+    def leave(self, name: str) -> None:
+        """End of a phase: the component leaves the device if the plan offloads it."""
+        offload = self.plan.get(f"offload.{name}", "none")
+        if offload == "none" or self.device.type == "cpu":
+            return
+        applied = self.applied.get(name)
+        if applied is not None and hasattr(applied, "offload"):
+            applied.offload()
+        elif offload == "model":
+            self.models[name].to("cpu")
+        self.details(name)["offloaded"] = f"back to the CPU after its phase ({offload} offload)"
+
+    def release(self) -> None:
+        """Drop every model and tensor this run holds; return device memory to the allocator's pool."""
+        self.models.clear()
+        self.applied.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def dtype_of(self, model: torch.nn.Module) -> torch.dtype:
+        """The floating-point dtype ``model`` computes in (its first floating parameter's)."""
+        for parameter in model.parameters():
+            if parameter.dtype.is_floating_point:
+                return parameter.dtype
+        return torch.float32
+
+    # ----------------------------------------------------------------------------------- measuring
+    def details(self, name: str) -> dict[str, Any]:
+        """The current phase's details (``name`` must be the phase running)."""
+        if self._current is None or self._current.name != name:
+            raise RuntimeError(f"phase {name!r} is not running")
+        return self._current.details
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[Phase]:
+        """Measure a phase: time and peak memory, reported as ``phase.report`` when the block ends."""
+        self.cancel.check()
+        phase = Phase(name, str(self.device))
+        self._current = phase
+        with PeakMemory(self.device) as memory:
+            started = time.perf_counter()
+            yield phase
+            seconds = time.perf_counter() - started
+        phase.report = PhaseReport(name, str(self.device), round(seconds, 4), memory.peak, memory.measure,
+                                   dict(phase.details))
+        self._current = None
+
+    def bar(self, name: str, total: int, unit: str) -> tqdm:
+        return tqdm(total=total, desc=f"{name:<12}", unit=unit, disable=not self.options.progress, leave=False)
+
+    def progress(self, phase: str, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(phase, done, total)
+
+
+class Phase:
+    """A phase while it runs: its details grow, its report is set when it ends."""
+
+    def __init__(self, name: str, device: str) -> None:
+        self.name = name
+        self.device = device
+        self.details: dict[str, Any] = {}
+        self.report: PhaseReport | None = None
+
+    def finished(self) -> PhaseReport:
+        if self.report is None:
+            raise RuntimeError(f"phase {self.name!r} has not finished")
+        return self.report
+
+
+class PeakMemory:
+    """Peak memory during a block: ``max_memory_allocated`` on CUDA, else host RSS sampled every 5 ms."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak: int | None = None
+        self.measure = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.measure = "torch.cuda.max_memory_allocated"
+        else:
+            self.measure = "peak host RSS during the phase"
+            self.peak = rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._observe(rss_bytes())
+
+    def _observe(self, current: int | None) -> None:
+        if current is not None and (self.peak is None or current > self.peak):
+            self.peak = current
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._observe(rss_bytes())
+
+
+def rss_bytes() -> int | None:
+    """This process's resident memory now (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def device_for(resolution: Resolution) -> torch.device:
+    """The torch device for a resolution's reading, where torch can reach it; else the CPU."""
+    device = resolution.reading.device
+    if device.backend in ("cuda", "rocm") and torch.cuda.is_available():
+        return torch.device("cuda", 0 if device.simulated else device.index or 0)
+    if device.backend == "mps" and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """diffusers logs a warning at every dtype cast of a model built without ``from_pretrained``."""
+    before = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(before)
+
+
+def clean_caption(text: str) -> str:
+    """The caption with only the characters the embedded tokenizer knows."""
+    return "".join(c for c in text if c in TOKENIZER_CHARS)

@@ -1,0 +1,30 @@
+"""The VAE phase: latents → 48 kHz stereo audio, one batch item at a time, each moved to the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from acestep_core.runtime.models import build_vae
+from acestep_core.runtime.pipeline.records import PhaseReport
+from acestep_core.runtime.pipeline.session import RunSession
+from acestep_core.runtime.vae_decode import decode_with_plan
+
+
+def run_vae(session: RunSession, latents: torch.Tensor) -> tuple[PhaseReport, torch.Tensor]:
+    size = session.options.size
+    with session.phase("vae") as phase:
+        vae = session.component("vae", lambda: build_vae(size))
+        latents = latents.to(session.device, session.dtype_of(vae))
+        items = latents.shape[0]
+        bar = session.bar("vae", items, "clips")
+        decoded = []
+        for index in range(items):
+            session.cancel.check()
+            decoded.append(decode_with_plan(vae, latents[index:index + 1], session.plan).float().cpu())
+            bar.update(1)
+            session.progress("vae", index + 1, items)
+        bar.close()
+        audio = torch.cat(decoded)
+        phase.details.update({"decode": session.plan.get("vae.decode", "full"), "model": f"AutoencoderOobleck {size}"})
+        session.leave("vae")
+    return phase.finished(), audio

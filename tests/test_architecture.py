@@ -1,0 +1,84 @@
+"""The layout is the architecture: deciding (``acestep_core``) is pure Python and never reaches into
+running (``acestep_core.runtime``), torch or a plugin; running imports what it needs at module top."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import acestep_core
+
+PACKAGE = Path(acestep_core.__file__).parent
+RUNTIME = PACKAGE / "runtime"
+HEAVY = ("torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "pynvml", "numpy")
+PLUGIN_PREFIX = "acestep_core_"
+
+
+def _modules(root: Path, *, exclude: Path | None = None) -> list[Path]:
+    return sorted(p for p in root.rglob("*.py") if exclude is None or exclude not in p.parents)
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """Every module ``path`` imports, and whether the import sits inside a function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, in_function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                found.append((child.module, in_function))
+            visit(child, inside)
+
+    visit(tree, False)
+    return found
+
+
+def _core_modules() -> list[Path]:
+    return _modules(PACKAGE, exclude=RUNTIME)
+
+
+def test_the_core_never_imports_torch_the_runtime_or_a_plugin() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in _core_modules()
+        for name, _ in _imports(path)
+        if name.split(".")[0] in HEAVY or name.startswith("acestep_core.runtime") or name.startswith(PLUGIN_PREFIX)
+    ]
+    assert offenders == []
+
+
+def test_runtime_imports_torch_at_module_top_only() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in _modules(RUNTIME)
+        for name, in_function in _imports(path)
+        if in_function and name.split(".")[0] in ("torch", "transformers", "diffusers", "optimum", "accelerate")
+    ]
+    assert offenders == []
+
+
+def test_every_core_module_imports_with_torch_unimportable() -> None:
+    """Import each core module in a process where torch, NVML and the model libraries cannot load."""
+    names = [
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for path in _core_modules()
+    ]
+    code = f"""
+import importlib, importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {HEAVY!r}:
+            raise ImportError('blocked for this test: ' + name)
+sys.meta_path.insert(0, Refuse())
+for name in {names!r}:
+    importlib.import_module(name)
+print(len({names!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(names) > 10
