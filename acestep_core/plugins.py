@@ -8,30 +8,72 @@ Environment:
     distributions — as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
 ``ACESTEP_CORE_BLOCK_PLUGINS=name,name``
     never load these plugins (entry-point names), built-ins included — as pytest's ``-p no:NAME``.
+``ACESTEP_CORE_TRACE_PLUGINS=1``
+    print every hook call, with the plugin called and its result, to stderr (as datasette's
+    ``DATASETTE_TRACE_PLUGINS``).
+``ACESTEP_CORE_DETECT_TIMEOUT=S``
+    seconds each ``detect_memory`` implementation may take (default 10).
+
+A built-in plugin is recognised by its distribution and module together
+(:data:`BUILTINS`); an entry point from any other distribution that takes a built-in's name is
+refused and reported by name, with or without autoload.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
+import re
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import pluggy
 
 from acestep_core import hookspecs
+from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV
 from acestep_core.tables import TableError
-from acestep_core.types import PluginProblem
+from acestep_core.types import (
+    AdjustedRequest,
+    DetectOptions,
+    GenerationRequest,
+    MemoryReading,
+    PluginProblem,
+    Tier,
+    TierTable,
+)
 
 ENTRY_POINT_GROUP = "acestep_core"
 DISABLE_AUTOLOAD_ENV = "ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "ACESTEP_CORE_BLOCK_PLUGINS"
-BUILTIN_PLUGINS = ("cuda", "simulated", "tiers_default")
+
+
+@dataclass(frozen=True)
+class BuiltinPlugin:
+    """A plugin that ships with acestep-core: recognised by its distribution and module together,
+    never by its entry-point name alone (any distribution can declare any name)."""
+
+    name: str
+    distribution: str
+    module: str
+
+
+BUILTINS: Mapping[str, BuiltinPlugin] = {
+    plugin.name: plugin
+    for plugin in (
+        BuiltinPlugin("cuda", "acestep-core-cuda", "acestep_core_cuda"),
+        BuiltinPlugin("simulated", "acestep-core-simulated", "acestep_core_simulated"),
+        BuiltinPlugin("tiers_default", "acestep-core-tiers-default", "acestep_core_tiers_default"),
+    )
+}
+BUILTIN_PLUGINS = tuple(BUILTINS)
 """Entry-point names of the plugins that ship with acestep-core (each its own distribution)."""
 
-Status = Literal["loaded", "blocked", "disabled", "failed"]
+Status = Literal["loaded", "blocked", "disabled", "failed", "refused"]
 
 
 class SettingIgnored(Exception):  # noqa: N818 - it names what happened, as warnings do
@@ -50,17 +92,33 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     builtin: bool = False
+    module: str | None = None
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, plus a record of every plugin found (loaded, blocked, disabled or failed)."""
+    """pluggy's manager, plus a record of every plugin found (loaded, blocked, disabled, refused or
+    failed) and :attr:`hooks`, the checked way to call them."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
 
-    def register_plugin(self, plugin: object, name: str, *, distribution: str | None = None, version: str | None = None, builtin: bool = False) -> None:
+    @property
+    def hooks(self) -> Hooks:
+        """``manager.hooks.select_tier(reading=..., table=...)``: see :class:`Hooks`."""
+        return Hooks(self)
+
+    def register_plugin(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        builtin: bool = False,
+        module: str | None = None,
+    ) -> None:
         """Register ``plugin`` and record it; a plugin whose hooks do not match the specs is recorded
         as failed instead of raising."""
         try:
@@ -69,16 +127,18 @@ class PluginManager(pluggy.PluginManager):
         except Exception as error:  # noqa: BLE001 - any bad plugin is reported, never fatal
             if self.is_registered(plugin):
                 self.unregister(plugin)
-            self.infos[name] = PluginInfo(name, distribution, version, "failed", error=_describe(error), builtin=builtin)
+            self.infos[name] = PluginInfo(
+                name, distribution, version, "failed", error=_describe(error), builtin=builtin, module=module
+            )
             return
         hooks = sorted(impl.name for impl in self.get_hookcallers(plugin) or [])
-        self.infos[name] = PluginInfo(name, distribution, version, "loaded", hooks=hooks, builtin=builtin)
+        self.infos[name] = PluginInfo(name, distribution, version, "loaded", hooks=hooks, builtin=builtin, module=module)
 
     def load_problems(self) -> tuple[PluginProblem, ...]:
         return tuple(
-            PluginProblem(info.name, None, info.error or "", "import")
+            PluginProblem(info.name, None, info.error or "", "refused" if info.status == "refused" else "import")
             for info in self.infos.values()
-            if info.status == "failed"
+            if info.status in ("failed", "refused")
         )
 
 
@@ -95,8 +155,10 @@ def build_plugin_manager(
     """
     environ = os.environ if environ is None else environ
     blocked = {name.strip() for name in environ.get(BLOCK_ENV, "").split(",") if name.strip()}
-    autoload = environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+    autoload = not _is_on(environ.get(DISABLE_AUTOLOAD_ENV, ""))
     manager = PluginManager()
+    if _is_on(environ.get(TRACE_ENV, "")):
+        enable_trace(manager)
     for name, plugin in plugins:
         if name in blocked:
             manager.infos[name] = PluginInfo(name, None, None, "blocked", error=f"listed in {BLOCK_ENV}")
@@ -104,37 +166,90 @@ def build_plugin_manager(
         manager.register_plugin(plugin, name)
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    for entry_point in sorted(entry_points, key=lambda ep: (ep.name not in BUILTIN_PLUGINS, ep.name)):
-        _load_entry_point(manager, entry_point, blocked=blocked, autoload=autoload)
+    found = [(entry_point, builtin_identity(entry_point)) for entry_point in entry_points]
+    for entry_point, builtin in sorted(found, key=lambda pair: (pair[1] is None, pair[0].name)):
+        _load_entry_point(manager, entry_point, builtin, blocked=blocked, autoload=autoload)
     return manager
 
 
-def _load_entry_point(manager: PluginManager, entry_point: importlib.metadata.EntryPoint, *, blocked: set[str], autoload: bool) -> None:
+def _is_on(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def builtin_identity(entry_point: importlib.metadata.EntryPoint) -> BuiltinPlugin | None:
+    """The built-in plugin this entry point is, judged by distribution and module, or None.
+
+    An entry point without a distribution (built in code, as tests do) is judged by the distribution
+    that installed its module."""
+    builtin = BUILTINS.get(entry_point.name)
+    if builtin is None or entry_point.module != builtin.module:
+        return None
+    if entry_point.dist is not None:
+        return builtin if _normalise(entry_point.dist.name) == builtin.distribution else None
+    owners = importlib.metadata.packages_distributions().get(builtin.module, [])
+    return builtin if builtin.distribution in {_normalise(owner) for owner in owners} else None
+
+
+def _normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _load_entry_point(
+    manager: PluginManager,
+    entry_point: importlib.metadata.EntryPoint,
+    builtin: BuiltinPlugin | None,
+    *,
+    blocked: set[str],
+    autoload: bool,
+) -> None:
     name = entry_point.name
     distribution = entry_point.dist.name if entry_point.dist else None
     version = entry_point.dist.version if entry_point.dist else None
-    builtin = name in BUILTIN_PLUGINS
+    module = entry_point.module
+    record = {"distribution": distribution, "version": version, "builtin": builtin is not None, "module": module}
+    impostor = BUILTINS.get(name)
+    if impostor is not None and builtin is None:
+        manager.infos[f"{name} ({distribution or module})"] = PluginInfo(
+            name, status="refused", **record,
+            error=(
+                f"the name {name!r} belongs to the built-in plugin {impostor.module} from {impostor.distribution}; "
+                f"{distribution or 'an unknown distribution'} ({module}) may not take it"
+            ),
+        )
+        return
     if name in manager.infos:
         previous = manager.infos[name]
         manager.infos[f"{name} ({distribution})"] = PluginInfo(
-            name, distribution, version, "failed", builtin=builtin,
+            name, status="failed", **record,
             error=f"name {name!r} is already taken by {previous.distribution or 'a registered plugin'}",
         )
         return
     if name in blocked:
-        manager.infos[name] = PluginInfo(name, distribution, version, "blocked", builtin=builtin, error=f"listed in {BLOCK_ENV}")
+        manager.infos[name] = PluginInfo(name, status="blocked", error=f"listed in {BLOCK_ENV}", **record)
         return
-    if not builtin and not autoload:
-        manager.infos[name] = PluginInfo(name, distribution, version, "disabled", builtin=builtin, error=f"{DISABLE_AUTOLOAD_ENV} is set")
+    if builtin is None and not autoload:
+        manager.infos[name] = PluginInfo(name, status="disabled", error=f"{DISABLE_AUTOLOAD_ENV} is set", **record)
         return
     try:
-        plugin = entry_point.load()
-    except BaseException as error:  # even SystemExit from a plugin must not stop us
-        if isinstance(error, KeyboardInterrupt):
-            raise
-        manager.infos[name] = PluginInfo(name, distribution, version, "failed", builtin=builtin, error=_describe(error))
+        with _SigintWatch() as watch:
+            try:
+                plugin = entry_point.load()
+            except KeyboardInterrupt:
+                if watch.arrived:
+                    raise
+                raise _PluginInterruptError.of(sys.exc_info()[1]) from None
+    except _PluginInterruptError as interrupt:
+        manager.infos[name] = PluginInfo(name, status="failed", error=str(interrupt), **record)
         return
-    manager.register_plugin(plugin, name, distribution=distribution, version=version, builtin=builtin)
+    except Exception as error:  # noqa: BLE001 - any bad plugin is reported, never fatal
+        manager.infos[name] = PluginInfo(name, status="failed", error=_describe(error), **record)
+        return
+    except SystemExit as error:  # even SystemExit from a plugin must not stop us
+        manager.infos[name] = PluginInfo(name, status="failed", error=_describe(error), **record)
+        return
+    manager.register_plugin(
+        plugin, name, distribution=distribution, version=version, builtin=builtin is not None, module=module
+    )
 
 
 # --------------------------------------------------------------------------------------------- calling
@@ -150,49 +265,221 @@ class Answer:
         return self.results[0] if self.results else None
 
 
-def call_hook(
-    manager: pluggy.PluginManager,
-    hook_name: str,
-    accepts: Callable[[Any], bool],
-    expected: str,
-    *,
-    first_only: bool,
-    **kwargs: Any,
-) -> Answer:
-    """Call a hook's implementations one at a time, in pluggy's order, so that one that raises or
-    returns the wrong type is reported and skipped instead of stopping the call.
+class _DeadlineError(Exception):
+    pass
 
-    :param accepts: whether a non-None result is of the right type.
-    :param expected: the right type, in words, for the problem report.
-    :param first_only: stop at the first accepted result (a ``firstresult`` hook).
+
+class Hooks:
+    """The hooks, called by attribute and checked: ``hooks.select_tier(reading=r, table=t)``.
+
+    Each call runs the hook's implementations one at a time, in pluggy's order and through pluggy's
+    own execution (so tracing and hook-call monitoring see every call). An implementation that
+    raises, returns the wrong type or breaks the contract declared beside its spec
+    (:data:`acestep_core.hookspecs.CONTRACTS`) is reported by name and skipped; the next one decides.
     """
-    caller = getattr(manager.hook, hook_name)
-    results: list[tuple[str, Any]] = []
-    problems: list[PluginProblem] = []
-    for impl in reversed(caller.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        args = {name: kwargs[name] for name in impl.argnames}
-        try:
-            result = impl.function(**args)
-        except SettingIgnored as ignored:
-            problems.append(PluginProblem(impl.plugin_name, hook_name, str(ignored), "invalid-setting"))
-            continue
-        except BaseException as error:  # even SystemExit from a plugin must not stop us
-            if isinstance(error, KeyboardInterrupt):
+
+    def __init__(self, manager: pluggy.PluginManager) -> None:
+        self._manager = manager
+        self.tables: dict[str, tuple[TierTable, ...]] = {}
+        """The valid tables each plugin registered at the last ``register_tier_tables`` call."""
+
+    def register_tier_tables(self) -> Answer:
+        answer = self._call("register_tier_tables", {})
+        self.tables = {}
+        for plugin, tables in answer.results:
+            self.tables[plugin] = self.tables.get(plugin, ()) + tuple(tables)
+        return answer
+
+    def detect_memory(self, *, options: DetectOptions) -> Answer:
+        return self._call("detect_memory", {"options": options}, deadline_s=detect_timeout(options))
+
+    def select_tier(self, *, reading: MemoryReading, table: TierTable) -> Answer:
+        return self._call("select_tier", {"reading": reading, "table": table})
+
+    def adjust_request(self, *, request: GenerationRequest, tier: Tier, reading: MemoryReading) -> Answer:
+        return self._call("adjust_request", {"request": request, "tier": tier, "reading": reading})
+
+    def configure_optimizations(self, *, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> Answer:
+        return self._call("configure_optimizations", {"adjusted": adjusted, "tier": tier, "reading": reading})
+
+    def _call(self, name: str, kwargs: dict[str, Any], *, deadline_s: float | None = None) -> Answer:
+        caller = getattr(self._manager.hook, name)
+        declared = hookspecs.CONTRACTS[name]
+        first_only = bool(caller.spec and caller.spec.opts.get("firstresult"))
+        results: list[tuple[str, Any]] = []
+        problems: list[PluginProblem] = []
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            plugin = impl.plugin_name
+            try:
+                result = self._run_one(name, impl, kwargs, deadline_s)
+            except SettingIgnored as ignored:
+                problems.append(PluginProblem(plugin, name, str(ignored), "invalid-setting"))
+                continue
+            except _DeadlineError:
+                problems.append(PluginProblem(plugin, name, f"no answer within {deadline_s:g} s ({DETECT_TIMEOUT_ENV})", "timeout"))
+                continue
+            except _PluginInterruptError as interrupt:
+                problems.append(PluginProblem(plugin, name, str(interrupt), "raised"))
+                continue
+            except KeyboardInterrupt:  # the user's Ctrl-C (a plugin's own became _PluginInterruptError)
                 raise
-            kind = "invalid-table" if isinstance(error, TableError) else "raised"
-            problems.append(PluginProblem(impl.plugin_name, hook_name, _describe(error), kind))
-            continue
-        if result is None:
-            continue
-        if not accepts(result):
-            problems.append(PluginProblem(impl.plugin_name, hook_name, f"expected {expected}, got {type(result).__name__}: {result!r:.80}", "wrong-type"))
-            continue
-        results.append((impl.plugin_name, result))
-        if first_only:
-            break
-    return Answer(tuple(results), tuple(problems))
+            except BaseException as error:  # noqa: BLE001 - even SystemExit from a plugin must not stop us
+                kind = "invalid-table" if isinstance(error, TableError) else "raised"
+                problems.append(PluginProblem(plugin, name, _describe(error), kind))
+                continue
+            if result is None:
+                continue
+            if not declared.accepts(result):
+                got = f"expected {declared.expected}, got {type(result).__name__}: {_short(result)}"
+                problems.append(PluginProblem(plugin, name, got, "wrong-type"))
+                continue
+            call = hookspecs.Call(plugin, kwargs, self.tables)
+            kept = []
+            for item in declared.items(result):
+                try:
+                    broken = declared.rule(item, call) if declared.rule else None
+                except Exception as error:  # noqa: BLE001 - a value no rule can read is broken too
+                    broken = f"unreadable answer ({_describe(error)})"
+                if broken is None:
+                    kept.append(item)
+                else:
+                    problems.append(PluginProblem(plugin, name, _short(broken, 600), declared.kind))
+            if not declared.per_item:
+                if not kept:
+                    continue
+                results.append((plugin, kept[0]))
+                if first_only:
+                    break
+            else:
+                results.append((plugin, kept))
+        return Answer(tuple(results), tuple(problems))
+
+    def _run_one(self, name: str, impl: Any, kwargs: dict[str, Any], deadline_s: float | None) -> Any:
+        """One implementation, through pluggy's execution; a KeyboardInterrupt the user did not cause
+        (no SIGINT arrived) is a plugin's own and is reported like any other exception."""
+        if deadline_s is not None:
+            return _with_deadline(lambda: self._exec(name, impl, kwargs), deadline_s, f"{name} of {impl.plugin_name}")
+        with _SigintWatch() as watch:
+            try:
+                return self._exec(name, impl, kwargs)
+            except KeyboardInterrupt:
+                if watch.arrived:
+                    raise
+                raise _PluginInterruptError.of(sys.exc_info()[1]) from None
+
+    def _exec(self, name: str, impl: Any, kwargs: dict[str, Any]) -> Any:
+        results = self._manager._hookexec(name, [impl], kwargs, False)
+        return results[0] if results else None
+
+
+class _PluginInterruptError(Exception):
+    """A KeyboardInterrupt a plugin raised itself (no Ctrl-C): reported, never allowed to stop us."""
+
+    @classmethod
+    def of(cls, error: BaseException | None) -> _PluginInterruptError:
+        return cls(f"{_describe(error or KeyboardInterrupt())} (raised by the plugin itself, not by Ctrl-C)")
+
+
+class _SigintWatch:
+    """Notes whether a real SIGINT arrived while a plugin ran (main thread only; elsewhere no signal
+    can arrive, so any KeyboardInterrupt is the plugin's)."""
+
+    def __init__(self) -> None:
+        self.arrived = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SigintWatch:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):  # ignored, or the default action (which kills, never raises)
+            return self
+
+        def note(signum: int, frame: Any) -> Any:
+            self.arrived = True
+            return previous(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, note)
+        except ValueError:
+            return self
+        self._previous = previous
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _with_deadline(work: Callable[[], Any], deadline_s: float, what: str) -> Any:
+    """``work()`` in a daemon thread; raises :class:`_DeadlineError` if it has not returned in time (the
+    thread is abandoned: a hung driver call cannot be cancelled, only not waited for)."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            box["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"acestep-core {what}", daemon=True).start()
+    if not done.wait(deadline_s):
+        raise _DeadlineError
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, KeyboardInterrupt):  # no signal reaches another thread: the plugin raised it
+            raise _PluginInterruptError.of(error) from None
+        raise error
+    return box["result"]
+
+
+def detect_timeout(options: DetectOptions) -> float:
+    """The deadline for each ``detect_memory`` implementation: ``options.timeout_s``, else
+    ``ACESTEP_CORE_DETECT_TIMEOUT`` (a bad value is ignored), else the default."""
+    if options.timeout_s is not None:
+        return float(options.timeout_s)
+    raw = options.environ.get(DETECT_TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        return DEFAULT_DETECT_TIMEOUT_S
+    return value if math.isfinite(value) and value > 0 else DEFAULT_DETECT_TIMEOUT_S
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------- tracing
+TRACE_ENV = "ACESTEP_CORE_TRACE_PLUGINS"
+
+
+def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) -> None:
+    """Print every hook call, the plugin called and its result to ``stream`` (default stderr)."""
+
+    def write(line: str) -> None:
+        print(f"acestep-core trace: {line}", file=stream or sys.stderr, flush=True)
+
+    def before(hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+        plugins = ", ".join(impl.plugin_name for impl in hook_impls)
+        args = ", ".join(f"{k}={_short(v, 60)}" for k, v in kwargs.items())
+        write(f"{hook_name} → {plugins}({args})")
+
+    def after(outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+        plugins = ", ".join(impl.plugin_name for impl in hook_impls)
+        if outcome.exception is not None:
+            write(f"{hook_name} ← {plugins}: raised {_describe(outcome.exception)}")
+        else:
+            result = outcome.get_result()
+            write(f"{hook_name} ← {plugins}: {_short(result[0] if len(result) == 1 else None, 200)}")
+
+    manager.add_hookcall_monitoring(before, after)
 
 
 def _describe(error: BaseException) -> str:

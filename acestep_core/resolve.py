@@ -13,14 +13,13 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from acestep_core.plugins import BUILTIN_PLUGINS, PluginManager, call_hook, get_plugin_manager
+from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.types import (
     CPU,
-    GIB,
     AdjustedRequest,
     Decision,
     DetectOptions,
-    DeviceMemory,
     GenerationRequest,
     MemoryReading,
     OptimizationPlan,
@@ -32,6 +31,9 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
+from acestep_core.vocabulary import GIB
+
+__all__ = ["ResolutionError", "TableChoice", "available_tables", "choose_table", "detect", "is_valid_reading", "resolve"]
 
 TIERS_ENV = "ACESTEP_CORE_TIERS"
 DEFAULT_TABLE = "default"
@@ -50,13 +52,12 @@ class TableChoice:
     reason: str
 
 
-def available_tables(manager: PluginManager) -> tuple[list[tuple[str, TierTable]], tuple[PluginProblem, ...]]:
+def available_tables(
+    manager: PluginManager, hooks: Hooks | None = None
+) -> tuple[list[tuple[str, TierTable]], tuple[PluginProblem, ...]]:
     """Every valid table the plugins register, with the plugin that registered it."""
-    answer = call_hook(manager, "register_tier_tables", _is_tables, "a TierTable or a list of them", first_only=False)
-    tables: list[tuple[str, TierTable]] = []
-    for plugin, result in answer.results:
-        for table in [result] if isinstance(result, TierTable) else result:
-            tables.append((plugin, table))
+    answer = (hooks or Hooks(manager)).register_tier_tables()
+    tables = [(plugin, table) for plugin, registered in answer.results for table in registered]
     return tables, answer.problems
 
 
@@ -109,12 +110,6 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
     )
 
 
-def _is_tables(result: Any) -> bool:
-    if isinstance(result, TierTable):
-        return True
-    return isinstance(result, (list, tuple)) and all(isinstance(t, TierTable) for t in result)
-
-
 # --------------------------------------------------------------------------------------------- detect
 _Detected = tuple[MemoryReading, str, tuple[PluginProblem, ...]]
 _detections: weakref.WeakKeyDictionary[PluginManager, dict[tuple[Any, ...], _Detected]] = weakref.WeakKeyDictionary()
@@ -135,7 +130,7 @@ def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = F
         cache = _detections.setdefault(manager, {})
         if not redetect and key in cache:
             return cache[key]
-        answer = call_hook(manager, "detect_memory", is_valid_reading, "a MemoryReading whose device has a positive integer total_bytes (or None for a CPU)", first_only=True, options=options)
+        answer = Hooks(manager).detect_memory(options=options)
         if answer.first is None:
             detected = (MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), "acestep_core", answer.problems)
         else:
@@ -143,22 +138,6 @@ def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = F
             detected = (reading, plugin, answer.problems)
         cache[key] = detected
         return detected
-
-
-def is_valid_reading(result: Any) -> bool:
-    """A reading a tier may be chosen from: garbage (a negative, zero, fractional or non-numeric
-    total) is refused here, so that no plugin can put a device in a tier by accident."""
-    if not isinstance(result, MemoryReading) or not isinstance(result.device, DeviceMemory):
-        return False
-    device = result.device
-    for figure in (device.free_bytes, device.reserved_bytes):
-        if figure is not None and not _is_byte_count(figure, minimum=0):
-            return False
-    return device.total_bytes is None or _is_byte_count(device.total_bytes, minimum=1)
-
-
-def _is_byte_count(value: Any, *, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def clear_detection_cache() -> None:
@@ -196,7 +175,8 @@ def resolve(
     problems: list[PluginProblem] = list(manager.load_problems())
     decisions: list[Decision] = []
 
-    tables, table_problems = available_tables(manager)
+    hooks = Hooks(manager)
+    tables, table_problems = available_tables(manager, hooks)
     problems += table_problems
     choice = choose_table(tables, tiers or environ.get(TIERS_ENV) or None)
     decisions.append(Decision("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}"))
@@ -205,7 +185,7 @@ def resolve(
     problems += detect_problems
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
 
-    answer = call_hook(manager, "select_tier", lambda r: isinstance(r, Tier), "a Tier", first_only=True, reading=reading, table=choice.table)
+    answer = hooks.select_tier(reading=reading, table=choice.table)
     problems += answer.problems
     if answer.first is None:
         raise ResolutionError("no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)")
@@ -213,22 +193,28 @@ def resolve(
     decisions.append(Decision("select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"))
 
     tier = _with_limit_overrides(table_tier, overrides)
-    answer = call_hook(manager, "adjust_request", lambda r: isinstance(r, AdjustedRequest), "an AdjustedRequest", first_only=True, request=request, tier=tier, reading=reading)
+    answer = hooks.adjust_request(request=request, tier=tier, reading=reading)
     problems += answer.problems
     if answer.first is None:
         raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
     adjuster, adjusted = answer.first
-    adjusted = dataclasses.replace(adjusted, changes=tuple(c if c.plugin else dataclasses.replace(c, plugin=adjuster) for c in adjusted.changes))
+    adjusted = dataclasses.replace(adjusted, changes=tuple(c.attributed(adjuster) for c in adjusted.changes))
     decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
 
-    answer = call_hook(manager, "configure_optimizations", _is_settings, "a list of Setting", first_only=False, adjusted=adjusted, tier=tier, reading=reading)
+    answer = hooks.configure_optimizations(adjusted=adjusted, tier=tier, reading=reading)
     problems += answer.problems
     plan = _merge_settings(answer.results)
     for plugin in dict.fromkeys(s.plugin for s in plan):
         keys = [s.key for s in plan if s.plugin == plugin]
         decisions.append(Decision("configure_optimizations", plugin, _summarise_keys(keys)))
 
+    for key, value in overrides.plan.items():
+        if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
+            raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
     plan, plan_overrides = _with_plan_overrides(plan, overrides)
+    overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
+    if overridden:
+        decisions.append(Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden)))
     return Resolution(
         reading=reading,
         table=choice.table.name,
@@ -236,7 +222,7 @@ def resolve(
         request=request,
         adjusted=adjusted,
         plan=plan,
-        overrides=_limit_overrides(table_tier, adjusted, overrides) + plan_overrides,
+        overrides=overridden,
         decisions=tuple(decisions),
         problems=tuple(problems),
     )
@@ -264,16 +250,12 @@ def _limit_overrides(tier: Tier, adjusted: AdjustedRequest, overrides: Overrides
     return tuple(found)
 
 
-def _is_settings(result: Any) -> bool:
-    return isinstance(result, (list, tuple)) and all(isinstance(s, Setting) for s in result)
-
-
 def _merge_settings(results: Iterable[tuple[str, Iterable[Setting]]]) -> OptimizationPlan:
     merged: dict[str, Setting] = {}
     for plugin, settings in results:
         for setting in settings:
             if setting.key not in merged:
-                merged[setting.key] = setting if setting.plugin else dataclasses.replace(setting, plugin=plugin)
+                merged[setting.key] = setting.attributed(plugin)
     return OptimizationPlan(tuple(merged.values()))
 
 

@@ -35,10 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acestep_core.types import LM_SIZES, Tier, TierTable
-
-MIN_DURATION_S = 10
-MAX_DURATION_S = 600
+from acestep_core.types import Tier, TierTable
+from acestep_core.vocabulary import LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
 
 _TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float}
 _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -63,7 +61,6 @@ OPTIMIZATION_KEYS: dict[str, type] = {
     "compile": bool,
     "quantization": str,
 }
-QUANTIZATIONS = ("none", "int8", "int4", "fp8")
 _LIMIT_FIELDS = (
     "max_duration_with_lm_s",
     "max_duration_without_lm_s",
@@ -133,7 +130,7 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
         tier_rows = []
     tiers = [_tier(row, position, problems) for position, row in enumerate(tier_rows)]
     tolerance = header.get("real_card_tolerance", 0.05)
-    if _is_number(tolerance) and not 0 <= tolerance < 0.5:
+    if _is_number(tolerance) and not 0 <= tolerance < 0.5:  # also refuses nan
         problems.append(TableProblem(None, "real_card_tolerance", f"{tolerance} is outside [0, 0.5)", "use 0.05"))
     built = [tier for tier in tiers if tier is not None]
     if len(built) == len(tiers):
@@ -147,6 +144,36 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
         tiers=tuple(built),
         source=source,
     )
+
+
+def table_as_data(table: TierTable) -> dict[str, Any]:
+    """A table as the TOML data it would be read from (what :func:`table_to_toml` writes)."""
+    header: dict[str, Any] = {"name": table.name, "description": table.description,
+                              "real_card_tolerance": table.real_card_tolerance}
+    rows = []
+    for tier in table.tiers:
+        row: dict[str, Any] = {"name": tier.name, "label": tier.label, "min_gb": tier.min_gb}
+        if tier.max_gb is not None:
+            row["max_gb"] = tier.max_gb
+        row["max_inclusive"] = tier.max_inclusive
+        row |= {limit: getattr(tier, limit) for limit in _LIMIT_FIELDS}
+        row["lm_models"] = list(tier.lm_models) if isinstance(tier.lm_models, (list, tuple)) else tier.lm_models
+        row["lm_default_on"] = tier.lm_default_on
+        row["lm_memory_gb"] = dict(tier.lm_memory_gb) if isinstance(tier.lm_memory_gb, Mapping) else tier.lm_memory_gb
+        row["optimizations"] = dict(tier.optimizations) if isinstance(tier.optimizations, Mapping) else tier.optimizations
+        rows.append(row)
+    return {"table": header, "tiers": rows}
+
+
+def validate_table(table: Any, source: str = "<code>") -> TierTable:
+    """Check a table built in code (not read from TOML) by exactly the rules a TOML table meets, and
+    return it as parsed from those data; raises :class:`TableError` listing every problem."""
+    if not isinstance(table, TierTable):
+        raise TableError(source, [TableProblem(None, None, f"{type(table).__name__} is not a TierTable", "return a TierTable")])
+    tiers = table.tiers if isinstance(table.tiers, (list, tuple)) else ()
+    if not all(isinstance(tier, Tier) for tier in tiers) or not tiers:
+        raise TableError(table.source or source, [TableProblem(None, "tiers", "not a non-empty tuple of Tier", "build it with parse_table")])
+    return table_from_dict(table_as_data(table), source=table.source or source)
 
 
 def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
@@ -218,7 +245,7 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
     memory = row.get("lm_memory_gb", {})
     if isinstance(memory, Mapping):
         for model, gb in memory.items():
-            if not _is_number(gb) or gb <= 0:
+            if not _is_number(gb) or not math.isfinite(gb) or gb <= 0:
                 problems.append(TableProblem(name, f"lm_memory_gb.{model}", f"{gb!r} is not a positive number of GB", "write e.g. 3"))
     optimizations = row.get("optimizations", {})
     if isinstance(optimizations, Mapping):

@@ -13,17 +13,11 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-GIB = 1024**3
+from acestep_core.vocabulary import COMPONENTS, GIB, LM_MODES, LM_SIZES, MIN_DURATION_S, PLAN_KEYS, LmMode
 
-COMPONENTS: tuple[str, ...] = ("lm", "dit", "text_encoder", "vae")
-"""The pipeline's components, in the order they run."""
-
-LM_SIZES: tuple[str, ...] = ("0.6B", "1.7B", "4B")
-"""The 5Hz LM sizes ACE-Step 1.5 ships, smallest first."""
-
-LmMode = Literal["auto", "on", "off"]
+__all__ = ["COMPONENTS", "GIB", "LM_SIZES", "LmMode"]  # re-exported: defined in acestep_core.vocabulary
 
 
 # --------------------------------------------------------------------------------------------- detect
@@ -42,9 +36,17 @@ class DetectOptions:
     replay: str | None = None
     """Path of a recorded device (JSON) to replay instead of asking the driver."""
     environ: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+    """Seconds each ``detect_memory`` implementation may take before the next one decides; None =
+    ``ACESTEP_CORE_DETECT_TIMEOUT`` from ``environ``, else 10."""
+
+    def __post_init__(self) -> None:
+        timeout = self.timeout_s
+        if timeout is not None and not (_is_real(timeout) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout_s must be a positive, finite number of seconds or None, not {timeout!r}")
 
     def cache_key(self) -> tuple[Any, ...]:
-        return (self.device, self.vram_gb, self.replay, tuple(sorted(self.environ.items())))
+        return (self.device, self.vram_gb, self.replay, self.timeout_s, tuple(sorted(self.environ.items())))
 
 
 @dataclass(frozen=True)
@@ -198,12 +200,39 @@ class GenerationRequest:
             raise ValueError(f"duration_s must be a positive, finite number of seconds or None, not {duration!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer of 1 or more, not {self.batch_size!r}")
-        if self.lm not in ("auto", "on", "off"):
+        if self.lm not in LM_MODES:
             raise ValueError(f"lm must be 'auto', 'on' or 'off', not {self.lm!r}")
 
 
+_D = TypeVar("_D", bound="Decided")
+
+
+class Decided:
+    """What :class:`Adjustment` and :class:`Setting` share: a value decided, the reason in words, the
+    plugin that decided it (``""`` until the core attributes it) and whether the user must be told.
+
+    ``subject`` is what was decided (a request field, a plan key), ``outcome`` the value it got.
+    """
+
+    reason: str
+    plugin: str
+    warning: bool
+
+    @property
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def outcome(self) -> Any:
+        raise NotImplementedError
+
+    def attributed(self: _D, plugin: str) -> _D:
+        """This record with ``plugin`` named as its author, unless it already names one."""
+        return self if self.plugin else dataclasses.replace(self, plugin=plugin)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
-class Adjustment:
+class Adjustment(Decided):
     """One change ``adjust_request`` made to a request, and why."""
 
     field: str
@@ -213,6 +242,14 @@ class Adjustment:
     plugin: str = ""
     warning: bool = True
     """False for a quiet default (the LM left off on a small tier when the user said nothing)."""
+
+    @property
+    def subject(self) -> str:
+        return self.field
+
+    @property
+    def outcome(self) -> Any:
+        return self.granted
 
 
 @dataclass(frozen=True)
@@ -255,11 +292,58 @@ class Overrides:
     plan: Mapping[str, Any] = field(default_factory=dict)
     """Optimization plan key → value, e.g. ``{"compile": False, "quantization.dit": "none"}``."""
 
+    def __post_init__(self) -> None:
+        """Refuse, at construction, what no run could use: the rules the CLI applies at parse time.
+
+        An override may raise a tier's limit (that is what it is for), but never to a non-positive
+        or non-finite value, and never allow an LM size that does not exist; plan values must be of
+        their key's type and range (:data:`acestep_core.vocabulary.PLAN_KEYS`).
+        """
+        problems = []
+        duration = self.max_duration_s
+        if duration is not None and not (_is_real(duration) and math.isfinite(duration) and duration >= MIN_DURATION_S):
+            problems.append(f"max_duration_s must be a finite number of seconds of at least {MIN_DURATION_S}, not {duration!r}")
+        batch = self.max_batch
+        if batch is not None and not (_is_real(batch) and isinstance(batch, int) and batch >= 1):
+            problems.append(f"max_batch must be an integer of 1 or more, not {batch!r}")
+        models = self.lm_models
+        if models is not None:
+            if isinstance(models, str) or not isinstance(models, (list, tuple)):
+                problems.append(f"lm_models must be a tuple of LM sizes ({', '.join(LM_SIZES)}), not {models!r}")
+            else:
+                unknown = [m for m in models if m not in LM_SIZES]
+                if unknown:
+                    problems.append(f"lm_models: no LM of size {', '.join(map(repr, unknown))}; sizes: {', '.join(LM_SIZES)}")
+                else:
+                    object.__setattr__(self, "lm_models", tuple(m for m in LM_SIZES if m in models))
+        if not isinstance(self.plan, Mapping):
+            problems.append(f"plan must be a mapping of plan key to value, not {self.plan!r}")
+        else:
+            problems += [f"plan: {p}" for key, value in self.plan.items() if (p := plan_override_problem(key, value))]
+            object.__setattr__(self, "plan", dict(self.plan))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def plan_override_problem(key: Any, value: Any) -> str | None:
+    """None when a user may set plan ``key`` to ``value``, else why not (one rule for the API and ``--set``)."""
+    spec = PLAN_KEYS.get(key) if isinstance(key, str) else None
+    if spec is None:
+        return f"unknown plan key {key!r} (known: {', '.join(k for k, s in PLAN_KEYS.items() if s.settable)})"
+    if not spec.settable:
+        return f"{key} is computed by the memory plan and cannot be set (set the request or the limits instead)"
+    problem = spec.check(value)
+    return None if problem is None else f"{key}: {problem}"
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 
 # --------------------------------------------------------------------------------------------- configure
 @dataclass(frozen=True)
-class Setting:
-    """One optimization decision. Keys are listed in :data:`acestep_core.hookspecs.PLAN_KEYS`."""
+class Setting(Decided):
+    """One optimization decision. Keys are listed in :data:`acestep_core.vocabulary.PLAN_KEYS`."""
 
     key: str
     value: Any
@@ -268,6 +352,14 @@ class Setting:
     warning: bool = False
     """True when the user must be told (the plan lowered the request or refused it): the reason is
     then one of :attr:`Resolution.warnings`."""
+
+    @property
+    def subject(self) -> str:
+        return self.key
+
+    @property
+    def outcome(self) -> Any:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -312,7 +404,9 @@ class PluginProblem:
     plugin: str
     hook: str | None
     error: str
-    kind: Literal["import", "raised", "wrong-type", "invalid-setting", "invalid-table"] = "raised"
+    kind: Literal[
+        "import", "raised", "wrong-type", "invalid-setting", "invalid-table", "rejected", "timeout", "refused"
+    ] = "raised"
 
     def message(self) -> str:
         where = f" in {self.hook}" if self.hook else ""
@@ -326,6 +420,9 @@ _PROBLEM_VERBS = {
     "raised": "raised",
     "wrong-type": "returned the wrong type",
     "invalid-table": "registered an invalid tier table",
+    "rejected": "gave an answer that breaks the contract",
+    "timeout": "did not answer in time",
+    "refused": "was refused",
 }
 
 

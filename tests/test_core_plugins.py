@@ -303,9 +303,12 @@ def test_without_a_tier_plugin_the_resolution_fails_with_advice() -> None:
         resolve(manager=manager)
 
 
-def test_a_second_plugin_with_a_taken_name_is_reported() -> None:
-    twin = EntryPoint(name="simulated", value="acestep_core_tiers_default", group=GROUP)
-    manager = build_plugin_manager(environ={}, entry_points=[*BUILTIN_ENTRY_POINTS, twin])
+def test_a_second_plugin_with_a_taken_name_is_reported(plugin_modules: Path) -> None:
+    # a built-in's name taken by another module is refused outright (tests/test_core_boundaries.py);
+    # two third-party entry points sharing a name still meet this rule
+    first = EntryPoint(name="small_table", value="acestep_test_small_table", group=GROUP)
+    twin = EntryPoint(name="small_table", value="acestep_test_invalid_table", group=GROUP)
+    manager = build_plugin_manager(environ={}, entry_points=[*BUILTIN_ENTRY_POINTS, first, twin])
     duplicates = [info for info in manager.infos.values() if info.status == "failed"]
     assert len(duplicates) == 1 and "already taken" in (duplicates[0].error or "")
 

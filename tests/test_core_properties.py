@@ -20,6 +20,7 @@ from acestep_core import (
     hookimpl,
     resolve,
 )
+from acestep_core.vocabulary import MIN_DURATION_S
 
 
 class Device:
@@ -82,8 +83,8 @@ def test_the_adjusted_request_never_exceeds_the_selected_tiers_limits(reading: M
     tier, adjusted = resolution.tier, resolution.adjusted
     assert resolution.problems == ()
     if adjusted.duration_s is not None:
-        assert 0 < adjusted.duration_s <= tier.max_duration_s(adjusted.lm_on)
-        assert adjusted.duration_s <= request.duration_s
+        assert MIN_DURATION_S <= adjusted.duration_s <= tier.max_duration_s(adjusted.lm_on)
+        assert adjusted.duration_s <= max(request.duration_s, MIN_DURATION_S)
     else:
         assert request.duration_s is None
     assert 1 <= adjusted.batch_size <= tier.max_batch(adjusted.lm_on)

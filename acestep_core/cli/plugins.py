@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plugins",
         help="installed plugins: name, distribution, version, hooks, status",
-        description="List every plugin found in the 'acestep_core' entry-point group: loaded, blocked, disabled or failed (with its error).",
+        description="List every plugin found in the 'acestep_core' entry-point group, with the distribution that provided it: loaded, blocked, disabled, refused or failed (with its error).",
         epilog=(
             "examples:\n"
             "  acestep-core plugins                                     every plugin and its status\n"
@@ -26,7 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "\n"
             f"{DISABLE_AUTOLOAD_ENV}=1 loads only the built-in plugins (cuda, simulated, tiers_default);\n"
             f"{BLOCK_ENV}=a,b never loads the plugins named (built-ins too). A plugin that fails\n"
-            "to load, raises in a hook or returns the wrong type is listed here and skipped."
+            "to load, raises in a hook, returns the wrong type or an answer that breaks its hook's\n"
+            "contract is listed here and skipped. A built-in is recognised by its distribution and\n"
+            "module; another distribution using a built-in's name is refused.\n"
+            "ACESTEP_CORE_TRACE_PLUGINS=1 prints every hook call, its plugin and result to stderr."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,6 +46,8 @@ def run_plugins(args: argparse.Namespace) -> int:
         return 0
     for info in infos:
         origin = f"{info.distribution} {info.version}" if info.distribution else "registered in code"
+        if info.module:
+            origin += f", module {info.module}"
         kind = "built-in" if info.builtin else "third-party"
         print(f"{info.name:<16} {info.status:<9} {origin} ({kind})")
         if info.hooks:

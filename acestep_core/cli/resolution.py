@@ -8,11 +8,8 @@ from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, environ, print_json
 from acestep_core.resolve import resolve
-from acestep_core.types import GIB, LM_SIZES, DetectOptions, GenerationRequest, Overrides, Resolution
-
-QUANTIZATIONS = ("none", "int8", "int4", "fp8")
-OFFLOADS = ("none", "model", "group", "sequential")
-ATTENTIONS = ("flash_attention_2", "sdpa", "eager")
+from acestep_core.types import DetectOptions, GenerationRequest, Overrides, Resolution, plan_override_problem
+from acestep_core.vocabulary import ATTENTIONS, COMPONENTS, GIB, LM_SIZES, MIN_DURATION_S, OFFLOADS, QUANTIZATIONS
 
 INFO_EXAMPLES = """\
 examples:
@@ -111,7 +108,7 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         plan["attention"] = args.attention
     if args.compile is not None:
         plan["compile"] = args.compile
-    for component in ("lm", "dit", "text_encoder", "vae"):
+    for component in COMPONENTS:
         if args.offload:
             plan[f"offload.{component}"] = args.offload
         if args.quantization and component != "vae":
@@ -121,19 +118,30 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         if not sep or not key:
             raise UsageError(f"--set takes KEY=VALUE, not {item!r}")
         try:
-            plan[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            plan[key] = raw
+            value = raw
+        problem = plan_override_problem(key, value)
+        if problem is not None:
+            raise UsageError(f"--set {_clip(item)}: {problem}")
+        plan[key] = value
     lm_models = None
     if args.allow_lm is not None:
         lm_models = tuple(size.strip() for size in args.allow_lm.split(",") if size.strip())
         unknown = [size for size in lm_models if size not in LM_SIZES]
         if unknown:
             raise UsageError(f"--allow-lm: unknown LM size(s) {unknown}; known: {', '.join(LM_SIZES)}")
-    for flag, value in (("--max-duration", args.max_duration), ("--max-batch", args.max_batch)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be 1 or more, not {value}")
-    return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan)
+    for flag, value, least in (("--max-duration", args.max_duration, MIN_DURATION_S), ("--max-batch", args.max_batch, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} must be {least} or more, not {value}")
+    try:
+        return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan)
+    except ValueError as error:  # the API's rules, should a flag above have missed one
+        raise UsageError(str(error)) from None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def resolve_from_args(args: argparse.Namespace) -> Resolution:

@@ -34,6 +34,7 @@ from acestep_core import (
     parse_table,
 )
 from acestep_core.optimize import plan_settings
+from acestep_core.vocabulary import MIN_DURATION_S
 
 TABLE_FILE = "tiers.toml"
 LM_OFF_BY_DEFAULT_UP_TO_GB = 6.0
@@ -82,6 +83,9 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
 
     duration = request.duration_s
     limit = tier.max_duration_s(lm_on)
+    if duration is not None and duration < MIN_DURATION_S:
+        changes.append(Adjustment("duration_s", duration, MIN_DURATION_S, f"duration {duration:g} s is below the {MIN_DURATION_S} s ACE-Step generates at least ({where}); using {MIN_DURATION_S} s"))
+        duration = MIN_DURATION_S
     if duration is not None and duration > limit:
         changes.append(Adjustment("duration_s", duration, limit, f"duration {duration:g} s exceeds the {limit} s limit of {where} {with_lm}; using {limit} s"))
         duration = limit

@@ -1,0 +1,223 @@
+"""The words every part of acestep-core shares, defined once: units, components and phases, LM sizes,
+audio rates, the optimization values and the plan's keys with the type and range of each value.
+
+Pure Python and import-free (``typing`` only), so any module, plugin or tool may import it at
+start-up. A value that appears here must not be redefined elsewhere (``tests/test_vocabulary.py``
+checks the old duplicates are gone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+# --------------------------------------------------------------------------------------------- units
+MIB = 1024**2
+GIB = 1024**3
+"""Tier tables and ``MAX_CUDA_VRAM`` speak "GB"; the upstream document means GiB, and so do we."""
+
+# --------------------------------------------------------------------------------------------- the pipeline
+Component = Literal["lm", "text_encoder", "dit", "vae"]
+COMPONENTS: tuple[Component, ...] = get_args(Component)
+"""The pipeline's components, in the order they run; each is also a memory phase of the same name."""
+PHASES: tuple[Component, ...] = COMPONENTS
+"""The memory phases (one per component, in the same order)."""
+
+LmSize = Literal["0.6B", "1.7B", "4B"]
+LM_SIZES: tuple[LmSize, ...] = get_args(LmSize)
+"""The 5Hz LM sizes ACE-Step 1.5 ships, smallest first."""
+
+LmMode = Literal["auto", "on", "off"]
+LM_MODES: tuple[LmMode, ...] = get_args(LmMode)
+
+# --------------------------------------------------------------------------------------------- audio
+SAMPLE_RATE = 48_000
+"""Hz, stereo."""
+VAE_HOP = 1920
+"""Audio samples per latent frame."""
+LATENT_RATE_HZ = SAMPLE_RATE // VAE_HOP
+"""Latent frames a second of audio (25)."""
+CODES_PER_SECOND = 5
+"""Audio codes the 5Hz LM writes per second of audio."""
+MIN_DURATION_S = 10
+MAX_DURATION_S = 600
+"""The durations ACE-Step 1.5 generates: no table limit, override or adjusted request leaves [10, 600]
+except that an override may raise the maximum (its purpose)."""
+
+# --------------------------------------------------------------------------------------------- device
+CUDA_CONTEXT_BYTES = 808 * MIB
+"""Device memory the CUDA context takes outside the allocator (H100, torch 2.x: 527 MiB at init,
+808 MiB after the first convolution; ``acestep_core/optimize/measurements/h100-context-2026-11-26.json``)."""
+SAFETY_MARGIN_BYTES = 512 * MIB
+"""Device memory left unused on purpose (upstream's 0.5 GB margin)."""
+
+# --------------------------------------------------------------------------------------------- optimization values
+Quantization = Literal["none", "int8", "int4", "fp8"]
+QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
+Offload = Literal["none", "model", "group", "sequential"]
+OFFLOADS: tuple[Offload, ...] = get_args(Offload)
+Attention = Literal["flash_attention_2", "sdpa", "eager"]
+ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
+DitAttention = Literal["flash", "native", "_native_math"]
+DIT_ATTENTIONS: tuple[DitAttention, ...] = get_args(DitAttention)
+Precision = Literal["bf16", "fp16", "fp32"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+VaeDecode = Literal["full", "tiled"]
+VAE_DECODES: tuple[VaeDecode, ...] = get_args(VaeDecode)
+VAE_TILE_FRAMES = 256
+"""Latent frames a VAE tile (10.24 s of audio)."""
+VAE_TILE_OVERLAP = 32
+"""Latent frames of context decoded on each side of a tile and cropped away."""
+
+
+# --------------------------------------------------------------------------------------------- plan keys
+@dataclass(frozen=True)
+class PlanKey:
+    """One optimization-plan key: what it means, the type and range of its value, and whether a user
+    may set it (``--set``, ``Overrides.plan``) or only the plan computes it (memory figures, ladder)."""
+
+    description: str
+    kind: Literal["choice", "bool", "int", "float", "str-list", "mapping", "false-or-mapping"]
+    choices: tuple[Any, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False
+    settable: bool = True
+
+    def __str__(self) -> str:
+        return self.description
+
+    def check(self, value: Any) -> str | None:
+        """None when ``value`` is of this key's type and range, else what is wrong, in words."""
+        if value is None:
+            return None if self.nullable else f"None is not {self.expected()}"
+        if self.kind == "choice":
+            return (
+                None
+                if _hashable(value) and value in self.choices and not isinstance(value, bool)
+                else (f"{value!r} is not {self.expected()}")
+            )
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else f"{value!r} is not {self.expected()}"
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"{value!r} is not {self.expected()}"
+            return self._range(value)
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{value!r} is not {self.expected()}"
+            return self._range(value)
+        if self.kind == "str-list":
+            ok = isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value)
+            return None if ok else f"{value!r} is not {self.expected()}"
+        if self.kind == "mapping":
+            return None if isinstance(value, Mapping) else f"{value!r} is not {self.expected()}"
+        ok = value is False or isinstance(value, Mapping)
+        return None if ok else f"{value!r} is not {self.expected()}"
+
+    def expected(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        words = {
+            "bool": "true or false",
+            "int": "an integer",
+            "float": "a finite number",
+            "str-list": "a list of strings",
+            "mapping": "a mapping",
+            "false-or-mapping": "false or a mapping",
+        }[self.kind]
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f">= {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        return words + (f" {' and '.join(bounds)}" if bounds else "") + (" or None" if self.nullable else "")
+
+    def _range(self, value: float) -> str | None:
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            return f"{value!r} is not {self.expected()}"
+        return None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _per_component(prefix: str, key: PlanKey, components: tuple[str, ...] = COMPONENTS) -> dict[str, PlanKey]:
+    return {
+        f"{prefix}.{c}": PlanKey(key.description.format(c=c.replace("_", " ")), key.kind, key.choices)
+        for c in components
+    }
+
+
+PLAN_KEYS: Mapping[str, PlanKey] = {
+    "attention": PlanKey("attention backend: 'flash_attention_2', 'sdpa' or 'eager'", "choice", ATTENTIONS),
+    "attention.dit": PlanKey(
+        "the DiT's diffusers attention backend (set_attention_backend): 'flash', 'native' (SDPA) or '_native_math'",
+        "choice",
+        DIT_ATTENTIONS,
+    ),
+    "compile": PlanKey("torch.compile the DiT (and LM where it helps): true / false", "bool"),
+    "lm.gpu_memory_ratio": PlanKey(
+        "fraction of device memory the LM (weights + KV cache) may take, 0-1", "float", minimum=0.01, maximum=1.0
+    ),
+    **_per_component("precision", PlanKey("compute dtype of the {c}: 'bf16', 'fp16' or 'fp32'", "choice", PRECISIONS)),
+    **_per_component(
+        "offload",
+        PlanKey("CPU offload of the {c}: 'none', 'model' (between phases), 'group', 'sequential'", "choice", OFFLOADS),
+    ),
+    **_per_component(
+        "quantization",
+        PlanKey("weight quantization of the {c}: 'none', 'int8', 'int4', 'fp8'", "choice", QUANTIZATIONS),
+    ),
+    **_per_component(
+        "quantization.exclude",
+        PlanKey("module-name patterns (fnmatch) left unquantized in the {c}, e.g. ['lm_head']", "str-list"),
+        ("lm", "text_encoder", "dit"),
+    ),
+    "vae.decode": PlanKey("VAE decode: 'full' (the whole clip at once) or 'tiled'", "choice", VAE_DECODES),
+    "vae.tile_frames": PlanKey(f"latent frames a VAE tile ({LATENT_RATE_HZ} a second of audio)", "int", minimum=1),
+    "vae.tile_overlap": PlanKey(
+        "latent frames of context decoded on each side of a tile and cropped away", "int", minimum=0
+    ),
+    "memory.phases": PlanKey(
+        "predicted peak device memory per phase (GiB): lm, text_encoder, dit, vae", "mapping", settable=False
+    ),
+    "memory.predicted_peak_gib": PlanKey(
+        "the largest phase's predicted peak (GiB)", "float", minimum=0, settable=False
+    ),
+    "memory.budget_gib": PlanKey(
+        "device memory the run may use: total − CUDA context − margin (GiB; below 0 on a device smaller than "
+        "those); None on a CPU",
+        "float",
+        nullable=True,
+        settable=False,
+    ),
+    "ladder.rungs": PlanKey(
+        "the rungs taken to fit the budget, in order (each with its reason)", "str-list", settable=False
+    ),
+    "ladder.batch_size": PlanKey(
+        "present when the ladder lowered the batch to fit: the batch to run (1 .. the adjusted batch)",
+        "int",
+        minimum=1,
+    ),
+    "ladder.duration_s": PlanKey(
+        "present when the ladder shortened the clip to fit: the longest duration to run (s, up to the adjusted one)",
+        "float",
+        minimum=MIN_DURATION_S,
+    ),
+    "ladder.refused": PlanKey(
+        "false, or the numbers of a run that cannot fit: predicted, budget and shortfall (GiB and bytes), phase",
+        "false-or-mapping",
+    ),
+}
+"""The optimization plan's keys, each with the type and range of its value. A plugin may add keys of
+its own, prefixed with its name (``myplugin.x``); any other unknown key is refused. A user may set
+the ladder's keys only to lower the run further (checked against the adjusted request when resolving)
+or to force a refusal; the memory figures are the plan's own."""
