@@ -21,7 +21,6 @@ refused and reported by name, with or without autoload.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any, Literal, TextIO
 import pluggy
 
 from acestep_core import hookspecs
+from acestep_core.discovery import PluginEntryPoint, discover
 from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV
 from acestep_core.tables import TableError
 from acestep_core.types import (
@@ -144,13 +144,14 @@ class PluginManager(pluggy.PluginManager):
 
 def build_plugin_manager(
     environ: Mapping[str, str] | None = None,
-    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    entry_points: Iterable[PluginEntryPoint] | None = None,
     plugins: Iterable[tuple[str, object]] = (),
 ) -> PluginManager:
     """A manager with every plugin the environment allows.
 
     :param environ: where to read the switches above (default ``os.environ``).
-    :param entry_points: the ``acestep_core`` entry points to load (default: those installed).
+    :param entry_points: the ``acestep_core`` entry points to load (default: those installed, found
+        through :func:`acestep_core.discovery.discover`); :class:`importlib.metadata.EntryPoint` works too.
     :param plugins: extra ``(name, plugin)`` pairs to register first (tests, embedding apps).
     """
     environ = os.environ if environ is None else environ
@@ -165,7 +166,7 @@ def build_plugin_manager(
             continue
         manager.register_plugin(plugin, name)
     if entry_points is None:
-        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        entry_points = discover(ENTRY_POINT_GROUP, environ=environ)
     found = [(entry_point, builtin_identity(entry_point)) for entry_point in entry_points]
     for entry_point, builtin in sorted(found, key=lambda pair: (pair[1] is None, pair[0].name)):
         _load_entry_point(manager, entry_point, builtin, blocked=blocked, autoload=autoload)
@@ -176,7 +177,7 @@ def _is_on(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def builtin_identity(entry_point: importlib.metadata.EntryPoint) -> BuiltinPlugin | None:
+def builtin_identity(entry_point: PluginEntryPoint) -> BuiltinPlugin | None:
     """The built-in plugin this entry point is, judged by distribution and module, or None.
 
     An entry point without a distribution (built in code, as tests do) is judged by the distribution
@@ -186,6 +187,8 @@ def builtin_identity(entry_point: importlib.metadata.EntryPoint) -> BuiltinPlugi
         return None
     if entry_point.dist is not None:
         return builtin if _normalise(entry_point.dist.name) == builtin.distribution else None
+    import importlib.metadata  # only for entry points made in code: the scan itself is cached
+
     owners = importlib.metadata.packages_distributions().get(builtin.module, [])
     return builtin if builtin.distribution in {_normalise(owner) for owner in owners} else None
 
@@ -196,7 +199,7 @@ def _normalise(distribution: str) -> str:
 
 def _load_entry_point(
     manager: PluginManager,
-    entry_point: importlib.metadata.EntryPoint,
+    entry_point: PluginEntryPoint,
     builtin: BuiltinPlugin | None,
     *,
     blocked: set[str],
