@@ -58,7 +58,7 @@ def test_installing_or_removing_a_distribution_scans_again(tmp_path: Path, count
 def test_a_corrupt_or_unwritable_cache_is_ignored(tmp_path: Path, counted_scan: list[str]) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    for environment in range(2):
+    for _ in range(2):
         discover(GROUP, environ=_environ(tmp_path), path=[])
         for written in cache.iterdir():
             written.write_text("{not json")
