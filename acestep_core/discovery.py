@@ -24,7 +24,6 @@ import importlib
 import json
 import os
 import sys
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,7 +97,10 @@ def scan(group: str) -> tuple[PluginEntryPoint, ...]:
 def environment_key(path: Iterable[str]) -> list[Any]:
     """What changes whenever a distribution is installed into or removed from ``path``."""
     key: list[Any] = [CACHE_FORMAT, sys.executable, sys.version]
+    working_directory = os.getcwd()
     for entry in path:
+        if entry in ("", ".", working_directory):
+            continue  # `python -m` / `-c` put the working directory first: editing a file there is no install
         try:
             stamp = os.stat(entry or ".").st_mtime_ns
         except OSError:
@@ -134,8 +136,8 @@ def _write(cache_file: Path, key: list[Any], entry_points: Iterable[PluginEntryP
     ]
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=cache_file.parent, delete=False, encoding="utf-8") as handle:
-            json.dump({"environment": key, "entry_points": rows}, handle)
-        os.replace(handle.name, cache_file)
+        temporary = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"environment": key, "entry_points": rows}), encoding="utf-8")
+        os.replace(temporary, cache_file)
     except OSError:
         return

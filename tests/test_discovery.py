@@ -82,3 +82,16 @@ def test_the_real_scan_finds_the_built_in_plugins() -> None:
     assert {"cuda", "simulated", "tiers_default"} <= set(names)
     assert names["tiers_default"].dist is not None
     assert names["tiers_default"].dist.name == "acestep-core-tiers-default"
+
+
+def test_editing_files_in_the_working_directory_keeps_the_cache(
+    tmp_path: Path, counted_scan: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.chdir(tmp_path)
+    discover(GROUP, environ=_environ(tmp_path), path=["", str(site)])
+    (tmp_path / "notes.txt").write_text("a file saved in the project directory")
+    os.utime(tmp_path, ns=(3, 3))
+    discover(GROUP, environ=_environ(tmp_path), path=["", str(site)])
+    assert counted_scan == [GROUP]

@@ -16,7 +16,6 @@ package's metadata (``importlib.metadata.version("torch")``), which costs no imp
 from __future__ import annotations
 
 import glob
-import importlib.metadata
 import os
 import platform
 from collections.abc import Callable, Mapping
@@ -48,6 +47,8 @@ class HostSigns:
 
 def probe_host(environ: Mapping[str, str]) -> HostSigns:
     """The signs on this machine (files and package metadata; no import of torch)."""
+    import importlib.metadata  # only when detection falls back: costly to import at every start-up
+
     try:
         torch_version: str | None = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:

@@ -19,7 +19,7 @@ rule on the memory figure, not on the tier).
 from __future__ import annotations
 
 import functools
-import importlib.resources
+from pathlib import Path
 
 from acestep_core import (
     GIB,
@@ -49,9 +49,12 @@ def register_tier_tables() -> TierTable:
 
 @functools.cache
 def default_table() -> TierTable:
-    """``tiers.toml``, parsed and validated once per process (the record is frozen, so sharing is safe)."""
-    resource = importlib.resources.files(__name__).joinpath(TABLE_FILE)
-    return parse_table(resource.read_text(encoding="utf-8"), source=f"{__name__}/{TABLE_FILE}")
+    """``tiers.toml``, parsed and validated once per process (the record is frozen, so sharing is safe).
+
+    Read beside this module rather than through :mod:`importlib.resources`, whose import (tempfile,
+    zipfile) would cost every start-up more than reading the table does; pip installs packages unzipped."""
+    text = (Path(__file__).parent / TABLE_FILE).read_text(encoding="utf-8")
+    return parse_table(text, source=f"{__name__}/{TABLE_FILE}")
 
 
 @hookimpl(trylast=True)
