@@ -20,6 +20,7 @@ from acestep_core.optimize.memory import (
     lm_weight_bytes,
     vae_estimate,
 )
+from acestep_core.vocabulary import VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 TOLERANCE = 0.10
 LM_READINGS = "h100-2026-11-26.json"
@@ -27,8 +28,9 @@ VAE_READINGS = "h100-vae-2026-11-26.json"
 DIT_READINGS = "h100-dit-standin-2026-11-26.json"
 GENERATED_TOKENS_IN_READINGS = 4
 """The LM readings ``generate()`` 4 tokens after the prompt."""
-TILE_FRAMES_IN_READINGS = 256
-TILE_OVERLAP_IN_READINGS = 32
+TILE_FRAMES_IN_READINGS = VAE_TILE_FRAMES
+TILE_OVERLAP_IN_READINGS = VAE_TILE_OVERLAP
+"""The VAE readings were taken with the default tile."""
 
 
 @dataclass(frozen=True)

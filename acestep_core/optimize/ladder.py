@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.vocabulary import MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
-MIN_DURATION_S = 10
-VAE_TILES: tuple[tuple[int, int], ...] = ((256, 32), (128, 32), (64, 16))
+VAE_TILES: tuple[tuple[int, int], ...] = ((VAE_TILE_FRAMES, VAE_TILE_OVERLAP), (128, 32), (64, 16))
 """(tile frames, overlap frames): the first is the measured setting (≈1 GiB at any length in bf16)."""
 OFFLOAD_ORDER = ("vae", "text_encoder", "lm", "dit")
 QUANTIZE_ORDER = ("lm", "dit", "text_encoder")

@@ -29,28 +29,26 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-KIB = 1024
-MIB = 1024**2
-GIB = 1024**3
+from acestep_core.vocabulary import (
+    CODES_PER_SECOND,
+    CUDA_CONTEXT_BYTES,
+    GIB,
+    LATENT_RATE_HZ,
+    MIB,
+    PHASES,
+    SAFETY_MARGIN_BYTES,
+    VAE_HOP,
+    VAE_TILE_FRAMES,
+    VAE_TILE_OVERLAP,
+)
 
-SAMPLE_RATE = 48000
-VAE_HOP = 1920
-LATENT_RATE_HZ = SAMPLE_RATE // VAE_HOP
-CODES_PER_SECOND = 5
+KIB = 1024
 
 DTYPE_BYTES: Mapping[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4}
 QUANTIZED_BYTES_PER_WEIGHT: Mapping[str, float] = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
 """Bytes a quantized weight takes in optimum-quanto: int4 packs two weights a byte, with a bf16 scale
 and shift per group of 128."""
 
-PHASES: tuple[str, ...] = ("lm", "text_encoder", "dit", "vae")
-"""The pipeline's phases in the order they run; each is named after the component it runs."""
-
-CUDA_CONTEXT_BYTES = 808 * MIB
-"""The CUDA context with cuBLAS and cuDNN loaded lazily (``h100-context-2026-11-26.json``: 620 MiB at
-the first op, 782 after the first matmul, 808 after the first convolution)."""
-SAFETY_MARGIN_BYTES = 512 * MIB
-"""Upstream's safety margin (``gpu_config.py``)."""
 FRAGMENTATION_FRACTION = 0.10
 """Allocator slack: the measured peak reservation exceeds the peak allocation by up to 19% on the
 H100 readings (int8, batch 8); a tenth of the usable memory is kept free for it."""
@@ -259,7 +257,7 @@ def vae_decode_bytes(frames: int, *, dtype: str = "bf16", shape: VAEShape = VAE_
     return round(work)
 
 
-def vae_estimate(duration_s: float, *, dtype: str = "bf16", quantization: str = "none", tiled: bool = False, tile_frames: int = 256, tile_overlap: int = 32, shape: VAEShape = VAE_SHAPE) -> ComponentEstimate:
+def vae_estimate(duration_s: float, *, dtype: str = "bf16", quantization: str = "none", tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, tile_overlap: int = VAE_TILE_OVERLAP, shape: VAEShape = VAE_SHAPE) -> ComponentEstimate:
     """The VAE decoding one clip (the pipeline decodes a batch one item at a time)."""
     frames = math.ceil(duration_s * LATENT_RATE_HZ)
     weights = weight_bytes(shape.params, 0, dtype, "none") if quantization == "none" else weight_bytes(shape.params, shape.params, dtype, quantization)
@@ -299,8 +297,8 @@ class Choices:
     attention: str = "sdpa"
     """The DiT's attention: ``sdpa`` / ``flash_attention_2`` (memory-efficient) or ``eager`` (materialised)."""
     vae_decode: str = "full"
-    tile_frames: int = 256
-    tile_overlap: int = 32
+    tile_frames: int = VAE_TILE_FRAMES
+    tile_overlap: int = VAE_TILE_OVERLAP
     quantize_lm_head: bool = False
 
 

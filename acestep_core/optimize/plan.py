@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import GIB, PHASES, Choices, RunShape, device_budget, gib, predict
+from acestep_core.optimize.memory import Choices, RunShape, device_budget, gib, predict
 from acestep_core.types import AdjustedRequest, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
+from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
@@ -82,7 +83,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     tiled = final.vae_decode == "tiled"
     why = taken.get("vae.tiled", "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode")
     settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
-    settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / 25:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
+    settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
     settings.append(Setting("vae.tile_overlap", final.tile_overlap, "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field"))
 
     if adjusted.lm_model is not None and device.total_bytes:
@@ -107,8 +108,8 @@ def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
         offload={c: values.get(f"offload.{c}", "none") for c in PHASES},
         attention=values.get("attention", "sdpa"),
         vae_decode=values.get("vae.decode", "full"),
-        tile_frames=int(values.get("vae.tile_frames", 256)),
-        tile_overlap=int(values.get("vae.tile_overlap", 32)),
+        tile_frames=int(values.get("vae.tile_frames", VAE_TILE_FRAMES)),
+        tile_overlap=int(values.get("vae.tile_overlap", VAE_TILE_OVERLAP)),
         quantize_lm_head="lm_head" not in exclude,
     )
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from acestep_core.types import OptimizationPlan
+from acestep_core.vocabulary import VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 TILED_TOLERANCE_FP32 = 1e-4
 """Largest absolute difference between tiled and whole decode (fp32, overlap ≥ the receptive field),
@@ -30,7 +31,7 @@ def hop_length(vae: Any) -> int:
     return math.prod(vae.config.downsampling_ratios)
 
 
-def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames: int = 256, overlap: int = 32) -> torch.Tensor:
+def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, overlap: int = VAE_TILE_OVERLAP) -> torch.Tensor:
     """Decode ``latents`` ``[batch, channels, frames]`` to audio ``[batch, audio_channels, frames × hop]``."""
     if latents.dim() != 3:
         raise ValueError(f"latents must be [batch, channels, frames], not {tuple(latents.shape)}")
@@ -47,8 +48,8 @@ def decode_with_plan(vae: Any, latents: torch.Tensor, plan: OptimizationPlan | M
         vae,
         latents,
         tiled=values.get("vae.decode", "full") == "tiled",
-        tile_frames=int(values.get("vae.tile_frames", 256)),
-        overlap=int(values.get("vae.tile_overlap", 32)),
+        tile_frames=int(values.get("vae.tile_frames", VAE_TILE_FRAMES)),
+        overlap=int(values.get("vae.tile_overlap", VAE_TILE_OVERLAP)),
     )
 
 

@@ -10,9 +10,9 @@ How it works
   VAE decode runs as the pipeline runs it: one batch item at a time (``acestep_core.runtime.vae_decode.decode``).
 * **Smaller cards on a big one.** Each card of ``C`` GB is emulated by capping the allocator at
   ``C − context − margin`` GB (``torch.cuda.set_per_process_memory_fraction``, enforced on a real
-  GPU; ``mem_get_info`` does not show the cap). ``context`` (default 0.8 GB) is what the CUDA
-  context takes outside the allocator on an H100 (cuBLAS + cuDNN loaded); ``margin`` (default
-  0.5 GB, the upstream safety margin) is what is left unused on purpose.
+  GPU; ``mem_get_info`` does not show the cap). ``context`` (default 808 MiB, 0.79 GB: the memory
+  model's ``CUDA_CONTEXT_BYTES``) is what the CUDA context takes outside the allocator on an H100
+  (cuBLAS + cuDNN loaded); ``margin`` (default 512 MiB, 0.5 GB, the upstream safety margin) is what is left unused on purpose.
 * **Bounded search.** Memory grows with duration and batch, so for each card and phase a staircase
   walk over the grid (longest duration first, batch up from 1) finds, for every duration, the
   largest batch that runs, in at most ``len(durations) + len(batches)`` trials.
@@ -40,21 +40,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from acestep_core.tables import parse_table, table_to_toml
-from acestep_core.types import GIB, LM_SIZES, Tier, TierTable
+from acestep_core.types import Tier, TierTable
+from acestep_core.vocabulary import (
+    CUDA_CONTEXT_BYTES,
+    GIB,
+    LM_SIZES,
+    SAFETY_MARGIN_BYTES,
+)
 
 DEFAULT_DURATIONS_S: tuple[int, ...] = (60, 240, 600)
 DEFAULT_BATCHES: tuple[int, ...] = (1, 2, 4, 8)
 DEFAULT_CARDS_GB: tuple[float, ...] = (8, 12, 16)
 DEFAULT_LM_SIZES: tuple[str, ...] = ("0.6B", "1.7B")
-CONTEXT_GB = 0.8
-SAFETY_MARGIN_GB = 0.5
+CONTEXT_GB = CUDA_CONTEXT_BYTES / GIB
+"""The CUDA context the emulated card loses outside the allocator (808 MiB, as the memory model)."""
+SAFETY_MARGIN_GB = SAFETY_MARGIN_BYTES / GIB
 PROMPT_OVERHEAD_TOKENS = 500
-CODES_PER_SECOND = 5
 NEW_TOKENS = 4
 CONDITION_TOKENS = 2304
 """Caption (≤256) + lyrics (≤2,048) tokens the DiT cross-attends to."""
-VAE_TILE_FRAMES = 256
-VAE_TILE_OVERLAP = 32
 RAW_FILE = "measurements.json"
 TABLE_FILE = "tiers.toml"
 MEASURED_OPTIMIZATIONS = {"flash_attention": True, "cpu_offload": True, "compile": False, "quantization": "none"}

@@ -14,20 +14,17 @@ from diffusers.utils import logging as diffusers_logging
 
 from acestep_core.runtime import models
 from acestep_core.runtime.calibrate.search import (
-    CODES_PER_SECOND,
     CONDITION_TOKENS,
     CONTEXT_GB,
     NEW_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     SAFETY_MARGIN_GB,
-    VAE_TILE_FRAMES,
-    VAE_TILE_OVERLAP,
     OutOfMemory,
     Trial,
 )
-from acestep_core.runtime.models import VAE_HOP, latent_frames
+from acestep_core.runtime.models import latent_frames
 from acestep_core.runtime.vae_decode import decode
-from acestep_core.types import GIB
+from acestep_core.vocabulary import CODES_PER_SECOND, GIB, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 
 def cuda_available() -> bool:

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, print_json
-from acestep_core.types import LM_SIZES, to_jsonable
+from acestep_core.types import to_jsonable
+from acestep_core.vocabulary import CUDA_CONTEXT_BYTES, GIB, LM_SIZES, SAFETY_MARGIN_BYTES
 
 CPU_CARDS = (20.0, 40.0)
 CPU_DURATIONS = (10, 20)
@@ -43,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lm", metavar="SIZES", default="0.6B,1.7B", help="LM sizes to measure (default 0.6B,1.7B)")
     parser.add_argument("--vae-decode", choices=("tiled", "full"), default="tiled", help="which VAE decode the limits assume (default tiled)")
     parser.add_argument("--no-full-vae", action="store_true", help="do not also measure full (untiled) VAE decode")
-    parser.add_argument("--margin-gb", type=float, default=None, help="safety margin left unused, GB (default 0.5)")
-    parser.add_argument("--context-gb", type=float, default=None, help="CUDA context outside the allocator, GB (default 0.8)")
+    parser.add_argument("--margin-gb", type=float, default=None, help=f"safety margin left unused, GB (default {SAFETY_MARGIN_BYTES / GIB:g})")
+    parser.add_argument("--context-gb", type=float, default=None, help=f"CUDA context outside the allocator, GB (default {CUDA_CONTEXT_BYTES / GIB:.2f})")
     parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: cuda when available)")
     parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
     parser.add_argument("--cpu-unit-mib", type=float, default=1.0, help="CPU only: MiB per card 'GB' of fake budget (default 1)")

@@ -24,15 +24,9 @@ from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
-SAMPLE_RATE = 48000
-"""Audio samples per second (stereo)."""
-VAE_HOP = 1920
-"""Audio samples per latent frame: the product of the VAE's downsampling ratios (2·4·4·6·10)."""
-LATENT_RATE_HZ = SAMPLE_RATE // VAE_HOP
-"""Latent frames per second of audio (25)."""
+from acestep_core.vocabulary import CODES_PER_SECOND, LATENT_RATE_HZ, SAMPLE_RATE, VAE_HOP
+
 LATENT_CHANNELS = 64
-CODES_PER_SECOND = 5
-"""Audio codes the 5Hz LM writes per second of audio."""
 
 LM_BUILD_SIZES: tuple[str, ...] = ("tiny", "0.6B", "1.7B", "4B")
 COMPONENT_BUILD_SIZES: tuple[str, ...] = ("tiny", "real")
