@@ -27,9 +27,9 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import pluggy
 
@@ -43,6 +43,7 @@ from acestep_core.types import (
     GenerationRequest,
     MemoryReading,
     PluginProblem,
+    ProblemKind,
     Tier,
     TierTable,
 )
@@ -132,7 +133,9 @@ class PluginManager(pluggy.PluginManager):
             )
             return
         hooks = sorted(impl.name for impl in self.get_hookcallers(plugin) or [])
-        self.infos[name] = PluginInfo(name, distribution, version, "loaded", hooks=hooks, builtin=builtin, module=module)
+        self.infos[name] = PluginInfo(
+            name, distribution, version, "loaded", hooks=hooks, builtin=builtin, module=module
+        )
 
     def load_problems(self) -> tuple[PluginProblem, ...]:
         return tuple(
@@ -209,12 +212,15 @@ def _load_entry_point(
     distribution = entry_point.dist.name if entry_point.dist else None
     version = entry_point.dist.version if entry_point.dist else None
     module = entry_point.module
-    record = {"distribution": distribution, "version": version, "builtin": builtin is not None, "module": module}
+
+    def record(status: Status, error: str) -> PluginInfo:
+        return PluginInfo(name, distribution, version, status, error=error, builtin=builtin is not None, module=module)
+
     impostor = BUILTINS.get(name)
     if impostor is not None and builtin is None:
-        manager.infos[f"{name} ({distribution or module})"] = PluginInfo(
-            name, status="refused", **record,
-            error=(
+        manager.infos[f"{name} ({distribution or module})"] = record(
+            "refused",
+            (
                 f"the name {name!r} belongs to the built-in plugin {impostor.module} from {impostor.distribution}; "
                 f"{distribution or 'an unknown distribution'} ({module}) may not take it"
             ),
@@ -222,16 +228,16 @@ def _load_entry_point(
         return
     if name in manager.infos:
         previous = manager.infos[name]
-        manager.infos[f"{name} ({distribution})"] = PluginInfo(
-            name, status="failed", **record,
-            error=f"name {name!r} is already taken by {previous.distribution or 'a registered plugin'}",
+        manager.infos[f"{name} ({distribution})"] = record(
+            "failed",
+            f"name {name!r} is already taken by {previous.distribution or 'a registered plugin'}",
         )
         return
     if name in blocked:
-        manager.infos[name] = PluginInfo(name, status="blocked", error=f"listed in {BLOCK_ENV}", **record)
+        manager.infos[name] = record("blocked", f"listed in {BLOCK_ENV}")
         return
     if builtin is None and not autoload:
-        manager.infos[name] = PluginInfo(name, status="disabled", error=f"{DISABLE_AUTOLOAD_ENV} is set", **record)
+        manager.infos[name] = record("disabled", f"{DISABLE_AUTOLOAD_ENV} is set")
         return
     try:
         with _SigintWatch() as watch:
@@ -242,13 +248,13 @@ def _load_entry_point(
                     raise
                 raise _PluginInterruptError.of(sys.exc_info()[1]) from None
     except _PluginInterruptError as interrupt:
-        manager.infos[name] = PluginInfo(name, status="failed", error=str(interrupt), **record)
+        manager.infos[name] = record("failed", str(interrupt))
         return
     except Exception as error:  # noqa: BLE001 - any bad plugin is reported, never fatal
-        manager.infos[name] = PluginInfo(name, status="failed", error=_describe(error), **record)
+        manager.infos[name] = record("failed", _describe(error))
         return
     except SystemExit as error:  # even SystemExit from a plugin must not stop us
-        manager.infos[name] = PluginInfo(name, status="failed", error=_describe(error), **record)
+        manager.infos[name] = record("failed", _describe(error))
         return
     manager.register_plugin(
         plugin, name, distribution=distribution, version=version, builtin=builtin is not None, module=module
@@ -321,7 +327,9 @@ class Hooks:
                 problems.append(PluginProblem(plugin, name, str(ignored), "invalid-setting"))
                 continue
             except _DeadlineError:
-                problems.append(PluginProblem(plugin, name, f"no answer within {deadline_s:g} s ({DETECT_TIMEOUT_ENV})", "timeout"))
+                problems.append(
+                    PluginProblem(plugin, name, f"no answer within {deadline_s:g} s ({DETECT_TIMEOUT_ENV})", "timeout")
+                )
                 continue
             except _PluginInterruptError as interrupt:
                 problems.append(PluginProblem(plugin, name, str(interrupt), "raised"))
@@ -329,7 +337,7 @@ class Hooks:
             except KeyboardInterrupt:  # the user's Ctrl-C (a plugin's own became _PluginInterruptError)
                 raise
             except BaseException as error:  # noqa: BLE001 - even SystemExit from a plugin must not stop us
-                kind = "invalid-table" if isinstance(error, TableError) else "raised"
+                kind: ProblemKind = "invalid-table" if isinstance(error, TableError) else "raised"
                 problems.append(PluginProblem(plugin, name, _describe(error), kind))
                 continue
             if result is None:
@@ -373,7 +381,7 @@ class Hooks:
                 raise _PluginInterruptError.of(sys.exc_info()[1]) from None
 
     def _exec(self, name: str, impl: Any, kwargs: dict[str, Any]) -> Any:
-        results = self._manager._hookexec(name, [impl], kwargs, False)
+        results = cast(list[Any], self._manager._hookexec(name, [impl], kwargs, False))
         return results[0] if results else None
 
 
@@ -469,12 +477,14 @@ def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) ->
     def write(line: str) -> None:
         print(f"acestep-core trace: {line}", file=stream or sys.stderr, flush=True)
 
-    def before(hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+    def before(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
         plugins = ", ".join(impl.plugin_name for impl in hook_impls)
         args = ", ".join(f"{k}={_short(v, 60)}" for k, v in kwargs.items())
         write(f"{hook_name} → {plugins}({args})")
 
-    def after(outcome: Any, hook_name: str, hook_impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+    def after(
+        outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+    ) -> None:
         plugins = ", ".join(impl.plugin_name for impl in hook_impls)
         if outcome.exception is not None:
             write(f"{hook_name} ← {plugins}: raised {_describe(outcome.exception)}")

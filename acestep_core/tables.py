@@ -254,7 +254,7 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
         if isinstance(quantization, str) and quantization not in QUANTIZATIONS:
             problems.append(TableProblem(name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"))
     for key in ("min_gb", "max_gb"):
-        value = row.get(key)
+        value: Any = row.get(key)
         if _is_number(value) and (value < 0 or not math.isfinite(value)):
             problems.append(TableProblem(name, key, f"{value} is not a finite size >= 0", "use GB, e.g. 8"))
     if len(problems) > before:

@@ -397,6 +397,9 @@ class Decision:
     summary: str
 
 
+ProblemKind = Literal["import", "raised", "wrong-type", "invalid-setting", "invalid-table", "rejected", "timeout", "refused"]
+
+
 @dataclass(frozen=True)
 class PluginProblem:
     """A plugin that failed to load, raised inside a hook, or returned the wrong type, and was skipped."""
@@ -404,9 +407,7 @@ class PluginProblem:
     plugin: str
     hook: str | None
     error: str
-    kind: Literal[
-        "import", "raised", "wrong-type", "invalid-setting", "invalid-table", "rejected", "timeout", "refused"
-    ] = "raised"
+    kind: ProblemKind = "raised"
 
     def message(self) -> str:
         where = f" in {self.hook}" if self.hook else ""
@@ -454,7 +455,7 @@ class Resolution:
         return next((d.plugin for d in self.decisions if d.hook == hook), None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = to_jsonable(self)
+        data: dict[str, Any] = to_jsonable(self)
         data["warnings"] = list(self.warnings)
         data["tier"]["recommended_lm"] = self.tier.recommended_lm
         data["adjusted"]["lm_on"] = self.adjusted.lm_on
