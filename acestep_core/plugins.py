@@ -79,7 +79,15 @@ Status = Literal["loaded", "blocked", "disabled", "failed", "refused"]
 
 class SettingIgnored(Exception):  # noqa: N818 - it names what happened, as warnings do
     """Raised by a hook implementation to reject a user's setting: the core shows the message as a
-    warning (no traceback) and carries on with the next implementation."""
+    warning (no traceback) and carries on with the next implementation.
+
+    ``setting`` names the input as the user gave it (``"--replay"``, ``"MAX_CUDA_VRAM"``): the command
+    line turns a rejected flag (a name starting with ``--``) into a usage error, where an environment
+    variable stays a warning."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass
@@ -324,7 +332,7 @@ class Hooks:
             try:
                 result = self._run_one(name, impl, kwargs, deadline_s)
             except SettingIgnored as ignored:
-                problems.append(PluginProblem(plugin, name, str(ignored), "invalid-setting"))
+                problems.append(PluginProblem(plugin, name, str(ignored), "invalid-setting", ignored.setting))
                 continue
             except _DeadlineError:
                 problems.append(

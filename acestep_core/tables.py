@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core.types import Tier, TierTable
 from acestep_core.vocabulary import LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
 
@@ -95,11 +96,10 @@ def load_table(path: str | Path) -> TierTable:
     """Read and validate a table file. Raises :class:`TableError` listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise TableError(str(path), [TableProblem(None, None, f"cannot read: {error.strerror}", "check the path")]) from None
-    except UnicodeDecodeError:
-        raise TableError(str(path), [TableProblem(None, None, "not a text file (not UTF-8)", "give a TOML tier table")]) from None
+        text = read_text_limited(path, limit=TABLE_SIZE_LIMIT, what="tier table")
+    except InputFileError as error:
+        problem = str(error).removeprefix(f"{path}: ")
+        raise TableError(str(path), [TableProblem(None, None, problem, "give a TOML tier table file")]) from None
     return parse_table(text, source=str(path))
 
 
@@ -107,10 +107,15 @@ def parse_table(text: str, source: str = "<string>") -> TierTable:
     """Parse and validate a table from TOML text."""
     if not text.strip():
         raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
+    too_deep = TableError(source, [TableProblem(None, None, f"nested more than {MAX_NESTING} levels deep", "a tier table nests 3 levels")])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise TableError(source, [TableProblem(None, None, f"not valid TOML: {error}", "fix the TOML syntax")]) from None
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise too_deep
     return table_from_dict(data, source=source)
 
 

@@ -408,6 +408,8 @@ class PluginProblem:
     hook: str | None
     error: str
     kind: ProblemKind = "raised"
+    setting: str | None = None
+    """For ``invalid-setting``: the input rejected, as the user gave it (``--replay``, ``MAX_CUDA_VRAM``)."""
 
     def message(self) -> str:
         where = f" in {self.hook}" if self.hook else ""

@@ -60,7 +60,7 @@ def test_the_issue_example_without_the_lm(cli) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["info"], EXAMPLE, ["tiers"], ["plugins"], ["info", "--vram", "abc"], ["plan", "--lm", "auto", "--no-compile"]],
+    [["info"], EXAMPLE, ["tiers"], ["plugins"], ["info", "--vram", "12"], ["plan", "--lm", "auto", "--no-compile"]],
     ids=lambda argv: " ".join(argv),
 )
 def test_every_command_takes_json(cli, argv: list[str]) -> None:
@@ -111,11 +111,18 @@ def test_vram_simulates_like_the_variable(cli) -> None:
     assert "--vram=12" in data["warnings"][0]
 
 
-def test_a_bad_vram_is_one_warning_and_not_a_failure(cli) -> None:
-    code, out, _ = cli("info", "--vram", "8GB")
+def test_a_bad_vram_variable_is_one_warning_and_not_a_failure(cli) -> None:
+    code, out, _ = cli("info", env={"MAX_CUDA_VRAM": "8GB"})
     assert code == 0
     assert out.count("'8GB' is not a memory size") == 1
     assert "tier       Tier 1" in out  # this test's manager has no hardware plugin: the CPU
+
+
+def test_a_bad_vram_flag_is_a_usage_error(cli) -> None:
+    """Typed on the command line, the same value is refused (issue #9: explicit input is strict)."""
+    code, out, err = cli("info", "--vram", "8GB")
+    assert code == 2 and out == ""
+    assert "--vram: '8GB' is not a memory size" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_overrides_win_and_are_shown(cli) -> None:

@@ -78,11 +78,16 @@ def test_a_bad_recording_is_refused_with_its_name(tmp_path, content: str | None,
     assert problem in str(caught.value) and str(path) in str(caught.value)
 
 
-def test_a_bad_recording_on_the_command_line_is_a_warning(monkeypatch, capsys) -> None:
+def test_a_bad_recording_on_the_command_line_is_a_usage_error(monkeypatch, capsys) -> None:
+    """A recording typed on the command line that cannot be replayed stops the command (issue #9),
+    where it once fell back to the CPU with a warning."""
     monkeypatch.setenv("ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert main(["info", "--replay", "no-such-recording"]) == 0
-    output = capsys.readouterr().out
-    assert "no such file, nor a bundled recording (bundled: apple-m2-pro-mps" in output
+    with pytest.raises(SystemExit) as caught:
+        main(["info", "--replay", "no-such-recording"])
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no such file, nor a bundled recording (bundled: apple-m2-pro-mps" in captured.err
 
 
 @pytest.mark.parametrize("name", ["h100-80gb", "rtx4060-8gb", "two-gpu-3060-4090", "h100-mig-2g20gb"])

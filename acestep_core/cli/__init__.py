@@ -12,13 +12,22 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from acestep_core.cli.terminal import TerminalWriter, terminal_text
 from acestep_core.plugins import SettingIgnored
 from acestep_core.resolve import ResolutionError
 from acestep_core.tables import TableError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as a shell reports a command stopped by Ctrl-C."""
+EXIT_PIPE_CLOSED = 141
+"""128 + SIGPIPE, as a shell reports a writer whose reader closed the pipe (``| head``)."""
+DEBUG_ENV = "ACESTEP_CORE_DEBUG"
+EXIT_STATUS = """\
+exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the flag), 130 interrupted,
+141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
 ML_MODULES = frozenset({"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"})
 """Top-level modules of the ``ml`` extra: a command that needs one says how to install it."""
 
@@ -49,11 +58,20 @@ CORE_COMMANDS = ("info", "plan", "tiers", "plugins")
 the optional (``ml``) command modules are not even imported."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the message, the flag's value escaped and cut short,
+    and where the help is) instead of the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal_text(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``command`` one of :data:`CORE_COMMANDS`, only the core's commands."""
     from acestep_core.cli import plugins, resolution, tiers
 
-    parser = argparse.ArgumentParser(prog="acestep-core", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="acestep-core", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog=EXIT_STATUS)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     optional = [] if command in CORE_COMMANDS else _optional_command_modules()
     for module in (resolution, tiers, plugins, *optional):
@@ -84,30 +102,76 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit status: 0 ok, 1 failure (one message), 2 bad usage (one line), 130
+    interrupted (Ctrl-C), 141 output closed early (``| head``: quiet). No traceback reaches the user
+    unless ``ACESTEP_CORE_DEBUG=1`` asks for one."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_in(argv))
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    args: argparse.Namespace | None = None
+    stdout = sys.stdout
     try:
-        return handler(args)
-    except UsageError as error:
-        parser.exit(EXIT_USAGE, f"acestep-core: error: {error}\n")
+        parser = build_parser(_command_in(argv))
+        args = parser.parse_args(argv)
+        sys.stdout = TerminalWriter(stdout, cut_lines=not getattr(args, "json", False))
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        try:
+            code = handler(args)
+            sys.stdout.flush()
+            return code
+        except UsageError as error:
+            parser.exit(EXIT_USAGE, f"acestep-core {args.command}: error: {terminal_text(str(error))}\n")
     except (ResolutionError, TableError, SettingIgnored) as error:
         _fail(args, str(error))
     except ModuleNotFoundError as error:
         if error.name not in ML_MODULES:
-            raise
-        _fail(args, f"`{args.command}` needs the models' libraries ({error.name} is missing): pip install 'acestep-core[ml]'")
+            return _unexpected(args, error)
+        _fail(args, f"`{args.command if args else 'this command'}` needs the models' libraries ({error.name} is missing): "
+                    "pip install 'acestep-core[ml]'")
     except KeyboardInterrupt:
         _fail(args, "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_PIPE_CLOSED
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        _fail(args, f"cannot use{where}: {error.strerror or error}")
+    except Exception as error:  # noqa: BLE001 - no traceback for users (RecursionError, MemoryError, bugs)
+        return _unexpected(args, error)
+    finally:
+        if isinstance(sys.stdout, TerminalWriter):
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                _silence_stdout()
+            sys.stdout = stdout
     return EXIT_FAILURE
 
 
-def _fail(args: argparse.Namespace, message: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps({"error": message}, ensure_ascii=False))
-    else:
-        print(f"acestep-core: error: {message}", file=sys.stderr)
+def _unexpected(args: argparse.Namespace | None, error: BaseException) -> int:
+    if os.environ.get(DEBUG_ENV, "").strip() in ("1", "true", "yes"):
+        raise error
+    _fail(args, f"internal error: {type(error).__name__}: {error} (a bug: {DEBUG_ENV}=1 shows the traceback)")
+    return EXIT_FAILURE
+
+
+def _silence_stdout() -> None:
+    """The reader went away (``| head``): send what is left to /dev/null so that Python's own flush at
+    exit does not complain about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _fail(args: argparse.Namespace | None, message: str) -> None:
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": message}, ensure_ascii=False))
+        else:
+            print(f"acestep-core: error: {terminal_text(message)}", file=sys.stderr)
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 def print_json(data: Any) -> None:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, environ, print_json
+from acestep_core.cli.flags import memory_gb, number
+from acestep_core.inputs import clip
 from acestep_core.resolve import resolve
-from acestep_core.types import DetectOptions, GenerationRequest, Overrides, Resolution, plan_override_problem
+from acestep_core.types import (
+    DetectOptions,
+    GenerationRequest,
+    MemoryReading,
+    Overrides,
+    Resolution,
+    plan_override_problem,
+)
 from acestep_core.vocabulary import ATTENTIONS, COMPONENTS, GIB, LM_SIZES, MIN_DURATION_S, OFFLOADS, QUANTIZATIONS
 
 INFO_EXAMPLES = """\
@@ -61,17 +71,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("request")
-    group.add_argument("--duration", type=float, metavar="S", help="seconds of audio (default: let the LM decide)")
-    group.add_argument("--batch", type=int, default=1, metavar="N", help="number of clips (default: 1)")
+    group.add_argument("--duration", type=number(float, above=0), metavar="S", help="seconds of audio (default: let the LM decide)")
+    group.add_argument("--batch", type=number(int, least=1), default=1, metavar="N", help="number of clips (default: 1)")
     group.add_argument("--lm", metavar="SIZE|none|auto", default="auto", help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default (default)")
 
 
 def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
     hardware = parser.add_argument_group("hardware")
-    hardware.add_argument("--vram", metavar="GB", help="simulate a device with this much memory (as MAX_CUDA_VRAM)")
+    hardware.add_argument("--vram", type=memory_gb, metavar="GB", help="simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)")
     hardware.add_argument("--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)")
-    hardware.add_argument("--replay", metavar="FILE", help="replay a recorded device (JSON) instead of asking the driver")
+    hardware.add_argument("--replay", metavar="FILE", help="replay a recorded device (JSON) instead of asking the driver (wins over MAX_CUDA_VRAM)")
     hardware.add_argument("--redetect", action="store_true", help="ignore any cached reading")
     hardware.add_argument("--tiers", metavar="NAME", help="use this tier table (default: ACESTEP_CORE_TIERS, or the rule in `tiers --help`)")
     overrides = parser.add_argument_group("overrides (each wins over the tier's default)")
@@ -123,7 +133,7 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
             value = raw
         problem = plan_override_problem(key, value)
         if problem is not None:
-            raise UsageError(f"--set {_clip(item)}: {problem}")
+            raise UsageError(f"--set {clip(item)}: {problem}")
         plan[key] = value
     lm_models = None
     if args.allow_lm is not None:
@@ -140,14 +150,15 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         raise UsageError(str(error)) from None
 
 
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def resolve_from_args(args: argparse.Namespace) -> Resolution:
+    """Resolve as the flags say. What the user typed is held to it: a flag that chose nothing (a
+    recording that cannot be replayed, a device that is not there) is a :class:`UsageError`, where the
+    same problem from the environment stays a warning."""
+    if args.vram is not None and args.replay is not None:
+        raise UsageError(f"--vram {clip(args.vram)} and --replay {clip(args.replay)} both choose the device: give one")
     env = environ()
     options = DetectOptions(device=args.device, vram_gb=args.vram, replay=args.replay, environ=env)
-    return resolve(
+    resolution = resolve(
         request_from_args(args),
         overrides=overrides_from_args(args),
         detect_options=options,
@@ -155,6 +166,35 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
         redetect=args.redetect,
         environ=env,
     )
+    for problem in resolution.problems:
+        if problem.kind == "invalid-setting" and (problem.setting or "").startswith("--"):
+            raise UsageError(problem.error)
+    if args.device is not None and not resolution.reading.simulated:
+        problem = device_problem(args.device, resolution.reading)
+        if problem:
+            raise UsageError(f"--device {clip(args.device)}: {problem}")
+    return resolution
+
+
+def device_problem(selector: str, reading: MemoryReading) -> str | None:
+    """Why ``--device selector`` names none of the reading's visible devices (an ordinal, or a unique
+    UUID prefix with or without ``GPU-``/``MIG-``), or None when it names one."""
+    devices = [d for d in reading.visible if d.is_accelerator]
+    listing = "; ".join(f"{d.index} = {d.name} ({d.uuid or 'no UUID'})" for d in devices)
+    wanted = selector.strip().lower()
+    if not devices:
+        return "no accelerator is visible (the CPU runs); leave --device out"
+    if wanted.isdigit():
+        return None if any(d.index == int(wanted) for d in devices) else f"no such device; visible: {listing}"
+
+    def bare(text: str) -> str:
+        return re.sub(r"^(gpu|mig)-", "", text.lower())
+
+    matches = [d for d in devices if d.uuid and bare(d.uuid).startswith(bare(wanted))]
+    if len(matches) == 1 and wanted:
+        return None
+    found = f"matches {len(matches)} devices" if matches else "matches no device"
+    return f"{found}: give an index or a unique UUID prefix; visible: {listing}"
 
 
 def run_info(args: argparse.Namespace) -> int:

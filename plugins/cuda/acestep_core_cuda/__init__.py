@@ -62,8 +62,16 @@ def detect_memory(options: DetectOptions) -> MemoryReading:
         try:
             recording = load_recording(options.replay)
         except RecordingError as error:
-            raise SettingIgnored(f"{error}; nothing is replayed") from error
-        return detect(options, nvml=recording.nvml, host=recording.host, load_torch=recording.torch, origin=f"replay of {recording.path}: ")
+            raise SettingIgnored(f"{error}; nothing is replayed", setting="--replay") from error
+        try:
+            return detect(options, nvml=recording.nvml, host=recording.host, load_torch=recording.torch,
+                          origin=f"replay of {recording.path}: ")
+        except Exception as error:  # a malformed recording is the file's fault, named as such
+            raise SettingIgnored(
+                f"--replay {options.replay}: {recording.path} is malformed ({type(error).__name__}: {str(error)[:200]}); "
+                "nothing is replayed",
+                setting="--replay",
+            ) from error
     return detect(options)
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from acestep_core.inputs import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core_cuda.fallbacks import HostSigns, probe_host
 from acestep_core_cuda.nvml import NvmlLike, load_pynvml, optional, read_memory, text
 
@@ -109,11 +110,19 @@ def load_recording(name_or_path: str) -> Recording:
             raise RecordingError(f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: {', '.join(sorted(bundled))})")
         path = bundled[name_or_path.removesuffix(".json")]
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RecordingError(f"--replay {name_or_path}: cannot read it ({type(error).__name__}: {error})") from error
+        data = json.loads(read_text_limited(path, limit=RECORDING_SIZE_LIMIT, what="recording"))
+    except InputFileError as error:
+        raise RecordingError(f"--replay {name_or_path}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise RecordingError(f"--replay {name_or_path}: cannot read it: {path} is not JSON ({error})") from None
+    except RecursionError:
+        raise RecordingError(f"--replay {name_or_path}: {path} nests too deeply to be a recording") from None
+    if nesting_depth(data) > MAX_NESTING:
+        raise RecordingError(f"--replay {name_or_path}: {path} nests more than {MAX_NESTING} levels deep; not a recording")
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("nvml"), dict):
         raise RecordingError(f"--replay {name_or_path}: not a recording (expected an object with \"format\": {FORMAT!r} and an \"nvml\" section)")
+    if not isinstance(data["nvml"].get("gpus", []), list):
+        raise RecordingError(f"--replay {name_or_path}: nvml.gpus in {path} is not a list")
     for position, gpu in enumerate(data["nvml"].get("gpus", [])):
         missing = [key for key in ("name", "uuid") if not isinstance(gpu, dict) or key not in gpu]
         if missing:
