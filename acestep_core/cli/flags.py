@@ -14,26 +14,40 @@ def _number(text: str, kind: type) -> float:
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{clip(text)!r} is not {'an integer' if kind is int else 'a number'}") from None
+        raise argparse.ArgumentTypeError(
+            f"{clip(text)!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{clip(text)!r} is not a finite number")
     return value
 
 
-def number(kind: type = float, *, least: float | None = None, above: float | None = None,
-           most: float | None = None) -> Callable[[str], float]:
+def number(
+    kind: type = float, *, least: float | None = None, above: float | None = None, most: float | None = None
+) -> Callable[[str], float]:
     """An argparse ``type``: a finite ``kind`` (int or float) with ``value >= least``, ``> above``, ``<= most``."""
-    accepted = " and ".join(part for part in (
-        f">= {least:g}" if least is not None else "",
-        f"> {above:g}" if above is not None else "",
-        f"<= {most:g}" if most is not None else "",
-    ) if part)
+
+    def shown(bound: float) -> str:
+        return str(int(bound)) if kind is int else f"{bound:g}"
+
+    accepted = " and ".join(
+        part
+        for part in (
+            f">= {shown(least)}" if least is not None else "",
+            f"> {shown(above)}" if above is not None else "",
+            f"<= {shown(most)}" if most is not None else "",
+        )
+        if part
+    )
     name = "an integer" if kind is int else "a number"
 
     def parse(text: str) -> float:
         value = _number(text, kind)
-        if (least is not None and value < least) or (above is not None and value <= above) or (
-                most is not None and value > most):
+        if (
+            (least is not None and value < least)
+            or (above is not None and value <= above)
+            or (most is not None and value > most)
+        ):
             raise argparse.ArgumentTypeError(f"{clip(text)!r} is out of range: give {name} {accepted}")
         return value
 
@@ -41,15 +55,18 @@ def number(kind: type = float, *, least: float | None = None, above: float | Non
     return parse
 
 
-def number_list(kind: type = float, *, least: float | None = None, above: float | None = None,
-                most: float | None = None) -> Callable[[str], tuple[float, ...]]:
+def number_list(
+    kind: type = float, *, least: float | None = None, above: float | None = None, most: float | None = None
+) -> Callable[[str], tuple[float, ...]]:
     """An argparse ``type``: comma-separated numbers, each checked as :func:`number`; sorted, unique."""
     one = number(kind, least=least, above=above, most=most)
 
     def parse(text: str) -> tuple[float, ...]:
         parts = [part.strip() for part in text.split(",") if part.strip()]
         if not parts:
-            raise argparse.ArgumentTypeError(f"{clip(text)!r} holds no numbers: give them comma-separated, e.g. 8,12,16")
+            raise argparse.ArgumentTypeError(
+                f"{clip(text)!r} holds no numbers: give them comma-separated, e.g. 8,12,16"
+            )
         return tuple(sorted({one(part) for part in parts}))
 
     parse.__name__ = "list of numbers"

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from acestep_core.cli import UsageError, add_json_flag, print_json
+from acestep_core.inputs import clip, output_dir_problem, output_file_problem
 from acestep_core.plugins import get_plugin_manager
 from acestep_core.resolve import TIERS_ENV, TableChoice, available_tables, choose_table
 from acestep_core.tables import TableError, TableProblem, load_table, render_markdown
@@ -148,6 +149,10 @@ def table_named(reference: str) -> TierTable:
 def run_compare(args: argparse.Namespace) -> int:
     from acestep_core.compare import compare_tables, plot_comparison, render_comparison
 
+    if args.plot is not None:
+        problem = output_file_problem(args.plot)
+        if problem:
+            raise UsageError(f"--plot {clip(args.plot)!r}: {problem}")
     comparison = compare_tables(table_named(args.a), table_named(args.b))
     plot = str(plot_comparison(comparison, args.plot)) if args.plot else None
     if args.json:
@@ -166,6 +171,9 @@ def run_new(args: argparse.Namespace) -> int:
         names_for(args.name)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    problem = output_dir_problem(args.dir)
+    if problem:
+        raise UsageError(f"--dir {clip(args.dir)!r}: {problem}")
     choice, _ = active_choice(args.tiers)
     try:
         root = scaffold_package(args.name, choice.table, args.dir)

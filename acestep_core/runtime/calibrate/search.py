@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from acestep_core.inputs import RESULTS_SIZE_LIMIT, InputFileError, read_text_limited
 from acestep_core.tables import parse_table, table_to_toml
 from acestep_core.types import Tier, TierTable
 from acestep_core.vocabulary import (
@@ -60,6 +61,8 @@ NEW_TOKENS = 4
 CONDITION_TOKENS = 2304
 """Caption (≤256) + lyrics (≤2,048) tokens the DiT cross-attends to."""
 RAW_FILE = "measurements.json"
+WRITTEN_BY = "# Written by `acestep-core calibrate`"
+"""How the tier table this command writes begins: a tiers.toml that does not is the user's own."""
 TABLE_FILE = "tiers.toml"
 MEASURED_OPTIMIZATIONS = {"flash_attention": True, "cpu_offload": True, "compile": False, "quantization": "none"}
 """What the measurements ran with: efficient attention, one component on the device at a time,
@@ -98,6 +101,28 @@ class Measurement:
     @property
     def key(self) -> str:
         return Trial(self.card_gb, self.phase, self.duration_s, self.batch).key
+
+
+_MEASUREMENT_TYPES: dict[str, tuple[type, ...]] = {
+    "card_gb": (int, float), "phase": (str,), "duration_s": (int,), "batch": (int,), "fits": (bool,),
+    "peak_bytes": (int, type(None)), "cap_bytes": (int,), "seconds": (int, float), "error": (str,),
+}
+
+
+def measurement_problem(row: Any) -> str | None:
+    """Why ``row`` (from a raw file) is not a :class:`Measurement`, or None."""
+    if not isinstance(row, dict):
+        return f"is {type(row).__name__}, not an object"
+    unknown = sorted(set(row) - set(_MEASUREMENT_TYPES))
+    missing = sorted(set(_MEASUREMENT_TYPES) - set(row) - {"error"})
+    if unknown or missing:
+        return f"has unknown keys {unknown} / lacks {missing}"
+    for key, value in row.items():
+        kinds = _MEASUREMENT_TYPES[key]
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if wrong_bool or not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{key} = {str(value)[:40]!r} is not {' or '.join(k.__name__ for k in kinds)}"
+    return None
 
 
 class Backend(Protocol):
@@ -194,7 +219,9 @@ class Calibrator:
     """Runs the search against a backend, recording every trial in the raw file as it goes."""
 
     def __init__(self, backend: Backend, config: CalibrationConfig, out_dir: str | Path, *, base_table: TierTable,
-                 deadline_s: float | None = None, progress: bool = True) -> None:
+                 deadline_s: float | None = None, progress: bool = True, overwrite: bool = False) -> None:
+        """:raises ValueError: before any trial, when ``out_dir`` holds a tiers.toml this command did not
+        write (unless ``overwrite``) or a raw file it cannot resume from."""
         self.backend = backend
         self.base_table = base_table
         """The active table: tiers outside the measured cards come from it."""
@@ -209,18 +236,42 @@ class Calibrator:
         self.environment: dict[str, Any] = {}
         self.backend_unit = getattr(backend, "unit_bytes", GIB)
         """Bytes per "GB" of a card: a GiB on a device, the fake unit on a CPU."""
+        table = self.out_dir / TABLE_FILE
+        if table.exists() and not overwrite and not written_by_calibrate(table):
+            raise ValueError(f"{table} exists and was not written by acestep-core calibrate: "
+                             "give another --out, or --overwrite to replace it")
         self._load_raw()
 
     # ----- raw file
     def _load_raw(self) -> None:
+        """Resume from the raw file, if there is one. A file that is not what this command writes
+        (truncated, ``[]``, ``null``, rows of the wrong shape) is refused with its name, never half-used.
+
+        :raises ValueError: naming the file and the problem."""
         if not self.raw_path.exists():
             return
-        data = json.loads(self.raw_path.read_text(encoding="utf-8"))
+
+        def refuse(problem: str) -> ValueError:
+            return ValueError(f"{self.raw_path}: cannot resume from it: {problem}; delete it or use another --out")
+
+        try:
+            data = json.loads(read_text_limited(self.raw_path, limit=RESULTS_SIZE_LIMIT, what="measurements"))
+        except InputFileError as error:
+            raise refuse(str(error).removeprefix(f"{self.raw_path}: ")) from None
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise refuse(f"not JSON (truncated?): {str(error)[:120]}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("measurements", []), list):
+            raise refuse("not a calibrate measurements file (an object with a \"measurements\" list)")
         previous = data.get("config", {})
+        if not isinstance(previous, dict):
+            raise refuse("its \"config\" is not an object")
         mismatched = {k: (previous.get(k), v) for k, v in self.config.comparable().items() if previous.get(k) != v}
         if mismatched:
             raise ValueError(f"{self.raw_path} was measured with other settings {mismatched}: use another --out or delete it")
-        for row in data.get("measurements", []):
+        for position, row in enumerate(data.get("measurements", [])):
+            problem = measurement_problem(row)
+            if problem:
+                raise refuse(f"measurements[{position}] {problem}")
             measurement = Measurement(**row)
             self.measurements[measurement.key] = measurement
 
@@ -289,7 +340,9 @@ class Calibrator:
         if complete:
             table = build_table(cards, config, self.environment, self.base_table)
             table_path = self.out_dir / TABLE_FILE
-            table_path.write_text(table_to_toml(table, header_comment=_table_comment(config, self.environment)), encoding="utf-8")
+            temporary = table_path.with_suffix(".toml.tmp")
+            temporary.write_text(table_to_toml(table, header_comment=_table_comment(config, self.environment)), encoding="utf-8")
+            os.replace(temporary, table_path)
         self._write_raw(complete=complete, cards=cards)
         self.backend.close()
         return CalibrationResult(table, tuple(cards), tuple(self.measurements.values()), complete, table_path, self.raw_path,
@@ -412,6 +465,17 @@ def _raised_above(tier: Tier, last: Tier) -> Tier:
 
 
 _LIMITS = ("max_duration_with_lm_s", "max_duration_without_lm_s", "max_batch_with_lm", "max_batch_without_lm")
+
+
+def written_by_calibrate(path: Path) -> bool:
+    """Whether the table file ``path`` begins as this command writes its tables."""
+    if not path.is_file():  # a folder or a FIFO named tiers.toml is not ours (and is never opened)
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(len(WRITTEN_BY)) == WRITTEN_BY
+    except OSError:
+        return False
 
 
 def _table_comment(config: CalibrationConfig, environment: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, print_json
+from acestep_core.cli.flags import number, number_list
+from acestep_core.inputs import MAX_MEMORY_GB, clip, output_dir_problem
 from acestep_core.types import to_jsonable
 from acestep_core.vocabulary import CUDA_CONTEXT_BYTES, GIB, LM_SIZES, SAFETY_MARGIN_BYTES
 
@@ -38,18 +40,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="where to write tiers.toml and measurements.json")
-    parser.add_argument("--cards", metavar="GB,...", help="card sizes to emulate (default 8,12,16 on a GPU)")
-    parser.add_argument("--durations", metavar="S,...", help="durations to try, seconds, 10-600 (default 60,240,600)")
-    parser.add_argument("--batches", metavar="N,...", help="batch sizes to try (default 1,2,4,8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a tiers.toml in --out that calibrate did not write")
+    parser.add_argument("--cards", type=number_list(float, above=0, most=MAX_MEMORY_GB), metavar="GB,...",
+                        help="card sizes to emulate, each larger than context + margin (default 8,12,16 on a GPU)")
+    parser.add_argument("--durations", type=number_list(int, least=10, most=600), metavar="S,...",
+                        help="durations to try, seconds, 10-600 (default 60,240,600)")
+    parser.add_argument("--batches", type=number_list(int, least=1, most=1024), metavar="N,...",
+                        help="batch sizes to try, 1-1024 (default 1,2,4,8)")
     parser.add_argument("--lm", metavar="SIZES", default="0.6B,1.7B", help="LM sizes to measure (default 0.6B,1.7B)")
     parser.add_argument("--vae-decode", choices=("tiled", "full"), default="tiled", help="which VAE decode the limits assume (default tiled)")
     parser.add_argument("--no-full-vae", action="store_true", help="do not also measure full (untiled) VAE decode")
-    parser.add_argument("--margin-gb", type=float, default=None, help=f"safety margin left unused, GB (default {SAFETY_MARGIN_BYTES / GIB:g})")
-    parser.add_argument("--context-gb", type=float, default=None, help=f"CUDA context outside the allocator, GB (default {CUDA_CONTEXT_BYTES / GIB:.2f})")
+    parser.add_argument("--margin-gb", type=number(float, least=0, most=1024), default=None,
+                        help=f"safety margin left unused, GB, 0 or more (default {SAFETY_MARGIN_BYTES / GIB:g})")
+    parser.add_argument("--context-gb", type=number(float, least=0, most=1024), default=None,
+                        help=f"CUDA context outside the allocator, GB, 0 or more (default {CUDA_CONTEXT_BYTES / GIB:.2f})")
     parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: cuda when available)")
     parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
-    parser.add_argument("--cpu-unit-mib", type=float, default=1.0, help="CPU only: MiB per card 'GB' of fake budget (default 1)")
-    parser.add_argument("--time-limit", type=float, metavar="S", help="stop starting trials after S seconds (resume later)")
+    parser.add_argument("--cpu-unit-mib", type=number(float, above=0, most=1024), default=1.0,
+                        help="CPU only: MiB per card 'GB' of fake budget (default 1)")
+    parser.add_argument("--time-limit", type=number(float, above=0), metavar="S",
+                        help="stop starting trials after S seconds (resume later)")
     parser.add_argument("--tiers", metavar="NAME", help="the table outside the measured cards (default: the active table)")
     parser.add_argument("--name", default="calibrated", help="the written table's name (default: calibrated)")
     parser.add_argument("--compare-with", default="default", metavar="TABLE", help="table to compare the result with (default: default)")
@@ -58,19 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_calibrate)
 
 
-def _numbers(text: str | None, kind: type, flag: str) -> tuple[Any, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(sorted({kind(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise UsageError(f"{flag} takes comma-separated numbers, not {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise UsageError(f"{flag} needs positive values, not {text!r}")
-    return values
-
-
 def run_calibrate(args: argparse.Namespace) -> int:
+    problem = output_dir_problem(args.out)
+    if problem:
+        raise UsageError(f"--out {clip(args.out)!r}: {problem}")
     from acestep_core.cli.tiers import active_choice
     from acestep_core.runtime.calibrate import search as calibrate
     from acestep_core.runtime.calibrate.torch_backend import TorchBackend, cuda_available
@@ -80,31 +81,42 @@ def run_calibrate(args: argparse.Namespace) -> int:
         device = "cuda" if cuda_available() else "cpu"
     on_cpu = device.startswith("cpu")
     if not on_cpu and not cuda_available():
-        raise UsageError(f"--device {device}: no CUDA device is available")
+        raise UsageError(f"--device {clip(device)}: no CUDA device is available")
     sizes = args.sizes or ("tiny" if on_cpu else "real")
     lm_sizes = tuple(s.strip() for s in args.lm.split(",") if s.strip())
     unknown = [s for s in lm_sizes if s not in LM_SIZES]
     if unknown:
-        raise UsageError(f"--lm: unknown size(s) {unknown}; known: {', '.join(LM_SIZES)}")
-    durations = _numbers(args.durations, int, "--durations") or (CPU_DURATIONS if on_cpu else calibrate.DEFAULT_DURATIONS_S)
-    if any(not 10 <= d <= 600 for d in durations):
-        raise UsageError("--durations must lie in 10-600 s (a tier table's range)")
+        raise UsageError(f"--lm: unknown size(s) {clip(str(unknown))}; known: {', '.join(LM_SIZES)}")
+    context_gb = calibrate.CONTEXT_GB if args.context_gb is None else args.context_gb
+    margin_gb = calibrate.SAFETY_MARGIN_GB if args.margin_gb is None else args.margin_gb
+    cards = args.cards or (CPU_CARDS if on_cpu else calibrate.DEFAULT_CARDS_GB)
+    too_small = [card for card in cards if card <= context_gb + margin_gb]
+    if too_small:
+        raise UsageError(
+            f"--cards {','.join(f'{c:g}' for c in too_small)}: a card must be larger than the CUDA context plus the "
+            f"margin ({context_gb:g} + {margin_gb:g} GB), or nothing is left to measure under its cap"
+        )
     config = calibrate.CalibrationConfig(
-        cards_gb=_numbers(args.cards, float, "--cards") or (CPU_CARDS if on_cpu else calibrate.DEFAULT_CARDS_GB),
-        durations_s=durations,
-        batches=_numbers(args.batches, int, "--batches") or (CPU_BATCHES if on_cpu else calibrate.DEFAULT_BATCHES),
+        cards_gb=cards,
+        durations_s=args.durations or (CPU_DURATIONS if on_cpu else calibrate.DEFAULT_DURATIONS_S),
+        batches=args.batches or (CPU_BATCHES if on_cpu else calibrate.DEFAULT_BATCHES),
         lm_sizes=lm_sizes,
         vae_decode=args.vae_decode,
         measure_full_vae=not args.no_full_vae,
-        context_gb=calibrate.CONTEXT_GB if args.context_gb is None else args.context_gb,
-        margin_gb=calibrate.SAFETY_MARGIN_GB if args.margin_gb is None else args.margin_gb,
+        context_gb=context_gb,
+        margin_gb=margin_gb,
         table_name=args.name,
     )
     base, _ = active_choice(args.tiers)
+    if args.compare_with:
+        from acestep_core.cli.tiers import table_named
+
+        table_named(args.compare_with)  # an unknown table is refused now, not after the measurements
     backend = TorchBackend(device, sizes=sizes, dtype="fp32" if on_cpu else "bf16", context_gb=config.context_gb,
                                      margin_gb=config.margin_gb, cpu_unit_bytes=int(args.cpu_unit_mib * 2**20))
     try:
-        calibrator = calibrate.Calibrator(backend, config, args.out, base_table=base.table, deadline_s=args.time_limit, progress=not args.no_progress and not args.json)
+        calibrator = calibrate.Calibrator(backend, config, args.out, base_table=base.table, deadline_s=args.time_limit,
+                                          progress=not args.no_progress and not args.json, overwrite=args.overwrite)
     except ValueError as error:
         raise UsageError(str(error)) from None
     result = calibrator.run()

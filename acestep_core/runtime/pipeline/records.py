@@ -19,7 +19,12 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 class GenerationCancelledError(RuntimeError):
-    """A run was cancelled through its :class:`CancelHandle` (or Ctrl-C); its memory is released."""
+    """A run was cancelled through its :class:`CancelHandle` (or Ctrl-C); its memory is released.
+    ``removed``: the clips it had already written and removed again (a cancelled run keeps nothing)."""
+
+    def __init__(self, message: str = "generation cancelled", *, removed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.removed = removed
 
 
 class CancelHandle:

@@ -118,7 +118,7 @@ def _execute(session: RunSession, out: Path) -> tuple[list[PhaseReport], list]:
     phases.append(report)
     report, audio = run_vae(session, latents)
     phases.append(report)
-    return phases, write_clips(out, audio, durations, codes)
+    return phases, write_clips(out, audio, durations, codes, cancel=session.cancel)
 
 
 def _duration_without_lm(session: RunSession, duration_s: float | None, max_duration_s: int) -> float:

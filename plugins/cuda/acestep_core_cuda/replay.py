@@ -3,7 +3,7 @@ fakes that replay it through the very code that reads the real driver.
 
 ``acestep-core info --replay FILE`` replays a recording; FILE is a path or the name of a bundled
 recording (``acestep-core info --replay h100-80gb``). ``python -m acestep_core_cuda.replay record
-> mine.json`` records this machine's GPUs. The form (``format`` = :data:`FORMAT`)::
+--out mine.json`` records this machine's GPUs. The form (``format`` = :data:`FORMAT`)::
 
     {
       "format": "acestep-core-recording/1",
@@ -48,7 +48,7 @@ from typing import Any
 
 from acestep_core.inputs import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core_cuda.fallbacks import HostSigns, probe_host
-from acestep_core_cuda.nvml import NvmlLike, load_pynvml, optional, read_memory, text
+from acestep_core_cuda.nvml import NvmlLike, classify, load_pynvml, optional, read_memory, text
 
 FORMAT = "acestep-core-recording/1"
 RECORDINGS = "recordings"
@@ -296,16 +296,48 @@ def _record_gpu(nvml: NvmlLike, handle: Any, slot: int | None = None) -> dict[st
     return gpu
 
 
+USAGE = "usage: python -m acestep_core_cuda.replay record [DESCRIPTION] [--out FILE]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m acestep_core_cuda.replay record [DESCRIPTION]``: print this machine's recording."""
-    argv = sys.argv[1:] if argv is None else argv
+    """``python -m acestep_core_cuda.replay record [DESCRIPTION] [--out FILE]``: this machine's recording,
+    printed, or written to FILE only once it is complete (no empty file where NVML cannot be read).
+    Exit status: 0 ok, 1 nothing to record (one message), 2 bad usage."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "record":
-        print("usage: python -m acestep_core_cuda.replay record [DESCRIPTION] > recording.json", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
-    data = record(load_pynvml(), description=" ".join(argv[1:]), source="python -m acestep_core_cuda.replay record")
+    words, out = argv[1:], None
+    if "--out" in words:
+        position = words.index("--out")
+        if position + 1 >= len(words):
+            print(f"{USAGE}\n--out needs a file name", file=sys.stderr)
+            return 2
+        out = words[position + 1]
+        del words[position:position + 2]
+    try:
+        data = record(load_pynvml(), description=" ".join(words), source="python -m acestep_core_cuda.replay record")
+    except Exception as error:  # noqa: BLE001 - NVML missing, no driver, no permission: one message, no file
+        reason = classify(error).message
+        print(f"nothing recorded: NVML cannot be read ({reason}); run this on a machine with an NVIDIA driver",
+              file=sys.stderr)
+        return 1
     signs = probe_host({})
     data["host"] = {k: v for k, v in signs.__dict__.items() if k != "origin"}
-    print(json.dumps(data, indent=1))
+    text = json.dumps(data, indent=1)
+    if out is None:
+        print(text)
+        return 0
+    target = Path(out)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        temporary.write_text(text + "\n", encoding="utf-8")
+        temporary.replace(target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        print(f"nothing recorded: cannot write {out}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    print(f"recorded {len(data['nvml']['gpus'])} GPU(s) to {out}", file=sys.stderr)
     return 0
 
 
