@@ -159,7 +159,7 @@ def _silence_stdout() -> None:
     exit does not complain about the closed pipe."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.__stdout__.fileno())
+        os.dup2(devnull, sys.__stdout__.fileno())  # type: ignore[union-attr]
     except (OSError, ValueError, AttributeError):
         pass
 

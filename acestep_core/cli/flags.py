@@ -12,12 +12,12 @@ from acestep_core.inputs import clip, parse_memory_gb
 
 def _number(text: str, kind: type) -> float:
     try:
-        value = kind(text)
+        value: float = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{clip(text)!r} is not {'an integer' if kind is int else 'a number'}"
         ) from None
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{clip(text)!r} is not a finite number")
     return value
 

@@ -170,9 +170,9 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
         if problem.kind == "invalid-setting" and (problem.setting or "").startswith("--"):
             raise UsageError(problem.error)
     if args.device is not None and not resolution.reading.simulated:
-        problem = device_problem(args.device, resolution.reading)
-        if problem:
-            raise UsageError(f"--device {clip(args.device)}: {problem}")
+        missing = device_problem(args.device, resolution.reading)
+        if missing:
+            raise UsageError(f"--device {clip(args.device)}: {missing}")
     return resolution
 
 
