@@ -373,6 +373,10 @@ class Hooks:
                     break
             else:
                 results.append((plugin, kept))
+        tracer = getattr(self._manager, "acestep_trace", None)
+        if tracer is not None:
+            for problem in problems:
+                tracer(f"{name} ✗ {problem.plugin}: {problem.kind}: {_short(problem.error, 200)}")
         return Answer(tuple(results), tuple(problems))
 
     def _run_one(self, name: str, impl: Any, kwargs: dict[str, Any], deadline_s: float | None) -> Any:
@@ -484,6 +488,8 @@ def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) ->
 
     def write(line: str) -> None:
         print(f"acestep-core trace: {line}", file=stream or sys.stderr, flush=True)
+
+    manager.acestep_trace = write  # type: ignore[attr-defined]  # Hooks adds each rejection
 
     def before(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
         plugins = ", ".join(impl.plugin_name for impl in hook_impls)

@@ -516,6 +516,10 @@ def test_trace_prints_every_hook_call_with_its_plugin_and_result(
     assert "acestep-core trace: detect_memory ← simulated: MemoryReading(" in err
     for hook in CONTRACTS:
         assert f"trace: {hook} → " in err
+    liar = Selects(dataclasses.replace(default_table().tier("tier1"), name="tier99"))
+    resolve(manager=make_manager(("liar", liar), environ={"ACESTEP_CORE_TRACE_PLUGINS": "1"}), environ=SIM8)
+    err = capsys.readouterr().err
+    assert "acestep-core trace: select_tier ✗ liar: rejected: tier 'tier99' is not one of table 'default'" in err
     resolve(manager=make_manager(), environ=SIM8)
     assert capsys.readouterr().err == ""
 
@@ -559,11 +563,29 @@ settings_anything = st.lists(
 )
 
 
+readings_anything = st.one_of(
+    st.none(),
+    st.text(max_size=4),
+    st.builds(
+        lambda total, free: MemoryReading(
+            device=DeviceMemory(backend="cuda", name="liar", total_bytes=total, free_bytes=free)
+        ),
+        st.one_of(st.none(), st.integers(-(2**40), 2**46), st.floats(), st.text(max_size=3)),
+        st.one_of(st.none(), st.integers(-(2**40), 2**46)),
+    ),
+)
+
+
 class Liar:
     def __init__(self) -> None:
+        self.reading: object = None
         self.tier: object = None
         self.adjusted: object = None
         self.settings: list[Setting] = []
+
+    @hookimpl(tryfirst=True)
+    def detect_memory(self) -> object:
+        return self.reading
 
     @hookimpl
     def select_tier(self) -> object:
@@ -592,10 +614,11 @@ LIAR_MANAGER = build_plugin_manager(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
+    readings_anything,
     tiers_anywhere,
     adjusted_anything,
     settings_anything,
-    st.sampled_from(["2", "4", "8", "12", "16", "24", "80"]),
+    st.sampled_from(["2", "4", "8", "12", "16", "24", "80", "abc"]),
     st.builds(
         GenerationRequest,
         duration_s=st.one_of(st.none(), st.integers(1, 1000)),
@@ -604,9 +627,9 @@ LIAR_MANAGER = build_plugin_manager(
     ),
 )
 def test_whatever_a_plugin_answers_the_resolution_satisfies_the_active_table(
-    tier: object, adjusted: object, settings_: list[Setting], vram: str, request: GenerationRequest
+    reading: object, tier: object, adjusted: object, settings_: list[Setting], vram: str, request: GenerationRequest
 ) -> None:
-    LIAR.tier, LIAR.adjusted, LIAR.settings = tier, adjusted, settings_
-    resolution = resolve(request, manager=LIAR_MANAGER, environ={"MAX_CUDA_VRAM": vram})
+    LIAR.reading, LIAR.tier, LIAR.adjusted, LIAR.settings = reading, tier, adjusted, settings_
+    resolution = resolve(request, manager=LIAR_MANAGER, environ={"MAX_CUDA_VRAM": vram}, redetect=True)
     assert_within_active_table(resolution, TABLE)
     assert resolution.decided_by("select_tier") in ("liar", "tiers_default")
