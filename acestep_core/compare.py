@@ -1,7 +1,8 @@
 """Compare two tier tables: sweep memory sizes and report where they decide differently.
 
-Sizes are GiB and are placed in a tier exactly as a simulated size is (``Tier.contains``): the
-real-card tolerance of each table is not applied, so the comparison is of the tables' ranges.
+Sizes are GiB and are placed in a tier exactly as a simulated size is (``TierTable.tier_for``):
+each tier's class tolerance applies, the real-card tolerance does not, so the comparison is of the
+tables' ranges.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COMPARED_FIELDS: tuple[str, ...] = (
     "lm_models",
     "lm_memory_gb",
     "lm_default_on",
+    "recommended_lm",
     "optimizations",
 )
 
@@ -74,7 +76,7 @@ class Comparison:
 
 
 def tier_for(table: TierTable, gib: float) -> Tier | None:
-    return next((tier for tier in table.tiers if tier.contains(gib)), None)
+    return table.tier_for(gib)
 
 
 def sweep_sizes(step_gb: float = SWEEP_STEP_GB, max_gb: float = SWEEP_MAX_GB) -> list[float]:

@@ -156,6 +156,7 @@ def resolve(
     manager: PluginManager | None = None,
     redetect: bool = False,
     environ: Mapping[str, str] | None = None,
+    reading: MemoryReading | None = None,
 ) -> Resolution:
     """Resolve a request on this machine's hardware.
 
@@ -165,6 +166,8 @@ def resolve(
     :param tiers: the tier table's name (else ``ACESTEP_CORE_TIERS``, else the rule in :func:`choose_table`).
     :param manager: the plugin manager (default: the process-wide one).
     :param redetect: ignore the cached reading.
+    :param reading: decide for this reading instead of detecting (a "what if" for another device:
+        the compat API's ``get_gpu_config(gb)``, a UI's tier preview); recorded as given by the caller.
     :raises ResolutionError: when no decision can be made at all.
     """
     environ = os.environ if environ is None else environ
@@ -181,7 +184,10 @@ def resolve(
     choice = choose_table(tables, tiers or environ.get(TIERS_ENV) or None)
     decisions.append(Decision("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}"))
 
-    reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
+    if reading is None:
+        reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
+    else:
+        detector, detect_problems = "caller", ()
     problems += detect_problems
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
 

@@ -6,6 +6,7 @@ A table file mirrors :class:`~acestep_core.Tier` field for field::
     name = "default"
     description = "..."
     real_card_tolerance = 0.05      # optional
+    monotone_limits = true          # optional; false lets limits fall as memory grows (reproductions only)
 
     [[tiers]]
     name = "tier3"
@@ -20,7 +21,15 @@ A table file mirrors :class:`~acestep_core.Tier` field for field::
     lm_models = ["0.6B"]
     lm_default_on = true
     lm_memory_gb = { "0.6B" = 3 }   # optional per size; missing = no fixed allocation
+    recommended_lm = "0.6B"         # optional: the LM `auto` loads; default the largest allowed
     optimizations = { flash_attention = true, cpu_offload = true, compile = true, quantization = "int8" }
+    # optional, for tables that reproduce another implementation exactly:
+    class_tolerance_gb = 0.5        # a size this much below min_gb counts as min_gb (simulated too)
+    lm_memory_ratio_min = [[0, 0.1], [24, 0.2]]   # floor of lm.gpu_memory_ratio from a device size on
+    lm_memory_ratio_max = 0.9       # its ceiling
+
+Any tier may set ``max_inclusive = true``; the next tier then starts just above that bound.
+The tier ``name`` is its stable id (letters, digits, ``._-``), the label is free text.
 
 Every problem is reported at once, each with its tier, field and a fix (:class:`TableError`).
 """
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +49,7 @@ from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, n
 from acestep_core.types import Tier, TierTable
 from acestep_core.vocabulary import LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
 
-_TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float}
+_TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float, "monotone_limits": bool}
 _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "label": str,
@@ -54,11 +64,27 @@ _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "lm_default_on": bool,
     "lm_memory_gb": dict,
     "optimizations": dict,
+    "recommended_lm": str,
+    "class_tolerance_gb": float,
+    "lm_memory_ratio_min": (int, float, list),
+    "lm_memory_ratio_max": float,
 }
-_OPTIONAL_TIER_KEYS = {"max_gb", "max_inclusive", "lm_memory_gb", "optimizations", "label"}
+_OPTIONAL_TIER_KEYS = {
+    "max_gb",
+    "max_inclusive",
+    "lm_memory_gb",
+    "optimizations",
+    "label",
+    "recommended_lm",
+    "class_tolerance_gb",
+    "lm_memory_ratio_min",
+    "lm_memory_ratio_max",
+}
+TIER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 OPTIMIZATION_KEYS: dict[str, type] = {
     "flash_attention": bool,
     "cpu_offload": bool,
+    "dit_cpu_offload": bool,
     "compile": bool,
     "quantization": str,
 }
@@ -139,7 +165,7 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
         problems.append(TableProblem(None, "real_card_tolerance", f"{tolerance} is outside [0, 0.5)", "use 0.05"))
     built = [tier for tier in tiers if tier is not None]
     if len(built) == len(tiers):
-        problems.extend(check_table_sanity(built))
+        problems.extend(check_table_sanity(built, monotone_limits=header.get("monotone_limits", True) is not False))
     if problems:
         raise TableError(source, problems)
     return TierTable(
@@ -148,6 +174,7 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
         real_card_tolerance=float(tolerance),
         tiers=tuple(built),
         source=source,
+        monotone_limits=header.get("monotone_limits", True) is not False,
     )
 
 
@@ -166,7 +193,15 @@ def table_as_data(table: TierTable) -> dict[str, Any]:
         row["lm_default_on"] = tier.lm_default_on
         row["lm_memory_gb"] = dict(tier.lm_memory_gb) if isinstance(tier.lm_memory_gb, Mapping) else tier.lm_memory_gb
         row["optimizations"] = dict(tier.optimizations) if isinstance(tier.optimizations, Mapping) else tier.optimizations
+        if tier.recommended_lm is not None:
+            row["recommended_lm"] = tier.recommended_lm
+        if tier.class_tolerance_gb:
+            row["class_tolerance_gb"] = tier.class_tolerance_gb
+        row["lm_memory_ratio_min"] = [list(step) for step in tier.lm_memory_ratio_min]
+        row["lm_memory_ratio_max"] = tier.lm_memory_ratio_max
         rows.append(row)
+    if not table.monotone_limits:
+        header["monotone_limits"] = False
     return {"table": header, "tiers": rows}
 
 
@@ -181,7 +216,7 @@ def validate_table(table: Any, source: str = "<code>") -> TierTable:
     return table_from_dict(table_as_data(table), source=table.source or source)
 
 
-def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
+def check_table_sanity(tiers: list[Tier], *, monotone_limits: bool = True) -> list[TableProblem]:
     """The rules a table must keep beyond its schema: coverage, monotone limits, LMs that fit."""
     problems: list[TableProblem] = []
     names = [t.name for t in tiers]
@@ -196,7 +231,12 @@ def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
             problems.append(TableProblem(upper.name, "min_gb", f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
         elif upper.min_gb < lower.max_gb:
             problems.append(TableProblem(upper.name, "min_gb", f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
-        for limit in _comparable_limits(lower, upper):
+        if upper.class_tolerance_gb:
+            if lower.max_inclusive:
+                problems.append(TableProblem(upper.name, "class_tolerance_gb", f"{lower.name} includes {lower.max_gb} GB, so sizes below it cannot belong to {upper.name}", f"set max_inclusive = false on {lower.name} or remove class_tolerance_gb"))
+            if upper.class_tolerance_gb >= upper.min_gb - lower.min_gb:
+                problems.append(TableProblem(upper.name, "class_tolerance_gb", f"{upper.class_tolerance_gb:g} GB reaches past {lower.name}'s whole range", f"use less than {upper.min_gb - lower.min_gb:g}"))
+        for limit in _comparable_limits(lower, upper) if monotone_limits else ():
             if getattr(upper, limit) < getattr(lower, limit):
                 problems.append(TableProblem(upper.name, limit, f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall as memory grows", f"set {limit} >= {getattr(lower, limit)}"))
         lost = [m for m in lower.lm_models if m not in upper.lm_models]
@@ -207,8 +247,8 @@ def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
     for tier in tiers:
         if tier.max_gb is not None and tier.max_gb <= tier.min_gb:
             problems.append(TableProblem(tier.name, "max_gb", f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}", "make max_gb > min_gb"))
-        if tier.max_inclusive and tier is not tiers[0]:
-            problems.append(TableProblem(tier.name, "max_inclusive", "only the first tier may include its upper bound", "remove max_inclusive"))
+        if tier.max_inclusive and tier.max_gb is None:
+            problems.append(TableProblem(tier.name, "max_inclusive", "an unbounded tier has no upper bound to include", "remove max_inclusive"))
         for limit in _LIMIT_FIELDS:
             value = getattr(tier, limit)
             if limit.startswith("max_duration") and not MIN_DURATION_S <= value <= MAX_DURATION_S:
@@ -221,6 +261,8 @@ def check_table_sanity(tiers: list[Tier]) -> list[TableProblem]:
             smallest_card = tier.min_gb
             if gb > smallest_card:
                 problems.append(TableProblem(tier.name, "lm_memory_gb", f"{model} gets {gb} GB but the smallest device in this tier has {smallest_card} GB", f"lower lm_memory_gb.{model} to at most {smallest_card}"))
+        if tiers and tier is tiers[0] and tier.class_tolerance_gb:
+            problems.append(TableProblem(tier.name, "class_tolerance_gb", "the first tier has no lower boundary to widen", "remove class_tolerance_gb"))
         if tier.lm_default_on and not tier.lm_models:
             problems.append(TableProblem(tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"))
     return problems
@@ -258,10 +300,22 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
         quantization = optimizations.get("quantization")
         if isinstance(quantization, str) and quantization not in QUANTIZATIONS:
             problems.append(TableProblem(name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"))
-    for key in ("min_gb", "max_gb"):
+    for key in ("min_gb", "max_gb", "class_tolerance_gb"):
         value: Any = row.get(key)
         if _is_number(value) and (value < 0 or not math.isfinite(value)):
             problems.append(TableProblem(name, key, f"{value} is not a finite size >= 0", "use GB, e.g. 8"))
+    if isinstance(row.get("name"), str) and not TIER_ID.fullmatch(row["name"]):
+        problems.append(TableProblem(name, "name", "is not a stable id (letters, digits, '.', '_', '-'; no spaces)", 'write e.g. name = "tier4" and put words in label'))
+    recommended = row.get("recommended_lm")
+    if isinstance(recommended, str) and isinstance(models, list) and recommended not in models:
+        fix = "remove recommended_lm (this tier allows no LM)" if not models else f"use one of {models}"
+        problems.append(TableProblem(name, "recommended_lm", f"{recommended!r} is not among this tier's lm_models", fix))
+    ceiling = row.get("lm_memory_ratio_max", 0.9)
+    if _is_number(ceiling) and not 0 < ceiling <= 1:
+        problems.append(TableProblem(name, "lm_memory_ratio_max", f"{ceiling} is outside (0, 1]", "use e.g. 0.9"))
+    floors = _ratio_steps(row.get("lm_memory_ratio_min", []), name, problems)
+    if _is_number(ceiling) and floors and max(floor for _, floor in floors) > ceiling:
+        problems.append(TableProblem(name, "lm_memory_ratio_min", f"a floor above the ceiling {ceiling:g}", "keep every floor <= lm_memory_ratio_max"))
     if len(problems) > before:
         return None
     return Tier(
@@ -278,7 +332,31 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
         lm_memory_gb={m: float(gb) for m, gb in memory.items()},
         lm_default_on=row["lm_default_on"],
         optimizations=dict(optimizations),
+        recommended_lm=recommended,
+        class_tolerance_gb=float(row.get("class_tolerance_gb", 0.0)),
+        lm_memory_ratio_min=floors,
+        lm_memory_ratio_max=float(ceiling),
     )
+
+
+def _ratio_steps(value: Any, name: str, problems: list[TableProblem]) -> tuple[tuple[float, float], ...]:
+    """``0.1`` or ``[[0, 0.1], [24, 0.2]]`` → ((0, 0.1), (24, 0.2)); a problem for anything else."""
+    if _is_number(value):
+        value = [[0, value]]
+    fix = "write a ratio such as 0.1, or steps [[from_gb, ratio], ...] with from_gb ascending"
+    if not isinstance(value, list):
+        return ()
+    steps: list[tuple[float, float]] = []
+    for step in value:
+        if not (isinstance(step, list) and len(step) == 2 and all(_is_number(v) for v in step)):
+            problems.append(TableProblem(name, "lm_memory_ratio_min", f"{step!r} is not a [from_gb, ratio] pair", fix))
+            return ()
+        from_gb, floor = float(step[0]), float(step[1])
+        if not (math.isfinite(from_gb) and from_gb >= 0 and 0 <= floor < 1) or (steps and from_gb <= steps[-1][0]):
+            problems.append(TableProblem(name, "lm_memory_ratio_min", f"{step!r}: sizes must ascend from 0 and ratios lie in [0, 1)", fix))
+            return ()
+        steps.append((from_gb, floor))
+    return tuple(steps)
 
 
 def _check_keys(
@@ -320,7 +398,10 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 # --------------------------------------------------------------------------------------------- render
 def render_markdown(table: TierTable) -> str:
     """The table as the upstream document writes it (the document is generated from the data)."""
-    rows = ["| VRAM | Tier | LM mode | Max duration | Max batch | LM memory |", "|------|------|---------|--------------|-----------|-----------|"]
+    rows = [
+        "| VRAM | Tier | LM mode | Max duration | Max batch | LM memory | Recommended LM |",
+        "|------|------|---------|--------------|-----------|-----------|----------------|",
+    ]
     for tier in table.tiers:
         rows.append(
             "| "
@@ -332,6 +413,7 @@ def render_markdown(table: TierTable) -> str:
                     _with_without(tier, _minutes(tier.max_duration_with_lm_s), _minutes(tier.max_duration_without_lm_s)),
                     _with_without(tier, str(tier.max_batch_with_lm), str(tier.max_batch_without_lm)),
                     _lm_memory(tier),
+                    _recommended(tier),
                 )
             )
             + " |"
@@ -347,6 +429,12 @@ def _lm_mode(tier: Tier) -> str:
     if len(tier.lm_models) == 1:
         return f"{tier.lm_models[0]} (optional)"
     return " / ".join(tier.lm_models)
+
+
+def _recommended(tier: Tier) -> str:
+    if tier.recommended_lm is None:
+        return "-"
+    return tier.recommended_lm if tier.lm_default_on else f"{tier.recommended_lm} (LM off by default)"
 
 
 def _lm_memory(tier: Tier) -> str:
@@ -376,6 +464,8 @@ def table_to_toml(table: TierTable, *, header_comment: str = "") -> str:
     if lines:
         lines.append("")
     lines += ["[table]", f"name = {_toml(table.name)}", f"description = {_toml(table.description)}", f"real_card_tolerance = {_toml(table.real_card_tolerance)}"]
+    if not table.monotone_limits:
+        lines.append("monotone_limits = false")
     for tier in table.tiers:
         lines += ["", "[[tiers]]", f"name = {_toml(tier.name)}", f"label = {_toml(tier.label)}", f"min_gb = {_toml(tier.min_gb)}"]
         if tier.max_gb is not None:
@@ -385,6 +475,14 @@ def table_to_toml(table: TierTable, *, header_comment: str = "") -> str:
         lines += [f"{limit} = {getattr(tier, limit)}" for limit in _LIMIT_FIELDS]
         lines.append(f"lm_models = {_toml(list(tier.lm_models))}")
         lines.append(f"lm_default_on = {_toml(tier.lm_default_on)}")
+        if tier.recommended_lm is not None:
+            lines.append(f"recommended_lm = {_toml(tier.recommended_lm)}")
+        if tier.class_tolerance_gb:
+            lines.append(f"class_tolerance_gb = {_toml(tier.class_tolerance_gb)}")
+        if tier.lm_memory_ratio_min:
+            lines.append(f"lm_memory_ratio_min = {_toml([list(step) for step in tier.lm_memory_ratio_min])}")
+        if tier.lm_memory_ratio_max != 0.9:
+            lines.append(f"lm_memory_ratio_max = {_toml(tier.lm_memory_ratio_max)}")
         if tier.lm_memory_gb:
             lines.append(f"lm_memory_gb = {_toml(dict(tier.lm_memory_gb))}")
         if tier.optimizations:

@@ -106,7 +106,11 @@ class MemoryReading:
 # --------------------------------------------------------------------------------------------- select
 @dataclass(frozen=True)
 class Tier:
-    """One row of a tier table: the limits and defaults for a range of device memory (GiB)."""
+    """One row of a tier table: the limits and defaults for a range of device memory (GiB).
+
+    ``name`` is the tier's stable id (``tier1`` … ``tier6``, ``tier6a``, ``unlimited``): what tools,
+    the compat API (``GPUConfig.tier``) and overrides refer to; ``label`` is for people.
+    """
 
     name: str
     label: str
@@ -114,7 +118,8 @@ class Tier:
     max_gb: float | None
     """Upper bound; None = unbounded."""
     max_inclusive: bool
-    """Whether ``max_gb`` itself belongs to this tier (the seed's "≤4GB"); otherwise [min, max)."""
+    """Whether ``max_gb`` itself belongs to this tier (the seed's "≤4GB"); otherwise [min, max).
+    The next tier then starts just above ``max_gb``."""
     max_duration_with_lm_s: int
     max_duration_without_lm_s: int
     max_batch_with_lm: int
@@ -125,13 +130,36 @@ class Tier:
     """GPU memory set aside for each allowed LM size; a size missing here has no fixed bound."""
     lm_default_on: bool
     optimizations: Mapping[str, Any] = field(default_factory=dict)
-    """Per-tier optimization defaults (``flash_attention``, ``cpu_offload``, ``compile``,
-    ``quantization``), as the table states them; ``configure_optimizations`` turns them into a plan."""
+    """Per-tier optimization defaults (``flash_attention``, ``cpu_offload``, ``dit_cpu_offload``,
+    ``compile``, ``quantization``), as the table states them; ``configure_optimizations`` turns them
+    into a plan."""
+    recommended_lm: str | None = None
+    """The LM size ``auto`` loads when the LM runs (the table's advice for this tier); None, or a size
+    this tier does not allow, means the largest allowed."""
+    class_tolerance_gb: float = 0.0
+    """A size up to this many GB below ``min_gb`` counts as ``min_gb`` (simulated or detected):
+    upstream's "15.5 GB is a 16 GB card". Added to the table's fractional real-card tolerance."""
+    lm_memory_ratio_min: tuple[tuple[float, float], ...] = ()
+    """Floor of ``lm.gpu_memory_ratio`` as steps ``(from_gb, floor)``, ascending: from a device of
+    ``from_gb`` on, the LM's share is at least ``floor`` (the last step reached applies). Empty: none."""
+    lm_memory_ratio_max: float = 0.9
+    """Ceiling of ``lm.gpu_memory_ratio``."""
+
+    def __post_init__(self) -> None:
+        if self.recommended_lm not in self.lm_models:
+            object.__setattr__(self, "recommended_lm", self.lm_models[-1] if self.lm_models else None)
 
     @property
-    def recommended_lm(self) -> str | None:
-        """The largest LM this tier allows."""
-        return self.lm_models[-1] if self.lm_models else None
+    def id(self) -> str:
+        """The stable id (``name``)."""
+        return self.name
+
+    def lm_memory_ratio(self, allocation_gb: float, total_gb: float) -> float:
+        """The LM's share of a ``total_gb`` device for an ``allocation_gb`` allotment, within the
+        tier's floor and ceiling."""
+        reached = [value for from_gb, value in self.lm_memory_ratio_min if total_gb >= from_gb]
+        floor = reached[-1] if reached else 0.0
+        return min(self.lm_memory_ratio_max, max(floor, allocation_gb / total_gb))
 
     def contains(self, gib: float) -> bool:
         if gib < self.min_gb:
@@ -167,6 +195,9 @@ class TierTable:
     boundary: cards are sold by class but report less (an "8 GB" card reads 7.6-7.9 GiB)."""
     source: str = ""
     """Where the table was loaded from (a file path or a package resource)."""
+    monotone_limits: bool = True
+    """Whether limits must not fall as memory grows (validated). False only for tables that
+    reproduce another implementation whose limits do fall (upstream's April 2026 table)."""
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
@@ -176,6 +207,25 @@ class TierTable:
 
     def boundaries(self) -> tuple[float, ...]:
         return tuple(t.min_gb for t in self.tiers if t.min_gb > 0)
+
+    def nominal_size(self, gib: float, *, detected: bool) -> float:
+        """The class a device of ``gib`` belongs to: a size just below a tier's lower boundary counts
+        as the boundary, within that tier's ``class_tolerance_gb`` (any size) or, for a detected
+        total, the table's fractional ``real_card_tolerance``."""
+        for tier in self.tiers[1:]:
+            boundary = tier.min_gb
+            slack = max(tier.class_tolerance_gb, boundary * self.real_card_tolerance if detected else 0.0)
+            if boundary - slack - 1e-9 <= gib < boundary:
+                return boundary
+        return gib
+
+    def tier_for(self, gib: float, *, detected: bool = False) -> Tier | None:
+        """The tier for a device of ``gib`` GiB (0 or less: no device, the first tier): the first
+        whose range holds its nominal size. The one placement rule; the table supplies its parameters."""
+        if gib <= 0:
+            return self.tiers[0] if self.tiers else None
+        size = self.nominal_size(gib, detected=detected)
+        return next((tier for tier in self.tiers if tier.contains(size)), None)
 
 
 # --------------------------------------------------------------------------------------------- adjust

@@ -86,9 +86,12 @@ def test_the_clamp_names_the_detected_figure_for_a_real_card(make_manager, detec
     assert "7.80 GiB detected" in resolution.adjusted.warnings[0]
 
 
-@pytest.mark.parametrize(("gib", "asked", "allowed", "recommended"), [(7, "1.7B", "0.6B", "0.6B"), (14, "4B", "0.6B, 1.7B", "1.7B")])
+@pytest.mark.parametrize(("gib", "asked", "allowed", "recommended"), [(7, "1.7B", "0.6B", "0.6B"), (14, "4B", "0.6B, 1.7B", "0.6B"), (20, "4B", "0.6B, 1.7B, 4B", None)])
 def test_an_lm_the_tier_does_not_allow_is_refused_with_the_allowed_list(make_manager, gib, asked, allowed, recommended) -> None:
     adjusted = plan(make_manager, gib, GenerationRequest(lm_model=asked, lm="on")).adjusted
+    if recommended is None:  # allowed: granted as asked, nothing to warn about
+        assert adjusted.lm_model == asked and adjusted.warnings == ()
+        return
     assert adjusted.lm_model == recommended
     assert f"LM {asked} is not allowed" in adjusted.warnings[0]
     assert f"(allowed: {allowed})" in adjusted.warnings[0]
@@ -104,11 +107,24 @@ def test_with_no_lm_allowed_an_asked_for_lm_is_turned_off_with_a_warning(make_ma
     assert resolution.adjusted.duration_s == resolution.tier.max_duration_without_lm_s
 
 
-@pytest.mark.parametrize(("gib", "default_lm"), [(3, None), (5, None), (6, None), (6.01, "0.6B"), (8, "0.6B"), (14, "1.7B"), (20, "4B"), (80, "4B")])
-def test_the_lm_is_off_by_default_at_6_gb_or_less_and_the_largest_allowed_otherwise(make_manager, gib, default_lm) -> None:
-    adjusted = plan(make_manager, gib, GenerationRequest()).adjusted
+@pytest.mark.parametrize(
+    ("gib", "default_lm"),
+    [(3, None), (5, None), (6, None), (6.01, None), (7.99, None), (8, "0.6B"), (14, "0.6B"), (16, "1.7B"), (20, "1.7B"), (24, "4B"), (80, "4B")],
+)
+def test_the_default_lm_follows_the_guides_memory_tips(make_manager, gib, default_lm) -> None:
+    """The guide: < 8 GB DiT only, 8-16 GB the 0.6B LM, > 16 GB the larger ones (1.7B, then 4B)."""
+    resolution = plan(make_manager, gib, GenerationRequest())
+    adjusted = resolution.adjusted
     assert adjusted.lm_model == default_lm
     assert adjusted.warnings == ()  # a default is not a warning
+    if default_lm is not None:
+        chosen = next(c for c in adjusted.changes if c.field == "lm_model")
+        assert f"recommended for {resolution.tier.label}" in chosen.reason and "largest" not in chosen.reason
+
+
+def test_tier_3_loads_the_recommended_lm_when_asked(make_manager) -> None:
+    adjusted = plan(make_manager, 7, GenerationRequest(lm="on")).adjusted
+    assert adjusted.lm_model == "0.6B" and adjusted.warnings == ()
 
 
 def test_a_6_gb_device_gets_the_lm_when_asked(make_manager) -> None:

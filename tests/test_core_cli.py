@@ -100,7 +100,7 @@ def test_plugins_lists_the_installed_builtins_with_their_distributions() -> None
 
 def test_tiers_prints_the_table_rendered_from_the_data(cli) -> None:
     code, out, _ = cli("tiers")
-    table = render_markdown(acestep_core_tiers_default.register_tier_tables())
+    table = render_markdown(acestep_core_tiers_default.default_table())
     assert code == 0 and table in out
 
 

@@ -60,7 +60,7 @@ requests = st.builds(
 )
 
 
-TIER_NAMES = [tier.name for tier in acestep_core_tiers_default.register_tier_tables().tiers]
+TIER_NAMES = [tier.name for tier in acestep_core_tiers_default.default_table().tiers]
 
 
 def resolve_on(reading: MemoryReading, request: GenerationRequest | None = None) -> Resolution:

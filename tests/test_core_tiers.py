@@ -94,14 +94,15 @@ def test_nothing_detected_means_a_cpu_and_says_so(make_manager) -> None:
 # --------------------------------------------------------------------------------------------- table
 def test_default_table_is_the_seed_table_row_for_row() -> None:
     """The Markdown the data renders says what the seed document's table says (in English)."""
-    table = acestep_core_tiers_default.register_tier_tables()
-    assert [_normalise_row(row) for row in _seed_rows()] == [
-        _normalise_row(row) for row in _markdown_rows(render_markdown(table))
-    ]
+    table = acestep_core_tiers_default.default_table()
+    rendered = _markdown_rows(render_markdown(table))
+    assert [_normalise_row(row) for row in _seed_rows()] == [_normalise_row(row[:6]) for row in rendered]
+    # the extra column: the LM `auto` loads, from the document's memory tips
+    assert [row[6] for row in rendered] == ["-", "-", "0.6B (LM off by default)", "0.6B", "0.6B", "1.7B", "4B"]
 
 
 def test_default_table_values() -> None:
-    table = acestep_core_tiers_default.register_tier_tables()
+    table = acestep_core_tiers_default.default_table()
     rows = {
         tier.name: (
             tier.min_gb, tier.max_gb, tier.max_duration_with_lm_s, tier.max_duration_without_lm_s,
@@ -112,13 +113,16 @@ def test_default_table_values() -> None:
     assert rows == {
         "tier1": (0, 4, 180, 180, 1, 1, (), {}, False),
         "tier2": (4, 6, 360, 360, 1, 1, (), {}, False),
-        "tier3": (6, 8, 240, 360, 1, 2, ("0.6B",), {"0.6B": 3}, True),
+        "tier3": (6, 8, 240, 360, 1, 2, ("0.6B",), {"0.6B": 3}, False),
         "tier4": (8, 12, 240, 360, 2, 4, ("0.6B",), {"0.6B": 3}, True),
         "tier5": (12, 16, 240, 360, 2, 4, ("0.6B", "1.7B"), {"0.6B": 3, "1.7B": 8}, True),
         "tier6": (16, 24, 480, 480, 4, 8, ("0.6B", "1.7B", "4B"), {"0.6B": 3, "1.7B": 8, "4B": 12}, True),
         "unlimited": (24, None, 600, 600, 8, 8, ("0.6B", "1.7B", "4B"), {}, True),
     }
     assert table.real_card_tolerance == 0.05
+    assert {t.name: t.recommended_lm for t in table.tiers} == {
+        "tier1": None, "tier2": None, "tier3": "0.6B", "tier4": "0.6B", "tier5": "0.6B", "tier6": "1.7B", "unlimited": "4B",
+    }
     assert all(tier.optimizations == {"flash_attention": True, "cpu_offload": True, "compile": True, "quantization": "int8"} for tier in table.tiers)
 
 

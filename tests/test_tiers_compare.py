@@ -17,18 +17,26 @@ DEFAULT = ROOT / "plugins" / "tiers_default" / "acestep_core_tiers_default" / "t
 EIGHT_TIER = ROOT / "examples" / "tiers_8tier" / "acestep_core_tiers_8tier" / "tiers.toml"
 
 
-def test_default_vs_8tier_differs_exactly_from_16_gb_up() -> None:
+def test_default_vs_8tier_shows_upstreams_april_changes() -> None:
+    """The guide's table against upstream's April 2026 table: longer clips everywhere, upper-inclusive
+    bounds (8 GB is Tier 3 there), 15.5 GB counted as 16 GB, and the 16-24 GB tier split at 20 GB."""
     comparison = compare_tables(load_table(DEFAULT), load_table(EIGHT_TIER))
+    ranges = {(r.from_gb, r.to_gb): r for r in comparison.ranges}
     first = comparison.ranges[0]
-    assert (first.from_gb, first.to_gb, first.tier_a, first.tier_b) == (16.0, 19.75, "tier6", "tier6a")
-    assert first.fields["lm_models"] == (["0.6B", "1.7B", "4B"], ["0.6B", "1.7B"])
-    second = comparison.ranges[1]
-    assert (second.from_gb, second.tier_b) == (20.0, "tier6b")
-    assert second.fields["max_batch_with_lm"] == (4, 8)
-    assert second.fields["optimizations"][1]["cpu_offload"] is False
+    assert (first.from_gb, first.to_gb, first.tier_a, first.tier_b) == (0.0, 4.0, "tier1", "tier1")
+    assert first.fields["max_duration_without_lm_s"] == (180, 360)
+    assert ranges[(8.0, 8.0)].tier_b == "tier3"  # upstream's bounds include their upper end
+    class_16 = ranges[(15.5, 15.75)]
+    assert (class_16.tier_a, class_16.tier_b) == ("tier5", "tier6a")  # 15.5 GB is a 16 GB card upstream
+    split = ranges[(16.0, 19.75)]
+    assert split.tier_b == "tier6a" and split.fields["lm_models"] == (["0.6B", "1.7B", "4B"], ["0.6B", "1.7B"])
+    upper = ranges[(20.0, 23.75)]
+    assert upper.tier_b == "tier6b" and upper.fields["max_batch_with_lm"] == (4, 8)
+    assert upper.fields["optimizations"][1]["cpu_offload"] is False
     cards = {c.from_gb: c for c in comparison.cards}
-    assert all(not cards[gb].fields for gb in (4, 6, 8, 10, 11, 12))
-    assert cards[16].tier_b == "tier6a" and cards[20].tier_b == "tier6b"
+    assert cards[16].tier_b == "tier6a" and cards[20].tier_b == "tier6b" and cards[24].tier_b == "tier6b"
+    assert cards[12].fields["lm_models"] == (["0.6B", "1.7B"], ["0.6B"])  # 12 GB: Tier 5 vs upstream's Tier 4
+    assert cards[24].fields["recommended_lm"] == ("4B", "1.7B")
 
 
 def test_a_table_compared_with_itself_is_identical(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,7 +50,7 @@ def test_compare_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["tiers", "compare", "default", str(EIGHT_TIER), "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["identical"] is False and report["b"]["name"] == "8tier"
-    assert report["ranges"][0]["differences"]["lm_models"] == {"a": ["0.6B", "1.7B", "4B"], "b": ["0.6B", "1.7B"]}
+    assert report["ranges"][0]["differences"]["max_duration_with_lm_s"] == {"a": 180, "b": 240}
     assert [c["from_gb"] for c in report["cards"]] == [4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 80]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 

@@ -44,15 +44,16 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 
     quantization = str(defaults.get("quantization", "none"))
     offload = bool(defaults.get("cpu_offload", False))
+    offload_dit = bool(defaults.get("dit_cpu_offload", offload))
     abilities = Abilities(offload=device.is_accelerator and not device.unified_memory, quantize=device.is_accelerator and device.backend != "mps")
     initial = Choices(
         precision={c: v for c, (v, _) in precision.items()},
         quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
-        offload={c: ("model" if offload and abilities.offload else "none") for c in PHASES},
+        offload={c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES},
         attention=attention.value,
         vae_decode="full",
     )
-    offload_why = _offload_reason(reading, offload, source)
+    offload_why = {c: _offload_reason(reading, offload_dit if c == "dit" else offload, source) for c in PHASES}
     quantization_why = _quantization_reason(reading, quantization, source)
 
     run = run_shape(adjusted, tier)
@@ -66,7 +67,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 
     for component in PHASES:
         value = final.offload[component]
-        settings.append(Setting(f"offload.{component}", value, f"ladder: {taken[f'offload.{component}']}" if f"offload.{component}" in taken else offload_why))
+        settings.append(Setting(f"offload.{component}", value, f"ladder: {taken[f'offload.{component}']}" if f"offload.{component}" in taken else offload_why[component]))
     for component in PHASES:
         value = final.quantization[component]
         why = taken.get(f"quantization.{component}")
@@ -234,5 +235,5 @@ def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
     allocation = tier.lm_memory_gb.get(model)
     if allocation is None:
         return Setting("lm.gpu_memory_ratio", 0.5, f"{tier.label} sets no fixed allocation for the {model} LM: half of the device")
-    ratio = round(min(0.9, allocation / total_gb), 3)
-    return Setting("lm.gpu_memory_ratio", ratio, f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB")
+    ratio = tier.lm_memory_ratio(allocation, total_gb)
+    return Setting("lm.gpu_memory_ratio", ratio, f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the tier's bounds)")

@@ -1,16 +1,23 @@
-"""ACE-Step 1.5's tier table (``tiers.toml``) and the rules that apply any tier table.
+"""ACE-Step 1.5's tier tables and the rules that apply any tier table.
 
-Tier selection. The figure compared is the device's total memory in GiB as the detection plugin
-reports it: NVML's total where NVML answered (the card's full memory, closest to the class it is
-sold as: an H100 80GB reads 79.65 GiB there, 79.2 GiB through torch), else torch's total. Cards
-report less than their class, so a *detected* total within ``real_card_tolerance`` (5%) below a
-tier boundary counts as the boundary: an "8 GB" card reading 7.6-7.9 GiB is an 8 GB card, a 16 GB
-card reading 15.2-16.0 GiB a 16 GB card (the upstream implementation's "≥15.5 GB is 16 GB",
-generalised). Simulated sizes are taken exactly. With no accelerator (CPU) the first tier applies.
+Two tables ship here: ``default`` (``tiers.toml``: the GPU guide, the seed) and ``upstream-2026-02``
+(``upstream-2026-02.toml``: what upstream's ``acestep/gpu_config.py`` of February 2026 actually
+did, value for value, for callers moving onto acestep-core). ``default`` is active unless another
+is chosen by name (``--tiers upstream-2026-02``, ``ACESTEP_CORE_TIERS``).
+
+Tier selection is one rule with the table's parameters. The figure compared is the device's total
+memory in GiB as the detection plugin reports it: NVML's total where NVML answered (the card's full
+memory, closest to the class it is sold as: an H100 80GB reads 79.65 GiB there, 79.2 GiB through
+torch), else torch's total. A size just below a tier's lower boundary counts as the boundary when
+it is within the tier's ``class_tolerance_gb`` (any size, simulated too: upstream's "15.5 GB is a
+16 GB card") or, for a *detected* total, within the table's ``real_card_tolerance`` (5% in
+``default``: an "8 GB" card reading 7.6-7.9 GiB is an 8 GB card). The tier is then the first whose
+range holds the size, each tier's ``max_inclusive`` saying whether its upper bound belongs to it.
+With no accelerator (CPU) the first tier applies.
 
 Requests. Over a limit → clamped to it, with a warning naming the limit, the tier and the memory
 figure. With the LM on, the tier's with-LM limits apply. An LM size the tier does not allow is
-refused and the recommended (largest allowed) size offered; with no LM allowed the LM is turned
+refused and the tier's recommended size (``recommended_lm``) offered; with no LM allowed the LM is turned
 off. The LM stays off unless asked for on tiers whose table says ``lm_default_on = false``, and on
 any device of 6 GB or less (the seed's "≤6GB" note; a 6 GB device is Tier 3 by range, so this is a
 rule on the memory figure, not on the tier).
@@ -37,43 +44,44 @@ from acestep_core.optimize import plan_settings
 from acestep_core.vocabulary import MIN_DURATION_S
 
 TABLE_FILE = "tiers.toml"
+UPSTREAM_TABLE_FILE = "upstream-2026-02.toml"
 LM_OFF_BY_DEFAULT_UP_TO_GB = 6.0
 """The seed: "VRAM ≤6GB: the LM is not initialised by default, to keep memory for the DiT". This
 holds on any tier (a 6 GB device is in Tier 3 by range), so it is a rule here, not a table field."""
 
 
 @hookimpl
-def register_tier_tables() -> TierTable:
-    return default_table()
+def register_tier_tables() -> list[TierTable]:
+    return [default_table(), upstream_table()]
 
 
 @functools.cache
-def default_table() -> TierTable:
-    """``tiers.toml``, parsed and validated once per process (the record is frozen, so sharing is safe).
+def _table(file: str) -> TierTable:
+    """A shipped table, parsed and validated once per process (the record is frozen, so sharing is safe).
 
     Read beside this module rather than through :mod:`importlib.resources`, whose import (tempfile,
     zipfile) would cost every start-up more than reading the table does; pip installs packages unzipped."""
-    text = (Path(__file__).parent / TABLE_FILE).read_text(encoding="utf-8")
-    return parse_table(text, source=f"{__name__}/{TABLE_FILE}")
+    text = (Path(__file__).parent / file).read_text(encoding="utf-8")
+    return parse_table(text, source=f"{__name__}/{file}")
+
+
+def default_table() -> TierTable:
+    """``default``: the GPU guide's table."""
+    return _table(TABLE_FILE)
+
+
+def upstream_table() -> TierTable:
+    """``upstream-2026-02``: upstream's February 2026 code, value for value."""
+    return _table(UPSTREAM_TABLE_FILE)
 
 
 @hookimpl(trylast=True)
 def select_tier(reading: MemoryReading, table: TierTable) -> Tier | None:
+    """:meth:`TierTable.tier_for` (the rule above): a simulated size is taken as given."""
     device = reading.device
     if device.total_bytes is None or device.total_bytes <= 0:
         return table.tiers[0]
-    gib = device.total_bytes / GIB
-    if not device.simulated:
-        gib = nominal_size(gib, table)
-    return next((tier for tier in table.tiers if tier.contains(gib)), None)
-
-
-def nominal_size(gib: float, table: TierTable) -> float:
-    """The class a real card belongs to: a total just below a boundary counts as the boundary."""
-    for boundary in table.boundaries():
-        if boundary * (1 - table.real_card_tolerance) - 1e-9 <= gib < boundary:
-            return boundary
-    return gib
+    return table.tier_for(device.total_bytes / GIB, detected=not device.simulated)
 
 
 @hookimpl(trylast=True)
@@ -123,7 +131,7 @@ def _choose_lm(request: GenerationRequest, tier: Tier, reading: MemoryReading, w
             changes.append(Adjustment("lm_model", request.lm_model or "on", None, f"{where} allows no LM; the LM is turned off"))
         return None
     if request.lm_model is None:
-        changes.append(Adjustment("lm_model", None, tier.recommended_lm, f"no LM size given: using {tier.recommended_lm}, the largest {where} allows", warning=False))
+        changes.append(Adjustment("lm_model", None, tier.recommended_lm, f"no LM size given: using {tier.recommended_lm}, recommended for {tier.label}", warning=False))
         return tier.recommended_lm
     if request.lm_model not in tier.lm_models:
         allowed = ", ".join(tier.lm_models)
