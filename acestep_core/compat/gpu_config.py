@@ -123,7 +123,7 @@ def _reading_for(gpu_memory_gb: float, environ: dict[str, str]) -> MemoryReading
     """The device a caller's figure stands for (see the module's docstring)."""
     detected = _detected(environ)
     device = detected.device
-    if device.total_bytes and abs(device.total_bytes / GIB - gpu_memory_gb) < 1e-9:
+    if device.is_accelerator and device.total_bytes and _gib(detected) == gpu_memory_gb:
         return detected
     if gpu_memory_gb <= 0:
         return MemoryReading(device=CPU)
@@ -153,8 +153,10 @@ def _resolve(gpu_memory_gb: float | None, request: GenerationRequest | None = No
 
 
 def _gib(reading: MemoryReading) -> float:
+    """GiB to a millionth: readings are whole bytes, so ``MAX_CUDA_VRAM=7.99`` reads 7.98999999929;
+    upstream callers get back the 7.99 they set."""
     total = reading.device.total_bytes
-    return total / GIB if reading.device.is_accelerator and total else 0.0
+    return round(total / GIB, 6) if reading.device.is_accelerator and total else 0.0
 
 
 def _active_table() -> TierTable:
@@ -225,7 +227,10 @@ def get_gpu_config_for_tier(tier: str) -> GPUConfig:
         inside = (chosen.min_gb + chosen.max_gb) / 2
     resolution, _gb = _resolve(inside)
     if resolution.tier.name != chosen.name:
-        raise RuntimeError(f"{inside:g} GB was placed in {resolution.tier.name}, not {chosen.name}: the tier plugin disagrees with table {table.name!r}")
+        raise RuntimeError(
+            f"{inside:g} GB was placed in {resolution.tier.name}, not {chosen.name}: "
+            f"the tier plugin disagrees with table {table.name!r}"
+        )
     return _config(resolution, get_gpu_memory_gb())
 
 
@@ -311,7 +316,8 @@ def print_gpu_config_info(gpu_config: GPUConfig) -> None:
         f"  - GPU Memory: {gpu_config.gpu_memory_gb:.1f} GB",
         f"  - Tier: {gpu_config.tier}",
         f"  - Max Duration (with LM): {gpu_config.max_duration_with_lm}s ({gpu_config.max_duration_with_lm // 60} min)",
-        f"  - Max Duration (without LM): {gpu_config.max_duration_without_lm}s ({gpu_config.max_duration_without_lm // 60} min)",
+        f"  - Max Duration (without LM): {gpu_config.max_duration_without_lm}s "
+        f"({gpu_config.max_duration_without_lm // 60} min)",
         f"  - Max Batch Size (with LM): {gpu_config.max_batch_size_with_lm}",
         f"  - Max Batch Size (without LM): {gpu_config.max_batch_size_without_lm}",
         f"  - Init LM by Default: {gpu_config.init_lm_default}",
@@ -319,7 +325,9 @@ def print_gpu_config_info(gpu_config: GPUConfig) -> None:
         f"  - Recommended LM Model: {get_recommended_lm_model(gpu_config) or 'None'}",
     ]
     if gpu_config.decided_by:
-        lines.append(f"  - Decided by: table {gpu_config.decided_by.get('table')!r}, {gpu_config.decided_by.get('tier')}")
+        lines.append(
+            f"  - Decided by: table {gpu_config.decided_by.get('table')!r}, {gpu_config.decided_by.get('tier')}"
+        )
     for line in lines:
         logger.info(line)
 

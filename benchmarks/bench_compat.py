@@ -1,0 +1,98 @@
+"""Cost of the gpu_config compat API in a cold process, against a cold ``python -c pass``.
+
+Runs, alternately, ``MAX_CUDA_VRAM=8 python -c "from acestep_core.compat.gpu_config import
+get_gpu_config; print(get_gpu_config())"`` and ``python -c pass``, each in a fresh process, and
+prints the medians and their ratio. Upstream's own ``acestep/gpu_config.py`` costs about 3.7x
+``python -c pass`` (issue #13: it imports loguru); the goal is to cost less than that.
+
+    .venv/bin/python benchmarks/bench_compat.py              # 7 runs each
+    .venv/bin/python benchmarks/bench_compat.py --runs 11 --json
+    .venv/bin/python benchmarks/bench_compat.py --tiers upstream-2026-02
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+UPSTREAM_RATIO = 3.7
+COMPAT_CODE = "from acestep_core.compat.gpu_config import get_gpu_config; print(get_gpu_config())"
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    completed = subprocess.run(command, env=env, capture_output=True)
+    elapsed = time.perf_counter() - start
+    if completed.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7, help="cold processes of each kind (at least 7; default 7)")
+    parser.add_argument("--tiers", default=None, help="the tier table to use (ACESTEP_CORE_TIERS); default: default")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    if args.runs < 7:
+        parser.error("--runs must be 7 or more")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
+    compat_env = env | {"MAX_CUDA_VRAM": "8"} | ({"ACESTEP_CORE_TIERS": args.tiers} if args.tiers else {})
+    compat_command = [sys.executable, "-c", COMPAT_CODE]
+    pass_command = [sys.executable, "-c", "pass"]
+
+    # one of each first, untimed: the first run after an install pays for .pyc compilation
+    timed(compat_command, compat_env)
+    timed(pass_command, env)
+    compat_s: list[float] = []
+    pass_s: list[float] = []
+    for _ in range(args.runs):
+        compat_s.append(timed(compat_command, compat_env))
+        pass_s.append(timed(pass_command, env))
+
+    compat_median = statistics.median(compat_s)
+    pass_median = statistics.median(pass_s)
+    ratio = compat_median / pass_median
+    figures = {
+        "runs": args.runs,
+        "tiers": args.tiers or "default",
+        "compat_command": f'MAX_CUDA_VRAM=8 python -c "{COMPAT_CODE}"',
+        "compat_s": [round(t, 4) for t in compat_s],
+        "compat_median_s": round(compat_median, 4),
+        "pass_s": [round(t, 4) for t in pass_s],
+        "pass_median_s": round(pass_median, 4),
+        "ratio": round(ratio, 2),
+        "upstream_ratio": UPSTREAM_RATIO,
+        "cheaper_than_upstream": ratio < UPSTREAM_RATIO,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"cold process, {args.runs} runs each (wall clock, interpreter start included), table {figures['tiers']}")
+        print(
+            f"  compat get_gpu_config() under MAX_CUDA_VRAM=8   median {compat_median * 1000:7.1f} ms   runs {_ms(compat_s)}"
+        )
+        print(
+            f"  python -c pass                                  median {pass_median * 1000:7.1f} ms   runs {_ms(pass_s)}"
+        )
+        verdict = "cheaper" if ratio < UPSTREAM_RATIO else "NOT cheaper"
+        print(
+            f"  ratio (compat / pass)                           {ratio:7.2f}x  (upstream's module ~{UPSTREAM_RATIO:g}x: {verdict})"
+        )
+    return 0
+
+
+def _ms(times: list[float]) -> str:
+    return " ".join(f"{t * 1000:.0f}" for t in times)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
