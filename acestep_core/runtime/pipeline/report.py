@@ -27,7 +27,11 @@ def decision_lines(resolution: Resolution) -> list[str]:
         f"tier: {tier.label} ({tier.vram_label()}) from table {resolution.table!r} "
         f"[{resolution.decided_by('select_tier')}]"
     ]
-    lines += [f"clamp: {change.reason} [{change.plugin}]" for change in resolution.adjusted.changes]
+    # a quiet default (the tier's recommended LM) is not a clamp: only warnings are
+    lines += [
+        f"{'clamp' if change.warning else 'default'}: {change.reason} [{change.plugin}]"
+        for change in resolution.adjusted.changes
+    ]
     lines += [f"override: {o.key} = {o.value!r} (the tier gave {o.default!r})" for o in resolution.overrides]
     for key in _PLAN_LINES:
         if key in resolution.plan:
