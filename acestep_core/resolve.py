@@ -186,8 +186,10 @@ def resolve(
 
     if reading is None:
         reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
-    else:
+    elif is_valid_reading(reading):
         detector, detect_problems = "caller", ()
+    else:
+        raise ValueError(f"reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not {reading!r:.120}")
     problems += detect_problems
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
 

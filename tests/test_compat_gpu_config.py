@@ -377,3 +377,12 @@ def test_the_two_line_alias_serves_upstream_imports(tmp_path: Path) -> None:
     )
     result = json.loads(out.stdout.splitlines()[-1])
     assert result == {"tier": "tier4", "offload": True, "same": True, "record": True, "ok": False}
+
+
+def test_resolve_refuses_a_given_reading_no_tier_could_come_from() -> None:
+    broken = device_reading(8, simulated=True)
+    broken = type(broken)(device=type(broken.device)(backend="cuda", name="bad", total_bytes=-1))
+    with pytest.raises(ValueError, match="positive integer total_bytes"):
+        resolve(reading=broken)
+    decided = resolve(reading=device_reading(8, simulated=True))
+    assert decided.decided_by("detect_memory") == "caller" and decided.tier.name == "tier4"
