@@ -279,7 +279,7 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
     if not isinstance(row, Mapping):
         problems.append(TableProblem(f"tiers[{position}]", None, "is not a table", "write it as a [[tiers]] block"))
         return None
-    name = row.get("name") if isinstance(row.get("name"), str) else f"tiers[{position}]"
+    name: str = row["name"] if isinstance(row.get("name"), str) else f"tiers[{position}]"
     before = len(problems)
     _check_keys(row, _TIER_KEYS, required=set(_TIER_KEYS) - _OPTIONAL_TIER_KEYS, tier=name, problems=problems)
     models = row.get("lm_models", [])

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,10 +365,14 @@ def _tier_labels() -> dict[str, str]:
     return {tier.name: f"{tier.name} ({tier.vram_label()})" for tier in _active_table().tiers}
 
 
-_COMPUTED = {
+def _tier_choices() -> list[tuple[str, str]]:
+    return list(_tier_labels().items())
+
+
+_COMPUTED: dict[str, Callable[[], Any]] = {
     "VRAM_16GB_MIN_GB": _vram_16gb_min_gb,
     "GPU_TIER_LABELS": _tier_labels,
-    "GPU_TIER_CHOICES": lambda: list(_tier_labels().items()),
+    "GPU_TIER_CHOICES": _tier_choices,
 }
 
 
