@@ -27,7 +27,7 @@ DUPLICATES = {
     "SAMPLE_RATE": r"^\s*SAMPLE_RATE\s*(:[^=]*)?=",
     "VAE_HOP": r"^\s*VAE_HOP\s*(:[^=]*)?=",
     "LATENT_RATE_HZ": r"^\s*LATENT_RATE_HZ\s*(:[^=]*)?=",
-    "component tuples": r"^\s*(PHASES|COMPONENTS)\s*(:[^=]*)?=\s*\(",
+    "component tuples": r"^\s*(PHASES|COMPONENTS|COMPONENT_KINDS)\s*(:[^=]*)?=\s*\(",
     "LM sizes": r"^\s*LM_SIZES\s*(:[^=]*)?=",
     "duration bounds": r"^\s*M(IN|AX)_DURATION_S\s*(:[^=]*)?=",
     "CUDA context": r"(808\s*\*\s*MIB|CONTEXT_GB\s*=\s*0\.8)",

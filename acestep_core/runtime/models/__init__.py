@@ -24,13 +24,13 @@ from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
-from acestep_core.vocabulary import CODES_PER_SECOND, LATENT_RATE_HZ, SAMPLE_RATE, VAE_HOP
+from acestep_core.vocabulary import CODES_PER_SECOND, COMPONENTS, LATENT_RATE_HZ, SAMPLE_RATE, VAE_HOP
 
 LATENT_CHANNELS = 64
 
 LM_BUILD_SIZES: tuple[str, ...] = ("tiny", "0.6B", "1.7B", "4B")
 COMPONENT_BUILD_SIZES: tuple[str, ...] = ("tiny", "real")
-COMPONENT_KINDS: tuple[str, ...] = ("lm", "dit", "vae", "text_encoder")
+COMPONENT_KINDS: tuple[str, ...] = COMPONENTS
 
 
 def latent_frames(duration_s: float) -> int:
