@@ -8,6 +8,7 @@ prints the medians and their ratio. Upstream's own ``acestep/gpu_config.py`` cos
     .venv/bin/python benchmarks/bench_compat.py              # 7 runs each
     .venv/bin/python benchmarks/bench_compat.py --runs 11 --json
     .venv/bin/python benchmarks/bench_compat.py --tiers upstream-2026-02
+    .venv/bin/python benchmarks/bench_compat.py --breakdown  # where a cold call spends its time
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ import time
 
 UPSTREAM_RATIO = 3.7
 COMPAT_CODE = "from acestep_core.compat.gpu_config import get_gpu_config; print(get_gpu_config())"
+BREAKDOWN_CODE = """
+import json, time
+t0 = time.perf_counter()
+import acestep_core
+t1 = time.perf_counter()
+from acestep_core.compat.gpu_config import get_gpu_config
+t2 = time.perf_counter()
+from acestep_core.plugins import get_plugin_manager
+get_plugin_manager()
+t3 = time.perf_counter()
+get_gpu_config()
+t4 = time.perf_counter()
+print(json.dumps({"import acestep_core": t1 - t0, "import compat": t2 - t1,
+                  "load plugins": t3 - t2, "first get_gpu_config()": t4 - t3}))
+"""
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -38,6 +54,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="cold processes of each kind (at least 7; default 7)")
     parser.add_argument("--tiers", default=None, help="the tier table to use (ACESTEP_CORE_TIERS); default: default")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--breakdown", action="store_true", help="also time each step inside the cold process")
     args = parser.parse_args()
     if args.runs < 7:
         parser.error("--runs must be 7 or more")
@@ -56,6 +73,14 @@ def main() -> int:
         compat_s.append(timed(compat_command, compat_env))
         pass_s.append(timed(pass_command, env))
 
+    steps: dict[str, list[float]] = {}
+    if args.breakdown:
+        for _ in range(args.runs):
+            out = subprocess.run(
+                [sys.executable, "-c", BREAKDOWN_CODE], env=compat_env, capture_output=True, check=True
+            )
+            for step, seconds in json.loads(out.stdout).items():
+                steps.setdefault(step, []).append(seconds)
     compat_median = statistics.median(compat_s)
     pass_median = statistics.median(pass_s)
     ratio = compat_median / pass_median
@@ -70,6 +95,7 @@ def main() -> int:
         "ratio": round(ratio, 2),
         "upstream_ratio": UPSTREAM_RATIO,
         "cheaper_than_upstream": ratio < UPSTREAM_RATIO,
+        "breakdown_median_s": {step: round(statistics.median(times), 4) for step, times in steps.items()},
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
@@ -87,6 +113,8 @@ def main() -> int:
         print(
             f"  ratio (compat / pass)                           {ratio:7.2f}x  (upstream's module ~{UPSTREAM_RATIO:g}x: {verdict})"
         )
+        for step, times in steps.items():
+            print(f"    {step:<45} median {statistics.median(times) * 1000:7.1f} ms")
     return 0
 
 

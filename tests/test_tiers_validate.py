@@ -40,6 +40,15 @@ BROKEN: dict[str, tuple[str, str, str]] = {
     "no tiers": ('[table]\nname = "x"\n', "tiers", "no [[tiers]]"),
     "tiers not tables": ('tiers = [1, 2]\n[table]\nname = "x"\n', "tiers[0]", "is not a table"),
     "nan size": (edit("min_gb = 8\n", "min_gb = nan\n"), "tier4.min_gb", "finite"),
+    "recommended LM not allowed": (edit('max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "0.6B"', 'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "1.7B"'), "tier4.recommended_lm", "not among this tier's lm_models"),
+    "recommended LM on a tier with none": (edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nrecommended_lm = "0.6B"'), "tier2.recommended_lm", "not among"),
+    "tier id with a space": (edit('name = "tier2"', 'name = "tier 2"'), "tier 2.name", "not a stable id"),
+    "class tolerance on the first tier": (edit('name = "tier1"\nlabel = "Tier 1"', 'name = "tier1"\nlabel = "Tier 1"\nclass_tolerance_gb = 0.5'), "tier1.class_tolerance_gb", "no lower boundary"),
+    "class tolerance past the tier below": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nclass_tolerance_gb = 4'), "tier6.class_tolerance_gb", "whole range"),
+    "class tolerance below an included bound": (edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nclass_tolerance_gb = 0.5'), "tier2.class_tolerance_gb", "includes 4"),
+    "ratio steps out of order": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = [[24, 0.2], [0, 0.1]]'), "tier6.lm_memory_ratio_min", "ascend"),
+    "ratio floor above ceiling": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = 0.5\nlm_memory_ratio_max = 0.4'), "tier6.lm_memory_ratio_min", "above the ceiling"),
+    "inclusive unbounded tier": (edit('name = "unlimited"\nlabel = "Unlimited"', 'name = "unlimited"\nlabel = "Unlimited"\nmax_inclusive = true'), "unlimited.max_inclusive", "no upper bound"),
 }
 
 
@@ -99,3 +108,17 @@ def test_no_mutation_of_a_table_crashes_the_validator(data: st.DataObject) -> No
         parse_table("\n".join(lines))
     except TableError as error:
         assert error.problems and all(p.message and p.fix for p in error.problems)
+
+
+@pytest.mark.parametrize("path", [DEFAULT, DEFAULT.with_name("upstream-2026-02.toml"), EIGHT_TIER])
+def test_shipped_tables_round_trip_with_their_new_fields(path: Path) -> None:
+    """recommended_lm, class_tolerance_gb, the LM ratio bounds and monotone_limits survive writing
+    and re-reading, and validation of a table built in code."""
+    from dataclasses import replace
+
+    from acestep_core.tables import validate_table
+
+    table = load_table(path)
+    again = parse_table(table_to_toml(table), source=table.source)
+    assert again == table
+    assert replace(validate_table(table), source=table.source) == table

@@ -40,12 +40,11 @@ other April constants; upstream's hard VRAM cap under ``MAX_CUDA_VRAM``
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acestep_core.plugins import get_plugin_manager
 from acestep_core.resolve import TIERS_ENV, available_tables, choose_table, detect, resolve
@@ -60,6 +59,9 @@ from acestep_core.types import (
     Resolution,
     TierTable,
 )
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = [
     "GPUConfig",
@@ -82,7 +84,14 @@ LM_PREFIX = "acestep-5Hz-lm-"
 """Upstream's LM model names: ``acestep-5Hz-lm-<size>``."""
 DEBUG_MAX_CUDA_VRAM_ENV = "MAX_CUDA_VRAM"
 DEBUG_MAX_MPS_VRAM_ENV = "MAX_MPS_VRAM"
-logger = logging.getLogger(__name__)
+
+
+def _logger() -> logging.Logger:
+    """This module's logger; :mod:`logging` is imported on the first message, not at start-up
+    (it costs a cold process more than this module's own import)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,7 +125,7 @@ def _environ() -> dict[str, str]:
 def _detected(environ: dict[str, str]) -> MemoryReading:
     reading, _plugin, problems = detect(get_plugin_manager(), DetectOptions(environ=environ))
     for problem in problems:
-        logger.warning(problem.message())
+        _logger().warning(problem.message())
     return reading
 
 
@@ -194,7 +203,7 @@ def get_gpu_memory_gb() -> float:
     environment changes."""
     reading = _detected(_environ())
     for note in reading.notes:
-        logger.warning(note)
+        _logger().warning(note)
     return _gib(reading)
 
 
@@ -218,7 +227,7 @@ def get_gpu_config_for_tier(tier: str) -> GPUConfig:
     try:
         chosen = table.tier(tier)
     except KeyError:
-        logger.warning(f"Unknown tier '{tier}', falling back to auto-detected config")
+        _logger().warning(f"Unknown tier '{tier}', falling back to auto-detected config")
         return get_gpu_config()
     if chosen.max_gb is None:
         inside = chosen.min_gb + 1
@@ -330,7 +339,7 @@ def print_gpu_config_info(gpu_config: GPUConfig) -> None:
             f"  - Decided by: table {gpu_config.decided_by.get('table')!r}, {gpu_config.decided_by.get('tier')}"
         )
     for line in lines:
-        logger.info(line)
+        _logger().info(line)
 
 
 _global_config: GPUConfig | None = None
