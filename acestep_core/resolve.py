@@ -167,7 +167,8 @@ def resolve(
     :param manager: the plugin manager (default: the process-wide one).
     :param redetect: ignore the cached reading.
     :param reading: decide for this reading instead of detecting (a "what if" for another device:
-        the compat API's ``get_gpu_config(gb)``, a UI's tier preview); recorded as given by the caller.
+        the compat API's ``get_gpu_config(gb)``, a UI's tier preview, a fleet's router deciding for a
+        replica's card); recorded as given by the caller.
     :raises ResolutionError: when no decision can be made at all.
     """
     environ = os.environ if environ is None else environ

@@ -1,0 +1,219 @@
+"""Which card of a fleet should run a request: the routing rule, as a pure function.
+
+A fleet is a set of **classes**: the replicas whose cards fall in one tier, described by one of their
+readings (the smallest card's). For each class, :func:`route` asks the plugin system what the request
+becomes there (:func:`acestep_core.resolve` with the class's reading: the same tier, clamps and plan
+the replica itself will compute) and picks:
+
+1. the **smallest** class that runs the request **unclamped** (no clamp, no lowered plan), so that big
+   cards stay free for the requests only they can run; between equally small classes, the one with
+   the least load per running replica;
+2. if no class runs it unclamped, the **largest** class, and the clamps it applies are reported.
+
+Classes with no running replica are skipped; a class whose plan refuses the request (nothing fits
+even after every memory-saving step) cannot take it. No running replica anywhere is
+:class:`NoReplicaError` (a server answers 503); replicas running but none able to run the request is
+:class:`UnrunnableError` (422). Ray Serve only executes this rule (``acestep_core.runtime.fleet``);
+anything else can call it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from acestep_core.plugins import PluginManager
+from acestep_core.resolve import resolve
+from acestep_core.types import GIB, GenerationRequest, MemoryReading, Overrides, Resolution, to_jsonable
+
+
+class NoReplicaError(RuntimeError):
+    """No class of the fleet has a running replica. The message lists each class's state."""
+
+
+class UnrunnableError(RuntimeError):
+    """Replicas are running, but every one of their plans refuses the request. The message says why."""
+
+
+@dataclass(frozen=True)
+class FleetClass:
+    """One tier class of a fleet: its name (the deployment's), a reading of its cards, and its load."""
+
+    name: str
+    reading: MemoryReading
+    """A device of the class; with several card sizes in one tier, the smallest (the conservative one)."""
+    replicas: int = 1
+    """Replicas running now; 0 = the class is down and is skipped."""
+    in_flight: int = 0
+    """Requests the class is serving now (the tie-break between equally small classes)."""
+
+    @property
+    def memory_bytes(self) -> int:
+        """The class's size for ordering: the device's total memory (0 for a CPU)."""
+        return self.reading.device.total_bytes or 0
+
+    @property
+    def load(self) -> float:
+        return self.in_flight / self.replicas if self.replicas > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class ClassVerdict:
+    """What one class would do with the request."""
+
+    name: str
+    memory_gib: float | None
+    replicas: int
+    in_flight: int
+    tier: str | None = None
+    """The tier's label, e.g. ``Tier 4``; None for a class that is down (not resolved)."""
+    duration_s: float | None = None
+    batch_size: int | None = None
+    lm_model: str | None = None
+    clamps: tuple[str, ...] = ()
+    """Every clamp the class applies: the adjusted request's warnings, then the plan's lowerings."""
+    refused: str | None = None
+    """Why the class's plan refuses the request (nothing fits), or None."""
+
+    @property
+    def down(self) -> bool:
+        return self.replicas <= 0
+
+    @property
+    def can_run(self) -> bool:
+        return not self.down and self.refused is None
+
+    @property
+    def unclamped(self) -> bool:
+        return self.can_run and not self.clamps
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where a request goes, why, and what every class would have done with it."""
+
+    target: str
+    """The chosen class's name."""
+    tier: str
+    clamped: bool
+    clamps: tuple[str, ...]
+    reason: str
+    verdicts: tuple[ClassVerdict, ...]
+    resolution: Resolution
+    """The chosen class's resolution, as the router computed it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "tier": self.tier,
+            "clamped": self.clamped,
+            "clamps": list(self.clamps),
+            "reason": self.reason,
+            "classes": [to_jsonable(v) | {"unclamped": v.unclamped, "down": v.down} for v in self.verdicts],
+        }
+
+
+def clamps_of(resolution: Resolution) -> tuple[str, ...]:
+    """What a resolution takes away from the request: clamps and refusals of ``adjust_request``, and
+    the plan's warnings (a batch or duration the memory ladder lowered). Reading notes and plugin
+    problems are not clamps."""
+    return resolution.adjusted.warnings + tuple(s.reason for s in resolution.plan if s.warning)
+
+
+def route(
+    request: GenerationRequest,
+    classes: Sequence[FleetClass],
+    *,
+    overrides: Overrides | None = None,
+    tiers: str | None = None,
+    manager: PluginManager | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RouteDecision:
+    """The class that should run ``request`` (see the module's docstring for the rule).
+
+    :param classes: the fleet; a class with ``replicas == 0`` is skipped.
+    :param overrides, tiers, manager, environ: as for :func:`acestep_core.resolve`; the same values the
+        replicas resolve with, so that the router's answer is the replica's.
+    :raises NoReplicaError: no class has a running replica.
+    :raises UnrunnableError: every running class's plan refuses the request.
+    """
+    if not classes:
+        raise NoReplicaError("the fleet has no replica classes")
+    verdicts: list[ClassVerdict] = []
+    resolutions: dict[str, Resolution] = {}
+    for fleet_class in classes:
+        if fleet_class.replicas <= 0:
+            verdicts.append(_verdict(fleet_class))
+            continue
+        resolution = resolve(
+            request, overrides=overrides, tiers=tiers, manager=manager, environ=environ, reading=fleet_class.reading
+        )
+        resolutions[fleet_class.name] = resolution
+        verdicts.append(_verdict(fleet_class, resolution))
+    by_name = {c.name: c for c in classes}
+    runnable = [v for v in verdicts if v.can_run]
+    if not runnable:
+        states = "; ".join(_state(v) for v in verdicts)
+        if all(v.down for v in verdicts):
+            raise NoReplicaError(f"no replica is running in any class ({states})")
+        raise UnrunnableError(f"no running class can run this request ({states})")
+    unclamped = [v for v in runnable if v.unclamped]
+    asked = _describe(request.duration_s, request.batch_size)
+    if unclamped:
+        chosen = min(unclamped, key=lambda v: (by_name[v.name].memory_bytes, by_name[v.name].load, v.name))
+        reason = f"{chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}) is the smallest class that runs {asked} unclamped"
+    else:
+        chosen = max(runnable, key=lambda v: (by_name[v.name].memory_bytes, -by_name[v.name].load))
+        granted = _describe(chosen.duration_s, chosen.batch_size or 0)
+        reason = f"no class runs {asked} unclamped; {chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}), the largest, runs {granted}"
+    return RouteDecision(
+        target=chosen.name,
+        tier=chosen.tier or "",
+        clamped=bool(chosen.clamps),
+        clamps=chosen.clamps,
+        reason=reason,
+        verdicts=tuple(verdicts),
+        resolution=resolutions[chosen.name],
+    )
+
+
+def _verdict(fleet_class: FleetClass, resolution: Resolution | None = None) -> ClassVerdict:
+    total = fleet_class.reading.device.total_bytes
+    base = ClassVerdict(
+        name=fleet_class.name,
+        memory_gib=None if total is None else round(total / GIB, 2),
+        replicas=fleet_class.replicas,
+        in_flight=fleet_class.in_flight,
+    )
+    if resolution is None:
+        return base
+    refusal = resolution.plan["ladder.refused"].reason if resolution.plan.value("ladder.refused") else None
+    adjusted = resolution.adjusted
+    return dataclasses.replace(
+        base,
+        tier=resolution.tier.label,
+        duration_s=adjusted.duration_s,
+        batch_size=adjusted.batch_size,
+        lm_model=adjusted.lm_model,
+        clamps=clamps_of(resolution),
+        refused=refusal,
+    )
+
+
+def _state(verdict: ClassVerdict) -> str:
+    if verdict.down:
+        return f"{verdict.name}: no replica running"
+    if verdict.refused:
+        return f"{verdict.name}: {verdict.refused}"
+    return f"{verdict.name}: can run it"
+
+
+def _describe(duration_s: float | None, batch_size: int) -> str:
+    duration = "the LM's choice of duration" if duration_s is None else f"{duration_s:g} s"
+    return f"{duration} × {batch_size}"
+
+
+def _gib(gib: float | None) -> str:
+    return "CPU" if gib is None else f"{gib:g} GiB"
