@@ -49,9 +49,13 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2."""
 
 
-OPTIONAL_COMMAND_MODULES = ("acestep_core.runtime.cli.generate", "acestep_core.runtime.cli.calibrate")
+OPTIONAL_COMMAND_MODULES = (
+    "acestep_core.runtime.cli.generate",
+    "acestep_core.runtime.cli.calibrate",
+    "acestep_core.runtime.fleet.cli",
+)
 """Command modules outside the deciding core (running, serving): each adds its command with
-``add_parser(subparsers)`` and imports what it drives only when its command runs."""
+``add_parser(subparsers)`` and imports what it drives (torch, Ray) only when its command runs."""
 
 CORE_COMMANDS = ("info", "plan", "tiers", "plugins")
 """Commands that must start fast and import neither torch nor NVML: when one of them is asked for,

@@ -9,5 +9,6 @@ imports the core and torch, at the top of its modules:
 - :mod:`.decoding`: the LM's duration constraint (a transformers logits processor);
 - :mod:`.pipeline`: the reference pipeline, one module per phase;
 - :mod:`.calibrate`: measure a device and write a tier table;
-- :mod:`.cli`: the ``generate`` and ``calibrate`` commands.
+- :mod:`.cli`: the ``generate`` and ``calibrate`` commands;
+- :mod:`.fleet`: a GPU fleet on Ray (the ``fleet`` extra): ``fleet scan`` and ``fleet serve``.
 """
