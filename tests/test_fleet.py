@@ -135,6 +135,22 @@ def test_a_node_whose_detection_fails_is_listed_with_its_error(cluster: str) -> 
     assert all("no tier table named 'no-such-table'" in d.error for d in result.devices)
 
 
+def test_gpu_less_nodes_are_cpu_workers_and_an_unreachable_node_is_listed_with_its_error(
+    cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    without_gpus = [dict(n, Resources={k: v for k, v in n["Resources"].items() if k != "GPU"}) for n in alive]
+    ghost = dict(without_gpus[0], NodeID="ab" * 28, NodeManagerAddress="127.0.0.9")
+    monkeypatch.setattr(ray, "nodes", lambda: [*without_gpus, ghost])
+    result = scan(timeout_s=20)
+    by_node = {d.node_id: d for d in result.devices}
+    worker, missing = by_node[alive[0]["NodeID"]], by_node[ghost["NodeID"]]
+    assert worker.kind == "cpu" and worker.error is None and worker.reading.device.backend == "cpu"
+    assert worker.tier == "tier1", "a CPU gets the first tier"
+    assert missing.kind == "cpu" and missing.error and missing.reading is None
+    assert len(result.failed) == 1
+
+
 # --------------------------------------------------------------------------------------------- routing
 def test_600_s_by_8_reaches_the_24_gb_class_unclamped(mixed: str) -> None:
     status, body = post(mixed, {"duration_s": 600, "batch_size": 8, "plan_only": True})
@@ -166,11 +182,11 @@ def test_a_replica_killed_mid_request_is_retried_once_elsewhere(mixed: str) -> N
     victim = handle.describe.remote().result(timeout_s=BOUND_S)
     answer: dict[str, Any] = {}
     thread = threading.Thread(
-        target=lambda: answer.update(zip(("status", "body"), post(mixed, {"duration_s": 30, "steps": 1}), strict=True))
+        target=lambda: answer.update(zip(("status", "body"), post(mixed, {"duration_s": 20, "steps": 1}), strict=True))
     )
     thread.start()
     deadline = time.monotonic() + BOUND_S
-    while not handle.describe.remote().result(timeout_s=BOUND_S)["in_flight"]:
+    while not handle.describe.remote().result(timeout_s=BOUND_S)["generating"]:
         assert time.monotonic() < deadline and thread.is_alive(), "the request never started on the 8 GB replica"
         time.sleep(0.2)
     ray.kill(ray.get_actor(victim["actor"], namespace="serve"), no_restart=False)

@@ -125,42 +125,48 @@ def scan(
     """Detect every GPU (one task each) and every GPU-less node of the cluster."""
     started = time.perf_counter()
     cluster = connect(address, simulate=simulate)
-    pending: list[tuple[ray.ObjectRef, FleetDevice]] = []
+    planned: list[tuple[FleetDevice, dict[str, Any]]] = []
     sizes = list(simulate)
     for node in sorted((n for n in ray.nodes() if n.get("Alive")), key=lambda n: n["NodeManagerAddress"]):
-        node_id, node_ip = node["NodeID"], node["NodeManagerAddress"]
-        gpus = int(node.get("Resources", {}).get("GPU", 0))
-        placement = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-        accelerator = next(
-            (k.partition(":")[2] for k in node.get("Resources", {}) if k.startswith("accelerator_type:")), None
-        )
+        node_id, node_ip, resources = node["NodeID"], node["NodeManagerAddress"], node.get("Resources", {})
+        gpus = int(resources.get("GPU", 0))
+        accelerator = next((k.partition(":")[2] for k in resources if k.startswith("accelerator_type:")), None)
         if gpus == 0:
-            ref = _detect.options(num_cpus=0, scheduling_strategy=placement).remote(tiers)
-            pending.append((ref, FleetDevice(node_id=node_id, node_ip=node_ip, kind="cpu")))
-            continue
+            planned.append((FleetDevice(node_id, node_ip, "cpu"), {"num_cpus": 0}))
         for slot in range(gpus):
             size = sizes.pop(0) if sizes else None
-            env = {"env_vars": {SIMULATE_VARIABLE: size}} if size else None
-            ref = _detect.options(num_gpus=1, num_cpus=0, scheduling_strategy=placement, runtime_env=env).remote(tiers)
-            pending.append(
-                (ref, FleetDevice(node_id, node_ip, "gpu", slot, accelerator_type=accelerator, simulated_gb=size))
-            )
-    ready, _ = ray.wait([ref for ref, _ in pending], num_returns=len(pending), timeout=timeout_s)
+            device = FleetDevice(node_id, node_ip, "gpu", slot, accelerator_type=accelerator, simulated_gb=size)
+            env = {"runtime_env": {"env_vars": {SIMULATE_VARIABLE: size}}} if size else {}
+            planned.append((device, {"num_gpus": 1, "num_cpus": 0, **env}))
+    pending: list[tuple[ray.ObjectRef, FleetDevice]] = []
+    devices: dict[int, FleetDevice] = {}
+    for position, (device, options) in enumerate(planned):
+        try:
+            placement = NodeAffinitySchedulingStrategy(node_id=device.node_id, soft=False)
+            pending.append((_detect.options(scheduling_strategy=placement, **options).remote(tiers), device))
+        except Exception as error:  # noqa: BLE001 - a node Ray cannot place a task on is that node's error
+            devices[position] = _with(device, error=f"detection could not be started: {_cause(error)}")
+    ready, _ = (
+        ray.wait([ref for ref, _ in pending], num_returns=len(pending), timeout=timeout_s) if pending else ([], [])
+    )
     done = set(ready)
-    devices = []
-    for ref, device in pending:
+    answers = iter(pending)
+    for position in range(len(planned)):
+        if position in devices:
+            continue
+        ref, device = next(answers)
         if ref not in done:
             ray.cancel(ref, force=True)
             hint = " (is the GPU held by another Ray task or actor?)" if device.kind == "gpu" else ""
-            devices.append(_with(device, error=f"detection did not answer within {timeout_s:g} s{hint}"))
+            devices[position] = _with(device, error=f"detection did not answer within {timeout_s:g} s{hint}")
             continue
         try:
-            found = ray.get(ref)
+            devices[position] = _with(device, **ray.get(ref))
         except Exception as error:  # noqa: BLE001 - any failure on a node is that node's reported error
-            devices.append(_with(device, error=f"detection failed: {_cause(error)}"))
-            continue
-        devices.append(_with(device, **found))
-    return FleetScan(devices=tuple(devices), address=cluster, seconds=time.perf_counter() - started)
+            devices[position] = _with(device, error=f"detection failed: {_cause(error)}")
+    return FleetScan(
+        devices=tuple(devices[i] for i in range(len(planned))), address=cluster, seconds=time.perf_counter() - started
+    )
 
 
 @ray.remote(max_retries=0)

@@ -185,7 +185,7 @@ class FleetReplica:
             "tier_label": self.tier.label,
             "table": self.table,
         }
-        self.running = 0
+        self.generating = 0
         self._generation = asyncio.Lock()
         if options.torch_threads and not options.plan_only:
             import torch
@@ -193,18 +193,18 @@ class FleetReplica:
             torch.set_num_threads(options.torch_threads)
 
     async def describe(self) -> dict[str, Any]:
-        return self.identity | {"in_flight": self.running}
+        return self.identity | {"generating": self.generating}
 
     async def run(self, fields: Mapping[str, Any], run: Mapping[str, Any], request_id: str) -> dict[str, Any]:
         resolution = resolve(GenerationRequest(**fields), tiers=self.options.tiers)
         if self.options.plan_only or run.get("plan_only"):
             return {"replica": self.identity, "resolution": resolution.to_dict(), "clips": [], "plan_only": True}
         async with self._generation:
-            self.running += 1
+            self.generating += 1
             try:
                 result = await asyncio.to_thread(self._generate, resolution, run, request_id)
             finally:
-                self.running -= 1
+                self.generating -= 1
         data = result.to_dict()
         if run.get("audio"):
             for clip in data["clips"]:
