@@ -19,20 +19,21 @@ import statistics
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from acestep_core import DetectOptions, GenerationRequest, resolve
+from acestep_core import DetectOptions, GenerationRequest, MemoryReading, resolve
 from acestep_core.routing import FleetClass, route
 
 SIZES = ("8", "16", "24")
 REQUEST = GenerationRequest(duration_s=120, batch_size=1)
 
 
-def simulated_reading(size: str):  # type: ignore[no-untyped-def]
+def simulated_reading(size: str) -> MemoryReading:
     return resolve(detect_options=DetectOptions(environ={"MAX_CUDA_VRAM": size}), redetect=True).reading
 
 
-def median_ms(call, repeats: int) -> float:  # type: ignore[no-untyped-def]
+def median_ms(call: Callable[[], object], repeats: int) -> float:
     call()
     times = []
     for _ in range(repeats):

@@ -85,7 +85,8 @@ class ClassSpec:
 
 
 def classes_from_scan(result: FleetScan) -> list[ClassSpec]:
-    """One class per tier found among the scanned GPUs (failed ones left out), smallest first."""
+    """One class per tier found among the scanned GPUs (failed ones left out), smallest first. A class
+    is described by its smallest card; simulated cards of one class all simulate that size."""
     by_tier: dict[str, list[Any]] = {}
     for device in result.gpus:
         if device.error is None and device.tier and device.reading is not None:
@@ -308,8 +309,8 @@ class FleetRouter:
                 "route": decision.to_dict(),
                 "retried": len(attempts) > 1,
                 "attempts": attempts,
-                "seconds": round(time.perf_counter() - started, 3),
                 **result,
+                "total_seconds": round(time.perf_counter() - started, 3),
             }
         return 503, {
             "error": "the replica running this request died, and so did the one it was retried on",
