@@ -80,7 +80,7 @@ def test_a_class_whose_plan_refuses_cannot_take_the_request(make_manager) -> Non
         @hookimpl(tryfirst=True)
         def configure_optimizations(self, adjusted, tier, reading):
             if reading.device.total_bytes < 20 * 2**30:
-                return [Setting("ladder.refused", True, "nothing fits on this card", warning=True)]
+                return [Setting("ladder.refused", {"shortfall_gib": 1.0}, "nothing fits on this card", warning=True)]
             return []
 
     manager = make_manager(RefuseSmall())

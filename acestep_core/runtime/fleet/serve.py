@@ -213,7 +213,7 @@ class FleetReplica:
         return {"replica": self.identity, **data, "plan_only": False}
 
     def _generate(self, resolution: Resolution, run: Mapping[str, Any], request_id: str) -> Any:
-        from acestep_core.pipeline import DEFAULT_CAPTION, generate
+        from acestep_core.runtime.pipeline import DEFAULT_CAPTION, generate
 
         root = self.options.out_dir or os.path.join(tempfile.gettempdir(), "acestep-fleet")
         return generate(
