@@ -138,7 +138,7 @@ def scan(
             device = FleetDevice(node_id, node_ip, "gpu", slot, accelerator_type=accelerator, simulated_gb=size)
             env = {"runtime_env": {"env_vars": {SIMULATE_VARIABLE: size}}} if size else {}
             planned.append((device, {"num_gpus": 1, "num_cpus": 0, **env}))
-    pending: list[tuple[ray.ObjectRef, FleetDevice]] = []
+    pending: list[tuple[Any, FleetDevice]] = []
     devices: dict[int, FleetDevice] = {}
     for position, (device, options) in enumerate(planned):
         try:

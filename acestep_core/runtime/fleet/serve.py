@@ -18,7 +18,6 @@ run options (``plan_only``, ``steps``, ``seed``, ``caption``, ``audio``: the WAV
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import os
@@ -27,7 +26,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -39,7 +37,7 @@ from starlette.responses import JSONResponse
 from acestep_core.resolve import resolve
 from acestep_core.routing import FleetClass, NoReplicaError, UnrunnableError, route
 from acestep_core.runtime.fleet.scan import SIMULATE_VARIABLE, FleetScan
-from acestep_core.types import GenerationRequest, MemoryReading, Resolution
+from acestep_core.types import GenerationRequest, MemoryReading
 
 REQUEST_FIELDS = ("duration_s", "batch_size", "lm_model", "lm")
 RUN_FIELDS: Mapping[str, type] = {"plan_only": bool, "steps": int, "seed": int, "caption": str, "audio": bool}
@@ -189,9 +187,9 @@ class FleetReplica:
         self.generating = 0
         self._generation = asyncio.Lock()
         if options.torch_threads and not options.plan_only:
-            import torch
+            from acestep_core.runtime.fleet.generation import set_threads
 
-            torch.set_num_threads(options.torch_threads)
+            set_threads(options.torch_threads)
 
     async def describe(self) -> dict[str, Any]:
         return self.identity | {"generating": self.generating}
@@ -200,31 +198,16 @@ class FleetReplica:
         resolution = resolve(GenerationRequest(**fields), tiers=self.options.tiers)
         if self.options.plan_only or run.get("plan_only"):
             return {"replica": self.identity, "resolution": resolution.to_dict(), "clips": [], "plan_only": True}
+        from acestep_core.runtime.fleet.generation import run_request
+
+        out_dir = os.path.join(self.options.out_dir or os.path.join(tempfile.gettempdir(), "acestep-fleet"), request_id)
         async with self._generation:
             self.generating += 1
             try:
-                result = await asyncio.to_thread(self._generate, resolution, run, request_id)
+                data = await asyncio.to_thread(run_request, resolution, run, out_dir=out_dir, size=self.options.size)
             finally:
                 self.generating -= 1
-        data = result.to_dict()
-        if run.get("audio"):
-            for clip in data["clips"]:
-                clip["wav_base64"] = base64.b64encode(Path(clip["path"]).read_bytes()).decode("ascii")
         return {"replica": self.identity, **data, "plan_only": False}
-
-    def _generate(self, resolution: Resolution, run: Mapping[str, Any], request_id: str) -> Any:
-        from acestep_core.runtime.pipeline import DEFAULT_CAPTION, generate
-
-        root = self.options.out_dir or os.path.join(tempfile.gettempdir(), "acestep-fleet")
-        return generate(
-            resolution=resolution,
-            out_dir=os.path.join(root, request_id),
-            size=self.options.size,
-            steps=run.get("steps", 8),
-            seed=run.get("seed", 0),
-            caption=run.get("caption") or DEFAULT_CAPTION,
-            progress=False,
-        )
 
 
 # --------------------------------------------------------------------------------------------- router
@@ -330,7 +313,7 @@ class FleetRouter:
             if deployment is None:
                 found[spec.name] = (0, "not deployed")
                 continue
-            count = int(deployment.replica_states.get("RUNNING", 0))
+            count = sum(n for state, n in deployment.replica_states.items() if state == "RUNNING")
             message = f"{deployment.status.value}, {count} of {spec.replicas} running"
             found[spec.name] = (count, message + (f": {deployment.message}" if deployment.message else ""))
         self._status = (time.monotonic(), found)
@@ -341,7 +324,7 @@ def build_app(specs: Sequence[ClassSpec], options: ServeOptions = ServeOptions()
     """The Serve application: one :class:`FleetReplica` deployment per class, :class:`FleetRouter` in front."""
     if not specs:
         raise ValueError("no GPU class to serve: the scan found no working GPU (try --simulate 8,16,24 on CPUs)")
-    replica = serve.deployment(FleetReplica)
+    replica: Any = serve.deployment(FleetReplica)
     handles = {}
     for spec in specs:
         actor: dict[str, Any] = {"num_gpus": spec.num_gpus, "num_cpus": 0}
@@ -356,9 +339,8 @@ def build_app(specs: Sequence[ClassSpec], options: ServeOptions = ServeOptions()
             max_ongoing_requests=options.max_ongoing_requests,
             max_constructor_retry_count=max(3, spec.replicas),
         ).bind(spec.name, spec.tier, options)
-    router = serve.deployment(FleetRouter).options(
-        name="router", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000
-    )
+    router: Any = serve.deployment(FleetRouter)
+    router = router.options(name="router", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
     return router.bind(list(specs), handles, options)
 
 
