@@ -230,7 +230,7 @@ def test_bad_bodies_get_a_4xx_with_the_validators_message(only_8: str, body: Any
 def test_a_replica_placed_on_the_wrong_card_refuses_and_requests_get_503(cluster: str) -> None:
     [spec] = simulated_specs(["24"])
     wrong = ClassSpec(spec.name, spec.tier, spec.reading, env={"MAX_CUDA_VRAM": "8"})
-    url = cluster + deploy("wrong", [wrong], wait=False)
+    url = cluster + deploy("wrong", [wrong], wait=False, constructor_retries=1)
     deadline = time.monotonic() + BOUND_S
     while serve.status().applications["wrong"].deployments.get("unlimited") is None or (
         serve.status().applications["wrong"].deployments["unlimited"].status.value != "DEPLOY_FAILED"

@@ -65,6 +65,8 @@ class ServeOptions:
     torch_threads: int | None = None
     max_ongoing_requests: int = 8
     """Requests a replica accepts at once; generations on one replica still run one at a time."""
+    constructor_retries: int = 3
+    """Replicas Serve starts in place of one that refused or failed to start, before it gives up."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +339,7 @@ def build_app(specs: Sequence[ClassSpec], options: ServeOptions = ServeOptions()
             num_replicas=spec.replicas,
             ray_actor_options=actor,
             max_ongoing_requests=options.max_ongoing_requests,
-            max_constructor_retry_count=max(3, spec.replicas),
+            max_constructor_retry_count=max(options.constructor_retries, spec.replicas),
         ).bind(spec.name, spec.tier, options)
     router: Any = serve.deployment(FleetRouter)
     router = router.options(name="router", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
