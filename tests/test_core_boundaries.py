@@ -633,3 +633,18 @@ def test_whatever_a_plugin_answers_the_resolution_satisfies_the_active_table(
     resolution = resolve(request, manager=LIAR_MANAGER, environ={"MAX_CUDA_VRAM": vram}, redetect=True)
     assert_within_active_table(resolution, TABLE)
     assert resolution.decided_by("select_tier") in ("liar", "tiers_default")
+
+
+def test_validating_a_table_from_code_rebuilds_every_field_of_every_shipped_table() -> None:
+    """validate_table checks a table through its TOML form: if a Tier field were missing from that
+    form, it would go unchecked; every shipped table must come back equal, field for field."""
+    import acestep_core_tiers_default as shipped
+
+    from acestep_core.tables import load_table, validate_table
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    tables = [shipped.default_table(), shipped.upstream_table(), *map(load_table, sorted(examples.rglob("tiers.toml")))]
+    assert len(tables) >= 3
+    for table in tables:
+        rebuilt = validate_table(table)
+        assert dataclasses.replace(rebuilt, source=table.source) == table, table.name
