@@ -45,6 +45,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fleet-clips")
+
+
+@pytest.fixture(scope="module")
 def cluster() -> Any:
     port = free_port()
     ray.init(
@@ -66,11 +71,13 @@ def fleet_scan(cluster: str) -> Any:
     return scan(simulate=LOGICAL_GPUS, timeout_s=BOUND_S)
 
 
-def deploy(name: str, specs: list[ClassSpec], *, wait: bool = True, **options: Any) -> str:
+def deploy(name: str, specs: list[ClassSpec], *, wait: bool = True, out_dir: Path | None = None, **options: Any) -> str:
     serve.run_many(
         [
             serve.RunTarget(
-                build_app(specs, ServeOptions(torch_threads=1, **options)), name=name, route_prefix=f"/{name}"
+                build_app(specs, ServeOptions(torch_threads=1, out_dir=str(out_dir) if out_dir else None, **options)),
+                name=name,
+                route_prefix=f"/{name}",
             )
         ],
         wait_for_applications_running=wait,
@@ -79,9 +86,9 @@ def deploy(name: str, specs: list[ClassSpec], *, wait: bool = True, **options: A
 
 
 @pytest.fixture(scope="module")
-def mixed(cluster: str) -> str:
+def mixed(cluster: str, clips_dir: Path) -> str:
     """8, 16 and 24 GB classes, one replica each, running the pipeline."""
-    return cluster + deploy("mixed", simulated_specs(["8", "16", "24"]))
+    return cluster + deploy("mixed", simulated_specs(["8", "16", "24"]), out_dir=clips_dir)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +170,7 @@ def test_600_s_by_8_reaches_the_24_gb_class_unclamped(mixed: str) -> None:
     assert classes["tier4"]["duration_s"] == 240 and classes["tier6"]["duration_s"] == 480
 
 
-def test_120_s_by_1_reaches_the_8_gb_class_and_runs_the_pipeline(mixed: str) -> None:
+def test_120_s_by_1_reaches_the_8_gb_class_and_runs_the_pipeline(mixed: str, clips_dir: Path) -> None:
     status, body = post(mixed, {"duration_s": 120, "batch_size": 1, "steps": 1, "audio": True})
     assert status == 200, body
     assert body["route"]["target"] == "tier4" and body["replica"]["tier"] == "tier4" and not body["retried"]
@@ -172,6 +179,7 @@ def test_120_s_by_1_reaches_the_8_gb_class_and_runs_the_pipeline(mixed: str) -> 
     assert clip["duration_s"] == 120 and clip["samples"] == 120 * 48000
     assert [p["name"] for p in body["phases"]] == ["lm", "text_encoder", "dit", "vae"]
     path = Path(clip["path"])
+    assert path.parent.parent == clips_dir, "one folder per request under the replicas' out_dir"
     with wave.open(str(path)) as wav:
         assert wav.getnframes() == 120 * 48000
     assert len(clip["wav_base64"]) > 120 * 48000 * 4
