@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.types import (
     CPU,
@@ -220,7 +221,7 @@ def resolve(
     for key, value in overrides.plan.items():
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
             raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
-    plan, plan_overrides = _with_plan_overrides(plan, overrides)
+    plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
     overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
     if overridden:
         decisions.append(Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden)))
@@ -268,13 +269,22 @@ def _merge_settings(results: Iterable[tuple[str, Iterable[Setting]]]) -> Optimiz
     return OptimizationPlan(tuple(merged.values()))
 
 
-def _with_plan_overrides(plan: OptimizationPlan, overrides: Overrides) -> tuple[OptimizationPlan, tuple[Override, ...]]:
+def _with_plan_overrides(
+    plan: OptimizationPlan, overrides: Overrides, reading: MemoryReading
+) -> tuple[OptimizationPlan, tuple[Override, ...]]:
+    """The user's plan values win, except one the device cannot run (``lm.backend=vllm`` on a Mac):
+    that one is refused with the reason, as a warning, and the plan's own value stays."""
     if not overrides.plan:
         return plan, ()
     settings = {s.key: s for s in plan}
     found = []
     for key, value in overrides.plan.items():
         default = plan.value(key)
+        impossible = checked_override(key, value, reading)
+        if impossible is not None:
+            why = f"{key}={value!r} refused: {impossible}; using {default!r}"
+            settings[key] = Setting(key, default, why, "user", warning=True)
+            continue
         found.append(Override(key, value, default))
         settings[key] = Setting(key, value, f"set by the user (the plan would have used {default!r})", "user")
     return OptimizationPlan(tuple(settings.values())), tuple(found)

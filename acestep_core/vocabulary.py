@@ -56,7 +56,7 @@ SAFETY_MARGIN_BYTES = 512 * MIB
 # --------------------------------------------------------------------------------------------- optimization values
 Quantization = Literal["none", "int8", "int4", "fp8"]
 QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
-Offload = Literal["none", "model", "group", "sequential"]
+Offload = Literal["none", "model", "group", "sequential", "release"]
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 Attention = Literal["flash_attention_2", "sdpa", "eager"]
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
@@ -64,6 +64,9 @@ DitAttention = Literal["flash", "native", "_native_math"]
 DIT_ATTENTIONS: tuple[DitAttention, ...] = get_args(DitAttention)
 Precision = Literal["bf16", "fp16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+LmBackend = Literal["vllm", "pt", "mlx"]
+LM_BACKENDS: tuple[LmBackend, ...] = get_args(LmBackend)
+"""The LM's inference backends: vLLM (NVIDIA CUDA ≥ 7.0), transformers (pt), MLX (Apple silicon)."""
 VaeDecode = Literal["full", "tiled"]
 VAE_DECODES: tuple[VaeDecode, ...] = get_args(VaeDecode)
 VAE_TILE_FRAMES = 256
@@ -167,10 +170,21 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
     "lm.gpu_memory_ratio": PlanKey(
         "fraction of device memory the LM (weights + KV cache) may take, 0-1", "float", minimum=0.01, maximum=1.0
     ),
+    "lm.backend": PlanKey(
+        "the LM's inference backend: 'vllm' (NVIDIA CUDA ≥ 7.0, installed), 'mlx' (Apple silicon, mlx-lm installed) "
+        "or 'pt' (transformers); a choice the device cannot run is refused with the reason",
+        "choice",
+        LM_BACKENDS,
+    ),
     **_per_component("precision", PlanKey("compute dtype of the {c}: 'bf16', 'fp16' or 'fp32'", "choice", PRECISIONS)),
     **_per_component(
         "offload",
-        PlanKey("CPU offload of the {c}: 'none', 'model' (between phases), 'group', 'sequential'", "choice", OFFLOADS),
+        PlanKey(
+            "CPU offload of the {c}: 'none', 'model' (between phases), 'group', 'sequential', or 'release' "
+            "(freed after its phase, built again for the next run: unified memory, where moving it to the CPU frees nothing)",
+            "choice",
+            OFFLOADS,
+        ),
     ),
     **_per_component(
         "quantization",
@@ -187,14 +201,19 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         "latent frames of context decoded on each side of a tile and cropped away", "int", minimum=0
     ),
     "memory.phases": PlanKey(
-        "predicted peak device memory per phase (GiB): lm, text_encoder, dit, vae", "mapping", settable=False
+        "predicted peak device memory per phase (GiB): lm, text_encoder, dit, vae; None on a CPU (not predicted)",
+        "mapping",
+        nullable=True,
+        settable=False,
     ),
     "memory.predicted_peak_gib": PlanKey(
-        "the largest phase's predicted peak (GiB)", "float", minimum=0, settable=False
+        "the largest phase's predicted peak (GiB); None on a CPU (not predicted)", "float", minimum=0, nullable=True,
+        settable=False,
     ),
     "memory.budget_gib": PlanKey(
-        "device memory the run may use: total − CUDA context − margin (GiB; below 0 on a device smaller than "
-        "those); None on a CPU",
+        "memory the run may use (GiB): total − CUDA context − margin on a GPU (below 0 on a device smaller than "
+        "those); working set − host reserve − margin on unified memory; the host's available memory on a CPU "
+        "(None when unread)",
         "float",
         nullable=True,
         settable=False,

@@ -55,7 +55,9 @@ def test_each_recording_gives_its_device_figures_and_tier(make_manager, name, de
 
 
 def test_every_bundled_recording_is_covered() -> None:
-    covered = {row[0] for row in EXPECTED} | {"apple-m2-pro-mps", "cpu-only"}
+    from test_platforms import PLATFORM_RECORDINGS  # the Apple, AMD, Intel, older NVIDIA and no-NVML recordings
+
+    covered = {row[0] for row in EXPECTED} | set(PLATFORM_RECORDINGS) | {"apple-m2-pro-mps", "cpu-only"}
     assert set(bundled_recordings()) == covered
 
 

@@ -91,6 +91,7 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     overrides.add_argument("--attention", choices=ATTENTIONS, help="attention backend")
     overrides.add_argument("--offload", choices=OFFLOADS, help="CPU offload for every component")
     overrides.add_argument("--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder")
+    overrides.add_argument("--lm-backend", choices=("vllm", "pt", "mlx"), help="the LM's inference backend; refused with the reason where this device cannot run it")
     overrides.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off")
     overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)")
 
@@ -118,6 +119,8 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         plan["attention"] = args.attention
     if args.compile is not None:
         plan["compile"] = args.compile
+    if getattr(args, "lm_backend", None):
+        plan["lm.backend"] = args.lm_backend
     for component in COMPONENTS:
         if args.offload:
             plan[f"offload.{component}"] = args.offload

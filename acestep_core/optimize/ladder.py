@@ -3,7 +3,9 @@
 Pure Python over :mod:`acestep_core.optimize.memory`. The rungs, in order:
 
 1. tile the VAE decode (256 latent frames, 32 of overlap), then smaller tiles;
-2. offload components between phases (VAE, text encoder, LM, DiT), one at a time;
+2. offload components between phases (VAE, text encoder, LM, DiT), one at a time; on unified
+   memory, where moving to the CPU frees nothing, *release* them instead (freed after their phase,
+   built again for the next run);
 3. quantize weights to int8 (LM, DiT, text encoder), one at a time;
 4. group offload (stream blocks) of the DiT, then the text encoder;
 5. a smaller batch (halved until 1);
@@ -78,6 +80,15 @@ class Abilities:
     offload: bool = True
     """False on unified memory (MPS): offloading moves nothing."""
     quantize: bool = True
+    release: bool = False
+    """Free a component after its phase (``offload.<c>=release``): where offloading moves nothing."""
+    stream: bool | None = None
+    """Group offload (stream blocks); None = as ``offload``. On unified memory it keeps the weights in
+    host pages outside the GPU's working set, only the running block inside it."""
+    stream_note: str = ""
+    """Appended to a streaming rung's reason (what streaming means on this device)."""
+    max_vae_window: int | None = None
+    """Most latent frames one VAE decode may hold (tile + 2 × overlap): MPS's conv1d output limit."""
 
 
 def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()) -> LadderResult:
@@ -109,6 +120,8 @@ def _first_helpful(run: RunShape, choices: Choices, before: Prediction, budget: 
 
 def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities) -> Iterator[tuple[RunShape, Choices, str, str]]:
     for tile, overlap in VAE_TILES:
+        if abilities.max_vae_window is not None and tile + 2 * overlap > abilities.max_vae_window:
+            continue
         if choices.vae_decode == "full" or tile < choices.tile_frames:
             tiled = dataclasses.replace(choices, vae_decode="tiled", tile_frames=tile, tile_overlap=overlap)
             yield run, tiled, "vae.tiled", f"decode the VAE in tiles of {tile} latent frames with {overlap} of overlap"
@@ -117,16 +130,23 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
             if choices.offload.get(component) == "none" and _runs(component, run):
                 changed = _with(choices, "offload", component, "model")
                 yield run, changed, f"offload.{component}=model", f"keep the {component} on the CPU outside its phase"
+    elif abilities.release:
+        for component in OFFLOAD_ORDER:
+            if choices.offload.get(component) == "none" and _runs(component, run):
+                changed = _with(choices, "offload", component, "release")
+                yield run, changed, f"offload.{component}=release", (
+                    f"release the {component} after its phase (unified memory: moving it to the CPU frees nothing, "
+                    "freeing it does; it is built again for the next run)")
     if abilities.quantize:
         for component in QUANTIZE_ORDER:
             if choices.quantization.get(component) == "none" and _runs(component, run):
                 changed = _with(choices, "quantization", component, "int8")
                 yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component}"
-    if abilities.offload:
+    if abilities.offload if abilities.stream is None else abilities.stream:
         for component in STREAM_ORDER:
-            if choices.offload.get(component) in ("none", "model"):
+            if choices.offload.get(component) in ("none", "model", "release"):
                 changed = _with(choices, "offload", component, "group")
-                yield run, changed, f"offload.{component}=group", f"stream the {component}'s blocks from the CPU (group offload)"
+                yield run, changed, f"offload.{component}=group", f"stream the {component}'s blocks from the CPU (group offload){abilities.stream_note}"
     if run.batch > 1:
         smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"

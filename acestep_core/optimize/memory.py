@@ -384,20 +384,27 @@ class Budget:
     total_bytes: int
     context_bytes: int
     margin_bytes: int
+    context_label: str = "CUDA context"
+    """What ``context_bytes`` pays for: the CUDA context, or a unified-memory device's host reserve."""
+    total_label: str = ""
+    """What ``total_bytes`` is, where it is not the device's total (``working set``)."""
 
     @property
     def usable_bytes(self) -> int:
         return self.total_bytes - self.context_bytes - self.margin_bytes
 
     def describe(self) -> str:
-        return f"{_gib(self.total_bytes)} − CUDA context {_gib(self.context_bytes)} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
+        total = f"{self.total_label} {_gib(self.total_bytes)}" if self.total_label else _gib(self.total_bytes)
+        if not self.context_bytes and not self.margin_bytes:
+            return f"{total}"
+        return f"{total} − {self.context_label} {_gib(self.context_bytes)} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
 
 
-def device_budget(total_bytes: int, *, context_bytes: int = CUDA_CONTEXT_BYTES) -> Budget:
+def device_budget(total_bytes: int, *, context_bytes: int = CUDA_CONTEXT_BYTES, context_label: str = "CUDA context") -> Budget:
     """What a run may allocate on a device of ``total_bytes``: total − context − margin, the margin
     being the larger of upstream's 0.5 GiB and a tenth of what is left for allocator slack."""
     margin = max(SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, total_bytes - context_bytes)))
-    return Budget(total_bytes, context_bytes, margin)
+    return Budget(total_bytes, context_bytes, margin, context_label)
 
 
 def _gib(value: float) -> str:

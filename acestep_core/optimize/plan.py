@@ -9,21 +9,19 @@ does not fit (:mod:`acestep_core.optimize.ladder`).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+from acestep_core.optimize import platforms
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import Choices, RunShape, device_budget, gib, predict
-from acestep_core.types import AdjustedRequest, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
-from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.optimize.memory import Choices, RunShape, gib, predict
+from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
+from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
 LM_QUANTIZATION_EXCLUDE = ("lm_head",)
 DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder")
-PRECISE_COMPONENTS = ("dit", "vae")
-"""Where fp16 overflows on pre-Ampere cards (NaN/Inf reported on Titan X, T4, Quadro RTX 6000)."""
 
 
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
@@ -34,31 +32,47 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     source = f"{tier.label} default"
     settings: list[Setting] = []
 
-    attention = _attention(bool(defaults.get("flash_attention", True)), reading, source)
+    attention = platforms.attention(bool(defaults.get("flash_attention", True)), reading, source)
     settings.append(attention)
     backend = DIFFUSERS_BACKENDS[attention.value]
     settings.append(Setting("attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"))
-    precision = _precision(reading)
+    precision = platforms.precision(reading)
     settings += [Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()]
-    settings.append(_compile(bool(defaults.get("compile", False)), reading, source))
+    settings.append(platforms.compile_setting(bool(defaults.get("compile", False)), reading, source))
 
     quantization = str(defaults.get("quantization", "none"))
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
-    abilities = Abilities(offload=device.is_accelerator and not device.unified_memory, quantize=device.is_accelerator and device.backend != "mps")
+    able = platforms.abilities(device)
+    abilities = Abilities(offload=able.offload, quantize=able.quantize, release=able.release, stream=able.stream,
+                          stream_note="" if able.offload else (
+                              "; on unified memory this lowers the GPU's working set only: the weights stay in the same RAM,"
+                              " in host pages macOS may compress"),
+                          max_vae_window=able.max_vae_window)
+    vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
+    if able.max_vae_window is not None:
+        tile_frames, tile_overlap = platforms.MPS_VAE_TILE
+        vae_decode = "tiled"
+        vae_why = (f"{device.backend}: every decode is tiled, {tile_frames}+2×{tile_overlap} latent frames "
+                   f"({(tile_frames + 2 * tile_overlap) * VAE_HOP:,} samples), under MPS's conv1d output limit of "
+                   f"{platforms.MPS_CONV_OUTPUT_LIMIT:,} ({able.max_vae_window} frames)")
     initial = Choices(
         precision={c: v for c, (v, _) in precision.items()},
         quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
         offload={c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES},
         attention=attention.value,
-        vae_decode="full",
+        vae_decode=vae_decode,
+        tile_frames=tile_frames,
+        tile_overlap=tile_overlap,
     )
     offload_why = {c: _offload_reason(reading, offload_dit if c == "dit" else offload, source) for c in PHASES}
-    quantization_why = _quantization_reason(reading, quantization, source)
+    quantization_why = able.quantize_why or f"{source}: weight quantization {quantization}"
+    if not able.quantize and device.is_accelerator:
+        quantization_why += f" — the tier says {quantization}"
 
     run = run_shape(adjusted, tier)
-    if device.is_accelerator and device.total_bytes:
-        budget = device_budget(device.total_bytes)
+    budget = platforms.budget_for(device) if device.is_accelerator else None
+    if budget is not None:
         result: LadderResult | None = fit(run, initial, budget, abilities)
         final, final_run = result.choices, result.run
     else:
@@ -82,13 +96,17 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     settings.append(Setting("quantization.exclude.dit", list(DIT_QUANTIZATION_EXCLUDE), "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy"))
 
     tiled = final.vae_decode == "tiled"
-    why = taken.get("vae.tiled", "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode")
+    why = taken.get("vae.tiled", vae_why or ("the whole clip fits the budget in one decode" if result else "no device budget to check: one decode"))
     settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
     settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
     settings.append(Setting("vae.tile_overlap", final.tile_overlap, "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field"))
 
     if adjusted.lm_model is not None and device.total_bytes:
         settings.append(_lm_memory_ratio(adjusted.lm_model, tier, reading))
+    if adjusted.lm_model is not None:
+        settings.append(platforms.lm_backend(reading))
+    if not device.is_accelerator:
+        return settings + _host_settings(device)
     settings += _memory_settings(run, final_run, final, result)
     return settings
 
@@ -127,8 +145,8 @@ def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
     )
     peak = predict(run, choices_from_plan(plan)).peak_bytes
     device = resolution.reading.device
-    budget = device_budget(device.total_bytes).usable_bytes if device.is_accelerator and device.total_bytes else None
-    return peak, budget
+    budget = platforms.budget_for(device) if device.is_accelerator else None
+    return peak, None if budget is None else budget.usable_bytes
 
 
 # --------------------------------------------------------------------------------------------- pieces
@@ -165,51 +183,29 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
     return settings
 
 
-def _attention(flash: bool, reading: MemoryReading, source: str) -> Setting:
-    if not flash:
-        return Setting("attention", "sdpa", f"{source}: flash attention off; SDPA")
-    capability = reading.device.compute_capability
-    if reading.device.backend != "cuda" or capability is None or capability < (8, 0):
-        where = "no compute capability known" if capability is None else f"compute capability {capability[0]}.{capability[1]}"
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn needs an NVIDIA GPU of compute capability 8.0 or newer ({reading.device.backend}, {where}); SDPA")
-    if importlib.util.find_spec("flash_attn") is None:
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn is not installed; SDPA (its memory-efficient kernels)")
-    return Setting("attention", "flash_attention_2", f"{source}: flash attention on; flash-attn installed, compute capability {capability[0]}.{capability[1]}")
+CPU_NOT_PREDICTED = (
+    "not predicted on a CPU: the memory model predicts what the real-size components allocate on a GPU "
+    "(weights, KV cache, activations), fitted to H100 readings; on a CPU a run's memory is the process's RSS "
+    "— the interpreter and torch's libraries before any model, then whichever components are built "
+    "(generate --size tiny builds stand-ins of a few MB, --size real the full ones) — which it does not model"
+)
 
 
-def _precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
-    device = reading.device
-    everywhere = dict.fromkeys(PHASES)
-    if device.backend == "cuda":
-        capability = device.compute_capability
-        if capability is None:
-            return {c: ("bf16", "CUDA, compute capability unknown (simulated or not reported): bf16 assumed") for c in everywhere}
-        if capability >= (8, 0):
-            return {c: ("bf16", f"compute capability {capability[0]}.{capability[1]} supports bf16") for c in everywhere}
-        cc = f"{capability[0]}.{capability[1]}"
-        return {c: ("fp32", f"compute capability {cc} has no bf16 and fp16 overflows here (NaN/Inf reported on T4, Titan X, Quadro RTX 6000): fp32")
-                if c in PRECISE_COMPONENTS else ("fp16", f"compute capability {cc} has no bf16: fp16 (the LMs run in fp16 without overflow)") for c in everywhere}
-    if device.backend == "rocm":
-        return {c: ("bf16", "ROCm: bf16 (MI200/MI300 and RDNA3 support it)") for c in everywhere}
-    if device.backend == "mps":
-        return {c: ("fp32", "MPS: fp32 where fp16 overflows (bf16 needs macOS 14+ and is not assumed)") if c in PRECISE_COMPONENTS
-                else ("fp16", "MPS: fp16 (bf16 needs macOS 14+ and is not assumed)") for c in everywhere}
-    if device.backend == "xpu":
-        return {c: ("bf16", "Intel XPU: bf16") for c in everywhere}
-    return {c: ("bf16", "CPU: bf16 (supported; halves memory against fp32)") for c in everywhere}
-
-
-def _compile(wanted: bool, reading: MemoryReading, source: str) -> Setting:
-    backend = reading.device.backend
-    if not wanted:
-        return Setting("compile", False, f"{source}: compile off")
-    if backend == "mps":
-        return Setting("compile", False, f"{source}: compile on, but MPS gets no torch.compile (no stable backend)")
-    if backend not in ("cuda", "rocm"):
-        return Setting("compile", False, f"{source}: compile on, but {backend} has no default compile backend (ask for it to force it)")
-    if importlib.util.find_spec("triton") is None:
-        return Setting("compile", False, f"{source}: compile on, but triton is not installed: inductor cannot generate {backend} kernels")
-    return Setting("compile", True, f"{source}: compile on (inductor with triton on {backend})")
+def _host_settings(device: DeviceMemory) -> list[Setting]:
+    """The CPU's memory lines: the host's available memory as the budget, and no GPU-shaped prediction."""
+    budget = platforms.host_budget(device)
+    where = device.sources.get("free_bytes", "the detection plugin")
+    if budget is None:
+        budget_setting = Setting("memory.budget_gib", None, "running on the CPU, and the host's available memory was not read: not budgeted")
+    else:
+        budget_setting = Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"running on the CPU: the host's available memory ({where})")
+    return [
+        Setting("memory.phases", None, CPU_NOT_PREDICTED),
+        Setting("memory.predicted_peak_gib", None, CPU_NOT_PREDICTED),
+        budget_setting,
+        Setting("ladder.rungs", [], "no prediction on a CPU: the ladder is not run"),
+        Setting("ladder.refused", False, "no prediction on a CPU: nothing to refuse"),
+    ]
 
 
 def _offload_reason(reading: MemoryReading, offload: bool, source: str) -> str:
@@ -219,15 +215,6 @@ def _offload_reason(reading: MemoryReading, offload: bool, source: str) -> str:
     if device.unified_memory:
         return "unified memory: offloading moves nothing"
     return f"{source}: CPU offload {'on (between phases)' if offload else 'off'}"
-
-
-def _quantization_reason(reading: MemoryReading, quantization: str, source: str) -> str:
-    device = reading.device
-    if not device.is_accelerator:
-        return "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights"
-    if device.backend == "mps":
-        return f"MPS: no quantization (unified memory; quanto's kernels target CUDA) — the tier says {quantization}"
-    return f"{source}: weight quantization {quantization}"
 
 
 def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:

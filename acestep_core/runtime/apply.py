@@ -160,9 +160,9 @@ def _set_attention(applied: AppliedComponent, values: Mapping[str, Any]) -> None
 
 def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponent | None) -> None:
     model, device = applied.model, applied.device
-    if offload == "none":
+    if offload in ("none", "release"):
         model.to(device)
-        applied.steps.append(f"on {device}")
+        applied.steps.append(f"on {device}" + (", released after its phase" if offload == "release" else ""))
     elif offload == "model":
         previous = chain_after.hook if chain_after is not None else None
         _, applied.hook = cpu_offload_with_hook(model, execution_device=device, prev_module_hook=previous)

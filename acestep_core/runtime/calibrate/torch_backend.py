@@ -28,24 +28,51 @@ from acestep_core.vocabulary import CODES_PER_SECOND, GIB, VAE_HOP, VAE_TILE_FRA
 
 
 def cuda_available() -> bool:
+    """CUDA, or ROCm (a HIP build of torch answers ``torch.cuda``)."""
     return torch.cuda.is_available()
+
+
+def xpu_available() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return xpu is not None and xpu.is_available()
+
+
+def auto_device() -> str:
+    """The device calibrate measures by default: CUDA/ROCm, else an Intel XPU, else the CPU."""
+    if cuda_available():
+        return "cuda"
+    if xpu_available():
+        return "xpu"
+    return "cpu"
+
+
+def gpu_platform() -> str:
+    """How the GPU torch sees is reached, in words (``CUDA 13.0``, ``ROCm 6.4``, ``XPU``)."""
+    hip = getattr(torch.version, "hip", None)
+    if cuda_available():
+        return f"ROCm {hip}" if hip else f"CUDA {torch.version.cuda}"
+    return "XPU" if xpu_available() else "none"
 
 
 class TorchBackend:
     """Real components (``models.build_*``) on a device.
 
-    On CUDA each card is emulated with ``set_per_process_memory_fraction`` and the peak read from
-    ``max_memory_allocated``; on a CPU the footprint is estimated against ``card × cpu_unit_bytes``.
+    On CUDA (ROCm included: torch calls it ``cuda``) and Intel XPU each card is emulated with
+    ``set_per_process_memory_fraction`` and the peak read from ``max_memory_allocated`` (the same
+    calls exist in ``torch.cuda`` and ``torch.xpu``); on a CPU the footprint is estimated against
+    ``card × cpu_unit_bytes``.
     """
 
     def __init__(self, device: str = "cuda", *, sizes: str = "real", dtype: str = "bf16", context_gb: float = CONTEXT_GB,
                  margin_gb: float = SAFETY_MARGIN_GB, cpu_unit_bytes: int = 2**20) -> None:
         self.torch = torch
         self.device = torch.device(device)
-        self.on_cuda = self.device.type == "cuda"
+        self.on_cuda = self.device.type in ("cuda", "xpu")
+        """On a GPU whose allocator can be capped (CUDA, ROCm or XPU); False on the CPU."""
+        self.gpu: Any = getattr(torch, self.device.type) if self.on_cuda else None
         if self.on_cuda and self.device.index is None:
             # set_per_process_memory_fraction and the memory statistics need an explicit ordinal
-            self.device = torch.device("cuda", torch.cuda.current_device())
+            self.device = torch.device(self.device.type, self.gpu.current_device())
         self.sizes = sizes
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
         self.context_gb = context_gb
@@ -56,8 +83,8 @@ class TorchBackend:
         self._model: Any = None
         self._weights = 0
         if self.on_cuda:
-            torch.cuda.init()
-            self.total_bytes = torch.cuda.get_device_properties(self.device).total_memory
+            self.gpu.init()
+            self.total_bytes = self.gpu.get_device_properties(self.device).total_memory
 
     def cap_bytes(self, card_gb: float) -> int:
         return int((card_gb - self.context_gb - self.margin_gb) * self.unit_bytes)
@@ -65,9 +92,10 @@ class TorchBackend:
     def environment(self) -> dict[str, Any]:
         torch = self.torch
         environment: dict[str, Any] = {
-            "device": "CPU" if not self.on_cuda else torch.cuda.get_device_name(self.device),
+            "device": "CPU" if not self.on_cuda else self.gpu.get_device_name(self.device),
             "driver": None,
             "cuda_runtime": torch.version.cuda,
+            "platform": gpu_platform() if self.on_cuda else "cpu",
             "sizes": self.sizes,
             "dtype": str(self.dtype),
             "python": platform.python_version(),
@@ -111,7 +139,7 @@ class TorchBackend:
         self._phase = None
         gc.collect()
         if self.on_cuda:
-            self.torch.cuda.empty_cache()
+            self.gpu.empty_cache()
 
     def close(self) -> None:
         self._unload()
@@ -121,7 +149,7 @@ class TorchBackend:
         if not self.on_cuda:
             return
         fraction = 1.0 if card_gb is None else max(0.0, min(1.0, self.cap_bytes(card_gb) / self.total_bytes))
-        self.torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+        self.gpu.set_per_process_memory_fraction(fraction, self.device)
 
     # ----- trials
     def run(self, trial: Trial) -> int:
@@ -129,16 +157,16 @@ class TorchBackend:
         model = self._load(trial.phase)
         if self.on_cuda:
             gc.collect()
-            torch.cuda.empty_cache()
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+            self.gpu.empty_cache()
+            self.gpu.synchronize(self.device)
+            self.gpu.reset_peak_memory_stats(self.device)
             self._set_cap(trial.card_gb)
         try:
             with torch.inference_mode():
                 held = self._workload(model, trial)
             if self.on_cuda:
-                torch.cuda.synchronize(self.device)
-                return int(torch.cuda.max_memory_allocated(self.device))
+                self.gpu.synchronize(self.device)
+                return int(self.gpu.max_memory_allocated(self.device))
             needed = self._weights + held
             if needed > self.cap_bytes(trial.card_gb):
                 raise OutOfMemory(f"estimated footprint {needed} bytes over the fake budget {self.cap_bytes(trial.card_gb)} (CPU)")
@@ -149,7 +177,7 @@ class TorchBackend:
             if self.on_cuda:
                 self._set_cap(None)
                 gc.collect()
-                torch.cuda.empty_cache()
+                self.gpu.empty_cache()
 
     def _workload(self, model: Any, trial: Trial) -> int:
         """Run the phase; return the bytes of what it held (the CPU estimate beyond the weights)."""

@@ -54,7 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"safety margin left unused, GB, 0 or more (default {SAFETY_MARGIN_BYTES / GIB:g})")
     parser.add_argument("--context-gb", type=number(float, least=0, most=1024), default=None,
                         help=f"CUDA context outside the allocator, GB, 0 or more (default {CUDA_CONTEXT_BYTES / GIB:.2f})")
-    parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default: cuda when available)")
+    parser.add_argument(
+        "--device", default="auto",
+        help="cuda, cuda:N (NVIDIA or AMD ROCm), xpu, xpu:N (Intel), cpu or auto (default: cuda, else xpu, else cpu)",
+    )
     parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
     parser.add_argument("--cpu-unit-mib", type=number(float, above=0, most=1024), default=1.0,
                         help="CPU only: MiB per card 'GB' of fake budget (default 1)")
@@ -74,14 +77,21 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {clip(args.out)!r}: {problem}")
     from acestep_core.cli.tiers import active_choice
     from acestep_core.runtime.calibrate import search as calibrate
-    from acestep_core.runtime.calibrate.torch_backend import TorchBackend, cuda_available
+    from acestep_core.runtime.calibrate.torch_backend import TorchBackend, auto_device, cuda_available, xpu_available
 
     device = args.device
     if device == "auto":
-        device = "cuda" if cuda_available() else "cpu"
+        device = auto_device()
     on_cpu = device.startswith("cpu")
-    if not on_cpu and not cuda_available():
-        raise UsageError(f"--device {clip(device)}: no CUDA device is available")
+    if device.startswith("cuda") and not cuda_available():
+        raise UsageError(f"--device {clip(device)}: no CUDA or ROCm device is available")
+    if device.startswith("xpu") and not xpu_available():
+        raise UsageError(f"--device {clip(device)}: no Intel XPU is available")
+    if not on_cpu and not device.startswith(("cuda", "xpu")):
+        raise UsageError(
+            f"--device {clip(device)}: calibrate measures cuda (NVIDIA or ROCm), xpu or cpu; "
+            "MPS has no allocator cap to emulate a card"
+        )
     sizes = args.sizes or ("tiny" if on_cpu else "real")
     lm_sizes = tuple(s.strip() for s in args.lm.split(",") if s.strip())
     unknown = [s for s in lm_sizes if s not in LM_SIZES]

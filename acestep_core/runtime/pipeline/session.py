@@ -77,8 +77,16 @@ class RunSession:
         return applied.model
 
     def leave(self, name: str) -> None:
-        """End of a phase: the component leaves the device if the plan offloads it."""
+        """End of a phase: the component leaves the device if the plan offloads it, or is freed if
+        the plan releases it (unified memory, where moving it to the CPU frees nothing)."""
         offload = self.plan.get(f"offload.{name}", "none")
+        if offload == "release":
+            self.models.pop(name, None)
+            self.applied.pop(name, None)
+            gc.collect()
+            empty_cache(self.device)
+            self.details(name)["released"] = "freed after its phase (offload.release)"
+            return
         if offload == "none" or self.device.type == "cpu":
             return
         applied = self.applied.get(name)
@@ -93,8 +101,7 @@ class RunSession:
         self.models.clear()
         self.applied.clear()
         gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        empty_cache(self.device)
 
     def dtype_of(self, model: torch.nn.Module) -> torch.dtype:
         """The floating-point dtype ``model`` computes in (its first floating parameter's)."""
@@ -158,10 +165,11 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.measure = "torch.cuda.max_memory_allocated"
+        if self.device.type in ("cuda", "xpu"):
+            backend = getattr(torch, self.device.type)
+            backend.synchronize(self.device)
+            backend.reset_peak_memory_stats(self.device)
+            self.measure = f"torch.{self.device.type}.max_memory_allocated"
         else:
             self.measure = "peak host RSS during the phase"
             self.peak = rss_bytes()
@@ -178,9 +186,10 @@ class PeakMemory:
             self.peak = current
 
     def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device)
+        if self.device.type in ("cuda", "xpu"):
+            backend = getattr(torch, self.device.type)
+            backend.synchronize(self.device)
+            self.peak = backend.max_memory_allocated(self.device)
             return
         self._stop.set()
         if self._thread is not None:
@@ -198,13 +207,34 @@ def rss_bytes() -> int | None:
 
 
 def device_for(resolution: Resolution) -> torch.device:
-    """The torch device for a resolution's reading, where torch can reach it; else the CPU."""
-    device = resolution.reading.device
-    if device.backend in ("cuda", "rocm") and torch.cuda.is_available():
-        return torch.device("cuda", 0 if device.simulated else device.index or 0)
-    if device.backend == "mps" and torch.backends.mps.is_available():
+    """The torch device for a resolution's reading, where torch can reach it; else the CPU.
+
+    ROCm is ``cuda`` to torch (HIP builds answer ``torch.cuda``); Intel GPUs are ``xpu``."""
+    return torch_device(resolution.reading.device.backend, resolution.reading.device.index,
+                        simulated=resolution.reading.device.simulated)
+
+
+def torch_device(backend: str, index: int | None = None, *, simulated: bool = False, torch_module: Any = torch) -> torch.device:
+    """The torch device for a reading's ``backend`` and ordinal where this torch can reach it, else the CPU."""
+    ordinal = 0 if simulated or index is None else index
+    if backend in ("cuda", "rocm") and torch_module.cuda.is_available():
+        return torch.device("cuda", ordinal)
+    if backend == "mps" and torch_module.backends.mps.is_available():
         return torch.device("mps")
+    xpu = getattr(torch_module, "xpu", None)
+    if backend == "xpu" and xpu is not None and xpu.is_available():
+        return torch.device("xpu", ordinal)
     return torch.device("cpu")
+
+
+def empty_cache(device: torch.device) -> None:
+    """Return freed blocks of ``device``'s caching allocator to the system (CUDA/ROCm, MPS, XPU)."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+    elif device.type == "xpu" and hasattr(torch, "xpu"):
+        torch.xpu.empty_cache()
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ package's metadata (``importlib.metadata.version("torch")``), which costs no imp
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import platform
@@ -42,6 +43,8 @@ class HostSigns:
     """The NVIDIA kernel driver's version line, ``"present"`` where only device files show it, else None."""
     rocm: bool = False
     intel_gpu: bool = False
+    memory_available: int | None = None
+    """The host's available memory in bytes (Linux ``MemAvailable``); the CPU's budget. None where unread."""
     origin: str = "this machine"
 
 
@@ -60,7 +63,20 @@ def probe_host(environ: Mapping[str, str]) -> HostSigns:
         nvidia_driver=_nvidia_driver(),
         rocm=os.path.exists("/dev/kfd"),
         intel_gpu=_intel_gpu(),
+        memory_available=host_memory_available(),
     )
+
+
+def host_memory_available() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes (what can be allocated without swapping); None elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _nvidia_driver() -> str | None:
@@ -149,8 +165,16 @@ def fallback_reading(
 
 
 def cpu_reading(failure: NvmlFailure, signs: HostSigns, torch_said: str | None = None) -> MemoryReading:
-    """The CPU, with one line saying why and what to install."""
-    return MemoryReading(device=CPU, visible=(), notes=(diagnosis(failure, signs, torch_said),))
+    """The CPU, with one line saying why and what to install; its free memory is the host's available memory."""
+    return MemoryReading(device=host_cpu(signs), visible=(), notes=(diagnosis(failure, signs, torch_said),))
+
+
+def host_cpu(signs: HostSigns) -> DeviceMemory:
+    """The CPU as a device: no total (a CPU gets the first tier), the host's available memory as free."""
+    if signs.memory_available is None:
+        return CPU
+    where = "/proc/meminfo MemAvailable" if signs.origin == "this machine" else f"{signs.origin}: host memory available"
+    return dataclasses.replace(CPU, free_bytes=signs.memory_available, sources={"free_bytes": where})
 
 
 def diagnosis(failure: NvmlFailure, signs: HostSigns, torch_said: str | None = None) -> str:

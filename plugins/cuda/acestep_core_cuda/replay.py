@@ -23,7 +23,8 @@ recording (``acestep-core info --replay h100-80gb``). ``python -m acestep_core_c
         }]
       },
       "host": {"system": "Linux", "machine": "x86_64", "torch_version": "2.11.0+cu130",
-               "nvidia_driver": "580.159.04", "rocm": false, "intel_gpu": false},
+               "nvidia_driver": "580.159.04", "rocm": false, "intel_gpu": false,
+               "memory_available": 0},      // bytes the host can allocate (MemAvailable); optional
       "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "hip": null,
                 "cuda_devices": [{"name": "…", "total_memory": 0, "major": 9, "minor": 0,
                                   "uuid": "…", "free": 0}],
@@ -82,6 +83,7 @@ class Recording:
             nvidia_driver=host.get("nvidia_driver"),
             rocm=bool(host.get("rocm", False)),
             intel_gpu=bool(host.get("intel_gpu", False)),
+            memory_available=host.get("memory_available"),
             origin=f"recording {self.path}",
         )
 
