@@ -181,7 +181,8 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         "offload",
         PlanKey(
             "CPU offload of the {c}: 'none', 'model' (between phases), 'group', 'sequential', or 'release' "
-            "(freed after its phase, built again for the next run: unified memory, where moving it to the CPU frees nothing)",
+            "(freed after its phase, built again for the next run: unified memory, where moving it to the CPU "
+            "frees nothing)",
             "choice",
             OFFLOADS,
         ),

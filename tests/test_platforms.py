@@ -20,9 +20,17 @@ from acestep_core.optimize.platforms import lm_backend, lm_backend_problem
 MIB = 2**20
 
 
-def replay(make_manager, name: str, request: GenerationRequest | None = None, overrides: Overrides | None = None) -> Resolution:
+def replay(
+    make_manager, name: str, request: GenerationRequest | None = None, overrides: Overrides | None = None
+) -> Resolution:
     options = DetectOptions(replay=name, environ={})
-    return resolve(request, overrides=overrides, manager=make_manager(("cuda", acestep_core_cuda)), detect_options=options, environ={})
+    return resolve(
+        request,
+        overrides=overrides,
+        manager=make_manager(("cuda", acestep_core_cuda)),
+        detect_options=options,
+        environ={},
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,9 @@ def _at_limits(resolution: Resolution) -> GenerationRequest:
     """The request at the tier's own limits (its longest clip, its largest batch, the LM on where allowed)."""
     tier = resolution.tier
     lm_on = bool(tier.lm_models)
-    return GenerationRequest(duration_s=tier.max_duration_s(lm_on), batch_size=tier.max_batch(lm_on), lm="on" if lm_on else "off")
+    return GenerationRequest(
+        duration_s=tier.max_duration_s(lm_on), batch_size=tier.max_batch(lm_on), lm="on" if lm_on else "off"
+    )
 
 
 @pytest.mark.parametrize("gb", MPS_SIZES)
@@ -105,8 +115,13 @@ def test_no_simulated_mac_is_refused_at_the_tiers_limits(gb: int) -> None:
         assert resolution.reading.device.unified_memory
         assert plan.value("ladder.refused") is False, (gb, plan["ladder.refused"].reason)
         assert plan.value("memory.predicted_peak_gib") <= plan.value("memory.budget_gib")
-        assert "CUDA context" not in plan["memory.budget_gib"].reason and "host reserve" in plan["memory.budget_gib"].reason
-        assert not any(plan.value(f"offload.{c}") in ("model", "sequential") for c in ("lm", "text_encoder", "dit", "vae"))
+        assert (
+            "CUDA context" not in plan["memory.budget_gib"].reason
+            and "host reserve" in plan["memory.budget_gib"].reason
+        )
+        assert not any(
+            plan.value(f"offload.{c}") in ("model", "sequential") for c in ("lm", "text_encoder", "dit", "vae")
+        )
 
 
 def test_the_unified_budget_is_the_working_set_less_a_host_reserve_and_margin() -> None:
@@ -117,7 +132,9 @@ def test_the_unified_budget_is_the_working_set_less_a_host_reserve_and_margin() 
 
 
 def test_the_bundled_mac_fits_and_releases_only_what_it_must(make_manager) -> None:
-    resolution = replay(make_manager, "apple-m2-pro-mps", GenerationRequest(duration_s=480, batch_size=4, lm_model="4B"))
+    resolution = replay(
+        make_manager, "apple-m2-pro-mps", GenerationRequest(duration_s=480, batch_size=4, lm_model="4B")
+    )
     plan = resolution.plan
     assert plan.value("ladder.refused") is False
     assert plan.value("compile") is False and "MPS" in plan["compile"].reason
@@ -171,14 +188,19 @@ def test_the_plans_mps_tiles_decode_like_the_whole_clip_with_every_window_under_
 
 
 # --------------------------------------------------------------------------------------------- older NVIDIA
-@pytest.mark.parametrize(("name", "capability"), [("gtx1080ti-11gb", (6, 1)), ("v100-16gb", (7, 0)), ("t4-16gb", (7, 5))])
+@pytest.mark.parametrize(
+    ("name", "capability"), [("gtx1080ti-11gb", (6, 1)), ("v100-16gb", (7, 0)), ("t4-16gb", (7, 5))]
+)
 def test_older_nvidia_cards(make_manager, name: str, capability: tuple[int, int]) -> None:
     resolution = replay(make_manager, name, GenerationRequest(lm_model="0.6B"))
     device, plan = resolution.reading.device, resolution.plan
     assert device.compute_capability == capability and "NVML" in device.sources["total_bytes"]
     assert plan.value("precision.lm") == "fp16" and plan.value("precision.dit") == plan.value("precision.vae") == "fp32"
     assert "overflows" in plan["precision.dit"].reason
-    assert plan.value("attention") == "sdpa" and "Flash Attention 2 needs compute capability 8.0" in plan["attention"].reason
+    assert (
+        plan.value("attention") == "sdpa"
+        and "Flash Attention 2 needs compute capability 8.0" in plan["attention"].reason
+    )
     reading = resolution.reading
     if capability < (7, 0):
         assert plan.value("lm.backend") == "pt"
@@ -213,11 +235,20 @@ def test_vllm_and_mlx_are_looked_up_without_being_imported() -> None:
 
 
 def test_a_users_impossible_backend_is_refused_with_the_reason(make_manager) -> None:
-    refused = replay(make_manager, "apple-m2-pro-mps", GenerationRequest(lm_model="0.6B"), Overrides(plan={"lm.backend": "vllm"}))
+    refused = replay(
+        make_manager, "apple-m2-pro-mps", GenerationRequest(lm_model="0.6B"), Overrides(plan={"lm.backend": "vllm"})
+    )
     setting = refused.plan["lm.backend"]
-    assert setting.value == "pt" and setting.warning and "refused" in setting.reason and "NVIDIA CUDA only" in setting.reason
+    assert (
+        setting.value == "pt"
+        and setting.warning
+        and "refused" in setting.reason
+        and "NVIDIA CUDA only" in setting.reason
+    )
     assert any("lm.backend='vllm' refused" in w for w in refused.warnings)
-    accepted = replay(make_manager, "h100-80gb", GenerationRequest(lm_model="0.6B"), Overrides(plan={"lm.backend": "pt"}))
+    accepted = replay(
+        make_manager, "h100-80gb", GenerationRequest(lm_model="0.6B"), Overrides(plan={"lm.backend": "pt"})
+    )
     assert accepted.plan.value("lm.backend") == "pt" and any(o.key == "lm.backend" for o in accepted.overrides)
 
 
@@ -229,7 +260,11 @@ SIMULATED_GB = (3, 4, 6, 8, 12, 16, 20, 24, 32, 48, 80, 192)
 def test_no_default_plan_is_refused_for_a_simulated_size(variable: str) -> None:
     for gb in SIMULATED_GB:
         resolution = resolve(detect_options=DetectOptions(environ={variable: str(gb)}), environ={})
-        assert resolution.plan.value("ladder.refused") is False, (variable, gb, resolution.plan["ladder.refused"].reason)
+        assert resolution.plan.value("ladder.refused") is False, (
+            variable,
+            gb,
+            resolution.plan["ladder.refused"].reason,
+        )
 
 
 def test_no_default_plan_is_refused_for_a_bundled_recording(make_manager) -> None:
@@ -246,8 +281,16 @@ def test_the_cpu_fallback_asks_the_real_torch_and_finds_no_device() -> None:
     import torch
 
     version = torch.__version__.split("+")[0]
-    signs = HostSigns(system="Linux", machine="x86_64", torch_version=version, intel_gpu=True, memory_available=host_memory_available())
-    reading = fallback_reading(NvmlFailure("library-not-found", "NVML library not found"), signs, import_torch, DetectOptions())
+    signs = HostSigns(
+        system="Linux",
+        machine="x86_64",
+        torch_version=version,
+        intel_gpu=True,
+        memory_available=host_memory_available(),
+    )
+    reading = fallback_reading(
+        NvmlFailure("library-not-found", "NVML library not found"), signs, import_torch, DetectOptions()
+    )
     assert reading.device.backend == "cpu"
     assert f"torch {torch.__version__} found no usable device" in reading.notes[0]  # the real module's version
     assert reading.device.free_bytes == signs.memory_available
@@ -272,7 +315,9 @@ def test_the_recorded_cpu_plan_uses_the_recorded_host_memory(make_manager) -> No
 
 
 # --------------------------------------------------------------------------------------------- device choice
-@pytest.mark.parametrize(("name", "expected"), [("arc-a770-xpu", "xpu:0"), ("rx7900xtx-rocm", "cuda:0"), ("rtx3090-no-nvml", "cuda:0")])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("arc-a770-xpu", "xpu:0"), ("rx7900xtx-rocm", "cuda:0"), ("rtx3090-no-nvml", "cuda:0")]
+)
 def test_the_pipeline_picks_the_torch_device_the_recording_answers(name: str, expected: str) -> None:
     pytest.importorskip("torch")
     from acestep_core.runtime.pipeline.session import torch_device
@@ -295,3 +340,21 @@ def test_calibrate_picks_cuda_then_xpu_then_cpu() -> None:
     from acestep_core.runtime.calibrate.torch_backend import auto_device, cuda_available, xpu_available
 
     assert auto_device() == ("cuda" if cuda_available() else "xpu" if xpu_available() else "cpu")
+
+
+def test_a_released_component_is_freed_after_its_phase(one_torch_thread) -> None:
+    torch = pytest.importorskip("torch")
+    from acestep_core.runtime.pipeline.records import CancelHandle, RunOptions
+    from acestep_core.runtime.pipeline.session import RunSession
+
+    resolution = resolve(
+        GenerationRequest(duration_s=10), overrides=Overrides(plan={"offload.vae": "release"}), environ={}
+    )
+    session = RunSession(resolution, RunOptions(progress=False), CancelHandle())
+    with session.phase("vae") as phase:
+        model = session.component("vae", lambda: torch.nn.Linear(2, 2))
+        assert "released after its phase" in " ".join(phase.details["applied"])
+        session.leave("vae")
+    assert "vae" not in session.models and "vae" not in session.applied
+    assert "freed" in phase.finished().details["released"]
+    del model

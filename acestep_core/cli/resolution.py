@@ -91,7 +91,10 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     overrides.add_argument("--attention", choices=ATTENTIONS, help="attention backend")
     overrides.add_argument("--offload", choices=OFFLOADS, help="CPU offload for every component")
     overrides.add_argument("--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder")
-    overrides.add_argument("--lm-backend", choices=("vllm", "pt", "mlx"), help="the LM's inference backend; refused with the reason where this device cannot run it")
+    overrides.add_argument(
+        "--lm-backend", choices=("vllm", "pt", "mlx"),
+        help="the LM's inference backend; refused with the reason where this device cannot run it",
+    )
     overrides.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off")
     overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)")
 

@@ -146,7 +146,8 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
         for component in STREAM_ORDER:
             if choices.offload.get(component) in ("none", "model", "release"):
                 changed = _with(choices, "offload", component, "group")
-                yield run, changed, f"offload.{component}=group", f"stream the {component}'s blocks from the CPU (group offload){abilities.stream_note}"
+                why = f"stream the {component}'s blocks from the CPU (group offload){abilities.stream_note}"
+                yield run, changed, f"offload.{component}=group", why
     if run.batch > 1:
         smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"

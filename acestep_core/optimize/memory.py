@@ -397,10 +397,13 @@ class Budget:
         total = f"{self.total_label} {_gib(self.total_bytes)}" if self.total_label else _gib(self.total_bytes)
         if not self.context_bytes and not self.margin_bytes:
             return f"{total}"
-        return f"{total} − {self.context_label} {_gib(self.context_bytes)} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
+        context = f"{self.context_label} {_gib(self.context_bytes)}"
+        return f"{total} − {context} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
 
 
-def device_budget(total_bytes: int, *, context_bytes: int = CUDA_CONTEXT_BYTES, context_label: str = "CUDA context") -> Budget:
+def device_budget(
+    total_bytes: int, *, context_bytes: int = CUDA_CONTEXT_BYTES, context_label: str = "CUDA context"
+) -> Budget:
     """What a run may allocate on a device of ``total_bytes``: total − context − margin, the margin
     being the larger of upstream's 0.5 GiB and a tenth of what is left for allocator slack."""
     margin = max(SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, total_bytes - context_bytes)))

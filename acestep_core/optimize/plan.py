@@ -46,8 +46,8 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     able = platforms.abilities(device)
     abilities = Abilities(offload=able.offload, quantize=able.quantize, release=able.release, stream=able.stream,
                           stream_note="" if able.offload else (
-                              "; on unified memory this lowers the GPU's working set only: the weights stay in the same RAM,"
-                              " in host pages macOS may compress"),
+                              "; on unified memory this lowers the GPU's working set only: the weights stay"
+                              " in the same RAM, in host pages macOS may compress"),
                           max_vae_window=able.max_vae_window)
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
     if able.max_vae_window is not None:
@@ -96,7 +96,8 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     settings.append(Setting("quantization.exclude.dit", list(DIT_QUANTIZATION_EXCLUDE), "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy"))
 
     tiled = final.vae_decode == "tiled"
-    why = taken.get("vae.tiled", vae_why or ("the whole clip fits the budget in one decode" if result else "no device budget to check: one decode"))
+    whole = "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode"
+    why = taken.get("vae.tiled", vae_why or whole)
     settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
     settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
     settings.append(Setting("vae.tile_overlap", final.tile_overlap, "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field"))
@@ -196,9 +197,11 @@ def _host_settings(device: DeviceMemory) -> list[Setting]:
     budget = platforms.host_budget(device)
     where = device.sources.get("free_bytes", "the detection plugin")
     if budget is None:
-        budget_setting = Setting("memory.budget_gib", None, "running on the CPU, and the host's available memory was not read: not budgeted")
+        why = "running on the CPU, and the host's available memory was not read: not budgeted"
+        budget_setting = Setting("memory.budget_gib", None, why)
     else:
-        budget_setting = Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"running on the CPU: the host's available memory ({where})")
+        why = f"running on the CPU: the host's available memory ({where})"
+        budget_setting = Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), why)
     return [
         Setting("memory.phases", None, CPU_NOT_PREDICTED),
         Setting("memory.predicted_peak_gib", None, CPU_NOT_PREDICTED),

@@ -70,10 +70,22 @@ class DeviceAbilities:
 def abilities(device: DeviceMemory) -> DeviceAbilities:
     backend = device.backend
     if backend == "cpu":
-        return DeviceAbilities(False, False, False, False, "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights", None)
+        return DeviceAbilities(
+            False,
+            False,
+            False,
+            False,
+            "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights",
+            None,
+        )
     if device.unified_memory or backend == "mps":
         window = MPS_CONV_OUTPUT_LIMIT // VAE_HOP if backend == "mps" else None
-        why = "MPS: no int8 (optimum-quanto's int8 kernels target CUDA; on MPS they dequantize and save nothing on unified memory)" if backend == "mps" else "unified memory: no quantization assumed"
+        why = (
+            "MPS: no int8 (optimum-quanto's int8 kernels target CUDA; on MPS they dequantize "
+            "and save nothing on unified memory)"
+            if backend == "mps"
+            else "unified memory: no quantization assumed"
+        )
         return DeviceAbilities(False, True, True, False, why, window)
     return DeviceAbilities(True, True, True, True, "", None)
 
@@ -87,15 +99,21 @@ def budget_for(device: DeviceMemory) -> Budget | None:
         return None
     if device.unified_memory:
         return unified_budget(device.total_bytes)
-    label = {"rocm": "HIP context (assumed as CUDA's)", "xpu": "Level Zero context (assumed as CUDA's)"}.get(device.backend, "CUDA context")
+    label = {"rocm": "HIP context (assumed as CUDA's)", "xpu": "Level Zero context (assumed as CUDA's)"}.get(
+        device.backend, "CUDA context"
+    )
     return device_budget(device.total_bytes, context_label=label)
 
 
 def unified_budget(working_set_bytes: int) -> Budget:
     """A unified-memory device: its working-set figure (Metal's ``recommendedMaxWorkingSetSize``)
     less a host reserve and the margin; there is no CUDA context to pay for."""
-    margin = max(SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, working_set_bytes - UNIFIED_HOST_RESERVE_BYTES)))
-    return Budget(working_set_bytes, UNIFIED_HOST_RESERVE_BYTES, margin, context_label="host reserve", total_label="working set")
+    margin = max(
+        SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, working_set_bytes - UNIFIED_HOST_RESERVE_BYTES))
+    )
+    return Budget(
+        working_set_bytes, UNIFIED_HOST_RESERVE_BYTES, margin, context_label="host reserve", total_label="working set"
+    )
 
 
 def host_budget(device: DeviceMemory) -> Budget | None:
@@ -113,27 +131,59 @@ def precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
     capability = device.compute_capability
     if device.backend == "cuda":
         if capability is None:
-            return dict.fromkeys(everywhere, ("bf16", "CUDA, compute capability unknown (simulated or not reported): bf16 assumed"))
+            return dict.fromkeys(
+                everywhere, ("bf16", "CUDA, compute capability unknown (simulated or not reported): bf16 assumed")
+            )
         if capability >= (8, 0):
             return dict.fromkeys(everywhere, ("bf16", f"compute capability {_cc(capability)} supports bf16"))
-        return _fp16_with_fp32_where_it_overflows(f"compute capability {_cc(capability)} has no bf16", "(NaN/Inf reported on T4, Titan X, Quadro RTX 6000 before Ampere)")
+        return _fp16_with_fp32_where_it_overflows(
+            f"compute capability {_cc(capability)} has no bf16",
+            "(NaN/Inf reported on T4, Titan X, Quadro RTX 6000 before Ampere)",
+        )
     if device.backend == "rocm":
         if capability is None or capability >= (11, 0) or (9, 4) <= capability < (10, 0):
-            arch = "architecture unknown: bf16 assumed" if capability is None else f"gfx{capability[0]}{capability[1]:x}x: bf16 matrix cores (CDNA2/3, RDNA3 and newer)"
+            arch = (
+                "architecture unknown: bf16 assumed"
+                if capability is None
+                else f"gfx{capability[0]}{capability[1]:x}x: bf16 matrix cores (CDNA2/3, RDNA3 and newer)"
+            )
             return dict.fromkeys(everywhere, ("bf16", f"ROCm, {arch}"))
-        return _fp16_with_fp32_where_it_overflows(f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)")
+        return _fp16_with_fp32_where_it_overflows(
+            f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)"
+        )
     if device.backend == "mps":
-        return {c: ("fp32", "MPS: the VAE decodes in small tiles here (the conv1d limit), so fp32 costs little and avoids fp16 overflow in its upsampling")
-                if c == "vae" else ("fp16", "MPS: fp16 (bf16 on MPS needs macOS 14 and is missing from some Metal kernels, so it is not assumed; fp16 halves unified memory against fp32)")
-                for c in everywhere}
+        return {
+            c: (
+                "fp32",
+                "MPS: the VAE decodes in small tiles here (the conv1d limit), so fp32 costs little "
+                "and avoids fp16 overflow in its upsampling",
+            )
+            if c == "vae"
+            else (
+                "fp16",
+                "MPS: fp16 (bf16 on MPS needs macOS 14 and is missing from some Metal kernels, so it is not "
+                "assumed; fp16 halves unified memory against fp32)",
+            )
+            for c in everywhere
+        }
     if device.backend == "xpu":
-        return dict.fromkeys(everywhere, ("bf16", "Intel XPU: bf16 (Arc and Data Center GPU Max have bf16 XMX engines; torch's XPU backend supports it)"))
+        return dict.fromkeys(
+            everywhere,
+            (
+                "bf16",
+                "Intel XPU: bf16 (Arc and Data Center GPU Max have bf16 XMX engines; torch's XPU backend supports it)",
+            ),
+        )
     return dict.fromkeys(everywhere, ("bf16", "CPU: bf16 (supported; halves memory against fp32)"))
 
 
 def _fp16_with_fp32_where_it_overflows(no_bf16: str, evidence: str) -> dict[str, tuple[str, str]]:
-    return {c: ("fp32", f"{no_bf16} and fp16 overflows in the {c} {evidence}: fp32") if c in PRECISE_COMPONENTS
-            else ("fp16", f"{no_bf16}: fp16 (the LMs run in fp16 without overflow)") for c in PHASES}
+    return {
+        c: ("fp32", f"{no_bf16} and fp16 overflows in the {c} {evidence}: fp32")
+        if c in PRECISE_COMPONENTS
+        else ("fp16", f"{no_bf16}: fp16 (the LMs run in fp16 without overflow)")
+        for c in PHASES
+    }
 
 
 # --------------------------------------------------------------------------------------------- attention, compile
@@ -144,17 +194,31 @@ def attention(flash: bool, reading: MemoryReading, source: str) -> Setting:
     capability = device.compute_capability
     if device.backend != "cuda":
         kernel = {
-            "rocm": "SDPA (torch's ROCm SDPA has its own flash kernels, AOTriton); flash-attn's ROCm build is not assumed",
+            "rocm": "SDPA (torch's ROCm SDPA has its own flash kernels, AOTriton); "
+            "flash-attn's ROCm build is not assumed",
             "mps": "SDPA (Metal's fused attention); flash-attn is CUDA-only",
             "xpu": "SDPA (oneDNN's fused attention on XPU); flash-attn is CUDA-only",
         }.get(device.backend, "SDPA; flash-attn is CUDA-only")
         return Setting("attention", "sdpa", f"{source}: flash attention on, but this is {device.backend}: {kernel}")
     if capability is None or capability < (8, 0):
         where = "no compute capability known" if capability is None else f"compute capability {_cc(capability)}"
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but Flash Attention 2 needs compute capability 8.0 or newer ({where}); SDPA")
+        return Setting(
+            "attention",
+            "sdpa",
+            f"{source}: flash attention on, but Flash Attention 2 needs compute capability 8.0 or newer "
+            f"({where}); SDPA",
+        )
     if importlib.util.find_spec("flash_attn") is None:
-        return Setting("attention", "sdpa", f"{source}: flash attention on, but flash-attn is not installed; SDPA (its memory-efficient kernels)")
-    return Setting("attention", "flash_attention_2", f"{source}: flash attention on; flash-attn installed, compute capability {_cc(capability)}")
+        return Setting(
+            "attention",
+            "sdpa",
+            f"{source}: flash attention on, but flash-attn is not installed; SDPA (its memory-efficient kernels)",
+        )
+    return Setting(
+        "attention",
+        "flash_attention_2",
+        f"{source}: flash attention on; flash-attn installed, compute capability {_cc(capability)}",
+    )
 
 
 def compile_setting(wanted: bool, reading: MemoryReading, source: str) -> Setting:
@@ -162,11 +226,24 @@ def compile_setting(wanted: bool, reading: MemoryReading, source: str) -> Settin
     if not wanted:
         return Setting("compile", False, f"{source}: compile off")
     if backend == "mps":
-        return Setting("compile", False, f"{source}: compile on, but MPS has no stable torch.compile backend (inductor's Metal backend is experimental)")
+        return Setting(
+            "compile",
+            False,
+            f"{source}: compile on, but MPS has no stable torch.compile backend "
+            "(inductor's Metal backend is experimental)",
+        )
     if backend not in ("cuda", "rocm"):
-        return Setting("compile", False, f"{source}: compile on, but {backend} has no default compile backend (ask for it to force it)")
+        return Setting(
+            "compile",
+            False,
+            f"{source}: compile on, but {backend} has no default compile backend (ask for it to force it)",
+        )
     if importlib.util.find_spec("triton") is None:
-        return Setting("compile", False, f"{source}: compile on, but triton is not installed: inductor cannot generate {backend} kernels")
+        return Setting(
+            "compile",
+            False,
+            f"{source}: compile on, but triton is not installed: inductor cannot generate {backend} kernels",
+        )
     return Setting("compile", True, f"{source}: compile on (inductor with triton on {backend})")
 
 
@@ -187,9 +264,17 @@ def lm_backend(reading: MemoryReading, *, find: Finder = installed) -> Setting:
     mlx-lm is installed, else pt (transformers), with the rule that decided."""
     for candidate in ("vllm", "mlx"):
         if lm_backend_problem(candidate, reading, find=find) is None:
-            why = ("vllm is installed and the GPU has compute capability ≥ 7.0" if candidate == "vllm"
-                   else "Apple silicon with mlx-lm installed: MLX runs the LM natively on the GPU")
-            return Setting("lm.backend", candidate, f"{why} (rule: vllm on CUDA ≥ 7.0 when installed; mlx on Apple silicon when mlx-lm is installed; else pt)")
+            why = (
+                "vllm is installed and the GPU has compute capability ≥ 7.0"
+                if candidate == "vllm"
+                else "Apple silicon with mlx-lm installed: MLX runs the LM natively on the GPU"
+            )
+            return Setting(
+                "lm.backend",
+                candidate,
+                f"{why} (rule: vllm on CUDA ≥ 7.0 when installed; mlx on Apple silicon when mlx-lm is installed; "
+                "else pt)",
+            )
     reasons = "; ".join(f"not {name}: {lm_backend_problem(name, reading, find=find)}" for name in ("vllm", "mlx"))
     return Setting("lm.backend", "pt", f"pt (transformers): {reasons}")
 

@@ -214,7 +214,9 @@ def device_for(resolution: Resolution) -> torch.device:
                         simulated=resolution.reading.device.simulated)
 
 
-def torch_device(backend: str, index: int | None = None, *, simulated: bool = False, torch_module: Any = torch) -> torch.device:
+def torch_device(
+    backend: str, index: int | None = None, *, simulated: bool = False, torch_module: Any = torch
+) -> torch.device:
     """The torch device for a reading's ``backend`` and ordinal where this torch can reach it, else the CPU."""
     ordinal = 0 if simulated or index is None else index
     if backend in ("cuda", "rocm") and torch_module.cuda.is_available():
