@@ -358,3 +358,17 @@ def test_a_released_component_is_freed_after_its_phase(one_torch_thread) -> None
     assert "vae" not in session.models and "vae" not in session.applied
     assert "freed" in phase.finished().details["released"]
     del model
+
+
+def test_generate_runs_for_the_bundled_mac_it_used_to_refuse(tmp_path, one_torch_thread) -> None:
+    """The Mac's plan is no longer refused, so ``generate`` runs it (here on the CPU, which torch reaches:
+    the plan's unified-memory savings are dropped there and the run says so)."""
+    pytest.importorskip("torch")
+    from acestep_core.runtime.pipeline import generate
+
+    request = GenerationRequest(duration_s=10, batch_size=1, lm="off")
+    result = generate(request, detect_options=DetectOptions(replay="apple-m2-pro-mps", environ={}), environ={},
+                      out_dir=tmp_path, steps=1, progress=False)
+    assert result.resolution.reading.device.backend == "mps"
+    assert result.resolution.plan.value("ladder.refused") is False
+    assert len(result.clips) == 1 and any("torch cannot reach it" in note for note in result.notes)

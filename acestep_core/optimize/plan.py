@@ -136,7 +136,7 @@ def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
 
 def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
     """(predicted peak, budget) in bytes for a resolution's *final* plan, user overrides included;
-    the budget is None off an accelerator. The pipeline calls this before loading anything."""
+    the budget is None off an accelerator (a CPU's memory is not predicted, so it is not checked)."""
     run = run_shape(resolution.adjusted, resolution.tier)
     plan = resolution.plan
     run = RunShape(
@@ -146,6 +146,7 @@ def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
     )
     peak = predict(run, choices_from_plan(plan)).peak_bytes
     device = resolution.reading.device
+    # on a CPU the model's figures are GPU-shaped (not predicted there), so nothing is checked
     budget = platforms.budget_for(device) if device.is_accelerator else None
     return peak, None if budget is None else budget.usable_bytes
 

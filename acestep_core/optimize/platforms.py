@@ -17,17 +17,9 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from acestep_core.optimize.memory import (
-    FRAGMENTATION_FRACTION,
-    GIB,
-    PHASES,
-    SAFETY_MARGIN_BYTES,
-    VAE_HOP,
-    Budget,
-    device_budget,
-)
+from acestep_core.optimize.memory import FRAGMENTATION_FRACTION, Budget, device_budget
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
-from acestep_core.vocabulary import LM_BACKENDS
+from acestep_core.vocabulary import GIB, LM_BACKENDS, PHASES, SAFETY_MARGIN_BYTES, VAE_HOP
 
 PRECISE_COMPONENTS = ("dit", "vae")
 """Where fp16 overflows on pre-Ampere cards (NaN/Inf reported on Titan X, T4, Quadro RTX 6000)."""
