@@ -372,3 +372,16 @@ def test_generate_runs_for_the_bundled_mac_it_used_to_refuse(tmp_path, one_torch
     assert result.resolution.reading.device.backend == "mps"
     assert result.resolution.plan.value("ladder.refused") is False
     assert len(result.clips) == 1 and any("torch cannot reach it" in note for note in result.notes)
+
+
+SEED_TIPS = {"tier1": None, "tier2": None, "tier3": None, "tier4": "0.6B", "tier5": "0.6B", "tier6": "1.7B", "unlimited": "4B"}
+"""The seed's memory tips: < 8 GB the DiT alone, 8-16 GB the 0.6B LM, > 16 GB 1.7B / 4B (the table's recommended_lm)."""
+
+
+@pytest.mark.parametrize("name", [*sorted(PLATFORM_RECORDINGS), "apple-m2-pro-mps"])
+def test_auto_loads_the_seeds_recommended_lm_on_every_platform(make_manager, name: str) -> None:
+    resolution = replay(make_manager, name)
+    assert resolution.adjusted.lm_model == SEED_TIPS[resolution.tier.name], (name, resolution.tier.name)
+    assert not any(change.field == "lm_model" and change.warning for change in resolution.adjusted.changes)
+    if resolution.adjusted.lm_on:
+        assert "lm.backend" in resolution.plan
