@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 MIN_MEMORY_GB = 0.001
@@ -160,6 +159,8 @@ def _unwritable(folder: Path, problem: str) -> str | None:
     """``problem`` unless a file can really be created in ``folder`` (permissions, a read-only mount,
     root's rights: asking the file system is the only answer that holds for all of them)."""
     try:
+        import tempfile  # only when an output path is checked: its import is costly for every start-up
+
         handle, probe = tempfile.mkstemp(prefix=".acestep-write-check-", dir=folder)
     except OSError:
         return problem
