@@ -30,6 +30,8 @@ exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the fla
 141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
 ML_MODULES = frozenset({"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"})
 """Top-level modules of the ``ml`` extra: a command that needs one says how to install it."""
+UI_MODULES = frozenset({"gradio"})
+"""Top-level modules of the ``ui`` extra."""
 
 DESCRIPTION = """\
 Decide how ACE-Step runs on this machine: detect the device's memory, pick a tier from the tier
@@ -53,6 +55,7 @@ OPTIONAL_COMMAND_MODULES = (
     "acestep_core.runtime.cli.generate",
     "acestep_core.runtime.cli.calibrate",
     "acestep_core.runtime.fleet.cli",
+    "acestep_core.runtime.ui.command",
 )
 """Command modules outside the deciding core (running, serving): each adds its command with
 ``add_parser(subparsers)`` and imports what it drives (torch, Ray) only when its command runs."""
@@ -88,7 +91,7 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def _optional_command_modules() -> list[Any]:
-    """Command modules that need the ``ml`` extra add themselves only where their module exists."""
+    """Command modules that need an extra add themselves only where their module exists."""
     import importlib
 
     modules = []
@@ -126,10 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ResolutionError, TableError, SettingIgnored) as error:
         _fail(args, str(error))
     except ModuleNotFoundError as error:
-        if error.name not in ML_MODULES:
+        top = (error.name or "").partition(".")[0]
+        if top in UI_MODULES:
+            needs, extra = "the page's libraries", "ui"
+        elif top in ML_MODULES:
+            needs, extra = "the models' libraries", "ml"
+        else:
             return _unexpected(args, error)
-        _fail(args, f"`{args.command if args else 'this command'}` needs the models' libraries ({error.name} is missing): "
-                    "pip install 'acestep-core[ml]'")
+        command = args.command if args else "this command"
+        _fail(args, f"`{command}` needs {needs} ({error.name} is missing): pip install 'acestep-core[{extra}]'")
     except KeyboardInterrupt:
         _fail(args, "interrupted")
         return EXIT_INTERRUPTED

@@ -11,4 +11,5 @@ imports the core and torch, at the top of its modules:
 - :mod:`.calibrate`: measure a device and write a tier table;
 - :mod:`.cli`: the ``generate`` and ``calibrate`` commands;
 - :mod:`.fleet`: a GPU fleet on Ray (the ``fleet`` extra): ``fleet scan`` and ``fleet serve``.
+- :mod:`.ui`: the ``ui`` command's page (Gradio, the ``ui`` extra), onto the same resolution as the CLI.
 """
