@@ -15,6 +15,7 @@ import queue
 import tempfile
 import threading
 import time
+from abc import ABCMeta
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,15 @@ def _escape(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
 
-class RequestSlider(gr.Slider):
+class _NoStubMeta(type(gr.Slider)):
+    """Gradio's component metaclass writes a ``.pyi`` stub beside any module defining a component subclass;
+    a subclass that adds no events or ``__init__`` needs nothing else from it."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> type:
+        return ABCMeta.__new__(mcs, name, bases, attrs)
+
+
+class RequestSlider(gr.Slider, metaclass=_NoStubMeta):
     """A slider whose typed value may exceed its maximum: the value then reaches the CLI's rules and is
     clamped there, with the CLI's warning, instead of being refused by Gradio in Gradio's words."""
 
@@ -112,29 +121,55 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     gr.Markdown("### Request")
-                    duration = RequestSlider(DURATION_MIN_S, 600, value=30, step=1, label="duration (s)", elem_id="duration")
+                    duration = RequestSlider(
+                        DURATION_MIN_S, 600, value=30, step=1, label="duration (s)", elem_id="duration"
+                    )
                     duration_auto = gr.Checkbox(False, label="let the LM choose the duration", elem_id="duration-auto")
                     batch = gr.Number(1, label="batch", precision=0, elem_id="batch")
-                    lm_mode = gr.Radio(list(LM_MODES), value="auto", label="LM", elem_id="lm-mode",
-                                       info="auto: the tier's default; choosing a size turns it on")
+                    lm_mode = gr.Radio(
+                        list(LM_MODES),
+                        value="auto",
+                        label="LM",
+                        elem_id="lm-mode",
+                        info="auto: the tier's default; choosing a size turns it on",
+                    )
                     lm_size = gr.Radio(list(LM_SIZES), value=None, label="LM size", elem_id="lm-size")
                     lm_note = gr.Markdown(elem_id="lm-note")
                     limits_md = gr.Markdown(elem_id="limits")
                 with gr.Column(scale=1):
                     gr.Markdown("### Overrides (each wins over the tier)")
-                    vram = gr.Textbox(label="simulated memory (GB, as --vram; empty: this machine's device)",
-                                      elem_id="vram", placeholder="e.g. 8")
+                    vram = gr.Textbox(
+                        label="simulated memory (GB, as --vram; empty: this machine's device)",
+                        elem_id="vram",
+                        placeholder="e.g. 8",
+                    )
                     vram_msg = gr.HTML(elem_id="vram-message")
-                    device = gr.Textbox(label="device (as --device: index or UUID; empty: the first visible)", elem_id="device")
-                    table = gr.Dropdown([RULE_TABLE, *tables], value=RULE_TABLE, label="tier table (as --tiers)", elem_id="table")
+                    device = gr.Textbox(
+                        label="device (as --device: index or UUID; empty: the first visible)", elem_id="device"
+                    )
+                    table = gr.Dropdown(
+                        [RULE_TABLE, *tables], value=RULE_TABLE, label="tier table (as --tiers)", elem_id="table"
+                    )
                     with gr.Accordion("tier limits", open=True):
-                        max_duration = gr.Textbox(label="max duration (s) (as --max-duration; empty: the tier's)", elem_id="max-duration", max_lines=1)
-                        max_batch = gr.Textbox(label="max batch (as --max-batch; empty: the tier's)", elem_id="max-batch", max_lines=1)
-                        allow_lm_on = gr.Checkbox(False, label="override the allowed LM sizes (as --allow-lm)", elem_id="allow-lm-on")
+                        max_duration = gr.Textbox(
+                            label="max duration (s) (as --max-duration; empty: the tier's)",
+                            elem_id="max-duration",
+                            max_lines=1,
+                        )
+                        max_batch = gr.Textbox(
+                            label="max batch (as --max-batch; empty: the tier's)", elem_id="max-batch", max_lines=1
+                        )
+                        allow_lm_on = gr.Checkbox(
+                            False, label="override the allowed LM sizes (as --allow-lm)", elem_id="allow-lm-on"
+                        )
                         allow_lm = gr.CheckboxGroup(list(LM_SIZES), label="allowed LM sizes", elem_id="allow-lm")
-                    with gr.Accordion("plan keys (as --set KEY=VALUE; JSON, else a string; empty: the plan's own)", open=False):
-                        plan_boxes = [gr.Textbox(label=key, elem_id=f"plan-{key.replace('.', '-')}", max_lines=1)
-                                      for key in PLAN_OVERRIDE_KEYS]
+                    with gr.Accordion(
+                        "plan keys (as --set KEY=VALUE; JSON, else a string; empty: the plan's own)", open=False
+                    ):
+                        plan_boxes = [
+                            gr.Textbox(label=key, elem_id=f"plan-{key.replace('.', '-')}", max_lines=1)
+                            for key in PLAN_OVERRIDE_KEYS
+                        ]
                     overrides_md = gr.Markdown(elem_id="overrides")
             gr.Markdown("### Warnings")
             warnings_md = gr.Markdown(elem_id="warnings")
@@ -144,8 +179,15 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
                 plan_table = gr.Markdown(elem_id="plan-table")
             with gr.Accordion("hardware and who decided", open=True):
                 hardware_md = gr.Markdown(elem_id="hardware")
-            decision = gr.Code(language="json", label="decision (acestep-core plan --json)", elem_id="decision",
-                               buttons=["copy", "download"], lines=8, max_lines=20, interactive=False)
+            decision = gr.Code(
+                language="json",
+                label="decision (acestep-core plan --json)",
+                elem_id="decision",
+                buttons=["copy", "download"],
+                lines=8,
+                max_lines=20,
+                interactive=False,
+            )
         with gr.Tab("Tables"):
             with gr.Row():
                 table_a = gr.Dropdown(tables, value=tables[0] if tables else None, label="table A", elem_id="table-a")
@@ -154,25 +196,62 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
             compare_button = gr.Button("Compare", elem_id="compare")
             table_msg = gr.Markdown(elem_id="table-message")
             compare_plot = gr.Image(label="comparison", type="filepath", elem_id="compare-plot", interactive=False)
-            compare_text = gr.Code(label="where they differ (acestep-core tiers compare)", elem_id="compare-text", interactive=False)
+            compare_text = gr.Code(
+                label="where they differ (acestep-core tiers compare)", elem_id="compare-text", interactive=False
+            )
         with gr.Tab("Generate"):
             with gr.Row():
-                size = gr.Radio(["tiny", "real"], value="tiny", label="models", elem_id="size",
-                                info="random weights either way: the audio is noise")
+                size = gr.Radio(
+                    ["tiny", "real"],
+                    value="tiny",
+                    label="models",
+                    elem_id="size",
+                    info="random weights either way: the audio is noise",
+                )
                 steps = gr.Slider(1, 200, value=8, step=1, label="denoising steps", elem_id="steps")
                 seed = gr.Number(0, label="seed", precision=0, elem_id="seed")
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             progress_html = gr.HTML(elem_id="progress")
-            players = [gr.Audio(label=f"clip {i + 1}", visible=False, elem_id=f"clip-{i + 1}", interactive=False)
-                       for i in range(AUDIO_PLAYERS)]
+            players = [
+                gr.Audio(label=f"clip {i + 1}", visible=False, elem_id=f"clip-{i + 1}", interactive=False)
+                for i in range(AUDIO_PLAYERS)
+            ]
             report = gr.Code(label="run report", elem_id="report", interactive=False)
 
-        request_inputs = [vram, device, table, duration, duration_auto, batch, lm_mode, lm_size, max_duration, max_batch,
-                          allow_lm_on, allow_lm, *plan_boxes]
-        view_outputs = [tier_md, error_html, vram_msg, hardware_md, warnings_md, limits_md, duration, batch, lm_mode,
-                        lm_size, lm_note, overrides_md, plan_chart, plan_table, decision]
+        request_inputs = [
+            vram,
+            device,
+            table,
+            duration,
+            duration_auto,
+            batch,
+            lm_mode,
+            lm_size,
+            max_duration,
+            max_batch,
+            allow_lm_on,
+            allow_lm,
+            *plan_boxes,
+        ]
+        view_outputs = [
+            tier_md,
+            error_html,
+            vram_msg,
+            hardware_md,
+            warnings_md,
+            limits_md,
+            duration,
+            batch,
+            lm_mode,
+            lm_size,
+            lm_note,
+            overrides_md,
+            plan_chart,
+            plan_table,
+            decision,
+        ]
 
         def refresh(*values: Any) -> list[Any]:
             return _guarded(lambda: _view_updates(_inputs(values)), len(view_outputs), error_index=1)
@@ -194,18 +273,21 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
         upload.change(lambda f: _guarded(lambda: _validate_upload(f), 1, error_index=0), upload, table_msg)
         compare_button.click(
             lambda a, b, f: _guarded(lambda: _compare(a, b, f, work), 3, error_index=0),
-            [table_a, table_b, upload], [table_msg, compare_plot, compare_text],
+            [table_a, table_b, upload],
+            [table_msg, compare_plot, compare_text],
         )
 
         gen_outputs = [progress_html, report, *players]
 
         def generate(*values: Any, request: gr.Request) -> Iterator[list[Any]]:
             inputs = _inputs(values[: len(request_inputs)])
-            size_value, steps_value, seed_value = values[len(request_inputs):]
+            size_value, steps_value, seed_value = values[len(request_inputs) :]
             session = request.session_hash or "anonymous"
             try:
-                yield from _generate(inputs, size_value, int(steps_value), int(seed_value or 0), session, work, generations)
-            except Exception:  # noqa: BLE001 - nothing may reach the page as a traceback
+                yield from _generate(
+                    inputs, size_value, int(steps_value), int(seed_value or 0), session, work, generations
+                )
+            except Exception:  # nothing may reach the page as a traceback
                 log.exception("generation failed")
                 yield [_inline(INTERNAL_ERROR), gr.update(), *[gr.update(visible=False)] * AUDIO_PLAYERS]
 
@@ -221,8 +303,21 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
 
 # --------------------------------------------------------------------------------------------- resolve
 def _inputs(values: Any) -> PageInputs:
-    (vram, device, table, duration, duration_auto, batch, lm_mode, lm_size, max_duration, max_batch,
-     allow_lm_on, allow_lm, *plan) = values
+    (
+        vram,
+        device,
+        table,
+        duration,
+        duration_auto,
+        batch,
+        lm_mode,
+        lm_size,
+        max_duration,
+        max_batch,
+        allow_lm_on,
+        allow_lm,
+        *plan,
+    ) = values
     return PageInputs(
         vram=vram or "",
         device=device or "",
@@ -247,11 +342,17 @@ def _view_updates(inputs: PageInputs) -> list[Any]:
     top = view.duration_max
     bottom = min(DURATION_MIN_S, top - 1)
     with_lm = "with the LM" if resolution.adjusted.lm_on else "without the LM"
-    duration_update = gr.update(minimum=bottom, maximum=top, interactive=not inputs.duration_auto,
-                                label=f"duration (s): ≤ {top} s on {resolution.tier.label} {with_lm}")
+    duration_update = gr.update(
+        minimum=bottom,
+        maximum=top,
+        interactive=not inputs.duration_auto,
+        label=f"duration (s): ≤ {top} s on {resolution.tier.label} {with_lm}",
+    )
     if view.duration_value is not None:
         duration_update["value"] = view.duration_value
-    batch_update = gr.update(value=view.batch_value, label=f"batch: ≤ {view.batch_max} on {resolution.tier.label} {with_lm}")
+    batch_update = gr.update(
+        value=view.batch_value, label=f"batch: ≤ {view.batch_max} on {resolution.tier.label} {with_lm}"
+    )
     return [
         view.tier,
         "",
@@ -275,9 +376,11 @@ def _guarded(build: Callable[[], list[Any] | Any], count: int, *, error_index: i
     """``build()``; on bad input the CLI's message in the error slot and nothing else changed."""
     try:
         return build()
+    except TableError as error:
+        message = _inline("\n".join(validation_lines(error.source, error)))
     except EXPECTED_ERRORS as error:
         message = _inline(str(error))
-    except Exception:  # noqa: BLE001 - nothing may reach the page as a traceback
+    except Exception:  # nothing may reach the page as a traceback
         log.exception("handler failed")
         message = _inline(INTERNAL_ERROR)
     updates: list[Any] = [gr.update()] * count
@@ -328,7 +431,9 @@ def _progress(done: dict[str, tuple[int, int]], skipped: set[str], status: str) 
     rows = []
     for name in PHASE_NAMES:
         if name in skipped:
-            rows.append(f'<div class="ac-row"><span class="ac-name">{name}</span><span class="ac-skip">skipped</span></div>')
+            rows.append(
+                f'<div class="ac-row"><span class="ac-name">{name}</span><span class="ac-skip">skipped</span></div>'
+            )
             continue
         count, total = done.get(name, (0, 0))
         share = 0 if not total else 100 * count / total
@@ -340,8 +445,9 @@ def _progress(done: dict[str, tuple[int, int]], skipped: set[str], status: str) 
     return f'<div class="ac-chart ac-progress"><p id="gen-status">{_escape(status)}</p>{"".join(rows)}</div>'
 
 
-def _generate(inputs: PageInputs, size: str, steps: int, seed: int, session: str, work: Path,
-              generations: Generations) -> Iterator[list[Any]]:
+def _generate(
+    inputs: PageInputs, size: str, steps: int, seed: int, session: str, work: Path, generations: Generations
+) -> Iterator[list[Any]]:
     from acestep_core.pipeline import CancelHandle, GenerationCancelledError, _device_for, render_report, run
 
     hidden = [gr.update(visible=False, value=None)] * AUDIO_PLAYERS
@@ -373,8 +479,16 @@ def _generate(inputs: PageInputs, size: str, steps: int, seed: int, session: str
 
             def worker() -> None:
                 try:
-                    outcome["result"] = run(resolution, out_dir=out, size=size, steps=steps, seed=seed, cancel=cancel,
-                                            progress=False, on_progress=lambda p, d, t: events.put((p, d, t)))
+                    outcome["result"] = run(
+                        resolution,
+                        out_dir=out,
+                        size=size,
+                        steps=steps,
+                        seed=seed,
+                        cancel=cancel,
+                        progress=False,
+                        on_progress=lambda p, d, t: events.put((p, d, t)),
+                    )
                 except BaseException as error:  # noqa: BLE001 - handed to the page's thread
                     outcome["error"] = error
 
@@ -402,7 +516,11 @@ def _generate(inputs: PageInputs, size: str, steps: int, seed: int, session: str
         generations.forget(session, cancel)
     error = outcome.get("error")
     if isinstance(error, GenerationCancelledError):
-        yield [_progress(done, skipped, "cancelled: the run stopped, its models were released, no files were written"), "", *hidden]
+        yield [
+            _progress(done, skipped, "cancelled: the run stopped, its models were released, no files were written"),
+            "",
+            *hidden,
+        ]
         return
     if isinstance(error, EXPECTED_ERRORS):
         yield [_inline(str(error)), "", *hidden]
@@ -415,25 +533,41 @@ def _generate(inputs: PageInputs, size: str, steps: int, seed: int, session: str
     for phase in result.phases:
         done[phase.name] = done.get(phase.name, (1, 1))
     clips = list(result.clips)
-    players = [gr.update(visible=True, value=clip.path, label=f"clip {i + 1}: {clip.duration_s:g} s")
-               for i, clip in enumerate(clips[:AUDIO_PLAYERS])]
+    players = [
+        gr.update(visible=True, value=clip.path, label=f"clip {i + 1}: {clip.duration_s:g} s")
+        for i, clip in enumerate(clips[:AUDIO_PLAYERS])
+    ]
     players += [gr.update(visible=False, value=None)] * (AUDIO_PLAYERS - len(players))
     status = f"done: {len(clips)} clip(s) in {result.seconds:.1f} s"
     yield [_progress({p: (1, 1) for p in PHASE_NAMES}, skipped, status), render_report(result), *players]
 
 
 # --------------------------------------------------------------------------------------------- serve
-def launch(host: str = "127.0.0.1", port: int | None = None, auth: tuple[str, str] | None = None,
-           out_dir: str | Path | None = None, *, block: bool = True) -> Any:
+def launch(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    auth: tuple[str, str] | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    block: bool = True,
+) -> Any:
     """Serve the page. Blocks until Ctrl-C unless ``block`` is False (then returns the app)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     work = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="acestep-ui-"))
     app = build_app(work)
     app.queue(default_concurrency_limit=8)
     app.launch(
-        server_name=host, server_port=port, auth=auth, show_error=False, prevent_thread_lock=not block,
-        ssr_mode=False, allowed_paths=[str(work.resolve())], css=CSS, footer_links=[], quiet=False,
-        pwa=False, mcp_server=False,
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        show_error=False,
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        allowed_paths=[str(work.resolve())],
+        css=CSS,
+        footer_links=[],
+        quiet=False,
+        pwa=False,
+        mcp_server=False,
     )
     return app
-

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from acestep_core.cli import UsageError
 from acestep_core.hookspecs import PLAN_KEYS
@@ -189,7 +188,8 @@ def render(resolution: Resolution, inputs: PageInputs) -> PageView:
     lm_on = adjusted.lm_on
     choices = lm_choices(resolution)
     lm_note = "\n".join(
-        f"- **{c.size}**: {'✓' if c.available else '✗'} {c.reason}" + (" — the tier's recommended size" if c.recommended else "")
+        f"- **{c.size}**: {'✓' if c.available else '✗'} {c.reason}"
+        + (" — the tier's recommended size" if c.recommended else "")
         for c in choices
     )
     lm_changes = [c for c in adjusted.changes if c.field in ("lm_model", "lm")]
@@ -279,9 +279,7 @@ def render_overrides(resolution: Resolution) -> str:
     if not resolution.overrides:
         return "no overrides: every value is the tier's or the plan's own"
     lines = ["| override | value | the tier / plan would have given |", "|---|---|---|"]
-    lines += [
-        f"| ✎ `{o.key}` | `{json.dumps(o.value)}` | `{json.dumps(o.default)}` |" for o in resolution.overrides
-    ]
+    lines += [f"| ✎ `{o.key}` | `{json.dumps(o.value)}` | `{json.dumps(o.default)}` |" for o in resolution.overrides]
     return "\n".join(lines)
 
 
@@ -306,15 +304,19 @@ def render_plan_chart(resolution: Resolution) -> str:
     rows = []
     for name in PHASE_NAMES:
         if name not in phases:
-            rows.append(f'<div class="ac-row"><span class="ac-name">{name}</span><span class="ac-skip">not run</span></div>')
+            rows.append(
+                f'<div class="ac-row"><span class="ac-name">{name}</span><span class="ac-skip">not run</span></div>'
+            )
             continue
         gib = phases[name]
         over = budget is not None and gib > budget
-        budget_mark = "" if budget is None else f'<div class="ac-budget" style="left:{100 * budget / scale:.1f}%"></div>'
+        budget_mark = (
+            "" if budget is None else f'<div class="ac-budget" style="left:{100 * budget / scale:.1f}%"></div>'
+        )
         rows.append(
             f'<div class="ac-row" data-phase="{name}"><span class="ac-name">{name}</span>'
             f'<div class="ac-track"><div class="ac-bar{" ac-over" if over else ""}" style="width:{100 * gib / scale:.1f}%">'
-            f"</div>{budget_mark}</div><span class=\"ac-val\">{gib:.2f} GiB</span></div>"
+            f'</div>{budget_mark}</div><span class="ac-val">{gib:.2f} GiB</span></div>'
         )
     budget_line = (
         "no device budget (a CPU)"
@@ -336,8 +338,10 @@ def render_plan_chart(resolution: Resolution) -> str:
             parts.append(f'<p class="ac-lowered">⚠ {html.escape(plan[key].reason)}</p>')
     refused = plan.value("ladder.refused")
     if refused:
-        parts.append(f'<div id="refused" class="ac-refused">✗ plan refused: {html.escape(plan["ladder.refused"].reason)}; '
-                     "nothing will be loaded</div>")
+        parts.append(
+            f'<div id="refused" class="ac-refused">✗ plan refused: {html.escape(plan["ladder.refused"].reason)}; '
+            "nothing will be loaded</div>"
+        )
     return "\n".join(parts)
 
 
