@@ -279,7 +279,7 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
 
         gen_outputs = [progress_html, report, *players]
 
-        def generate(*values: Any, request: gr.Request) -> Iterator[list[Any]]:
+        def generate(request: gr.Request, *values: Any) -> Iterator[list[Any]]:
             inputs = _inputs(values[: len(request_inputs)])
             size_value, steps_value, seed_value = values[len(request_inputs) :]
             session = request.session_hash or "anonymous"
