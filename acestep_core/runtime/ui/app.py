@@ -448,7 +448,8 @@ def _progress(done: dict[str, tuple[int, int]], skipped: set[str], status: str) 
 def _generate(
     inputs: PageInputs, size: str, steps: int, seed: int, session: str, work: Path, generations: Generations
 ) -> Iterator[list[Any]]:
-    from acestep_core.pipeline import CancelHandle, GenerationCancelledError, _device_for, render_report, run
+    from acestep_core.runtime.pipeline import CancelHandle, GenerationCancelledError, render_report, run
+    from acestep_core.runtime.pipeline.session import device_for
 
     hidden = [gr.update(visible=False, value=None)] * AUDIO_PLAYERS
     try:
@@ -465,7 +466,7 @@ def _generate(
     skipped = set() if resolution.adjusted.lm_on else {"lm"}
     done: dict[str, tuple[int, int]] = {}
     try:
-        device = str(_device_for(resolution))
+        device = str(device_for(resolution))
         lock = generations.lock_for(device)
         while not lock.acquire(timeout=0.5):
             if cancel.cancelled:
