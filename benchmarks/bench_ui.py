@@ -67,7 +67,8 @@ def bench_reresolve(changes: int, cold_runs: int) -> None:
     print(f"  page handler (parse + resolve + render the view)  {statistics.median(page) * 1e3:8.2f} ms")
     print(f"  CLI resolve_from_args in-process (same argv)      {statistics.median(cli) * 1e3:8.2f} ms")
     print(
-        f"  cold `acestep-core plan --json` process           {statistics.median(cold) * 1e3:8.2f} ms (median of {cold_runs})"
+        f"  cold `acestep-core plan --json` process           {statistics.median(cold) * 1e3:8.2f} ms"
+        f" (median of {cold_runs})"
     )
     print(f"  page / CLI in-process: {statistics.median(page) / statistics.median(cli):.2f}x")
 

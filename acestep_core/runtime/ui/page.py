@@ -269,7 +269,8 @@ def render_limits(resolution: Resolution) -> str:
     mark = {key: " *(override)*" if key in overridden else "" for key in ("max_duration_s", "max_batch", "lm_models")}
     return (
         f"limits of {tier.label}: duration ≤ **{tier.max_duration_with_lm_s} s** with the LM / "
-        f"**{tier.max_duration_without_lm_s} s** without{mark['max_duration_s']}; batch ≤ **{tier.max_batch_with_lm}** / "
+        f"**{tier.max_duration_without_lm_s} s** without{mark['max_duration_s']}; "
+        f"batch ≤ **{tier.max_batch_with_lm}** / "
         f"**{tier.max_batch_without_lm}**{mark['max_batch']}; LM sizes: {lm}{mark['lm_models']} "
         f"(LM {'on' if tier.lm_default_on else 'off'} by default)"
     )
@@ -315,7 +316,8 @@ def render_plan_chart(resolution: Resolution) -> str:
         )
         rows.append(
             f'<div class="ac-row" data-phase="{name}"><span class="ac-name">{name}</span>'
-            f'<div class="ac-track"><div class="ac-bar{" ac-over" if over else ""}" style="width:{100 * gib / scale:.1f}%">'
+            f'<div class="ac-track"><div class="ac-bar{" ac-over" if over else ""}" '
+            f'style="width:{100 * gib / scale:.1f}%">'
             f'</div>{budget_mark}</div><span class="ac-val">{gib:.2f} GiB</span></div>'
         )
     budget_line = (
