@@ -135,12 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif top in ML_MODULES:
             needs, extra = "the models' libraries", "ml"
         else:
-        top = (error.name or "").partition(".")[0]
-        if top in UI_MODULES:
-            needs, extra = "the page's libraries", "ui"
-        elif top in ML_MODULES:
-            needs, extra = "the models' libraries", "ml"
-        else:
             return _unexpected(args, error)
         command = args.command if args else "this command"
         _fail(args, f"`{command}` needs {needs} ({error.name} is missing): pip install 'acestep-core[{extra}]'")
