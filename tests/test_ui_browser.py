@@ -190,7 +190,11 @@ def test_a_refused_lm_shows_the_reason(page: Any, screenshots: Path) -> None:
 
 
 def test_an_override_is_marked_with_what_the_tier_gave(page: Any, screenshots: Path) -> None:
+    field(page, "vram").fill("8GB")
+    expect(page.locator("#vram-message")).to_contain_text("argument --vram: '8GB' is not a memory size")
+    shot(page, screenshots, "override-bad-vram")
     set_vram(page, "8")
+    expect(page.locator("#vram-message")).to_have_text("")
     field(page, "max-duration").fill("abc")
     expect(page.locator("#page-error")).to_contain_text("argument --max-duration: invalid int value: 'abc'")
     shot(page, screenshots, "override-bad-value")

@@ -254,7 +254,10 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
         ]
 
         def refresh(*values: Any) -> list[Any]:
-            return _guarded(lambda: _view_updates(_inputs(values)), len(view_outputs), error_index=1)
+            updates = _guarded(lambda: _view_updates(_inputs(values)), len(view_outputs), error_index=1)
+            if "--vram" in str(updates[1]):  # a bad simulated size: said beside its field
+                updates[1], updates[2] = "", updates[1]
+            return updates
 
         def choose_size(*values: Any) -> list[Any]:
             values = list(values)
@@ -337,7 +340,6 @@ def _inputs(values: Any) -> PageInputs:
 def _view_updates(inputs: PageInputs) -> list[Any]:
     resolution = resolve_inputs(inputs)
     view = render(resolution, inputs)
-    vram_problems = [p.error for p in resolution.problems if p.kind == "invalid-setting" and "--vram" in p.error]
     choices = [(choice.label, choice.size) for choice in view.lm_choices]
     top = view.duration_max
     bottom = min(DURATION_MIN_S, top - 1)
@@ -356,7 +358,7 @@ def _view_updates(inputs: PageInputs) -> list[Any]:
     return [
         view.tier,
         "",
-        _inline(vram_problems[0]) if vram_problems else "",
+        "",
         view.hardware,
         view.warnings,
         view.limits,
