@@ -386,3 +386,39 @@ def test_resolve_refuses_a_given_reading_no_tier_could_come_from() -> None:
         resolve(reading=broken)
     decided = resolve(reading=device_reading(8, simulated=True))
     assert decided.decided_by("detect_memory") == "caller" and decided.tier.name == "tier4"
+
+
+@pytest.mark.parametrize(
+    ("variable", "gb", "backend", "restriction"),
+    [
+        ("MAX_CUDA_VRAM", "8", "cuda", "all"),
+        ("MAX_CUDA_VRAM", "6", "cuda", "all"),
+        ("MAX_MPS_VRAM", "16", "mps", "pt_mlx_only"),
+    ],
+)
+def test_lm_backend_fields_are_the_plans_lm_backend(
+    monkeypatch: pytest.MonkeyPatch, variable, gb, backend, restriction
+) -> None:
+    """recommended_backend is the LM backend acestep-core decides (also when the LM is off by
+    default); the restriction says whether the platform may run vllm at all."""
+    from acestep_core.optimize.platforms import lm_backend
+
+    monkeypatch.setenv(variable, gb)
+    config = gc.get_gpu_config()
+    resolution = resolve()
+    assert resolution.reading.device.backend == backend
+    assert config.recommended_backend == (resolution.plan.value("lm.backend") or lm_backend(resolution.reading).value)
+    assert config.lm_backend_restriction == restriction
+    if backend == "mps":
+        assert config.recommended_backend in ("mlx", "pt") and not config.compile_model_default
+
+
+def test_an_old_card_is_restricted_to_pt_and_mlx(monkeypatch: pytest.MonkeyPatch, make_manager) -> None:
+    """vllm needs compute capability 7.0: a GTX 1080 Ti (6.1) gets pt, restricted as upstream's MPS is."""
+    import dataclasses
+
+    reading = device_reading(11)
+    old = dataclasses.replace(reading, device=dataclasses.replace(reading.device, compute_capability=(6, 1)))
+    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(FixedDevice(old)))
+    config = gc.get_gpu_config()
+    assert (config.recommended_backend, config.lm_backend_restriction) == ("pt", "pt_mlx_only")

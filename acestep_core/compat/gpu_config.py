@@ -23,14 +23,15 @@ Covered, with upstream's names and call shapes (February 2026):
     (upstream's message texts), ``print_gpu_config_info(config)`` (to the ``logging`` logger of this
     module, not loguru), ``VRAM_16GB_MIN_GB`` (the active table's start of the 16 GB class).
 Covered, April 2026 names that map onto acestep-core decisions:
-    ``GPUConfig.recommended_lm_model`` (the tier's ``recommended_lm``), ``offload_to_cpu_default``
+    ``GPUConfig.recommended_lm_model`` (the tier's ``recommended_lm``), ``recommended_backend`` (the
+    plan's ``lm.backend``: vllm / mlx / pt), ``lm_backend_restriction`` (``all`` where the LM backend
+    rule lets this platform run vllm, else ``pt_mlx_only``), ``offload_to_cpu_default``
     (the plan offloads the LM, text encoder or VAE), ``offload_dit_to_cpu_default`` (the plan
     offloads the DiT), ``quantization_default`` (the plan quantizes the DiT), ``compile_model_default``
     (the plan compiles: off where the platform cannot, e.g. no triton), ``get_gpu_config_for_tier(tier)``,
     ``GPU_TIER_LABELS``, ``GPU_TIER_CHOICES``.
-Not covered: ``recommended_backend`` and ``lm_backend_restriction`` (the LM backend decision,
-``lm.backend``, is not in acestep-core yet); the MPS overrides as upstream writes them (acestep-core
-decides compile / quantization / offload per platform in its plan instead); ``is_mps_platform``,
+Not covered: the MPS overrides as upstream writes them (acestep-core decides compile / quantization /
+offload / LM backend per platform in its plan instead); ``is_mps_platform``,
 ``resolve_device``, ``get_gpu_device_name``, ``get_effective_free_vram_gb``,
 ``get_available_vram_gb``, ``compute_adaptive_config``, ``estimate_inference_vram``,
 ``is_lm_model_size_allowed``, ``find_best_lm_model_on_disk``, ``MODEL_VRAM`` / ``LM_VRAM`` and the
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from acestep_core.optimize.platforms import lm_backend, lm_backend_problem
 from acestep_core.plugins import get_plugin_manager
 from acestep_core.resolve import TIERS_ENV, available_tables, choose_table, detect, resolve
 from acestep_core.types import (
@@ -109,6 +111,8 @@ class GPUConfig:
     available_lm_models: list[str]
     lm_memory_gb: dict[str, float]
     recommended_lm_model: str = ""
+    lm_backend_restriction: str = "all"
+    recommended_backend: str = "vllm"
     offload_to_cpu_default: bool = True
     offload_dit_to_cpu_default: bool = True
     quantization_default: bool = True
@@ -174,6 +178,12 @@ def _active_table() -> TierTable:
     return choose_table(tables, os.environ.get(TIERS_ENV) or None).table
 
 
+def vllm_allowed(reading: MemoryReading) -> bool:
+    """Upstream's ``lm_backend_restriction``: whether this platform may run vllm at all (whether it is
+    installed aside), by acestep-core's LM backend rule."""
+    return lm_backend_problem("vllm", reading, find=lambda _module: True) is None
+
+
 def _config(resolution: Resolution, gpu_memory_gb: float) -> GPUConfig:
     tier, plan = resolution.tier, resolution.plan
     offloaded = {c: plan.value(f"offload.{c}", "none") != "none" for c in ("lm", "text_encoder", "vae", "dit")}
@@ -188,6 +198,8 @@ def _config(resolution: Resolution, gpu_memory_gb: float) -> GPUConfig:
         available_lm_models=[LM_PREFIX + size for size in tier.lm_models],
         lm_memory_gb=dict(tier.lm_memory_gb),
         recommended_lm_model=LM_PREFIX + tier.recommended_lm if tier.recommended_lm else "",
+        lm_backend_restriction="all" if vllm_allowed(resolution.reading) else "pt_mlx_only",
+        recommended_backend=str(plan.value("lm.backend") or lm_backend(resolution.reading).value),
         offload_to_cpu_default=offloaded["lm"] or offloaded["text_encoder"] or offloaded["vae"],
         offload_dit_to_cpu_default=offloaded["dit"],
         quantization_default=plan.value("quantization.dit", "none") != "none",
