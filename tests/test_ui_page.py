@@ -40,7 +40,8 @@ CASES: dict[str, PageInputs] = {
         vram="24", lm_mode="on", lm_size="1.7B", plan={"quantization.exclude.lm": '["lm_head"]'}
     ),
     "2 GB: the ladder lowers, then refuses": PageInputs(vram="2", duration=600, batch=4),
-    "this machine": PageInputs(duration=45.5),
+    "a replayed H100, 45.5 s": PageInputs(replay="h100-80gb", duration=45.5),
+    "a replayed RTX 4060, LM off": PageInputs(replay="rtx4060-8gb", lm_mode="off", batch=4),
 }
 
 
@@ -67,6 +68,7 @@ def cli_plan_json(argv: list[str]) -> dict:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_pages_decision_is_the_clis(name: str) -> None:
+    """Simulated and replayed devices only: this machine's live free memory differs between two readings."""
     inputs = CASES[name]
     inputs = PageInputs(**{**inputs.__dict__, "table": "default"})
     argv = cli_argv(inputs)

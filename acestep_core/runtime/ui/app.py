@@ -147,6 +147,11 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
                     device = gr.Textbox(
                         label="device (as --device: index or UUID; empty: the first visible)", elem_id="device"
                     )
+                    replay = gr.Textbox(
+                        label="replay a recorded device (as --replay: a bundled name such as h100-80gb, or a file)",
+                        elem_id="replay",
+                        max_lines=1,
+                    )
                     table = gr.Dropdown(
                         [RULE_TABLE, *tables], value=RULE_TABLE, label="tier table (as --tiers)", elem_id="table"
                     )
@@ -223,6 +228,7 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
         request_inputs = [
             vram,
             device,
+            replay,
             table,
             duration,
             duration_auto,
@@ -261,10 +267,10 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
 
         def choose_size(*values: Any) -> list[Any]:
             values = list(values)
-            values[6] = "on"
+            values[request_inputs.index(lm_mode)] = "on"
             return refresh(*values)
 
-        for control in (vram, device, max_duration, max_batch, *plan_boxes):  # never set by a handler
+        for control in (vram, device, replay, max_duration, max_batch, *plan_boxes):  # never set by a handler
             control.change(refresh, request_inputs, view_outputs, trigger_mode="always_last")
         for control in (table, duration_auto, lm_mode, allow_lm_on, allow_lm):
             control.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
@@ -309,6 +315,7 @@ def _inputs(values: Any) -> PageInputs:
     (
         vram,
         device,
+        replay,
         table,
         duration,
         duration_auto,
@@ -324,6 +331,7 @@ def _inputs(values: Any) -> PageInputs:
     return PageInputs(
         vram=vram or "",
         device=device or "",
+        replay=replay or "",
         table="" if not table or table == RULE_TABLE else table,
         duration=duration,
         duration_auto=bool(duration_auto),

@@ -39,6 +39,8 @@ class PageInputs:
     vram: str = ""
     """Simulated memory in GB (``--vram``); empty: detect the real device (or MAX_CUDA_VRAM)."""
     device: str = ""
+    replay: str = ""
+    """A recorded device to replay (``--replay``: a bundled name or a JSON file)."""
     table: str = ""
     duration: float | None = 30
     duration_auto: bool = False
@@ -58,6 +60,8 @@ def cli_argv(inputs: PageInputs) -> list[str]:
     argv: list[str] = []
     if inputs.vram.strip():
         argv += ["--vram", inputs.vram.strip()]
+    if inputs.replay.strip():
+        argv += ["--replay", inputs.replay.strip()]
     if inputs.device.strip():
         argv += ["--device", inputs.device.strip()]
     if inputs.table.strip():
