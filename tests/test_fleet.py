@@ -59,6 +59,7 @@ def cluster() -> Any:
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
         logging_level="WARNING",
+        log_to_driver=False,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
@@ -249,3 +250,32 @@ def test_a_replica_placed_on_the_wrong_card_refuses_and_requests_get_503(cluster
     assert status == 503
     assert "no replica is running" in body["error"] and "refuses to start" in body["error"]
     assert "Tier 4 (tier4), not unlimited" in body["error"]
+
+
+def test_fleet_serve_command_scans_deploys_and_routes(cluster: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Last in the module: it frees the GPUs the apps above hold, and the command shuts Serve down."""
+    for name in ("mixed", "only8", "wrong"):
+        serve.delete(name)
+    port = cluster.rsplit(":", 1)[1]
+    argv = ["fleet", "serve", "--simulate", "8,24", "--plan-only", "--port", port, "--for", "12", "--json"]
+    exit_code: list[int] = []
+    thread = threading.Thread(target=lambda: exit_code.append(main(argv)))
+    thread.start()
+    deadline = time.monotonic() + BOUND_S
+    while True:
+        try:
+            with urllib.request.urlopen(cluster + "/", timeout=10) as response:
+                fleet = json.loads(response.read())
+            if all(c["running"] for c in fleet["classes"]):
+                break
+        except (OSError, json.JSONDecodeError):  # not up yet: refused, reset or timed out
+            pass
+        assert time.monotonic() < deadline and thread.is_alive(), "fleet serve never came up"
+        time.sleep(0.5)
+    assert [(c["name"], c["replicas"]) for c in fleet["classes"]] == [("tier4", 1), ("unlimited", 1)]
+    assert post(cluster + "/", {"duration_s": 600, "batch_size": 8})[1]["route"]["target"] == "unlimited"
+    assert post(cluster + "/", {"duration_s": 120})[1]["replica"]["tier"] == "tier4"
+    thread.join(BOUND_S)
+    assert exit_code == [0]
+    summary, _ = json.JSONDecoder().raw_decode(capsys.readouterr().out)
+    assert summary["url"] == f"{cluster}/" and [c["name"] for c in summary["classes"]] == ["tier4", "unlimited"]

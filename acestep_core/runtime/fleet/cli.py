@@ -59,7 +59,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="HTTP port (default: 8000); a Serve instance already running on the cluster keeps its own",
+    )
     serve.add_argument("--plan-only", action="store_true", help="replicas resolve but run no model")
     serve.add_argument("--size", choices=("tiny", "real"), default="tiny", help="the models' size (default: tiny)")
     serve.add_argument("--out", metavar="DIR", default=None, help="where replicas write WAV files on their node")
@@ -85,8 +90,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--simulate",
         metavar="GB,GB,...",
         default=None,
-        help="give the GPU slots simulated sizes (MAX_CUDA_VRAM per task); on a local instance "
-        "also declares that many logical GPUs, so a fleet can be tried on CPUs",
+        help="scan that many GPU slots, each with a simulated size (MAX_CUDA_VRAM per task); on a local "
+        "instance also declares that many logical GPUs, so a fleet can be tried on CPUs",
     )
     parser.add_argument(
         "--timeout",
@@ -126,8 +131,9 @@ def _needs_ray() -> None:
 def run_scan(args: argparse.Namespace) -> int:
     sizes = parse_sizes(args.simulate)
     _needs_ray()
-    from acestep_core.runtime.fleet.scan import render, scan
+    from acestep_core.runtime.fleet.scan import connect, render, scan
 
+    connect(args.address, simulate=sizes, log_to_driver=not args.json)
     result = scan(args.address, simulate=sizes, timeout_s=args.timeout, tiers=args.tiers)
     if args.json:
         print_json(result.to_dict())
@@ -144,7 +150,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from acestep_core.runtime.fleet.scan import connect, render, scan
     from acestep_core.runtime.fleet.serve import ServeOptions, build_app, classes_from_scan
 
-    connect(args.address, simulate=sizes)
+    connect(args.address, simulate=sizes, log_to_driver=not args.json)
     result = scan(args.address, simulate=sizes, timeout_s=args.timeout, tiers=args.tiers)
     specs = classes_from_scan(result)
     if not specs:

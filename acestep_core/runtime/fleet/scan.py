@@ -5,9 +5,9 @@ One Ray task per GPU, each asking for ``num_gpus=1`` and pinned to its node, so 
 replica will see its card). A node without GPUs gets one task that reports it as a CPU worker. A task
 that raises or does not answer within the timeout is listed with its error; the scan still completes.
 
-``simulate`` gives each GPU slot a simulated size (``MAX_CUDA_VRAM`` in the task's ``runtime_env``),
-in the order the slots are listed; on a local instance it also declares that many logical GPUs, so a
-heterogeneous fleet can be tried on CPUs.
+``simulate`` gives GPU slots simulated sizes (``MAX_CUDA_VRAM`` in the task's ``runtime_env``), in
+the order the slots are listed, and only that many slots are scanned; on a local instance it also
+declares that many logical GPUs, so a heterogeneous fleet can be tried on CPUs.
 """
 
 from __future__ import annotations
@@ -97,11 +97,17 @@ def connect(
     simulate: Sequence[str] = (),
     num_cpus: int | None = None,
     object_store_memory: int | None = None,
+    log_to_driver: bool = True,
 ) -> str:
     """Join the Ray cluster at ``address``, or start a local instance on 127.0.0.1 (with
-    ``len(simulate)`` logical GPUs when simulating). Returns the cluster's address; an existing connection is kept."""
+    ``len(simulate)`` logical GPUs when simulating). Returns the cluster's address; an existing connection
+    is kept. Without ``log_to_driver`` the workers' logs stay in Ray's log folder (stdout is ours: ``--json``)."""
     if not ray.is_initialized():
-        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+            "log_to_driver": log_to_driver,
+        }
         if address:
             ray.init(address=address, **options)
         else:
@@ -134,6 +140,8 @@ def scan(
         if gpus == 0:
             planned.append((FleetDevice(node_id, node_ip, "cpu"), {"num_cpus": 0}))
         for slot in range(gpus):
+            if simulate and not sizes:
+                break
             size = sizes.pop(0) if sizes else None
             device = FleetDevice(node_id, node_ip, "gpu", slot, accelerator_type=accelerator, simulated_gb=size)
             env = {"runtime_env": {"env_vars": {SIMULATE_VARIABLE: size}}} if size else {}
