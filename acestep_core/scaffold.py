@@ -14,7 +14,8 @@ from pathlib import Path
 from acestep_core.tables import parse_table, table_to_toml
 from acestep_core.types import TierTable
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+"""At most 64 characters: the name becomes folder and module names, which file systems bound."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ def names_for(name: str) -> ScaffoldNames:
     """``my-card`` → table ``my-card``, distribution ``acestep-core-tiers-my-card``, module
     ``acestep_core_tiers_my_card``, entry point ``tiers_my_card``."""
     if not _NAME.match(name):
-        raise ValueError(f"{name!r} is not a usable name: use lowercase letters, digits, '-' or '_', starting with a letter")
+        raise ValueError(f"{name!r} is not a usable name: use up to 64 lowercase letters, digits, '-' or '_', starting with a letter")
     snake = name.replace("-", "_")
     return ScaffoldNames(name, f"acestep-core-tiers-{name.replace('_', '-')}", f"acestep_core_tiers_{snake}", f"tiers_{snake}")
 

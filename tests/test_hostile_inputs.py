@@ -143,6 +143,10 @@ def test_a_table_file_from_the_environment_that_is_a_device_fails_with_its_name(
         (["info", "--device", "1"], ["--device 1", "no accelerator is visible"]),
         (["plan", "--lm", "13B"], ["--lm", "'13B'", "0.6B, 1.7B, 4B"]),
         (["plan", "--attention", "bogus"], ["--attention", "'bogus'", "sdpa"]),
+        (["info", "--replay", ""], ["--replay ''", "an empty value"]),
+        (["info", "--device", " "], ["--device ''", "an empty value"]),
+        (["plan", "--tiers", ""], ["--tiers ''", "an empty value"]),
+        (["tiers", "new", "x" * 300], ["not a usable name", "up to 64"]),
     ],
 )
 def test_a_bad_flag_is_one_usage_line(cli, argv: list[str], needles: list[str]) -> None:
@@ -179,6 +183,7 @@ def test_a_device_that_exists_in_the_recording_is_used(cli) -> None:
         ("--batches", "0", ">= 1"),
         ("--cpu-unit-mib", "0", "> 0"),
         ("--time-limit", "nan", "finite"),
+        ("--name", "", "not a usable name"),
     ],
 )
 def test_calibrate_refuses_bad_numbers_before_measuring(

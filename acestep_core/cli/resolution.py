@@ -160,6 +160,9 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
     """Resolve as the flags say. What the user typed is held to it: a flag that chose nothing (a
     recording that cannot be replayed, a device that is not there) is a :class:`UsageError`, where the
     same problem from the environment stays a warning."""
+    for flag, value in (("--replay", args.replay), ("--device", args.device), ("--tiers", args.tiers)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} '': an empty value; leave {flag} out for the default")
     if args.vram is not None and args.replay is not None:
         raise UsageError(f"--vram {clip(args.vram)} and --replay {clip(args.replay)} both choose the device: give one")
     env = environ()

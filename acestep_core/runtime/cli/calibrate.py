@@ -75,6 +75,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     problem = output_dir_problem(args.out)
     if problem:
         raise UsageError(f"--out {clip(args.out)!r}: {problem}")
+    from acestep_core.scaffold import names_for
+
+    try:
+        names_for(args.name)
+    except ValueError as error:
+        raise UsageError(f"--name: {error}") from None
     from acestep_core.cli.tiers import active_choice
     from acestep_core.runtime.calibrate import search as calibrate
     from acestep_core.runtime.calibrate.torch_backend import TorchBackend, auto_device, cuda_available, xpu_available
