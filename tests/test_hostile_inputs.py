@@ -317,16 +317,17 @@ def test_recording_without_nvidia_leaves_no_file(
 
 # --------------------------------------------------------------------------------------------- terminal output
 def test_control_characters_in_a_tier_label_are_escaped_on_the_terminal(cli, tmp_path: Path) -> None:
-    evil = DEFAULT_TABLE.replace('label = "Tier 1"', 'label = "\\u001b[2J\\u001b[31mEvil\\u202e"', 1)
+    evil = DEFAULT_TABLE.replace('label = "Tier 1"', 'label = "\\u001b[2J\\u001b[31mEvil\\u202e\\u009b\\u007f"', 1)
     path = _table(tmp_path, evil)
     for argv in (["info", "--tiers", path], ["tiers", "--tiers", path], ["tiers", "validate", path]):
         outcome = cli(*argv)
         assert outcome.code == 0, outcome.text
-        assert "\x1b" not in outcome.text and "\u202e" not in outcome.text
+        assert not any(c in outcome.text for c in "\x1b\u202e\x9b\x7f")
     outcome = cli("info", "--tiers", path)
-    assert "\\x1b[2J\\x1b[31mEvil\\u202e" in outcome.out
-    data = json.loads(cli("info", "--tiers", path, "--json").out)
-    assert data["tier"]["label"] == "\x1b[2J\x1b[31mEvil\u202e", "--json keeps the value whole"
+    assert "\\x1b[2J\\x1b[31mEvil\\u202e\\x9b\\x7f" in outcome.out
+    raw = cli("info", "--tiers", path, "--json").out
+    assert not any(c in raw for c in "\x1b\u202e\x9b\x7f"), "escaped in JSON too, by JSON's own escapes"
+    assert json.loads(raw)["tier"]["label"] == "\x1b[2J\x1b[31mEvil\u202e\x9b\x7f", "--json keeps the value whole"
 
 
 def test_a_huge_value_is_cut_on_the_terminal_and_whole_in_json(cli, tmp_path: Path) -> None:

@@ -18,8 +18,12 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u20
 """C0/C1 controls except tab and newline, and the bidirectional overrides ("Trojan Source")."""
 
 
-def escape_controls(text: str) -> str:
-    """``text`` with every control character written as a visible escape (``\\x1b``, ``\\u202e``)."""
+def escape_controls(text: str, *, json_escapes: bool = False) -> str:
+    """``text`` with every control character written as a visible escape (``\\x1b``, ``\\u202e``); with
+    ``json_escapes`` always as ``\\u001b``, which is still valid inside a JSON string (json.dumps leaves
+    DEL, the C1 controls and the bidi overrides raw)."""
+    if json_escapes:
+        return _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
@@ -36,7 +40,8 @@ def _cut(line: str, limit: int) -> str:
 
 class TerminalWriter(io.TextIOBase):
     """A text stream that escapes control characters and (``cut_lines``) cuts lines longer than
-    :data:`LINE_LIMIT`, writing through to ``stream``."""
+    :data:`LINE_LIMIT`, writing through to ``stream``. Without ``cut_lines`` (``--json``) nothing is
+    cut and the escapes are JSON's own, so the output still parses to the very same values."""
 
     def __init__(self, stream: TextIO, *, cut_lines: bool = True, limit: int = LINE_LIMIT) -> None:
         super().__init__()
@@ -47,7 +52,7 @@ class TerminalWriter(io.TextIOBase):
         self._dropped = 0
 
     def write(self, text: str) -> int:
-        escaped = escape_controls(text)
+        escaped = escape_controls(text, json_escapes=not self.cut_lines)
         if not self.cut_lines:
             self.stream.write(escaped)
             return len(text)
