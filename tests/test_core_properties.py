@@ -108,7 +108,11 @@ def limits(tier: Tier) -> tuple[int, ...]:
 def test_more_memory_never_gives_a_smaller_limit(a: float, b: float, kind) -> None:
     small, large = sorted((a, b))
     low, high = resolve_on(kind(small)).tier, resolve_on(kind(large)).tier
-    assert all(lo <= hi for lo, hi in zip(limits(low), limits(high), strict=True)), (small, large, low.name, high.name)
+    # with-LM limits mean nothing on a tier without an LM (Tier 2's 360 s vs Tier 3's 240 s), so they are
+    # compared only between LM tiers: the rule tables.check_table_sanity applies
+    compared = limits(low) if low.lm_models else limits(low)[1::2]
+    against = limits(high) if low.lm_models else limits(high)[1::2]
+    assert all(lo <= hi for lo, hi in zip(compared, against, strict=True)), (small, large, low.name, high.name)
     assert set(low.lm_models) <= set(high.lm_models)
     assert TIER_NAMES.index(low.name) <= TIER_NAMES.index(high.name)
 
