@@ -87,10 +87,10 @@ def main() -> int:
         print(f"{row['case']:<16} {row['weights_bytes']:>16,} {row['peak_above_baseline_mib']:>26}")
     print()
     print("\n".join(model_figures()))
-    from acestep_core.optimize.calibration import all_rows, render
+    from acestep_core.optimize.readings import fit_rows, held_out_rows, render
 
     print()
-    print(render(all_rows()))
+    print(render(fit_rows(), title="FIT") + "\n\n" + render(held_out_rows(), title="HELD-OUT"))
     return 0
 
 

@@ -5,22 +5,30 @@ Each component's peak during its phase is its weights plus a *working set* above
 peak is the largest phase (LM → text encoder → DiT → VAE), counting the weights of components
 that stay on the device between phases.
 
+What is compared with the budget is the allocator's **reserved** peak, what an out-of-memory error is
+about: the allocated peak (weights + working set) times ``1 + RESERVED_GAP_FITTED``, the gap the default
+caching allocator left between the two in the readings (``expandable_segments`` is not assumed).
+
 Where the constants come from. Weights are counted from the architectures' shapes (the counts
-match ``parameter_count`` of the real-size builds exactly). The working sets follow what the
-kernels hold, with a few coefficients fitted to the H100 readings in
-``/work/shared/measurements`` and named ``*_FITTED`` below; ``tests/test_optimize_memory.py``
-checks every reading within ±10% and prints the table.
+match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device).
+The working sets follow what the kernels hold, with a few coefficients fitted to the H100 readings
+labelled ``fit`` in ``acestep_core/optimize/measurements/`` and named ``*_FITTED`` below. Readings
+labelled ``held-out`` were not used for any constant: :mod:`acestep_core.optimize.readings` compares the
+model with both (``python benchmarks/memory_heldout.py``).
 
 - LM (``h100-2026-11-26.json``): KV cache (layers × 2 × KV heads × head_dim × 2 bytes a token, all
   tokens) plus the prefill's activations (≈4.25 intermediate-sized tensors a prompt token) or, with
   quanto weights, the bf16 copy of the weight being multiplied (quanto dequantizes on the fly),
   whichever is larger.
 - DiT (``h100-dit-standin-2026-11-26.json``): with efficient attention, the larger of the
-  sliding-window mask (T² over latent tokens, batch-independent) and the per-token activations;
-  with materialised (math/eager) attention, scores of heads × T² a batch item on top.
+  sliding-window mask while it is built (T² over latent tokens, batch-independent; diffusers builds it
+  from int64 index differences: 18 bytes a T² entry, read from its code) and the per-token activations
+  beside the kept additive mask; with materialised (math/eager) attention, scores of heads × T² a batch
+  item on top. With the flash backend no mask is built.
 - VAE (``h100-vae-2026-11-26.json``): full decode holds ≈5.5 tensors of decoder_channels × samples;
   a tensor over 2³¹ elements costs one extra copy (the 600 s reading); tiled decode holds one tile's
-  working set plus the stitched output.
+  working set plus the stitched output. A batch is decoded one item at a time and each decoded item
+  moves to the CPU (:func:`acestep_core.runtime.vae_decode.decode`): the batch term is the latents.
 """
 
 from __future__ import annotations
@@ -49,9 +57,16 @@ QUANTIZED_BYTES_PER_WEIGHT: Mapping[str, float] = {"int8": 1.0, "fp8": 1.0, "int
 """Bytes a quantized weight takes in optimum-quanto: int4 packs two weights a byte, with a bf16 scale
 and shift per group of 128."""
 
+RESERVED_GAP_FITTED = 0.10
+"""Reserved peak ÷ allocated peak − 1 of the caching allocator: 3.8 … 15.5 % (mean 9.0 %) on the twelve
+bf16 LM readings of ``h100-2026-11-26.json``; 0.10 keeps every one of them within ±6 %. The int8
+readings there (and ``gpu_optimize.json``) quantized on the device, whose freed bf16 weights stay
+cached; the pipeline quantizes on the CPU."""
 FRAGMENTATION_FRACTION = 0.10
-"""Allocator slack: the measured peak reservation exceeds the peak allocation by up to 19% on the
-H100 readings (int8, batch 8); a tenth of the usable memory is kept free for it."""
+"""Slack kept free on a unified-memory working set (``optimize.platforms.unified_budget``), whose
+allocator the CUDA reserved gap does not describe."""
+ALLOCATOR = "default caching allocator (expandable_segments not assumed): reserved = allocated × 1.10"
+"""What the plan assumes about the allocator, stated in every plan."""
 
 DEFAULT_PROMPT_TOKENS = 1024
 """Caption, lyrics and instructions the LM reads before it writes (lyrics dominate)."""
@@ -63,8 +78,6 @@ LM_PREFILL_TENSORS_FITTED = 4.25
 0.6B / 1.7B / 4B readings once weights and KV cache are taken away."""
 DIT_FIXED_BYTES_FITTED = 45 * 10**6
 """cuBLAS workspace, timestep and condition projections: the 60 s reading less its per-token part."""
-DIT_MASK_BYTES_PER_T2_FITTED = 15.86
-"""Bytes per (latent token)² of the materialised sliding-window mask (600 s, batch 1 and 2)."""
 DIT_MASK_PHASE_BYTES_PER_TOKEN_FITTED = 6 * KIB
 """Per batch item and token, alive while the mask is (the batch 1 → 2 step at 600 s)."""
 DIT_BYTES_PER_TOKEN_FITTED = 52.7 * KIB
@@ -141,27 +154,107 @@ TEXT_ENCODER_SHAPE = LMShape(hidden=1024, layers=28, heads=16, kv_heads=8, head_
 
 @dataclass(frozen=True)
 class DiTShape:
-    """ACE-Step 1.5's DiT: the decoder's shape drives activations; ``params`` counts the whole model."""
+    """ACE-Step 1.5's DiT as ``--size real`` builds it: diffusers' ``AceStepTransformer1DModel`` (the
+    decoder, whose shape drives activations) and its ``AceStepConditionEncoder`` (text projector, lyric
+    and timbre encoders), counted from their shapes."""
 
-    params: int = 2_350_000_000
-    """4.7 GB in bf16 (upstream figure; the measured decoder stand-in alone is 1.51 B)."""
-    linear_fraction: float = 0.98
-    """Share of parameters in Linear layers (quantizable): int8 gives ≈2.4 GB, upstream's figure."""
+    hidden: int = 2048
+    intermediate: int = 6144
     layers: int = 24
     heads: int = 16
+    kv_heads: int = 8
+    head_dim: int = 128
+    in_channels: int = 192
+    acoustic_channels: int = 64
     patch: int = 2
+    time_freq: int = 256
+    text_hidden: int = 1024
+    lyric_layers: int = 8
+    timbre_layers: int = 4
+    timbre_channels: int = 64
+    silence_frames: int = 15000
+    condition_encoder: bool = True
+    """False: the decoder alone (what calibrate's ``dit`` trials of 2026-11-27 built)."""
+    mask_build_bytes_per_t2: float = 18.0
+    """diffusers' ``_create_4d_mask``: int64 index differences, their int64 ``abs`` and two bool masks."""
+    mask_kept: bool = True
+    """The additive dtype mask stays alive through the layers (diffusers); the stand-in kept none."""
 
     def tokens(self, duration_s: float) -> int:
         return math.ceil(duration_s * LATENT_RATE_HZ / self.patch)
 
+    @property
+    def _attention_params(self) -> int:
+        return self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads) + 2 * self.head_dim
+
+    @property
+    def _mlp_params(self) -> int:
+        return 3 * self.hidden * self.intermediate
+
+    @property
+    def decoder_linear_params(self) -> int:
+        """Weights of the decoder layers' Linear modules: what int8 quantizes (the timestep and condition
+        embedders are excluded, ``plan.DIT_QUANTIZATION_EXCLUDE``)."""
+        return self.layers * (2 * (self._attention_params - 2 * self.head_dim) + self._mlp_params)
+
+    @property
+    def decoder_params(self) -> int:
+        h = self.hidden
+        layer = 9 * h + 2 * self._attention_params + self._mlp_params
+        time_embed = 2 * (h * self.time_freq + h + h * h + h + 6 * h * h + 6 * h)
+        proj = h * self.in_channels * self.patch + h + h * self.acoustic_channels * self.patch + self.acoustic_channels
+        return self.layers * layer + 2 * h + proj + time_embed + (h * h + h) + h
+
+    @property
+    def condition_encoder_params(self) -> int:
+        if not self.condition_encoder:
+            return 0
+        h = self.hidden
+        layer = self._attention_params + 2 * h + self._mlp_params
+        lyric = h * self.text_hidden + h + h + self.lyric_layers * layer
+        timbre = h + h * self.timbre_channels + h + h + self.timbre_layers * layer
+        return h + self.text_hidden * h + lyric + timbre
+
+    @property
+    def condition_encoder_linear_params(self) -> int:
+        if not self.condition_encoder:
+            return 0
+        h = self.hidden
+        layer = self._attention_params - 2 * self.head_dim + self._mlp_params
+        return (self.text_hidden * h + h * self.text_hidden + self.lyric_layers * layer
+                + h * self.timbre_channels + self.timbre_layers * layer)
+
+    @property
+    def buffer_values(self) -> int:
+        """The condition encoder's ``silence_latent`` buffer (in the compute dtype)."""
+        return self.silence_frames * self.timbre_channels if self.condition_encoder else 0
+
+    @property
+    def params(self) -> int:
+        return self.decoder_params + self.condition_encoder_params
+
+    @property
+    def linear_params(self) -> int:
+        return self.decoder_linear_params + self.condition_encoder_linear_params
+
 
 DIT_SHAPE = DiTShape()
+DIT_DECODER_SHAPE = DiTShape(condition_encoder=False)
+DIT_STANDIN_SHAPE = DiTShape(condition_encoder=False, mask_build_bytes_per_t2=15.86, mask_kept=False)
+"""The hand-built decoder stand-in of ``h100-dit-standin-2026-11-26.json`` (its own mask: 15.86 bytes a
+T² entry, fitted on its 600 s batch 1 and 2 readings)."""
 
 
 @dataclass(frozen=True)
 class VAEShape:
     params: int = 168_695_426
     decoder_channels: int = 128
+    latent_channels: int = 64
+    decoder_conv_weights: int = 84_346_624
+    encoder_conv_weights: int = 84_215_552
+    """Weights of the weight-normed convolutions (diffusers' Oobleck uses ``torch.nn.utils.weight_norm``:
+    each keeps its computed weight as a plain attribute beside ``weight_g`` / ``weight_v``, recomputed on
+    the device at every forward and never converted by ``.to(dtype)``). Counted on the real build."""
     audio_channels: int = 2
     hop: int = VAE_HOP
 
@@ -178,6 +271,9 @@ class ComponentEstimate:
     weights_bytes: int
     work_bytes: int
     detail: str
+    whole_bytes: int = 0
+    """Weights on the device whole even under group/sequential offload (the DiT's condition encoder runs as
+    one group before the decoder's blocks stream)."""
 
     @property
     def peak_bytes(self) -> int:
@@ -230,22 +326,38 @@ def lm_estimate(
     return ComponentEstimate(name, weights, work, detail)
 
 
-def dit_activation_bytes(duration_s: float, batch: int, *, attention: str = "sdpa", dtype: str = "bf16", shape: DiTShape = DIT_SHAPE) -> int:
-    """Peak activations of one DiT forward over ``duration_s`` seconds, ``batch`` items."""
+def dit_activation_bytes(duration_s: float, batch: int, *, attention: str = "sdpa", dtype: str = "bf16",
+                         shape: DiTShape = DIT_SHAPE) -> int:
+    """Peak activations of one DiT forward over ``duration_s`` seconds, ``batch`` items.
+
+    ``attention``: ``sdpa`` (efficient kernels, a dense banded mask), ``flash`` (no mask) or ``eager``
+    (materialised scores)."""
     tokens = shape.tokens(duration_s)
     scale = DTYPE_BYTES[dtype] / 2
-    mask_phase = DIT_MASK_BYTES_PER_T2_FITTED * tokens**2 + DIT_MASK_PHASE_BYTES_PER_TOKEN_FITTED * batch * tokens
-    activations = DIT_BYTES_PER_TOKEN_FITTED * batch * tokens
+    masked = attention != "flash"
+    build = shape.mask_build_bytes_per_t2 * tokens**2 / scale if masked else 0.0
+    kept = 2 * tokens**2 if masked and shape.mask_kept else 0.0
+    mask_phase = build + DIT_MASK_PHASE_BYTES_PER_TOKEN_FITTED * batch * tokens
+    activations = kept + DIT_BYTES_PER_TOKEN_FITTED * batch * tokens
     work = DIT_FIXED_BYTES_FITTED + max(mask_phase, activations)
     if attention == "eager":
         work += DIT_MATH_SCORE_BYTES_FITTED * batch * shape.heads * tokens**2
     return round(work * scale)
 
 
-def dit_estimate(duration_s: float, batch: int, *, dtype: str = "bf16", quantization: str = "none", attention: str = "sdpa", shape: DiTShape = DIT_SHAPE) -> ComponentEstimate:
-    weights = weight_bytes(shape.params, round(shape.params * shape.linear_fraction), dtype, quantization)
+def dit_weight_bytes(shape: DiTShape = DIT_SHAPE, *, dtype: str = "bf16", quantization: str = "none") -> int:
+    buffers = shape.buffer_values * DTYPE_BYTES[dtype]
+    return weight_bytes(shape.params, shape.linear_params, dtype, quantization) + buffers
+
+
+def dit_estimate(duration_s: float, batch: int, *, dtype: str = "bf16", quantization: str = "none",
+                 attention: str = "sdpa", shape: DiTShape = DIT_SHAPE) -> ComponentEstimate:
+    weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
-    return ComponentEstimate("dit", weights, work, f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})")
+    detail = f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})"
+    encoder = weight_bytes(shape.condition_encoder_params, shape.condition_encoder_linear_params, dtype, quantization)
+    encoder += shape.buffer_values * DTYPE_BYTES[dtype]
+    return ComponentEstimate("dit", weights, work, detail, whole_bytes=encoder)
 
 
 def vae_decode_bytes(frames: int, *, dtype: str = "bf16", shape: VAEShape = VAE_SHAPE) -> int:
@@ -257,17 +369,38 @@ def vae_decode_bytes(frames: int, *, dtype: str = "bf16", shape: VAEShape = VAE_
     return round(work)
 
 
-def vae_estimate(duration_s: float, *, dtype: str = "bf16", quantization: str = "none", tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, tile_overlap: int = VAE_TILE_OVERLAP, shape: VAEShape = VAE_SHAPE) -> ComponentEstimate:
-    """The VAE decoding one clip (the pipeline decodes a batch one item at a time)."""
+def vae_estimate(duration_s: float, *, batch: int = 1, dtype: str = "bf16", quantization: str = "none",
+                 tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES,
+                 tile_overlap: int = VAE_TILE_OVERLAP, items_on_device: bool = False,
+                 shape: VAEShape = VAE_SHAPE) -> ComponentEstimate:
+    """The VAE decoding ``batch`` clips one item at a time.
+
+    The pipeline's path (:func:`acestep_core.runtime.vae_decode.decode`) moves each decoded item to the
+    CPU, so the batch adds only its latents. ``items_on_device`` is the path calibrate ran before 2026-11-28:
+    every decoded item kept on the device, then concatenated there (a second copy of the batch)."""
     frames = math.ceil(duration_s * LATENT_RATE_HZ)
-    weights = weight_bytes(shape.params, 0, dtype, "none") if quantization == "none" else weight_bytes(shape.params, shape.params, dtype, quantization)
+    act = DTYPE_BYTES[dtype]
+    if quantization == "none":
+        weights = weight_bytes(shape.params, 0, dtype, "none")
+    else:
+        weights = weight_bytes(shape.params, shape.params, dtype, quantization)
+    # the decoder's computed weight-norm weights stay on the device after its first forward
+    weights += shape.decoder_conv_weights * act
+    latents = batch * shape.latent_channels * frames * act
+    item = shape.audio_channels * frames * shape.hop * act
     if not tiled or tile_frames >= frames:
-        work = vae_decode_bytes(frames, dtype=dtype, shape=shape)
-        return ComponentEstimate("vae", weights, work, f"full decode of {frames} frames {_gib(work)}")
-    window = min(frames, tile_frames + 2 * tile_overlap)
-    output = shape.audio_channels * frames * shape.hop * DTYPE_BYTES[dtype]
-    work = vae_decode_bytes(window, dtype=dtype, shape=shape) + output
-    return ComponentEstimate("vae", weights, work, f"tiled decode ({tile_frames}+2×{tile_overlap} frames) {_gib(work)}")
+        one = vae_decode_bytes(frames, dtype=dtype, shape=shape)
+        how = f"full decode of {frames} frames {_gib(one)}"
+        output_in_work = True
+    else:
+        window = min(frames, tile_frames + 2 * tile_overlap)
+        one = vae_decode_bytes(window, dtype=dtype, shape=shape) + item
+        how = f"tiled decode ({tile_frames}+2×{tile_overlap} frames) {_gib(one)}"
+        output_in_work = True
+    work = latents + one
+    if items_on_device and output_in_work:
+        work = latents + max((batch - 1) * item + one, 2 * batch * item)
+    return ComponentEstimate("vae", weights, work, f"{how} an item, {batch} item(s), latents {_gib(latents)}")
 
 
 def text_encoder_estimate(*, dtype: str = "bf16", quantization: str = "none", shape: LMShape = TEXT_ENCODER_SHAPE) -> ComponentEstimate:
@@ -311,8 +444,19 @@ class PhasePeak:
     detail: str
 
     @property
-    def peak_bytes(self) -> int:
+    def allocated_bytes(self) -> int:
+        """The allocator's predicted allocated peak: resident weights + the phase's working set."""
         return sum(self.resident.values()) + self.work_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """The predicted **reserved** peak, what is compared with the budget."""
+        return reserved_bytes(self.allocated_bytes)
+
+
+def reserved_bytes(allocated: int) -> int:
+    """The caching allocator's reserved peak for an allocated peak (:data:`RESERVED_GAP_FITTED`)."""
+    return round(allocated * (1 + RESERVED_GAP_FITTED))
 
 
 @dataclass(frozen=True)
@@ -347,10 +491,11 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
             quantize_lm_head=choices.quantize_lm_head,
         )
     estimates["text_encoder"] = text_encoder_estimate(dtype=choices.precision["text_encoder"], quantization=choices.quantization["text_encoder"])
-    dit_attention = "eager" if choices.attention == "eager" else "sdpa"
+    dit_attention = {"eager": "eager", "flash_attention_2": "flash"}.get(choices.attention, "sdpa")
     estimates["dit"] = dit_estimate(run.duration_s, run.batch, dtype=choices.precision["dit"], quantization=choices.quantization["dit"], attention=dit_attention)
     estimates["vae"] = vae_estimate(
         run.duration_s,
+        batch=run.batch,
         dtype=choices.precision["vae"],
         quantization=choices.quantization["vae"],
         tiled=choices.vae_decode == "tiled",
@@ -371,7 +516,9 @@ def predict(run: RunShape, choices: Choices) -> Prediction:
         for component, estimate in estimates.items():
             offload = choices.offload.get(component, "none")
             if component == phase:
-                resident[component] = round(estimate.weights_bytes * STREAMED_FRACTION.get(offload, 1.0))
+                streamed = estimate.weights_bytes - estimate.whole_bytes
+                fraction = STREAMED_FRACTION.get(offload, 1.0)
+                resident[component] = round(streamed * fraction) + estimate.whole_bytes
             elif offload == "none":
                 resident[component] = estimate.weights_bytes
         phases.append(PhasePeak(phase, resident, estimates[phase].work_bytes, estimates[phase].detail))
@@ -404,10 +551,9 @@ class Budget:
 def device_budget(
     total_bytes: int, *, context_bytes: int = CUDA_CONTEXT_BYTES, context_label: str = "CUDA context"
 ) -> Budget:
-    """What a run may allocate on a device of ``total_bytes``: total − context − margin, the margin
-    being the larger of upstream's 0.5 GiB and a tenth of what is left for allocator slack."""
-    margin = max(SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, total_bytes - context_bytes)))
-    return Budget(total_bytes, context_bytes, margin, context_label)
+    """What a run may reserve on a device of ``total_bytes``: total − context − upstream's 0.5 GiB margin.
+    Allocator slack is not a margin here: the predicted peak is the reserved one."""
+    return Budget(total_bytes, context_bytes, SAFETY_MARGIN_BYTES, context_label)
 
 
 def _gib(value: float) -> str:

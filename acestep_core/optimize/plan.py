@@ -14,7 +14,7 @@ from typing import Any
 
 from acestep_core.optimize import platforms
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import Choices, RunShape, gib, predict
+from acestep_core.optimize.memory import ALLOCATOR, Choices, RunShape, gib, predict
 from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
 from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
@@ -166,7 +166,10 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
         settings.append(Setting("ladder.refused", False, "no device budget: nothing to refuse"))
         return settings
     budget = result.budget
-    settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2), f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} predicted in the {worst.phase} phase, of a {gib(budget.usable_bytes)} budget"))
+    settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2),
+                            f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} reserved peak predicted "
+                            f"in the {worst.phase} phase ({gib(worst.allocated_bytes)} allocated; {ALLOCATOR}), "
+                            f"of a {gib(budget.usable_bytes)} budget"))
     settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
     rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
     settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed"))

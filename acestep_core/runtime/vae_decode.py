@@ -7,13 +7,15 @@ agree with the whole-clip decode to float rounding (``tests/test_optimize_vae.py
 Memory: one tile's working set plus the output, ≈1 GiB at any length for ACE-Step's VAE in bf16,
 against ≈75 MiB per second of audio for a whole decode (``h100-vae-2026-11-26.json``).
 
-A batch is decoded one item at a time: the measured peaks, and the memory model, are per item.
+A batch is decoded one item at a time and each decoded item moves to the CPU before the next starts:
+the device holds one item's working set whatever the batch (the memory model's batch term is the
+latents). The pipeline, calibrate and the GPU scripts all decode through :func:`decode`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -31,18 +33,30 @@ def hop_length(vae: Any) -> int:
     return math.prod(vae.config.downsampling_ratios)
 
 
-def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, overlap: int = VAE_TILE_OVERLAP) -> torch.Tensor:
-    """Decode ``latents`` ``[batch, channels, frames]`` to audio ``[batch, audio_channels, frames × hop]``."""
+def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, overlap: int = VAE_TILE_OVERLAP,
+           on_item: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Decode ``latents`` ``[batch, channels, frames]`` to audio ``[batch, audio_channels, frames × hop]``
+    **on the CPU**: one item at a time, each moved to the CPU as soon as it is decoded.
+
+    :param on_item: called with the number of items done after each one (progress, cancellation).
+    """
     if latents.dim() != 3:
         raise ValueError(f"latents must be [batch, channels, frames], not {tuple(latents.shape)}")
     if tile_frames < 1 or overlap < 0:
         raise ValueError(f"tile_frames must be ≥ 1 and overlap ≥ 0, not {tile_frames} and {overlap}")
-    items = [_decode_one(vae, latents[i : i + 1], tiled=tiled, tile_frames=tile_frames, overlap=overlap) for i in range(latents.shape[0])]
+    items = []
+    for index in range(latents.shape[0]):
+        one = _decode_one(vae, latents[index : index + 1], tiled=tiled, tile_frames=tile_frames, overlap=overlap)
+        items.append(one.to("cpu"))
+        del one
+        if on_item is not None:
+            on_item(index + 1)
     return torch.cat(items, dim=0)
 
 
-def decode_with_plan(vae: Any, latents: torch.Tensor, plan: OptimizationPlan | Mapping[str, Any]) -> torch.Tensor:
-    """Decode as the plan's ``vae.decode`` / ``vae.tile_frames`` / ``vae.tile_overlap`` say."""
+def decode_with_plan(vae: Any, latents: torch.Tensor, plan: OptimizationPlan | Mapping[str, Any],
+                     on_item: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Decode as the plan's ``vae.decode`` / ``vae.tile_frames`` / ``vae.tile_overlap`` say (see :func:`decode`)."""
     values = plan.as_dict() if isinstance(plan, OptimizationPlan) else plan
     return decode(
         vae,
@@ -50,6 +64,7 @@ def decode_with_plan(vae: Any, latents: torch.Tensor, plan: OptimizationPlan | M
         tiled=values.get("vae.decode", "full") == "tiled",
         tile_frames=int(values.get("vae.tile_frames", VAE_TILE_FRAMES)),
         overlap=int(values.get("vae.tile_overlap", VAE_TILE_OVERLAP)),
+        on_item=on_item,
     )
 
 

@@ -123,13 +123,16 @@ class TorchBackend:
         torch = self.torch
         kind, _, size = phase.partition(":")
         self._set_cap(None)
-        with torch.device(self.device):
-            if kind == "lm":
-                model = models.build_lm("tiny" if self.sizes == "tiny" else size, dtype=self.dtype)
-            elif kind == "dit":
-                model = models.build_dit(self.sizes, dtype=self.dtype)
-            else:
-                model = models.build_vae(self.sizes, dtype=self.dtype)
+        if kind == "vae":
+            # built on the CPU and moved, as the pipeline does: weight norm's computed weights are plain
+            # attributes that .to(device) leaves on the CPU (built on the device they stay there in fp32)
+            model = models.build_vae(self.sizes, dtype=self.dtype).to(self.device)
+        else:
+            with torch.device(self.device):
+                if kind == "lm":
+                    model = models.build_lm("tiny" if self.sizes == "tiny" else size, dtype=self.dtype)
+                else:
+                    model = models.build_dit(self.sizes, dtype=self.dtype)
         self._phase, self._model = phase, model
         self._weights = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
         return model
@@ -210,4 +213,5 @@ class TorchBackend:
         audio = decode(model, latents, tiled=tiled, tile_frames=VAE_TILE_FRAMES, overlap=VAE_TILE_OVERLAP)
         one_item = audio[:1].numel() * element
         working = 3 * 2 * (VAE_TILE_FRAMES + 2 * VAE_TILE_OVERLAP) * VAE_HOP * element if tiled else 3 * one_item
-        return audio.numel() * element + working + latents.numel() * element
+        # decoded items go to the CPU one by one (the one decode path): one item on the device at a time
+        return one_item + working + latents.numel() * element

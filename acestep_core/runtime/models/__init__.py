@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from diffusers import AceStepTransformer1DModel, AutoencoderOobleck
+from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
@@ -91,9 +92,40 @@ def build_lm(size: str = "tiny", *, dtype: Any = None, attn_implementation: str 
     return _finish(Qwen3ForCausalLM(qwen_config), dtype)
 
 
-def build_dit(size: str = "tiny", *, dtype: Any = None) -> Any:
-    """A ``diffusers.AceStepTransformer1DModel`` (``tiny`` or ``real``: 24 layers, hidden 2048), random weights."""
-    return _finish(AceStepTransformer1DModel(**model_config("dit", size)), dtype)
+def condition_encoder_config(size: str) -> dict[str, Any]:
+    """The ``AceStepConditionEncoder`` arguments built with the DiT at ``size``."""
+    encoders = _configs("dit")["condition_encoder"]
+    if size not in encoders:
+        raise ValueError(f"unknown dit size {size!r}; known: {', '.join(encoders)}")
+    return dict(encoders[size])
+
+
+class AceStepDiT(AceStepTransformer1DModel):
+    """ACE-Step 1.5's DiT as its checkpoint holds it: the decoder (diffusers' ``AceStepTransformer1DModel``)
+    with its ``condition_encoder`` (``AceStepConditionEncoder``: text projector, lyric and timbre encoders).
+
+    ``model(condition={...})`` runs the condition encoder through the model's own ``forward``, so that
+    offload hooks (which wrap ``forward``) place it; every other call is the decoder's forward.
+    """
+
+    def __init__(self, condition_encoder: dict[str, Any] | None = None, **config: Any) -> None:
+        super().__init__(**config)
+        self.condition_encoder = AceStepConditionEncoder(**(condition_encoder or {}))
+
+    def forward(self, *args: Any, condition: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if condition is not None:
+            return self.condition_encoder(**condition)
+        return super().forward(*args, **kwargs)
+
+
+def build_dit(size: str = "tiny", *, dtype: Any = None, condition_encoder: bool = True) -> Any:
+    """ACE-Step 1.5's DiT with random weights: :class:`AceStepDiT` (``tiny``, or ``real``: 24 layers, hidden
+    2048, 1,575,458,880 decoder + 608,369,664 condition-encoder parameters); ``condition_encoder=False``
+    builds diffusers' ``AceStepTransformer1DModel`` alone."""
+    config = model_config("dit", size)
+    if not condition_encoder:
+        return _finish(AceStepTransformer1DModel(**config), dtype)
+    return _finish(AceStepDiT(condition_encoder=condition_encoder_config(size), **config), dtype)
 
 
 def build_vae(size: str = "tiny", *, dtype: Any = None) -> Any:
@@ -150,11 +182,13 @@ __all__ = [
     "LM_BUILD_SIZES",
     "SAMPLE_RATE",
     "VAE_HOP",
+    "AceStepDiT",
     "build_dit",
     "build_lm",
     "build_text_encoder",
     "build_tokenizer",
     "build_vae",
+    "condition_encoder_config",
     "latent_frames",
     "load_component",
     "model_config",

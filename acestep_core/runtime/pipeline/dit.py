@@ -21,8 +21,7 @@ def run_dit(
     with session.phase("dit") as phase:
         dit = session.component("dit", lambda: build_dit(size))
         device, dtype = session.device, session.dtype_of(dit)
-        conditioning = fit_width(conditioning, dit.config.encoder_hidden_size or dit.config.hidden_size, seed)
-        conditioning = conditioning.to(device, dtype)
+        conditioning = encode_condition(dit, conditioning.to(device, dtype))
         context_channels = dit.config.in_channels - LATENT_CHANNELS
         context = context_latents(codes, batch, frames, context_channels, seed).to(device, dtype)
         latents = torch.randn(batch, frames, LATENT_CHANNELS, generator=generator).to(device, dtype)
@@ -43,15 +42,33 @@ def run_dit(
     return phase.finished(), latents
 
 
+TIMBRE_FRAMES = 750
+"""30 s of the condition encoder's learned silence latent: its timbre input when no reference audio is given."""
+
+
+def encode_condition(dit: torch.nn.Module, text_hidden: torch.Tensor) -> torch.Tensor:
+    """The DiT's condition encoder over the caption's hidden states, through the model's own ``forward``
+    (so offload hooks place it). There are no lyrics: the caption stands in for the lyric sequence;
+    the timbre input is the encoder's silence latent, as upstream does without reference audio."""
+    encoder = getattr(dit, "condition_encoder", None)
+    if encoder is None:  # a decoder loaded alone from a checkpoint: widths must already match
+        return text_hidden
+    batch, tokens = text_hidden.shape[:2]
+    device, dtype = text_hidden.device, text_hidden.dtype
+    mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
+    silence = encoder.silence_latent[:, :TIMBRE_FRAMES].to(device, dtype).expand(batch, -1, -1)
+    condition = {
+        "text_hidden_states": text_hidden, "text_attention_mask": mask,
+        "lyric_hidden_states": text_hidden, "lyric_attention_mask": mask,
+        "refer_audio_acoustic_hidden_states_packed": silence,
+        "refer_audio_order_mask": torch.arange(batch, device=device),
+    }
+    hidden, _ = dit(condition=condition)
+    return hidden
+
+
 def fixed_random(rows: int, cols: int, seed: int) -> torch.Tensor:
     return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) / math.sqrt(cols)
-
-
-def fit_width(hidden: torch.Tensor, width: int, seed: int) -> torch.Tensor:
-    """Stand-in for ACE-Step's condition encoder where the text encoder's width differs from the DiT's."""
-    if hidden.shape[-1] == width:
-        return hidden
-    return hidden.float() @ fixed_random(hidden.shape[-1], width, seed + 1).to(hidden.device)
 
 
 def context_latents(codes: list[list[int]] | None, batch: int, frames: int, channels: int, seed: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The VAE phase: latents → 48 kHz stereo audio, one batch item at a time, each moved to the CPU."""
+"""The VAE phase: latents → 48 kHz stereo audio through the one decode path (each item moved to the CPU)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ def run_vae(session: RunSession, latents: torch.Tensor) -> tuple[PhaseReport, to
         latents = latents.to(session.device, session.dtype_of(vae))
         items = latents.shape[0]
         bar = session.bar("vae", items, "clips")
-        decoded = []
-        for index in range(items):
-            session.cancel.check()
-            decoded.append(decode_with_plan(vae, latents[index:index + 1], session.plan).float().cpu())
+
+        def done(count: int) -> None:
             bar.update(1)
-            session.progress("vae", index + 1, items)
+            session.progress("vae", count, items)
+            session.cancel.check()
+
+        session.cancel.check()
+        audio = decode_with_plan(vae, latents, session.plan, on_item=done).float()
         bar.close()
-        audio = torch.cat(decoded)
         phase.details.update({"decode": session.plan.get("vae.decode", "full"), "model": f"AutoencoderOobleck {size}"})
         session.leave("vae")
     return phase.finished(), audio

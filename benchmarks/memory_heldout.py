@@ -1,0 +1,47 @@
+"""The memory model against the readings it was NOT fitted to: every held-out row and the worst errors.
+
+Usage: python benchmarks/memory_heldout.py [--json] [--fit]
+
+Each row names the reading's file (``acestep_core/optimize/measurements/``, labelled in ``labels.json``),
+what was measured, what the plan budgets for that run (the predicted reserved peak) and the error;
+beside it, the model's allocated prediction and its error. Bounds: never below −5 %, never above +25 %.
+The summary line gives the worst under- and over-prediction (asserted rows), overall and per component.
+``--fit`` prints the fit table too (bound ±10 %). Exit 1 when an asserted row is out of bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from acestep_core.optimize.readings import fit_rows, held_out_rows, render, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="example: python benchmarks/memory_heldout.py --json > heldout.json")
+    parser.add_argument("--json", action="store_true", help="rows and summary as JSON")
+    parser.add_argument("--fit", action="store_true", help="the fit table too")
+    args = parser.parse_args(argv)
+    held = held_out_rows()
+    fit = fit_rows() if args.fit else []
+    if args.json:
+        data = {"held_out": [r.as_json() for r in held], "summary": summary(held)}
+        if args.fit:
+            data |= {"fit": [r.as_json() for r in fit], "fit_summary": summary(fit)}
+        print(json.dumps(data, indent=1))
+    else:
+        if fit:
+            print(render(fit, title="FIT (bound ±10 %)") + "\n")
+        print(render(held, title="HELD-OUT (bounds −5 % … +25 %)"))
+        for name, worst in summary(held).items():
+            if isinstance(worst, dict):
+                print(f"  {name:<4} worst under {worst['worst_under']:+.1%} ({worst['worst_under_row']}), "
+                      f"worst over {worst['worst_over']:+.1%} ({worst['worst_over_row']})")
+    bad = [r for r in [*held, *fit] if r.asserted and not r.within_bounds]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
