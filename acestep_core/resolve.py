@@ -16,6 +16,7 @@ from typing import Any
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
+from acestep_core.optimize.plan import check_plan
 from acestep_core.types import (
     CPU,
     AdjustedRequest,
@@ -158,6 +159,7 @@ def resolve(
     redetect: bool = False,
     environ: Mapping[str, str] | None = None,
     reading: MemoryReading | None = None,
+    force: bool = False,
 ) -> Resolution:
     """Resolve a request on this machine's hardware.
 
@@ -170,11 +172,19 @@ def resolve(
     :param reading: decide for this reading instead of detecting (a "what if" for another device:
         the compat API's ``get_gpu_config(gb)``, a UI's tier preview, a fleet's router deciding for a
         replica's card); recorded as given by the caller.
+    :param force: keep a plan predicted over the device budget instead of refusing it (the same as
+        ``Overrides(force=True)``; recorded in ``memory.forced`` and warned).
     :raises ResolutionError: when no decision can be made at all.
+
+    The final plan, the user's overrides applied, is checked before it is returned: its peak is
+    predicted again and a plan over budget is refused (``ladder.refused``: phase, predicted, budget,
+    shortfall) unless forced.
     """
     environ = os.environ if environ is None else environ
     request = request or GenerationRequest()
     overrides = overrides or Overrides()
+    if force and not overrides.force:
+        overrides = dataclasses.replace(overrides, force=True)
     detect_options = detect_options or DetectOptions(environ=dict(environ))
     manager = manager or get_plugin_manager()
     problems: list[PluginProblem] = list(manager.load_problems())
@@ -208,7 +218,8 @@ def resolve(
     if answer.first is None:
         raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
     adjuster, adjusted = answer.first
-    adjusted = dataclasses.replace(adjusted, changes=tuple(c.attributed(adjuster) for c in adjusted.changes))
+    adjusted = dataclasses.replace(adjusted, changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
+                                   lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"))
     decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
 
     answer = hooks.configure_optimizations(adjusted=adjusted, tier=tier, reading=reading)
@@ -222,6 +233,9 @@ def resolve(
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
             raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
     plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
+    plan = check_plan(plan, adjusted, tier, reading, user_keys=tuple(overrides.plan), force=overrides.force)
+    if overrides.force:
+        plan_overrides += (Override("force", True, False),)
     overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
     if overridden:
         decisions.append(Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden)))

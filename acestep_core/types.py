@@ -311,6 +311,10 @@ class AdjustedRequest:
     lm_model: str | None
     """The LM that will load; None = the LM is off."""
     changes: tuple[Adjustment, ...] = ()
+    lm_choice: str = "auto"
+    """What the user asked of the LM: ``size`` (a specific size: never changed by the memory ladder),
+    ``on`` (the LM, any size: the ladder may pick a smaller one) or ``auto`` (it may also turn it off).
+    Set by :func:`acestep_core.resolve` from the request."""
 
     @property
     def lm_on(self) -> bool:
@@ -341,6 +345,8 @@ class Overrides:
     """LM sizes to allow whatever the tier says."""
     plan: Mapping[str, Any] = field(default_factory=dict)
     """Optimization plan key → value, e.g. ``{"compile": False, "quantization.dit": "none"}``."""
+    force: bool = False
+    """Run a plan predicted over the device budget instead of refusing it (recorded and warned)."""
 
     def __post_init__(self) -> None:
         """Refuse, at construction, what no run could use: the rules the CLI applies at parse time.

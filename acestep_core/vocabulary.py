@@ -222,6 +222,18 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
     "ladder.rungs": PlanKey(
         "the rungs taken to fit the budget, in order (each with its reason)", "str-list", settable=False
     ),
+    "ladder.lm_model": PlanKey(
+        "present when the ladder changed the LM to fit: the smaller size to run, or None (the LM off)",
+        "choice",
+        LM_SIZES,
+        nullable=True,
+        settable=False,
+    ),
+    "memory.forced": PlanKey(
+        "present when the user forced a plan predicted over budget (--force / force=True): its numbers",
+        "mapping",
+        settable=False,
+    ),
     "ladder.batch_size": PlanKey(
         "present when the ladder lowered the batch to fit: the batch to run (1 .. the adjusted batch)",
         "int",

@@ -59,16 +59,56 @@ def test_rungs_are_taken_in_order_and_only_when_they_help() -> None:
     names = [r.name for r in result.rungs]
     assert names[0] == "vae.tiled"
     assert result.fits and result.prediction.peak_bytes <= budget.usable_bytes
-    order = ["vae", "offload", "quantization", "batch", "duration"]
-    ranks = [next(i for i, prefix in enumerate(order) if name.startswith(prefix)) for name in names]
+    ranks = [rank(name) for name in names]
     assert ranks == sorted(ranks)
     for rung in result.rungs:
         assert "→" in rung.reason and "budget" in rung.reason
     assert predict(run, bare).peak_bytes > budget.usable_bytes  # there was something to fix
 
 
+def rank(name: str) -> int:
+    """The ladder's order: tile → offload between phases → int8 → stream → smaller LM → LM off → batch → clip."""
+    if name.startswith("offload."):
+        return 3 if name.endswith(("=group", "=sequential")) else 1
+    order = ("vae.", "", "quantization.", "", "lm=", "lm=off", "batch=", "duration=")
+    return max(i for i, prefix in enumerate(order) if prefix and name.startswith(prefix))
+
+
+def test_a_smaller_lm_then_no_lm_before_a_smaller_batch_and_a_shorter_clip() -> None:
+    run = RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="auto")
+    tight = Abilities(offload=False, quantize=False)
+    result = fit(run, Choices(), device_budget(12 * GIB), tight)
+    names = [r.name for r in result.rungs]
+    assert names[:1] == ["vae.tiled"] and "lm=1.7B" in names and "lm=0.6B" in names and "lm=off" in names
+    assert [rank(n) for n in names] == sorted(rank(n) for n in names)
+    assert names.index("lm=off") < min((names.index(n) for n in names if n.startswith(("batch", "duration"))),
+                                       default=len(names))
+    assert result.run.lm_model is None and all("LM" in r.reason for r in result.rungs if r.name.startswith("lm="))
+
+
+def test_a_users_lm_choice_is_never_dropped() -> None:
+    tight = Abilities(offload=False, quantize=False)
+    named = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="size"), Choices(), device_budget(12 * GIB), tight)
+    assert named.run.lm_model == "4B" and not any(r.name.startswith("lm=") for r in named.rungs)
+    wanted = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), tight)
+    assert wanted.run.lm_model == "0.6B" and "lm=off" not in [r.name for r in wanted.rungs]
+    allowed = Abilities(offload=False, quantize=False, lm_models=("0.6B", "4B"))
+    skip = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), allowed)
+    assert "lm=1.7B" not in [r.name for r in skip.rungs]  # only sizes the tier allows
+
+
+def test_the_plan_runs_the_ladders_lm() -> None:
+    options = DetectOptions(vram_gb="12", environ={})
+    named = resolve(GenerationRequest(duration_s=240, batch_size=2, lm="on", lm_model="1.7B"), detect_options=options,
+                    overrides=Overrides(plan={"quantization.lm": "none", "offload.lm": "none", "offload.dit": "none",
+                                              "quantization.dit": "none"}))
+    assert "ladder.lm_model" not in named.plan and named.adjusted.lm_choice == "size"
+    auto = resolve(GenerationRequest(duration_s=240, batch_size=2), detect_options=options)
+    assert auto.adjusted.lm_choice == "auto"
+
+
 def test_without_offload_or_quantization_the_ladder_shrinks_the_request() -> None:
-    run = RunShape(duration_s=600, batch=8, lm_model="4B")
+    run = RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="size")  # a named LM stays: shrink the request
     result = fit(run, Choices(), device_budget(16 * GIB), Abilities(offload=False, quantize=False))
     assert not any(r.name.startswith(("offload", "quantization")) for r in result.rungs)
     assert result.run.batch < 8 or result.run.duration_s < 600

@@ -41,8 +41,13 @@ examples:
       without the LM the same tier gives 360 s and batch 4
   MAX_CUDA_VRAM=8 acestep-core plan --duration 600 --max-duration 600
       override the tier's limit; the output records what the tier would have given
+  MAX_CUDA_VRAM=8 acestep-core plan --duration 240 --set vae.decode=full
+      the user's settings are re-predicted: refused (the VAE needs 17.3 GiB of a 6.7 GiB budget), exit 1
+  MAX_CUDA_VRAM=8 acestep-core plan --duration 240 --set vae.decode=full --force
+      kept anyway: recorded in memory.forced and warned, exit 0
 
-exit status: 0 ok, 1 failure (no tier table, no plugin could decide), 2 bad usage.
+exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
+device budget, not forced), 2 bad usage.
 """
 
 
@@ -97,6 +102,8 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     )
     overrides.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off")
     overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)")
+    overrides.add_argument("--force", action="store_true",
+                           help="keep a plan predicted over the device budget instead of refusing it (recorded and warned)")
 
 
 def request_from_args(args: argparse.Namespace) -> GenerationRequest:
@@ -151,7 +158,8 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         if value is not None and value < least:
             raise UsageError(f"{flag} must be {least} or more, not {value}")
     try:
-        return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan)
+        return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan,
+                         force=bool(getattr(args, "force", False)))
     except ValueError as error:  # the API's rules, should a flag above have missed one
         raise UsageError(str(error)) from None
 
@@ -216,12 +224,13 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    """Exit 1 for a refused plan (predicted over the device budget and not forced)."""
     resolution = resolve_from_args(args)
     if args.json:
         print_json(resolution.to_dict())
     else:
         print(render_resolution(resolution, show_request=True))
-    return 0
+    return 1 if resolution.plan.value("ladder.refused") else 0
 
 
 # --------------------------------------------------------------------------------------------- text

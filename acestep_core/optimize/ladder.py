@@ -8,8 +8,10 @@ Pure Python over :mod:`acestep_core.optimize.memory`. The rungs, in order:
    built again for the next run);
 3. quantize weights to int8 (LM, DiT, text encoder), one at a time;
 4. group offload (stream blocks) of the DiT, then the text encoder;
-5. a smaller batch (halved until 1);
-6. a shorter duration (the longest that fits, not under 10 s);
+5. a smaller LM (4B → 1.7B → 0.6B, among the sizes the tier allows), unless the user named the LM;
+6. the LM off, only when the user left the LM to the tier (a user's LM choice is never dropped);
+7. a smaller batch (halved until 1);
+8. a shorter duration (the longest that fits, not under 10 s);
 
 and refuse, with the numbers, only when nothing fits. A rung is taken only when it lowers the
 predicted peak, so a rung that cannot help (tiling a VAE that is not the largest phase) is skipped.
@@ -22,11 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
-from acestep_core.vocabulary import MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 VAE_TILES: tuple[tuple[int, int], ...] = ((VAE_TILE_FRAMES, VAE_TILE_OVERLAP), (128, 32), (64, 16))
 """(tile frames, overlap frames): the first is the measured setting (≈1 GiB at any length in bf16)."""
 OFFLOAD_ORDER = ("vae", "text_encoder", "lm", "dit")
+LM_SIZES_DOWN: tuple[str, ...] = tuple(reversed(LM_SIZES))
 QUANTIZE_ORDER = ("lm", "dit", "text_encoder")
 STREAM_ORDER = ("dit", "text_encoder")
 
@@ -89,6 +92,8 @@ class Abilities:
     """Appended to a streaming rung's reason (what streaming means on this device)."""
     max_vae_window: int | None = None
     """Most latent frames one VAE decode may hold (tile + 2 × overlap): MPS's conv1d output limit."""
+    lm_models: tuple[str, ...] = LM_SIZES_DOWN
+    """LM sizes the ladder may step down to (the tier's)."""
 
 
 def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()) -> LadderResult:
@@ -148,6 +153,15 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
                 changed = _with(choices, "offload", component, "group")
                 why = f"stream the {component}'s blocks from the CPU (group offload){abilities.stream_note}"
                 yield run, changed, f"offload.{component}=group", why
+    if run.lm_model is not None and run.lm_choice != "size" and run.lm_model in LM_SIZES_DOWN:
+        for size in LM_SIZES_DOWN[LM_SIZES_DOWN.index(run.lm_model) + 1:]:
+            if size in abilities.lm_models:
+                why = f"the {size} LM instead of the {run.lm_model} (the user did not name an LM size)"
+                yield dataclasses.replace(run, lm_model=size), choices, f"lm={size}", why
+                break
+    if run.lm_model is not None and run.lm_choice == "auto":
+        why = f"no LM (the {run.lm_model} does not fit; the user left the LM to the tier)"
+        yield dataclasses.replace(run, lm_model=None), choices, "lm=off", why
     if run.batch > 1:
         smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"

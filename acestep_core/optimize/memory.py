@@ -418,6 +418,8 @@ class RunShape:
     lm_model: str | None
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS
     cot_tokens: int = DEFAULT_COT_TOKENS
+    lm_choice: str = "auto"
+    """``size``: the user named this LM (the ladder keeps it); ``on``: any size; ``auto``: it may go off."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
                           stream_note="" if able.offload else (
                               "; on unified memory this lowers the GPU's working set only: the weights stay"
                               " in the same RAM, in host pages macOS may compress"),
-                          max_vae_window=able.max_vae_window)
+                          max_vae_window=able.max_vae_window, lm_models=tuple(tier.lm_models))
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
     if able.max_vae_window is not None:
         tile_frames, tile_overlap = platforms.MPS_VAE_TILE
@@ -115,7 +115,8 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
     """The run to budget for: the adjusted request, or the tier's longest clip when the LM chooses."""
     duration = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
-    return RunShape(duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model)
+    return RunShape(duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model,
+                    lm_choice=adjusted.lm_choice)
 
 
 def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
@@ -134,21 +135,84 @@ def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
     )
 
 
-def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
-    """(predicted peak, budget) in bytes for a resolution's *final* plan, user overrides included;
-    the budget is None off an accelerator (a CPU's memory is not predicted, so it is not checked)."""
-    run = run_shape(resolution.adjusted, resolution.tier)
-    plan = resolution.plan
-    run = RunShape(
+def planned_run(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier) -> RunShape:
+    """The run a plan is for: the adjusted request, with the ladder's lower batch or duration if it took one."""
+    run = run_shape(adjusted, tier)
+    return RunShape(
         duration_s=float(plan.value("ladder.duration_s", run.duration_s)),
         batch=int(plan.value("ladder.batch_size", run.batch)),
-        lm_model=run.lm_model,
+        lm_model=plan.value("ladder.lm_model", run.lm_model) if "ladder.lm_model" in plan else run.lm_model,
+        lm_choice=run.lm_choice,
     )
-    peak = predict(run, choices_from_plan(plan)).peak_bytes
+
+
+def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
+    """(predicted peak, budget) in bytes for a resolution's *final* plan, user overrides included;
+    the budget is None off an accelerator. :func:`acestep_core.resolve` checks every plan with
+    :func:`check_plan`; the pipeline checks again with this before it loads anything."""
+    run = planned_run(resolution.plan, resolution.adjusted, resolution.tier)
+    peak = predict(run, choices_from_plan(resolution.plan)).peak_bytes
     device = resolution.reading.device
     # on a CPU the model's figures are GPU-shaped (not predicted there), so nothing is checked
     budget = platforms.budget_for(device) if device.is_accelerator else None
     return peak, None if budget is None else budget.usable_bytes
+
+
+CHECK_PLUGIN = "acestep_core"
+"""The ``plugin`` of the settings the final check writes (the core, after every plugin and override)."""
+
+
+def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading, *,
+               user_keys: tuple[str, ...] = (), force: bool = False) -> OptimizationPlan:
+    """The final plan checked against the device budget: re-predicted with the user's settings (``user_keys``
+    were set by the user) and refused when over budget (``ladder.refused`` with the phase, predicted,
+    budget and shortfall) unless ``force``, which keeps it and records ``memory.forced`` (warned).
+    Off an accelerator there is no device budget and the plan is returned as it is."""
+    device = reading.device
+    budget = platforms.budget_for(device) if device.is_accelerator else None
+    if budget is None:
+        return plan
+    run = planned_run(plan, adjusted, tier)
+    prediction = predict(run, choices_from_plan(plan))
+    worst = prediction.worst
+    settings = {s.key: s for s in plan}
+    user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
+    if user_keys:
+        settings["memory.phases"] = Setting(
+            "memory.phases", {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases},
+            f"re-predicted with the user's settings ({user}): "
+            + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in prediction.phases), CHECK_PLUGIN)
+        settings["memory.predicted_peak_gib"] = Setting(
+            "memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2),
+            f"re-predicted with the user's settings ({user}): {gib(worst.peak_bytes)} reserved peak in the "
+            f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget", CHECK_PLUGIN)
+        settings.setdefault("memory.budget_gib", Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2),
+                                                         f"budget = {budget.describe()}", CHECK_PLUGIN))
+    if worst.peak_bytes <= budget.usable_bytes:
+        if plan.value("ladder.refused") or "ladder.refused" not in plan or user_keys:
+            fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"
+            settings["ladder.refused"] = Setting("ladder.refused", False,
+                                                 fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN)
+        return OptimizationPlan(tuple(settings.values()))
+    shortfall = worst.peak_bytes - budget.usable_bytes
+    numbers = {"predicted_gib": round(worst.peak_bytes / GIB, 2), "budget_gib": round(budget.usable_bytes / GIB, 2),
+               "shortfall_gib": round(shortfall / GIB, 2), "phase": worst.phase,
+               "predicted_bytes": worst.peak_bytes, "budget_bytes": budget.usable_bytes, "shortfall_bytes": shortfall}
+    words = (f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(shortfall)} more than the "
+             f"{gib(budget.usable_bytes)} budget" + (f" with the user's {user}" if user else ""))
+    if force:
+        settings["ladder.refused"] = Setting("ladder.refused", False, f"not refused: forced by the user ({words})",
+                                             CHECK_PLUGIN)
+        settings["memory.forced"] = Setting("memory.forced", numbers,
+                                            f"forced by the user: {words}; the run may run out of device memory",
+                                            CHECK_PLUGIN, warning=True)
+    elif plan.value("ladder.refused") and not user_keys:
+        return plan  # the ladder's own refusal already says it, with these numbers
+    else:
+        settings["ladder.refused"] = Setting("ladder.refused", numbers,
+                                             f"refused: {words} (--force / force=True runs it anyway)",
+                                             CHECK_PLUGIN, warning=True)
+    return OptimizationPlan(tuple(settings.values()))
 
 
 # --------------------------------------------------------------------------------------------- pieces
@@ -173,6 +237,10 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
     settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
     rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
     settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed"))
+    if run.lm_model != asked.lm_model:
+        now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
+        settings.append(Setting("ladder.lm_model", run.lm_model,
+                                f"{now} instead of the {asked.lm_model} to fit {gib(budget.usable_bytes)}", warning=True))
     if run.batch != asked.batch:
         settings.append(Setting("ladder.batch_size", run.batch, f"batch lowered from {asked.batch} to {run.batch} to fit {gib(budget.usable_bytes)}", warning=True))
     if run.duration_s != asked.duration_s:

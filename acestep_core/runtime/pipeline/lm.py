@@ -40,7 +40,7 @@ def run_lm(
 ) -> tuple[PhaseReport, list[float], list[list[int]]]:
     """Generate ``batch`` rows of chain of thought + codes; the durations are what the codes cover."""
     size = session.options.size
-    lm_model = session.resolution.adjusted.lm_model
+    lm_model = session.resolution.plan.value("ladder.lm_model", session.resolution.adjusted.lm_model)
     forced = None if duration_s is None else max(1, round(duration_s))
     with session.phase("lm") as phase:
         tokenizer = build_tokenizer(TINY_CODES if size == "tiny" else REAL_CODES)

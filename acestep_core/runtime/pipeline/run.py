@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from acestep_core.optimize import choices_from_plan, predict
+from acestep_core.optimize.memory import gib
+from acestep_core.optimize.plan import check_resolution, planned_run
 from acestep_core.resolve import ResolutionError, resolve
 from acestep_core.runtime.pipeline.dit import run_dit
 from acestep_core.runtime.pipeline.lm import run_lm
@@ -39,6 +42,7 @@ def generate(
     tiers: str | None = None,
     environ: Mapping[str, str] | None = None,
     resolution: Resolution | None = None,
+    force: bool = False,
     **options: Any,
 ) -> GenerationResult:
     """Resolve ``request`` on this machine (exactly as ``acestep-core plan`` does) and run it.
@@ -47,9 +51,11 @@ def generate(
         with :func:`acestep_core.resolve` from the other arguments.
     :param options: passed to :func:`run` (``size``, ``seed``, ``steps``, ``cancel``, ``progress``,
         ``on_progress``, ``caption``, ``checkpoints``, ``device``).
+    :param force: run a plan predicted over the device budget instead of refusing it (recorded, warned).
     """
     if resolution is None:
-        resolution = resolve(request, overrides=overrides, detect_options=detect_options, tiers=tiers, environ=environ)
+        resolution = resolve(request, overrides=overrides, detect_options=detect_options, tiers=tiers, environ=environ,
+                             force=force)
     return run(resolution, out_dir=out_dir, **options)
 
 
@@ -75,9 +81,7 @@ def run(
     """
     options = RunOptions(size=size, seed=seed, steps=steps, caption=caption, checkpoints=dict(checkpoints or {}),
                          device=device, progress=progress)
-    refusal = resolution.plan.value("ladder.refused")
-    if refusal:
-        raise ResolutionError(resolution.plan["ladder.refused"].reason)
+    check_before_loading(resolution)
     started = time.perf_counter()
     session = RunSession(resolution, options, cancel or CancelHandle(), on_progress)
     try:
@@ -89,12 +93,33 @@ def run(
     return GenerationResult(resolution, tuple(clips), tuple(phases), size, seconds, tuple(session.notes))
 
 
+def check_before_loading(resolution: Resolution) -> None:
+    """Refuse, before any model loads, a plan that was refused or whose final settings (the user's included)
+    are predicted over the device budget, unless the user forced it (``memory.forced``).
+
+    :raises ResolutionError: with the phase, predicted peak, budget and shortfall."""
+    plan = resolution.plan
+    if plan.value("ladder.refused"):
+        raise ResolutionError(plan["ladder.refused"].reason)
+    peak, budget = check_resolution(resolution)
+    if budget is not None and peak > budget and not plan.value("memory.forced"):
+        phase = predict(planned_run(plan, resolution.adjusted, resolution.tier), choices_from_plan(plan)).worst.phase
+        raise ResolutionError(f"refused before loading: the {phase} phase is predicted at {gib(peak)}, "
+                              f"{gib(peak - budget)} more than the {gib(budget)} budget (force=True runs it anyway)")
+
+
+def lm_to_run(resolution: Resolution) -> str | None:
+    """The LM the run loads: the adjusted request's, or the smaller one (None: off) the plan's ladder chose."""
+    plan = resolution.plan
+    return plan.value("ladder.lm_model") if "ladder.lm_model" in plan else resolution.adjusted.lm_model
+
+
 def run_limits(resolution: Resolution) -> tuple[int, float | None, int]:
     """The batch, the asked duration (None: the LM chooses) and the duration ceiling a run uses: the
     adjusted request's, lowered further where the plan's ladder had to (``ladder.batch_size``,
     ``ladder.duration_s``) so that the predicted peak fits the device."""
     adjusted, tier, plan = resolution.adjusted, resolution.tier, resolution.plan
-    ceiling = tier.max_duration_s(adjusted.lm_on)
+    ceiling = tier.max_duration_s(lm_to_run(resolution) is not None)
     duration = adjusted.duration_s
     if "ladder.duration_s" in plan:
         ceiling = min(ceiling, int(plan.value("ladder.duration_s")))
@@ -107,7 +132,7 @@ def _execute(session: RunSession, out: Path) -> tuple[list[PhaseReport], list]:
     generator = torch.Generator().manual_seed(session.options.seed)
     phases: list[PhaseReport] = []
     codes: list[list[int]] | None = None
-    if session.resolution.adjusted.lm_on:
+    if lm_to_run(session.resolution) is not None:
         report, durations, codes = run_lm(session, batch, duration_s, max_duration_s)
         phases.append(report)
     else:
