@@ -100,15 +100,25 @@ def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = 
     """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
     rungs: list[Rung] = []
     prediction = predict(run, choices)
+    for run, choices, rung, prediction in steps(run, choices, budget, abilities):
+        rungs.append(rung)
+    if prediction.peak_bytes > budget.usable_bytes:
+        worst = prediction.worst
+        refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
+        return LadderResult(run, choices, prediction, budget, tuple(rungs), refusal)
+    return LadderResult(run, choices, prediction, budget, tuple(rungs), None)
+
+
+def steps(run: RunShape, choices: Choices, budget: Budget,
+          abilities: Abilities = Abilities()) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
+    """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
+    prediction = predict(run, choices)
     while prediction.peak_bytes > budget.usable_bytes:
         step = _first_helpful(run, choices, prediction, budget, abilities)
         if step is None:
-            worst = prediction.worst
-            refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
-            return LadderResult(run, choices, prediction, budget, tuple(rungs), refusal)
-        run, choices, rung, prediction = step
-        rungs.append(rung)
-    return LadderResult(run, choices, prediction, budget, tuple(rungs), None)
+            return
+        run, choices, _, prediction = step
+        yield step
 
 
 _Step = tuple[RunShape, Choices, Rung, Prediction]

@@ -98,6 +98,9 @@ def apply_plan(
         exclude = list(values.get(f"quantization.exclude.{component}", []))
         quantized = quantize_component(model, quantization, exclude)
         applied.steps.append(f"quantized {quantized} modules to {quantization} (excluded {exclude or 'none'})")
+        if device.type in INT8PACK_DEVICES:
+            contiguous_inputs(model)
+            applied.steps.append(f"contiguous inputs for quanto's {device.type} int8 kernel")
     _place(applied, offload, chain_after)
     if values.get("compile") and component in COMPILED_COMPONENTS:
         if offload in ("group", "sequential") and quantization != "none":
@@ -119,6 +122,22 @@ def quantize_component(model: Any, quantization: str, exclude: list[str]) -> int
     quantize(model, weights=QUANTO_WEIGHTS[quantization], include=include)
     freeze(model)
     return len(include)
+
+
+INT8PACK_DEVICES = ("cpu", "mps")
+"""Where quanto multiplies bf16 activations by int8 weights with ``torch._weight_int8pack_mm``, which refuses
+an input that is not contiguous in its last dimension (the DiT's modulated norms hand it such views)."""
+
+
+def contiguous_inputs(model: Any) -> int:
+    """Make every quanto module's tensor inputs contiguous before it runs (a no-op for contiguous ones)."""
+    def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+    modules = [m for m in model.modules() if isinstance(m, QModuleMixin)]
+    for module in modules:
+        module.register_forward_pre_hook(hook)
+    return len(modules)
 
 
 def quantized_modules(model: Any) -> list[str]:
