@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
-from acestep_core.optimize.plan import check_plan
 from acestep_core.types import (
     CPU,
     AdjustedRequest,

@@ -98,10 +98,12 @@ class Abilities:
 
 def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()) -> LadderResult:
     """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
-    rungs: list[Rung] = []
-    prediction = predict(run, choices)
-    for run, choices, rung, prediction in steps(run, choices, budget, abilities):
-        rungs.append(rung)
+    walked = list(steps(run, choices, budget, abilities))
+    rungs = [rung for _, _, rung, _ in walked]
+    if walked:
+        run, choices, _, prediction = walked[-1]
+    else:
+        prediction = predict(run, choices)
     if prediction.peak_bytes > budget.usable_bytes:
         worst = prediction.worst
         refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
