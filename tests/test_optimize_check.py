@@ -22,7 +22,10 @@ def test_the_users_full_decode_on_an_8_gb_card_is_refused_with_the_numbers() -> 
     refused = resolution.plan.value("ladder.refused")
     assert refused, "an 8 GB card decoding 240 s whole must not run"
     assert refused["phase"] == "vae" and refused["budget_gib"] == pytest.approx(6.71, abs=0.01)
-    assert refused["predicted_gib"] > 15 and refused["shortfall_bytes"] == refused["predicted_bytes"] - refused["budget_bytes"]
+    assert (
+        refused["predicted_gib"] > 15
+        and refused["shortfall_bytes"] == refused["predicted_bytes"] - refused["budget_bytes"]
+    )
     peak, budget = check_resolution(resolution)
     assert (peak, budget) == (refused["predicted_bytes"], refused["budget_bytes"])
     assert resolution.plan.value("memory.predicted_peak_gib") == refused["predicted_gib"]  # re-predicted
@@ -37,15 +40,23 @@ def test_a_forced_plan_is_kept_recorded_and_warned() -> None:
     assert forced["phase"] == "vae" and forced["shortfall_gib"] > 8
     assert any("forced by the user" in w for w in resolution.warnings)
     assert any(o.key == "force" and o.value is True for o in resolution.overrides)
-    same = resolve(GenerationRequest(duration_s=240), detect_options=EIGHT_GB,
-                   overrides=dataclasses.replace(FULL_DECODE, force=True))
+    same = resolve(
+        GenerationRequest(duration_s=240),
+        detect_options=EIGHT_GB,
+        overrides=dataclasses.replace(FULL_DECODE, force=True),
+    )
     assert same.plan.value("memory.forced") == forced
 
 
 def test_user_settings_that_fit_are_re_predicted_and_pass() -> None:
     planned = resolve(GenerationRequest(duration_s=60), detect_options=EIGHT_GB)
-    user = resolve(GenerationRequest(duration_s=60), detect_options=EIGHT_GB, overrides=Overrides(plan={"offload.dit": "group"}))
-    assert user.plan.value("ladder.refused") is False and "user's settings" in user.plan["memory.predicted_peak_gib"].reason
+    user = resolve(
+        GenerationRequest(duration_s=60), detect_options=EIGHT_GB, overrides=Overrides(plan={"offload.dit": "group"})
+    )
+    assert (
+        user.plan.value("ladder.refused") is False
+        and "user's settings" in user.plan["memory.predicted_peak_gib"].reason
+    )
     assert user.plan.value("memory.predicted_peak_gib") <= planned.plan.value("memory.budget_gib")
 
 
@@ -73,8 +84,13 @@ def test_the_pipeline_loads_nothing_for_a_refused_plan(monkeypatch: pytest.Monke
     for name in ("build_lm", "build_dit", "build_vae", "build_text_encoder"):
         monkeypatch.setattr(f"acestep_core.runtime.models.{name}", no_loading)
     with pytest.raises(ResolutionError, match="refused"):
-        generate(GenerationRequest(duration_s=240, lm="off"), out_dir=tmp_path, detect_options=EIGHT_GB,
-                 overrides=FULL_DECODE, progress=False)
+        generate(
+            GenerationRequest(duration_s=240, lm="off"),
+            out_dir=tmp_path,
+            detect_options=EIGHT_GB,
+            overrides=FULL_DECODE,
+            progress=False,
+        )
     # a plan edited after resolve() is checked again before anything loads
     fine = resolve(GenerationRequest(duration_s=240, lm="off"), detect_options=EIGHT_GB)
     settings = {s.key: s for s in fine.plan}

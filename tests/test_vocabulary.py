@@ -52,7 +52,7 @@ def test_the_old_duplicates_are_gone(what: str) -> None:
 def test_the_modules_share_the_vocabularys_objects() -> None:
     import acestep_core
     from acestep_core import tables, types
-    from acestep_core.optimize import calibration, ladder, memory, plan
+    from acestep_core.optimize import ladder, memory, plan, readings
 
     assert acestep_core.GIB is types.GIB is memory.GIB is vocabulary.GIB
     assert acestep_core.COMPONENTS is vocabulary.COMPONENTS and memory.PHASES is vocabulary.PHASES
@@ -60,7 +60,7 @@ def test_the_modules_share_the_vocabularys_objects() -> None:
     assert memory.CUDA_CONTEXT_BYTES == 808 * vocabulary.MIB and memory.SAFETY_MARGIN_BYTES == 512 * vocabulary.MIB
     assert ladder.MIN_DURATION_S == tables.MIN_DURATION_S == vocabulary.MIN_DURATION_S
     assert ladder.VAE_TILES[0] == (vocabulary.VAE_TILE_FRAMES, vocabulary.VAE_TILE_OVERLAP)
-    assert calibration.TILE_FRAMES_IN_READINGS == vocabulary.VAE_TILE_FRAMES
+    assert readings.TILE_FRAMES_IN_READINGS == vocabulary.VAE_TILE_FRAMES
     assert plan.choices_from_plan({}).tile_frames == vocabulary.VAE_TILE_FRAMES
     assert acestep_core.PLAN_KEYS is vocabulary.PLAN_KEYS
 

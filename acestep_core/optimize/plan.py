@@ -188,6 +188,8 @@ def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, re
             f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget", CHECK_PLUGIN)
         settings.setdefault("memory.budget_gib", Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2),
                                                          f"budget = {budget.describe()}", CHECK_PLUGIN))
+    if "ladder.refused" in user_keys and plan.value("ladder.refused"):
+        return OptimizationPlan(tuple(settings.values()))  # the user refused the run: that stands
     if worst.peak_bytes <= budget.usable_bytes:
         if plan.value("ladder.refused") or "ladder.refused" not in plan or user_keys:
             fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"

@@ -95,12 +95,21 @@ class Row:
         return HELD_OUT_UNDER <= self.error <= HELD_OUT_OVER
 
     def as_json(self) -> dict[str, Any]:
-        return {"reading": self.reading, "source": self.source, "label": self.label, "quantity": self.quantity,
-                "measured_bytes": self.measured_bytes, "predicted_bytes": self.predicted_bytes,
-                "error": round(self.error, 4), "asserted": self.asserted, "within_bounds": self.within_bounds,
-                "predicts": self.predicts or self.quantity, "allocated_bytes": self.allocated_bytes,
-                "allocated_error": None if self.allocated_error is None else round(self.allocated_error, 4),
-                "note": self.note}
+        return {
+            "reading": self.reading,
+            "source": self.source,
+            "label": self.label,
+            "quantity": self.quantity,
+            "measured_bytes": self.measured_bytes,
+            "predicted_bytes": self.predicted_bytes,
+            "error": round(self.error, 4),
+            "asserted": self.asserted,
+            "within_bounds": self.within_bounds,
+            "predicts": self.predicts or self.quantity,
+            "allocated_bytes": self.allocated_bytes,
+            "allocated_error": None if self.allocated_error is None else round(self.allocated_error, 4),
+            "note": self.note,
+        }
 
 
 @cache
@@ -128,19 +137,49 @@ def lm_rows() -> list[Row]:
             name = "bf16" if quantization == "none" else "int8"
             # The readings quantized every Linear, lm_head included (plain quantize(weights=qint8)).
             weights = lm_weight_bytes(shape, quantization=quantization, quantize_lm_head=True)
-            rows.append(Row(f"LM {size} {name} weights", LM_READINGS, label, "weights",
-                            measured[f"{prefix}weights_bytes"], weights))
+            rows.append(
+                Row(
+                    f"LM {size} {name} weights",
+                    LM_READINGS,
+                    label,
+                    "weights",
+                    measured[f"{prefix}weights_bytes"],
+                    weights,
+                )
+            )
             for batch in (1, 2, 4, 8):
-                estimate = lm_estimate(shape, batch=batch, prompt_tokens=prompt,
-                                       generated_tokens=GENERATED_TOKENS_IN_READINGS, quantization=quantization,
-                                       quantize_lm_head=True)
+                estimate = lm_estimate(
+                    shape,
+                    batch=batch,
+                    prompt_tokens=prompt,
+                    generated_tokens=GENERATED_TOKENS_IN_READINGS,
+                    quantization=quantization,
+                    quantize_lm_head=True,
+                )
                 # The readings' peaks are above the empty baseline, weights included.
-                rows.append(Row(f"LM {size} {name} batch {batch}", LM_READINGS, label, "allocated",
-                                measured[f"{prefix}peak_b{batch}"], estimate.peak_bytes))
+                rows.append(
+                    Row(
+                        f"LM {size} {name} batch {batch}",
+                        LM_READINGS,
+                        label,
+                        "allocated",
+                        measured[f"{prefix}peak_b{batch}"],
+                        estimate.peak_bytes,
+                    )
+                )
                 on_device = quantization != "none"
-                rows.append(Row(f"LM {size} {name} batch {batch}", LM_READINGS, label, "reserved",
-                                measured[f"{prefix}reserved_b{batch}"], reserved_bytes(estimate.peak_bytes),
-                                asserted=not on_device, note=QUANTIZED_ON_DEVICE if on_device else ""))
+                rows.append(
+                    Row(
+                        f"LM {size} {name} batch {batch}",
+                        LM_READINGS,
+                        label,
+                        "reserved",
+                        measured[f"{prefix}reserved_b{batch}"],
+                        reserved_bytes(estimate.peak_bytes),
+                        asserted=not on_device,
+                        note=QUANTIZED_ON_DEVICE if on_device else "",
+                    )
+                )
     return rows
 
 
@@ -151,12 +190,24 @@ def vae_rows() -> list[Row]:
         if decode["error"]:
             continue
         tiled = decode["mode"] != "full"
-        estimate = vae_estimate(decode["duration_s"], tiled=tiled, tile_frames=TILE_FRAMES_IN_READINGS,
-                                tile_overlap=TILE_OVERLAP_IN_READINGS)
+        estimate = vae_estimate(
+            decode["duration_s"],
+            tiled=tiled,
+            tile_frames=TILE_FRAMES_IN_READINGS,
+            tile_overlap=TILE_OVERLAP_IN_READINGS,
+        )
         latents = VAE_SHAPE.latent_channels * math.ceil(decode["duration_s"] * LATENT_RATE_HZ) * 2
         # These readings are above the weights (and the latents they decode).
-        rows.append(Row(f"VAE {decode['duration_s']} s {'tiled' if tiled else 'full'}", VAE_READINGS, label,
-                        "allocated", decode["peak_bytes"], estimate.work_bytes - latents))
+        rows.append(
+            Row(
+                f"VAE {decode['duration_s']} s {'tiled' if tiled else 'full'}",
+                VAE_READINGS,
+                label,
+                "allocated",
+                decode["peak_bytes"],
+                estimate.work_bytes - latents,
+            )
+        )
     return rows
 
 
@@ -167,10 +218,19 @@ def dit_rows() -> list[Row]:
         if forward["error"]:
             continue
         attention = "eager" if forward["attention"] == "math" else "sdpa"
-        predicted = dit_activation_bytes(forward["duration_s"], forward["batch"], attention=attention,
-                                         shape=DIT_STANDIN_SHAPE)
-        rows.append(Row(f"DiT stand-in {forward['duration_s']} s batch {forward['batch']} {forward['attention']}",
-                        DIT_READINGS, label, "allocated", forward["peak_activation_bytes"], predicted))
+        predicted = dit_activation_bytes(
+            forward["duration_s"], forward["batch"], attention=attention, shape=DIT_STANDIN_SHAPE
+        )
+        rows.append(
+            Row(
+                f"DiT stand-in {forward['duration_s']} s batch {forward['batch']} {forward['attention']}",
+                DIT_READINGS,
+                label,
+                "allocated",
+                forward["peak_activation_bytes"],
+                predicted,
+            )
+        )
     return rows
 
 
@@ -193,24 +253,45 @@ def calibrate_rows() -> list[Row]:
         frames = math.ceil(duration * LATENT_RATE_HZ)
         name = f"{phase} {duration} s ×{batch} ({trial['card_gb']:g} GB cap)"
         if phase.startswith("lm:"):
-            estimate = lm_estimate(LM_SHAPES[phase.split(":")[1]], batch=batch,
-                                   prompt_tokens=duration * 5 + CALIBRATE_PROMPT_OVERHEAD,
-                                   generated_tokens=GENERATED_TOKENS_IN_READINGS)
+            estimate = lm_estimate(
+                LM_SHAPES[phase.split(":")[1]],
+                batch=batch,
+                prompt_tokens=duration * 5 + CALIBRATE_PROMPT_OVERHEAD,
+                generated_tokens=GENERATED_TOKENS_IN_READINGS,
+            )
             predicted = estimate.peak_bytes + batch * (duration * 5 + CALIBRATE_PROMPT_OVERHEAD) * 8
         elif phase == "dit":
             # the decoder alone (no condition encoder), fed random inputs: latents, context, condition
             inputs = batch * (frames * (64 + 128 + 64) + CALIBRATE_CONDITION_TOKENS * DIT_DECODER_SHAPE.hidden)
-            predicted = (dit_weight_bytes(DIT_DECODER_SHAPE) + inputs * bf16
-                         + dit_activation_bytes(duration, batch, shape=DIT_DECODER_SHAPE))
+            predicted = (
+                dit_weight_bytes(DIT_DECODER_SHAPE)
+                + inputs * bf16
+                + dit_activation_bytes(duration, batch, shape=DIT_DECODER_SHAPE)
+            )
         else:
             # built on the device: weight-norm's computed encoder weights stay there in fp32 (.to(bf16)
             # converts parameters only); the decode kept every item on the device, then concatenated
-            estimate = vae_estimate(duration, batch=batch, tiled=phase == "vae:tiled",
-                                    tile_frames=TILE_FRAMES_IN_READINGS, tile_overlap=TILE_OVERLAP_IN_READINGS,
-                                    items_on_device=True)
+            estimate = vae_estimate(
+                duration,
+                batch=batch,
+                tiled=phase == "vae:tiled",
+                tile_frames=TILE_FRAMES_IN_READINGS,
+                tile_overlap=TILE_OVERLAP_IN_READINGS,
+                items_on_device=True,
+            )
             predicted = estimate.peak_bytes + VAE_SHAPE.encoder_conv_weights * DTYPE_BYTES["fp32"]
-        rows.append(Row(name, CALIBRATE_READINGS, label, "allocated", trial["peak_bytes"], reserved_bytes(predicted),
-                        predicts="plan", allocated_bytes=predicted))
+        rows.append(
+            Row(
+                name,
+                CALIBRATE_READINGS,
+                label,
+                "allocated",
+                trial["peak_bytes"],
+                reserved_bytes(predicted),
+                predicts="plan",
+                allocated_bytes=predicted,
+            )
+        )
     return rows
 
 
@@ -224,16 +305,42 @@ def optimize_rows() -> list[Row]:
         if run.get("oom") or "measured_gib" not in run:
             continue
         quantize_head = "lm_head" not in run["exclude"]
-        estimate = lm_estimate(LM_SHAPES[run["lm"]], batch=run["batch"],
-                               prompt_tokens=run["tokens"] - GENERATED_TOKENS_IN_READINGS,
-                               generated_tokens=GENERATED_TOKENS_IN_READINGS, quantization=run["quantization"],
-                               quantize_lm_head=quantize_head)
+        estimate = lm_estimate(
+            LM_SHAPES[run["lm"]],
+            batch=run["batch"],
+            prompt_tokens=run["tokens"] - GENERATED_TOKENS_IN_READINGS,
+            generated_tokens=GENERATED_TOKENS_IN_READINGS,
+            quantization=run["quantization"],
+            quantize_lm_head=quantize_head,
+        )
         name = f"LM {run['lm']} {run['quantization']} {run['duration_s']:g} s ×{run['batch']} ({run['tier']})"
         plan = reserved_bytes(estimate.peak_bytes)
-        rows.append(Row(name, OPTIMIZE_READINGS, label, "allocated", round(run["measured_gib"] * GIB), plan,
-                        predicts="plan", allocated_bytes=estimate.peak_bytes))
-        rows.append(Row(name, OPTIMIZE_READINGS, label, "reserved", round(run["reserved_gib"] * GIB), plan,
-                        asserted=False, note=QUANTIZED_ON_DEVICE, predicts="plan", allocated_bytes=estimate.peak_bytes))
+        rows.append(
+            Row(
+                name,
+                OPTIMIZE_READINGS,
+                label,
+                "allocated",
+                round(run["measured_gib"] * GIB),
+                plan,
+                predicts="plan",
+                allocated_bytes=estimate.peak_bytes,
+            )
+        )
+        rows.append(
+            Row(
+                name,
+                OPTIMIZE_READINGS,
+                label,
+                "reserved",
+                round(run["reserved_gib"] * GIB),
+                plan,
+                asserted=False,
+                note=QUANTIZED_ON_DEVICE,
+                predicts="plan",
+                allocated_bytes=estimate.peak_bytes,
+            )
+        )
     return rows
 
 
@@ -257,35 +364,64 @@ def component(row: Row) -> str:
 def summary(rows: list[Row]) -> dict[str, Any]:
     """Worst under- and over-prediction of the asserted rows, overall and per component."""
     asserted = [r for r in rows if r.asserted]
-    result: dict[str, Any] = {"rows": len(rows), "asserted": len(asserted),
-                              "outside_bounds": [r.reading for r in asserted if not r.within_bounds]}
+    result: dict[str, Any] = {
+        "rows": len(rows),
+        "asserted": len(asserted),
+        "outside_bounds": [r.reading for r in asserted if not r.within_bounds],
+    }
     groups: dict[str, list[Row]] = {"all": asserted}
     for row in asserted:
         groups.setdefault(component(row), []).append(row)
+    modelled = [r for r in asserted if r.allocated_error is not None]
+    if modelled:
+        under = min(modelled, key=lambda r: r.allocated_error or 0.0)
+        over = max(modelled, key=lambda r: r.allocated_error or 0.0)
+        result["allocated_model"] = {
+            "worst_under": round(under.allocated_error or 0.0, 4),
+            "worst_under_row": under.reading,
+            "worst_over": round(over.allocated_error or 0.0, 4),
+            "worst_over_row": over.reading,
+        }
     for name, group in groups.items():
         if group:
             under, over = min(group, key=lambda r: r.error), max(group, key=lambda r: r.error)
-            result[name] = {"worst_under": round(under.error, 4), "worst_under_row": under.reading,
-                            "worst_over": round(over.error, 4), "worst_over_row": over.reading}
+            result[name] = {
+                "worst_under": round(under.error, 4),
+                "worst_under_row": under.reading,
+                "worst_over": round(over.error, 4),
+                "worst_over_row": over.reading,
+            }
     return result
 
 
 def render(rows: list[Row], *, title: str = "") -> str:
     lines = [title] if title else []
-    lines.append(f"{'reading':<42} {'source':<34} {'measured':<9} {'GiB':>7} {'predicted':<9} {'GiB':>7} "
-                 f"{'error':>7} {'allocated model':>15}")
+    lines.append(
+        f"{'reading':<42} {'source':<34} {'measured':<9} {'GiB':>7} {'predicted':<9} {'GiB':>7} "
+        f"{'error':>7} {'allocated model':>15}"
+    )
     for row in rows:
         flag = "" if row.within_bounds else ("  (not asserted)" if not row.asserted else "  OUT OF BOUNDS")
         model = "" if row.allocated_error is None else f"{row.allocated_bytes / GIB:.3f} {row.allocated_error:+.1%}"
-        lines.append(f"{row.reading:<42} {row.source:<34} {row.quantity:<9} {row.measured_bytes / GIB:>7.3f} "
-                     f"{row.predicts or row.quantity:<9} {row.predicted_bytes / GIB:>7.3f} {row.error:>+7.1%} "
-                     f"{model:>15}{flag}")
+        lines.append(
+            f"{row.reading:<42} {row.source:<34} {row.quantity:<9} {row.measured_bytes / GIB:>7.3f} "
+            f"{row.predicts or row.quantity:<9} {row.predicted_bytes / GIB:>7.3f} {row.error:>+7.1%} "
+            f"{model:>15}{flag}"
+        )
     notes = sorted({row.note for row in rows if row.note})
     lines += [f"not asserted: {note}" for note in notes]
     info = summary(rows)
+    if "allocated_model" in info:
+        model = info["allocated_model"]
+        lines.append(
+            f"the model's allocated prediction (not the plan's figure): worst under {model['worst_under']:+.1%} "
+            f"({model['worst_under_row']}), worst over {model['worst_over']:+.1%} ({model['worst_over_row']})"
+        )
     if "all" in info:
         worst = info["all"]
-        lines.append(f"{info['asserted']} asserted of {len(rows)} rows; worst under-prediction "
-                     f"{worst['worst_under']:+.1%} ({worst['worst_under_row']}), worst over-prediction "
-                     f"{worst['worst_over']:+.1%} ({worst['worst_over_row']})")
+        lines.append(
+            f"{info['asserted']} asserted of {len(rows)} rows; worst under-prediction "
+            f"{worst['worst_under']:+.1%} ({worst['worst_under_row']}), worst over-prediction "
+            f"{worst['worst_over']:+.1%} ({worst['worst_over_row']})"
+        )
     return "\n".join(lines)
