@@ -62,9 +62,6 @@ RESERVED_GAP_FITTED = 0.10
 bf16 LM readings of ``h100-2026-11-26.json``; 0.10 keeps every one of them within ±6 %. The int8
 readings there (and ``gpu_optimize.json``) quantized on the device, whose freed bf16 weights stay
 cached; the pipeline quantizes on the CPU."""
-FRAGMENTATION_FRACTION = 0.10
-"""Slack kept free on a unified-memory working set (``optimize.platforms.unified_budget``), whose
-allocator the CUDA reserved gap does not describe."""
 ALLOCATOR = "default caching allocator (expandable_segments not assumed): reserved = allocated × 1.10"
 """What the plan assumes about the allocator, stated in every plan."""
 
@@ -271,9 +268,6 @@ class ComponentEstimate:
     weights_bytes: int
     work_bytes: int
     detail: str
-    whole_bytes: int = 0
-    """Weights on the device whole even under group/sequential offload (the DiT's condition encoder runs as
-    one group before the decoder's blocks stream)."""
 
     @property
     def peak_bytes(self) -> int:
@@ -355,9 +349,7 @@ def dit_estimate(duration_s: float, batch: int, *, dtype: str = "bf16", quantiza
     weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
     detail = f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})"
-    encoder = weight_bytes(shape.condition_encoder_params, shape.condition_encoder_linear_params, dtype, quantization)
-    encoder += shape.buffer_values * DTYPE_BYTES[dtype]
-    return ComponentEstimate("dit", weights, work, detail, whole_bytes=encoder)
+    return ComponentEstimate("dit", weights, work, detail)
 
 
 def vae_decode_bytes(frames: int, *, dtype: str = "bf16", shape: VAEShape = VAE_SHAPE) -> int:
@@ -477,7 +469,8 @@ class Prediction:
 
 STREAMED_FRACTION = {"group": 2 / 24, "sequential": 1 / 24}
 """Share of a component's weights on the device while it runs under group offload (one block of ~24
-plus the one prefetched) or sequential offload (one block)."""
+plus the one prefetched) or sequential offload (one block). The DiT's condition encoder streams its lyric
+and timbre encoders' layers too (``runtime.apply``), each smaller than a decoder block."""
 
 
 def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentEstimate]:
@@ -518,9 +511,7 @@ def predict(run: RunShape, choices: Choices) -> Prediction:
         for component, estimate in estimates.items():
             offload = choices.offload.get(component, "none")
             if component == phase:
-                streamed = estimate.weights_bytes - estimate.whole_bytes
-                fraction = STREAMED_FRACTION.get(offload, 1.0)
-                resident[component] = round(streamed * fraction) + estimate.whole_bytes
+                resident[component] = round(estimate.weights_bytes * STREAMED_FRACTION.get(offload, 1.0))
             elif offload == "none":
                 resident[component] = estimate.weights_bytes
         phases.append(PhasePeak(phase, resident, estimates[phase].work_bytes, estimates[phase].detail))

@@ -17,7 +17,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from acestep_core.optimize.memory import FRAGMENTATION_FRACTION, Budget, device_budget
+from acestep_core.optimize.memory import Budget, device_budget
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
 from acestep_core.vocabulary import GIB, LM_BACKENDS, PHASES, SAFETY_MARGIN_BYTES, VAE_HOP
 
@@ -99,12 +99,14 @@ def budget_for(device: DeviceMemory) -> Budget | None:
 
 def unified_budget(working_set_bytes: int) -> Budget:
     """A unified-memory device: its working-set figure (Metal's ``recommendedMaxWorkingSetSize``)
-    less a host reserve and the margin; there is no CUDA context to pay for."""
-    margin = max(
-        SAFETY_MARGIN_BYTES, round(FRAGMENTATION_FRACTION * max(0, working_set_bytes - UNIFIED_HOST_RESERVE_BYTES))
-    )
+    less a host reserve and the margin; there is no CUDA context to pay for. Allocator slack is not a
+    margin here: every predicted peak already carries it (``memory.RESERVED_GAP_FITTED``)."""
     return Budget(
-        working_set_bytes, UNIFIED_HOST_RESERVE_BYTES, margin, context_label="host reserve", total_label="working set"
+        working_set_bytes,
+        UNIFIED_HOST_RESERVE_BYTES,
+        SAFETY_MARGIN_BYTES,
+        context_label="host reserve",
+        total_label="working set",
     )
 
 

@@ -189,9 +189,10 @@ def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponen
     elif offload == "group":
         if applied.component not in GROUP_OFFLOAD_COMPONENTS:
             raise ValueError(f"group offload is not offered for the {applied.component} (autoregressive decoding would stream every layer at every token)")
-        # the DiT's condition encoder runs once, before the denoising steps: its own group, on the device
-        # only while it runs (without this it would ride with the decoder's top-level group at every step)
-        blocks = ["condition_encoder"] if hasattr(model, "condition_encoder") else None
+        # the DiT's condition encoder runs once, before the denoising steps: its lyric and timbre encoders
+        # stream their layers as the decoder does (without this it would ride, whole, with the decoder's
+        # top-level group at every step)
+        blocks = ["condition_encoder", "lyric_encoder", "timbre_encoder"] if hasattr(model, "condition_encoder") else None
         apply_group_offloading(model, onload_device=device, offload_device=torch.device("cpu"),
                                offload_type="block_level", num_blocks_per_group=1, block_modules=blocks)
         applied.steps.append(f"group offload (one block at a time on {device})")
