@@ -188,10 +188,13 @@ def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, re
             f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget", CHECK_PLUGIN)
         settings.setdefault("memory.budget_gib", Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2),
                                                          f"budget = {budget.describe()}", CHECK_PLUGIN))
-    if "ladder.refused" in user_keys and plan.value("ladder.refused"):
-        return OptimizationPlan(tuple(settings.values()))  # the user refused the run: that stands
+    existing = plan.value("ladder.refused")
+    ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
+    if existing and not (ours and (user_keys or force)):
+        # a refusal the user or another plugin made stands; the ladder's own is re-judged after user settings
+        return OptimizationPlan(tuple(settings.values()))
     if worst.peak_bytes <= budget.usable_bytes:
-        if plan.value("ladder.refused") or "ladder.refused" not in plan or user_keys:
+        if existing or "ladder.refused" not in plan or user_keys:
             fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"
             settings["ladder.refused"] = Setting("ladder.refused", False,
                                                  fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN)
