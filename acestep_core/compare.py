@@ -105,7 +105,12 @@ def compare_tables(a: TierTable, b: TierTable, *, step_gb: float = SWEEP_STEP_GB
             continue
         name_a, name_b = _name(tier_a), _name(tier_b)
         last = ranges[-1] if ranges else None
-        if last and (last.tier_a, last.tier_b) == (name_a, name_b) and last.fields == fields and gib - last.to_gb <= step_gb + 1e-9:
+        if (
+            last
+            and (last.tier_a, last.tier_b) == (name_a, name_b)
+            and last.fields == fields
+            and gib - last.to_gb <= step_gb + 1e-9
+        ):
             ranges[-1] = Difference(last.from_gb, gib, name_a, name_b, fields)
         else:
             ranges.append(Difference(gib, gib, name_a, name_b, fields))
@@ -118,7 +123,10 @@ def compare_tables(a: TierTable, b: TierTable, *, step_gb: float = SWEEP_STEP_GB
 
 def render_comparison(comparison: Comparison) -> str:
     a, b = comparison.a, comparison.b
-    lines = [f"A = {a.name!r} ({len(a.tiers)} tiers, {a.source or 'no source'})", f"B = {b.name!r} ({len(b.tiers)} tiers, {b.source or 'no source'})"]
+    lines = [
+        f"A = {a.name!r} ({len(a.tiers)} tiers, {a.source or 'no source'})",
+        f"B = {b.name!r} ({len(b.tiers)} tiers, {b.source or 'no source'})",
+    ]
     if comparison.identical:
         lines.append("the two tables decide the same at every size from 0 to 80 GB")
         return "\n".join(lines)
@@ -131,7 +139,11 @@ def render_comparison(comparison: Comparison) -> str:
     lines.append("")
     lines.append("real cards")
     for card in comparison.cards:
-        status = "same" if not card.fields else ", ".join(f"{name} {_show(va)} → {_show(vb)}" for name, (va, vb) in card.fields.items())
+        status = (
+            "same"
+            if not card.fields
+            else ", ".join(f"{name} {_show(va)} → {_show(vb)}" for name, (va, vb) in card.fields.items())
+        )
         lines.append(f"  {card.from_gb:>5g} GB  A {card.tier_a:<12} B {card.tier_b:<12} {status}")
     return "\n".join(lines)
 
@@ -149,8 +161,22 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
         tiers = [tier_for(table, gib) for gib in sizes]
         for lm_on, style in ((True, "-"), (False, "--")):
             suffix = "with LM" if lm_on else "without LM"
-            durations.step(sizes, [t.max_duration_s(lm_on) if t else 0 for t in tiers], where="post", color=colour, linestyle=style, label=f"{table.name} {suffix}")
-            batches.step(sizes, [t.max_batch(lm_on) if t else 0 for t in tiers], where="post", color=colour, linestyle=style, label=f"{table.name} {suffix}")
+            durations.step(
+                sizes,
+                [t.max_duration_s(lm_on) if t else 0 for t in tiers],
+                where="post",
+                color=colour,
+                linestyle=style,
+                label=f"{table.name} {suffix}",
+            )
+            batches.step(
+                sizes,
+                [t.max_batch(lm_on) if t else 0 for t in tiers],
+                where="post",
+                color=colour,
+                linestyle=style,
+                label=f"{table.name} {suffix}",
+            )
     durations.set_ylabel("max duration (s)")
     batches.set_ylabel("max batch")
     batches.set_xlabel("device memory (GB)")

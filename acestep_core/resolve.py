@@ -35,7 +35,15 @@ from acestep_core.types import (
 )
 from acestep_core.vocabulary import GIB
 
-__all__ = ["ResolutionError", "TableChoice", "available_tables", "choose_table", "detect", "is_valid_reading", "resolve"]
+__all__ = [
+    "ResolutionError",
+    "TableChoice",
+    "available_tables",
+    "choose_table",
+    "detect",
+    "is_valid_reading",
+    "resolve",
+]
 
 TIERS_ENV = "ACESTEP_CORE_TIERS"
 DEFAULT_TABLE = "default"
@@ -83,7 +91,9 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
             plugin, table = named[0]
             return TableChoice(table, plugin, f"chosen explicitly ({wanted!r})")
         if len(named) > 1:
-            raise ResolutionError(f"{len(named)} tier tables are named {wanted!r}: {', '.join(p for p, _ in named)}; block one with ACESTEP_CORE_BLOCK_PLUGINS")
+            raise ResolutionError(
+                f"{len(named)} tier tables are named {wanted!r}: {', '.join(p for p, _ in named)}; block one with ACESTEP_CORE_BLOCK_PLUGINS"
+            )
         if wanted.endswith(".toml") or os.sep in wanted or "/" in wanted:
             from acestep_core.tables import load_table
 
@@ -94,7 +104,11 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
     third_party = [(p, t) for p, t in tables if p not in BUILTIN_PLUGINS]
     if len(third_party) == 1:
         plugin, table = third_party[0]
-        return TableChoice(table, plugin, f"the only third-party table; it replaces {DEFAULT_TABLE!r} (choose another with --tiers NAME or {TIERS_ENV}=NAME)")
+        return TableChoice(
+            table,
+            plugin,
+            f"the only third-party table; it replaces {DEFAULT_TABLE!r} (choose another with --tiers NAME or {TIERS_ENV}=NAME)",
+        )
     if len(third_party) > 1:
         names = ", ".join(f"{t.name} (from {p})" for p, t in third_party)
         raise ResolutionError(
@@ -134,7 +148,11 @@ def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = F
             return cache[key]
         answer = Hooks(manager).detect_memory(options=options)
         if answer.first is None:
-            detected = (MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), "acestep_core", answer.problems)
+            detected = (
+                MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)),
+                "acestep_core",
+                answer.problems,
+            )
         else:
             plugin, reading = answer.first
             detected = (reading, plugin, answer.problems)
@@ -201,16 +219,24 @@ def resolve(
     elif is_valid_reading(reading):
         detector, detect_problems = "caller", ()
     else:
-        raise ValueError(f"reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not {reading!r:.120}")
+        raise ValueError(
+            f"reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not {reading!r:.120}"
+        )
     problems += detect_problems
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
 
     answer = hooks.select_tier(reading=reading, table=choice.table)
     problems += answer.problems
     if answer.first is None:
-        raise ResolutionError("no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)")
+        raise ResolutionError(
+            "no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)"
+        )
     selector, table_tier = answer.first
-    decisions.append(Decision("select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"))
+    decisions.append(
+        Decision(
+            "select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"
+        )
+    )
 
     tier = _with_limit_overrides(table_tier, overrides)
     answer = hooks.adjust_request(request=request, tier=tier, reading=reading)
@@ -218,8 +244,11 @@ def resolve(
     if answer.first is None:
         raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
     adjuster, adjusted = answer.first
-    adjusted = dataclasses.replace(adjusted, changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
-                                   lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"))
+    adjusted = dataclasses.replace(
+        adjusted,
+        changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
+        lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"),
+    )
     decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
 
     answer = hooks.configure_optimizations(adjusted=adjusted, tier=tier, reading=reading)
@@ -238,7 +267,9 @@ def resolve(
         plan_overrides += (Override("force", True, False),)
     overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
     if overridden:
-        decisions.append(Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden)))
+        decisions.append(
+            Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden))
+        )
     return Resolution(
         reading=reading,
         table=choice.table.name,
@@ -255,7 +286,10 @@ def resolve(
 def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
     changes: dict[str, Any] = {}
     if overrides.max_duration_s is not None:
-        changes |= {"max_duration_with_lm_s": overrides.max_duration_s, "max_duration_without_lm_s": overrides.max_duration_s}
+        changes |= {
+            "max_duration_with_lm_s": overrides.max_duration_s,
+            "max_duration_without_lm_s": overrides.max_duration_s,
+        }
     if overrides.max_batch is not None:
         changes |= {"max_batch_with_lm": overrides.max_batch, "max_batch_without_lm": overrides.max_batch}
     if overrides.lm_models is not None:

@@ -30,9 +30,13 @@ def names_for(name: str) -> ScaffoldNames:
     """``my-card`` → table ``my-card``, distribution ``acestep-core-tiers-my-card``, module
     ``acestep_core_tiers_my_card``, entry point ``tiers_my_card``."""
     if not _NAME.match(name):
-        raise ValueError(f"{name!r} is not a usable name: use up to 64 lowercase letters, digits, '-' or '_', starting with a letter")
+        raise ValueError(
+            f"{name!r} is not a usable name: use up to 64 lowercase letters, digits, '-' or '_', starting with a letter"
+        )
     snake = name.replace("-", "_")
-    return ScaffoldNames(name, f"acestep-core-tiers-{name.replace('_', '-')}", f"acestep_core_tiers_{snake}", f"tiers_{snake}")
+    return ScaffoldNames(
+        name, f"acestep-core-tiers-{name.replace('_', '-')}", f"acestep_core_tiers_{snake}", f"tiers_{snake}"
+    )
 
 
 def scaffold_package(name: str, table: TierTable, directory: str | Path) -> Path:
@@ -44,7 +48,9 @@ def scaffold_package(name: str, table: TierTable, directory: str | Path) -> Path
     root = Path(directory) / names.distribution
     if root.exists():
         raise FileExistsError(f"{root} exists already: choose another name or --dir")
-    renamed = dataclasses.replace(table, name=name, description=f"{name}: started from {table.name!r} ({table.description})")
+    renamed = dataclasses.replace(
+        table, name=name, description=f"{name}: started from {table.name!r} ({table.description})"
+    )
     text = table_to_toml(
         renamed,
         header_comment=(

@@ -133,11 +133,15 @@ def parse_table(text: str, source: str = "<string>") -> TierTable:
     """Parse and validate a table from TOML text."""
     if not text.strip():
         raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
-    too_deep = TableError(source, [TableProblem(None, None, f"nested more than {MAX_NESTING} levels deep", "a tier table nests 3 levels")])
+    too_deep = TableError(
+        source, [TableProblem(None, None, f"nested more than {MAX_NESTING} levels deep", "a tier table nests 3 levels")]
+    )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise TableError(source, [TableProblem(None, None, f"not valid TOML: {error}", "fix the TOML syntax")]) from None
+        raise TableError(
+            source, [TableProblem(None, None, f"not valid TOML: {error}", "fix the TOML syntax")]
+        ) from None
     except RecursionError:
         raise too_deep from None
     if nesting_depth(data) > MAX_NESTING:
@@ -180,8 +184,11 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
 
 def table_as_data(table: TierTable) -> dict[str, Any]:
     """A table as the TOML data it would be read from (what :func:`table_to_toml` writes)."""
-    header: dict[str, Any] = {"name": table.name, "description": table.description,
-                              "real_card_tolerance": table.real_card_tolerance}
+    header: dict[str, Any] = {
+        "name": table.name,
+        "description": table.description,
+        "real_card_tolerance": table.real_card_tolerance,
+    }
     rows = []
     for tier in table.tiers:
         row: dict[str, Any] = {"name": tier.name, "label": tier.label, "min_gb": tier.min_gb}
@@ -192,7 +199,9 @@ def table_as_data(table: TierTable) -> dict[str, Any]:
         row["lm_models"] = list(tier.lm_models) if isinstance(tier.lm_models, (list, tuple)) else tier.lm_models
         row["lm_default_on"] = tier.lm_default_on
         row["lm_memory_gb"] = dict(tier.lm_memory_gb) if isinstance(tier.lm_memory_gb, Mapping) else tier.lm_memory_gb
-        row["optimizations"] = dict(tier.optimizations) if isinstance(tier.optimizations, Mapping) else tier.optimizations
+        row["optimizations"] = (
+            dict(tier.optimizations) if isinstance(tier.optimizations, Mapping) else tier.optimizations
+        )
         if tier.recommended_lm is not None:
             row["recommended_lm"] = tier.recommended_lm
         if tier.class_tolerance_gb:
@@ -209,10 +218,15 @@ def validate_table(table: Any, source: str = "<code>") -> TierTable:
     """Check a table built in code (not read from TOML) by exactly the rules a TOML table meets, and
     return it as parsed from those data; raises :class:`TableError` listing every problem."""
     if not isinstance(table, TierTable):
-        raise TableError(source, [TableProblem(None, None, f"{type(table).__name__} is not a TierTable", "return a TierTable")])
+        raise TableError(
+            source, [TableProblem(None, None, f"{type(table).__name__} is not a TierTable", "return a TierTable")]
+        )
     tiers = table.tiers if isinstance(table.tiers, (list, tuple)) else ()
     if not all(isinstance(tier, Tier) for tier in tiers) or not tiers:
-        raise TableError(table.source or source, [TableProblem(None, "tiers", "not a non-empty tuple of Tier", "build it with parse_table")])
+        raise TableError(
+            table.source or source,
+            [TableProblem(None, "tiers", "not a non-empty tuple of Tier", "build it with parse_table")],
+        )
     return table_from_dict(table_as_data(table), source=table.source or source)
 
 
@@ -223,48 +237,149 @@ def check_table_sanity(tiers: list[Tier], *, monotone_limits: bool = True) -> li
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(TableProblem(name, "name", "name used by more than one tier", "give every tier its own name"))
     if tiers and tiers[0].min_gb != 0:
-        problems.append(TableProblem(tiers[0].name, "min_gb", f"first tier starts at {tiers[0].min_gb} GB, leaving a gap from 0", "set min_gb = 0"))
+        problems.append(
+            TableProblem(
+                tiers[0].name,
+                "min_gb",
+                f"first tier starts at {tiers[0].min_gb} GB, leaving a gap from 0",
+                "set min_gb = 0",
+            )
+        )
     for lower, upper in itertools.pairwise(tiers):
         if lower.max_gb is None:
-            problems.append(TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}"))
+            problems.append(
+                TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}")
+            )
         elif upper.min_gb > lower.max_gb:
-            problems.append(TableProblem(upper.name, "min_gb", f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
+            problems.append(
+                TableProblem(
+                    upper.name,
+                    "min_gb",
+                    f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
+                    f"set min_gb = {lower.max_gb}",
+                )
+            )
         elif upper.min_gb < lower.max_gb:
-            problems.append(TableProblem(upper.name, "min_gb", f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB", f"set min_gb = {lower.max_gb}"))
+            problems.append(
+                TableProblem(
+                    upper.name,
+                    "min_gb",
+                    f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
+                    f"set min_gb = {lower.max_gb}",
+                )
+            )
         if upper.class_tolerance_gb:
             if lower.max_inclusive:
-                problems.append(TableProblem(upper.name, "class_tolerance_gb", f"{lower.name} includes {lower.max_gb} GB, so sizes below it cannot belong to {upper.name}", f"set max_inclusive = false on {lower.name} or remove class_tolerance_gb"))
+                problems.append(
+                    TableProblem(
+                        upper.name,
+                        "class_tolerance_gb",
+                        f"{lower.name} includes {lower.max_gb} GB, so sizes below it cannot belong to {upper.name}",
+                        f"set max_inclusive = false on {lower.name} or remove class_tolerance_gb",
+                    )
+                )
             if upper.class_tolerance_gb >= upper.min_gb - lower.min_gb:
-                problems.append(TableProblem(upper.name, "class_tolerance_gb", f"{upper.class_tolerance_gb:g} GB reaches past {lower.name}'s whole range", f"use less than {upper.min_gb - lower.min_gb:g}"))
+                problems.append(
+                    TableProblem(
+                        upper.name,
+                        "class_tolerance_gb",
+                        f"{upper.class_tolerance_gb:g} GB reaches past {lower.name}'s whole range",
+                        f"use less than {upper.min_gb - lower.min_gb:g}",
+                    )
+                )
         for limit in _comparable_limits(lower, upper) if monotone_limits else ():
             if getattr(upper, limit) < getattr(lower, limit):
-                problems.append(TableProblem(upper.name, limit, f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall as memory grows", f"set {limit} >= {getattr(lower, limit)}"))
+                problems.append(
+                    TableProblem(
+                        upper.name,
+                        limit,
+                        f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall as memory grows",
+                        f"set {limit} >= {getattr(lower, limit)}",
+                    )
+                )
         lost = [m for m in lower.lm_models if m not in upper.lm_models]
         if lost:
-            problems.append(TableProblem(upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"))
+            problems.append(
+                TableProblem(
+                    upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"
+                )
+            )
     if tiers and tiers[-1].max_gb is not None:
-        problems.append(TableProblem(tiers[-1].name, "max_gb", f"last tier ends at {tiers[-1].max_gb} GB: larger devices match no tier", "remove max_gb from the last tier"))
+        problems.append(
+            TableProblem(
+                tiers[-1].name,
+                "max_gb",
+                f"last tier ends at {tiers[-1].max_gb} GB: larger devices match no tier",
+                "remove max_gb from the last tier",
+            )
+        )
     for tier in tiers:
         if tier.max_gb is not None and tier.max_gb <= tier.min_gb:
-            problems.append(TableProblem(tier.name, "max_gb", f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}", "make max_gb > min_gb"))
+            problems.append(
+                TableProblem(
+                    tier.name,
+                    "max_gb",
+                    f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}",
+                    "make max_gb > min_gb",
+                )
+            )
         if tier.max_inclusive and tier.max_gb is None:
-            problems.append(TableProblem(tier.name, "max_inclusive", "an unbounded tier has no upper bound to include", "remove max_inclusive"))
+            problems.append(
+                TableProblem(
+                    tier.name,
+                    "max_inclusive",
+                    "an unbounded tier has no upper bound to include",
+                    "remove max_inclusive",
+                )
+            )
         for limit in _LIMIT_FIELDS:
             value = getattr(tier, limit)
             if limit.startswith("max_duration") and not MIN_DURATION_S <= value <= MAX_DURATION_S:
-                problems.append(TableProblem(tier.name, limit, f"{value} s is outside {MIN_DURATION_S}-{MAX_DURATION_S} s", f"use a value in {MIN_DURATION_S}..{MAX_DURATION_S}"))
+                problems.append(
+                    TableProblem(
+                        tier.name,
+                        limit,
+                        f"{value} s is outside {MIN_DURATION_S}-{MAX_DURATION_S} s",
+                        f"use a value in {MIN_DURATION_S}..{MAX_DURATION_S}",
+                    )
+                )
             if limit.startswith("max_batch") and value < 1:
                 problems.append(TableProblem(tier.name, limit, f"batch {value} is below 1", "use 1 or more"))
         for model, gb in tier.lm_memory_gb.items():
             if model not in tier.lm_models:
-                problems.append(TableProblem(tier.name, "lm_memory_gb", f"allocation for {model}, which lm_models does not allow", f"add {model} to lm_models or drop its allocation"))
+                problems.append(
+                    TableProblem(
+                        tier.name,
+                        "lm_memory_gb",
+                        f"allocation for {model}, which lm_models does not allow",
+                        f"add {model} to lm_models or drop its allocation",
+                    )
+                )
             smallest_card = tier.min_gb
             if gb > smallest_card:
-                problems.append(TableProblem(tier.name, "lm_memory_gb", f"{model} gets {gb} GB but the smallest device in this tier has {smallest_card} GB", f"lower lm_memory_gb.{model} to at most {smallest_card}"))
+                problems.append(
+                    TableProblem(
+                        tier.name,
+                        "lm_memory_gb",
+                        f"{model} gets {gb} GB but the smallest device in this tier has {smallest_card} GB",
+                        f"lower lm_memory_gb.{model} to at most {smallest_card}",
+                    )
+                )
         if tiers and tier is tiers[0] and tier.class_tolerance_gb:
-            problems.append(TableProblem(tier.name, "class_tolerance_gb", "the first tier has no lower boundary to widen", "remove class_tolerance_gb"))
+            problems.append(
+                TableProblem(
+                    tier.name,
+                    "class_tolerance_gb",
+                    "the first tier has no lower boundary to widen",
+                    "remove class_tolerance_gb",
+                )
+            )
         if tier.lm_default_on and not tier.lm_models:
-            problems.append(TableProblem(tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"))
+            problems.append(
+                TableProblem(
+                    tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"
+                )
+            )
     return problems
 
 
@@ -286,36 +401,68 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
     if isinstance(models, list):
         for model in models:
             if model not in LM_SIZES:
-                problems.append(TableProblem(name, "lm_models", f"unknown LM size {model!r}", f"use sizes from {list(LM_SIZES)}"))
+                problems.append(
+                    TableProblem(name, "lm_models", f"unknown LM size {model!r}", f"use sizes from {list(LM_SIZES)}")
+                )
         if isinstance(models, list) and [m for m in LM_SIZES if m in models] != models:
-            problems.append(TableProblem(name, "lm_models", "sizes not listed smallest first, or repeated", f"order them as {list(LM_SIZES)}"))
+            problems.append(
+                TableProblem(
+                    name, "lm_models", "sizes not listed smallest first, or repeated", f"order them as {list(LM_SIZES)}"
+                )
+            )
     memory = row.get("lm_memory_gb", {})
     if isinstance(memory, Mapping):
         for model, gb in memory.items():
             if not _is_number(gb) or not math.isfinite(gb) or gb <= 0:
-                problems.append(TableProblem(name, f"lm_memory_gb.{model}", f"{gb!r} is not a positive number of GB", "write e.g. 3"))
+                problems.append(
+                    TableProblem(
+                        name, f"lm_memory_gb.{model}", f"{gb!r} is not a positive number of GB", "write e.g. 3"
+                    )
+                )
     optimizations = row.get("optimizations", {})
     if isinstance(optimizations, Mapping):
-        _check_keys(optimizations, OPTIMIZATION_KEYS, required=set(), tier=name, problems=problems, prefix="optimizations.")
+        _check_keys(
+            optimizations, OPTIMIZATION_KEYS, required=set(), tier=name, problems=problems, prefix="optimizations."
+        )
         quantization = optimizations.get("quantization")
         if isinstance(quantization, str) and quantization not in QUANTIZATIONS:
-            problems.append(TableProblem(name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"))
+            problems.append(
+                TableProblem(
+                    name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"
+                )
+            )
     for key in ("min_gb", "max_gb", "class_tolerance_gb"):
         value: Any = row.get(key)
         if _is_number(value) and (value < 0 or not math.isfinite(value)):
             problems.append(TableProblem(name, key, f"{value} is not a finite size >= 0", "use GB, e.g. 8"))
     if isinstance(row.get("name"), str) and not TIER_ID.fullmatch(row["name"]):
-        problems.append(TableProblem(name, "name", "is not a stable id (letters, digits, '.', '_', '-'; no spaces)", 'write e.g. name = "tier4" and put words in label'))
+        problems.append(
+            TableProblem(
+                name,
+                "name",
+                "is not a stable id (letters, digits, '.', '_', '-'; no spaces)",
+                'write e.g. name = "tier4" and put words in label',
+            )
+        )
     recommended = row.get("recommended_lm")
     if isinstance(recommended, str) and isinstance(models, list) and recommended not in models:
         fix = "remove recommended_lm (this tier allows no LM)" if not models else f"use one of {models}"
-        problems.append(TableProblem(name, "recommended_lm", f"{recommended!r} is not among this tier's lm_models", fix))
+        problems.append(
+            TableProblem(name, "recommended_lm", f"{recommended!r} is not among this tier's lm_models", fix)
+        )
     ceiling = row.get("lm_memory_ratio_max", 0.9)
     if _is_number(ceiling) and not 0 < ceiling <= 1:
         problems.append(TableProblem(name, "lm_memory_ratio_max", f"{ceiling} is outside (0, 1]", "use e.g. 0.9"))
     floors = _ratio_steps(row.get("lm_memory_ratio_min", []), name, problems)
     if _is_number(ceiling) and floors and max(floor for _, floor in floors) > ceiling:
-        problems.append(TableProblem(name, "lm_memory_ratio_min", f"a floor above the ceiling {ceiling:g}", "keep every floor <= lm_memory_ratio_max"))
+        problems.append(
+            TableProblem(
+                name,
+                "lm_memory_ratio_min",
+                f"a floor above the ceiling {ceiling:g}",
+                "keep every floor <= lm_memory_ratio_max",
+            )
+        )
     if len(problems) > before:
         return None
     return Tier(
@@ -353,7 +500,11 @@ def _ratio_steps(value: Any, name: str, problems: list[TableProblem]) -> tuple[t
             return ()
         from_gb, floor = float(step[0]), float(step[1])
         if not (math.isfinite(from_gb) and from_gb >= 0 and 0 <= floor < 1) or (steps and from_gb <= steps[-1][0]):
-            problems.append(TableProblem(name, "lm_memory_ratio_min", f"{step!r}: sizes must ascend from 0 and ratios lie in [0, 1)", fix))
+            problems.append(
+                TableProblem(
+                    name, "lm_memory_ratio_min", f"{step!r}: sizes must ascend from 0 and ratios lie in [0, 1)", fix
+                )
+            )
             return ()
         steps.append((from_gb, floor))
     return tuple(steps)
@@ -370,12 +521,21 @@ def _check_keys(
 ) -> None:
     for key in row:
         if key not in schema:
-            problems.append(TableProblem(tier, prefix + key, "unknown key", f"remove it; known keys: {', '.join(schema)}"))
+            problems.append(
+                TableProblem(tier, prefix + key, "unknown key", f"remove it; known keys: {', '.join(schema)}")
+            )
     for key in sorted(required - set(row)):
         problems.append(TableProblem(tier, prefix + key, "missing", f"add {key} = <{_type_name(schema[key])}>"))
     for key, expected in schema.items():
         if key in row and not _has_type(row[key], expected):
-            problems.append(TableProblem(tier, prefix + key, f"{row[key]!r} is not {_type_name(expected)}", f"write {key} as {_type_name(expected)}"))
+            problems.append(
+                TableProblem(
+                    tier,
+                    prefix + key,
+                    f"{row[key]!r} is not {_type_name(expected)}",
+                    f"write {key} as {_type_name(expected)}",
+                )
+            )
 
 
 def _has_type(value: Any, expected: type | tuple[type, ...]) -> bool:
@@ -391,7 +551,14 @@ def _is_number(value: Any) -> bool:
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     return names.get(expected, str(expected)) if isinstance(expected, type) else "a value"
 
 
@@ -410,7 +577,9 @@ def render_markdown(table: TierTable) -> str:
                     tier.vram_label(),
                     tier.label,
                     _lm_mode(tier),
-                    _with_without(tier, _minutes(tier.max_duration_with_lm_s), _minutes(tier.max_duration_without_lm_s)),
+                    _with_without(
+                        tier, _minutes(tier.max_duration_with_lm_s), _minutes(tier.max_duration_without_lm_s)
+                    ),
                     _with_without(tier, str(tier.max_batch_with_lm), str(tier.max_batch_without_lm)),
                     _lm_memory(tier),
                     _recommended(tier),
@@ -463,11 +632,22 @@ def table_to_toml(table: TierTable, *, header_comment: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header_comment.splitlines()]
     if lines:
         lines.append("")
-    lines += ["[table]", f"name = {_toml(table.name)}", f"description = {_toml(table.description)}", f"real_card_tolerance = {_toml(table.real_card_tolerance)}"]
+    lines += [
+        "[table]",
+        f"name = {_toml(table.name)}",
+        f"description = {_toml(table.description)}",
+        f"real_card_tolerance = {_toml(table.real_card_tolerance)}",
+    ]
     if not table.monotone_limits:
         lines.append("monotone_limits = false")
     for tier in table.tiers:
-        lines += ["", "[[tiers]]", f"name = {_toml(tier.name)}", f"label = {_toml(tier.label)}", f"min_gb = {_toml(tier.min_gb)}"]
+        lines += [
+            "",
+            "[[tiers]]",
+            f"name = {_toml(tier.name)}",
+            f"label = {_toml(tier.label)}",
+            f"min_gb = {_toml(tier.min_gb)}",
+        ]
         if tier.max_gb is not None:
             lines.append(f"max_gb = {_toml(tier.max_gb)}")
         if tier.max_inclusive:

@@ -245,7 +245,10 @@ class GenerationRequest:
         """Refuse a request no tier could be fitted to, at the API boundary, with the value named."""
         duration = self.duration_s
         if duration is not None and (
-            isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0
+            isinstance(duration, bool)
+            or not isinstance(duration, (int, float))
+            or not math.isfinite(duration)
+            or duration <= 0
         ):
             raise ValueError(f"duration_s must be a positive, finite number of seconds or None, not {duration!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -358,7 +361,9 @@ class Overrides:
         problems = []
         duration = self.max_duration_s
         if duration is not None and not (_is_real(duration) and math.isfinite(duration) and duration >= MIN_DURATION_S):
-            problems.append(f"max_duration_s must be a finite number of seconds of at least {MIN_DURATION_S}, not {duration!r}")
+            problems.append(
+                f"max_duration_s must be a finite number of seconds of at least {MIN_DURATION_S}, not {duration!r}"
+            )
         batch = self.max_batch
         if batch is not None and not (_is_real(batch) and isinstance(batch, int) and batch >= 1):
             problems.append(f"max_batch must be an integer of 1 or more, not {batch!r}")
@@ -369,7 +374,9 @@ class Overrides:
             else:
                 unknown = [m for m in models if m not in LM_SIZES]
                 if unknown:
-                    problems.append(f"lm_models: no LM of size {', '.join(map(repr, unknown))}; sizes: {', '.join(LM_SIZES)}")
+                    problems.append(
+                        f"lm_models: no LM of size {', '.join(map(repr, unknown))}; sizes: {', '.join(LM_SIZES)}"
+                    )
                 else:
                     object.__setattr__(self, "lm_models", tuple(m for m in LM_SIZES if m in models))
         if not isinstance(self.plan, Mapping):
@@ -453,7 +460,9 @@ class Decision:
     summary: str
 
 
-ProblemKind = Literal["import", "raised", "wrong-type", "invalid-setting", "invalid-table", "rejected", "timeout", "refused"]
+ProblemKind = Literal[
+    "import", "raised", "wrong-type", "invalid-setting", "invalid-table", "rejected", "timeout", "refused"
+]
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,10 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         settable=False,
     ),
     "memory.predicted_peak_gib": PlanKey(
-        "the largest phase's predicted peak (GiB); None on a CPU (not predicted)", "float", minimum=0, nullable=True,
+        "the largest phase's predicted peak (GiB); None on a CPU (not predicted)",
+        "float",
+        minimum=0,
+        nullable=True,
         settable=False,
     ),
     "memory.budget_gib": PlanKey(

@@ -13,7 +13,18 @@ import json
 import subprocess
 import sys
 
-CASES = ("lm fp32", "lm bf16", "lm int8", "dit fp32", "dit bf16", "dit int8", "vae-30s full", "vae-30s tiled", "vae-120s full", "vae-120s tiled")
+CASES = (
+    "lm fp32",
+    "lm bf16",
+    "lm int8",
+    "dit fp32",
+    "dit bf16",
+    "dit int8",
+    "vae-30s full",
+    "vae-30s tiled",
+    "vae-120s full",
+    "vae-120s tiled",
+)
 
 
 def run_case(case: str) -> dict:
@@ -31,7 +42,11 @@ def run_case(case: str) -> dict:
     kind, mode = case.split()
     if kind == "lm":
         model = build_lm("tiny")
-        plan = {"precision.lm": "bf16" if mode == "bf16" else "fp32", "quantization.lm": "int8" if mode == "int8" else "none", "quantization.exclude.lm": ["lm_head"]}
+        plan = {
+            "precision.lm": "bf16" if mode == "bf16" else "fp32",
+            "quantization.lm": "int8" if mode == "int8" else "none",
+            "quantization.exclude.lm": ["lm_head"],
+        }
         apply_plan(model, "lm", plan, device="cpu")
         ids = torch.randint(0, model.config.vocab_size, (4, 512))
 
@@ -40,11 +55,21 @@ def run_case(case: str) -> dict:
                 model(ids)
     elif kind == "dit":
         model = build_dit("tiny")
-        plan = {"precision.dit": "bf16" if mode == "bf16" else "fp32", "quantization.dit": "int8" if mode == "int8" else "none", "quantization.exclude.dit": ["time_embed*"]}
+        plan = {
+            "precision.dit": "bf16" if mode == "bf16" else "fp32",
+            "quantization.dit": "int8" if mode == "int8" else "none",
+            "quantization.exclude.dit": ["time_embed*"],
+        }
         apply_plan(model, "dit", plan, device="cpu")
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
         frames = 1500
-        inputs = (torch.randn(2, frames, 64, dtype=dtype), torch.rand(2, dtype=dtype), torch.rand(2, dtype=dtype), torch.randn(2, 64, 64, dtype=dtype), torch.randn(2, frames, 128, dtype=dtype))
+        inputs = (
+            torch.randn(2, frames, 64, dtype=dtype),
+            torch.rand(2, dtype=dtype),
+            torch.rand(2, dtype=dtype),
+            torch.randn(2, 64, 64, dtype=dtype),
+            torch.randn(2, frames, 128, dtype=dtype),
+        )
 
         def work() -> None:
             with torch.no_grad():
@@ -56,20 +81,39 @@ def run_case(case: str) -> dict:
 
         def work() -> None:
             decode(model, latents, tiled=mode == "tiled", tile_frames=256, overlap=32)
+
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     work()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"case": case, "weights_bytes": weight_bytes(model), "peak_above_baseline_mib": round((peak - baseline) / 1024, 1)}
+    return {
+        "case": case,
+        "weights_bytes": weight_bytes(model),
+        "peak_above_baseline_mib": round((peak - baseline) / 1024, 1),
+    }
 
 
 def model_figures() -> list[str]:
     from acestep_core.optimize.memory import GIB, LM_SHAPES, lm_estimate, lm_weight_bytes, vae_estimate
 
-    lines = ["memory model, real shapes (GiB): LM weights bf16 / int8 (lm_head quantized) / int8 (lm_head kept) / int4, and the LM phase at 240 s, batch 2"]
+    lines = [
+        "memory model, real shapes (GiB): LM weights bf16 / int8 (lm_head quantized) / int8 (lm_head kept) / int4, and the LM phase at 240 s, batch 2"
+    ]
     for size, shape in LM_SHAPES.items():
-        weights = [lm_weight_bytes(shape), lm_weight_bytes(shape, quantization="int8", quantize_lm_head=True), lm_weight_bytes(shape, quantization="int8"), lm_weight_bytes(shape, quantization="int4")]
-        phase = [lm_estimate(shape, batch=2, prompt_tokens=1024, generated_tokens=256 + 1200, quantization=q).peak_bytes for q in ("none", "int8")]
-        lines.append(f"  {size:>4}: " + " / ".join(f"{w / GIB:.2f}" for w in weights) + f"   phase bf16 {phase[0] / GIB:.2f}, int8 {phase[1] / GIB:.2f}")
+        weights = [
+            lm_weight_bytes(shape),
+            lm_weight_bytes(shape, quantization="int8", quantize_lm_head=True),
+            lm_weight_bytes(shape, quantization="int8"),
+            lm_weight_bytes(shape, quantization="int4"),
+        ]
+        phase = [
+            lm_estimate(shape, batch=2, prompt_tokens=1024, generated_tokens=256 + 1200, quantization=q).peak_bytes
+            for q in ("none", "int8")
+        ]
+        lines.append(
+            f"  {size:>4}: "
+            + " / ".join(f"{w / GIB:.2f}" for w in weights)
+            + f"   phase bf16 {phase[0] / GIB:.2f}, int8 {phase[1] / GIB:.2f}"
+        )
     for seconds in (30, 240, 600):
         full, tiled = vae_estimate(seconds).peak_bytes, vae_estimate(seconds, tiled=True).peak_bytes
         lines.append(f"  VAE {seconds:>3} s: full {full / GIB:.2f}, tiled {tiled / GIB:.2f}")
@@ -82,7 +126,9 @@ def main() -> int:
         return 0
     print(f"{'case':<16} {'weights (bytes)':>16} {'peak above baseline (MiB)':>26}")
     for case in CASES:
-        result = subprocess.run([sys.executable, __file__, "--case", *case.split()], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, __file__, "--case", *case.split()], capture_output=True, text=True, check=True
+        )
         row = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"{row['case']:<16} {row['weights_bytes']:>16,} {row['peak_above_baseline_mib']:>26}")
     print()

@@ -25,7 +25,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("outdir")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models, fake budget (tests the script)")
-    parser.add_argument("--time-limit", type=float, default=130.0, help="stop starting trials after S seconds (default 130)")
+    parser.add_argument(
+        "--time-limit", type=float, default=130.0, help="stop starting trials after S seconds (default 130)"
+    )
     args = parser.parse_args()
 
     from acestep_core.cli import main as cli
@@ -59,7 +61,19 @@ def main() -> int:
         "config": raw["config"],
         "trials": len(raw["measurements"]),
         "cards": [
-            {k: card[k] for k in ("card_gb", "cap_bytes", "without_lm", "with_lm", "lm_models", "lm_memory_gb", "frontiers", "notes")}
+            {
+                k: card[k]
+                for k in (
+                    "card_gb",
+                    "cap_bytes",
+                    "without_lm",
+                    "with_lm",
+                    "lm_models",
+                    "lm_memory_gb",
+                    "frontiers",
+                    "notes",
+                )
+            }
             for card in report.get("cards", [])
         ],
         "peaks": peaks,
@@ -75,11 +89,15 @@ def main() -> int:
         summary["comparison_text"] = render_comparison(comparison)
     (out / "gpu_calibrate.json").write_text(json.dumps(summary, indent=1))
 
-    print(f"calibrate: exit {code}, {seconds} s, complete={summary['complete']}, {summary['trials']} trials on {raw['environment'].get('device')}")
+    print(
+        f"calibrate: exit {code}, {seconds} s, complete={summary['complete']}, {summary['trials']} trials on {raw['environment'].get('device')}"
+    )
     print(f"  driver {raw['environment'].get('driver')}, versions {raw['environment'].get('versions')}")
     for card in summary["cards"]:
-        print(f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / 2**30:.2f}): without LM {card['without_lm']}, with LM {card['with_lm']} "
-              f"LMs {card['lm_models']} {card['lm_memory_gb']} {card['notes'] or ''}")
+        print(
+            f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / 2**30:.2f}): without LM {card['without_lm']}, with LM {card['with_lm']} "
+            f"LMs {card['lm_models']} {card['lm_memory_gb']} {card['notes'] or ''}"
+        )
         for phase, frontier in card["frontiers"].items():
             print(f"      {phase:<10} largest batch per duration {frontier}")
     for card, rows in peaks.items():

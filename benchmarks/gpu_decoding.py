@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     for batch in (1, 4):
-        results["runs"].append(measure_overhead(size, device=device, dtype=dtype, batch=batch, duration_s=30, repeats=2))
+        results["runs"].append(
+            measure_overhead(size, device=device, dtype=dtype, batch=batch, duration_s=30, repeats=2)
+        )
         print(json.dumps(results["runs"][-1]), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 2)
     results["goal_met"] = all(run["overhead_pct"] <= 5.0 for run in results["runs"])

@@ -93,7 +93,14 @@ class Vram:
 def run_child(code: str, args: list[str], vram: Vram, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:
     before = vram.used()
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = child.stdout.readline() if child.stdout else ""
         wall = time.perf_counter() - start
@@ -127,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args.outdir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     replay = "h100-80gb" if args.dry_run else ""
-    base_env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "MAX_CUDA_VRAM")}
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "MAX_CUDA_VRAM")
+    }
     vram = Vram(args.dry_run)
     results: dict[str, Any] = {"dry_run": args.dry_run, "runs": args.runs}
     try:
@@ -137,13 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         uuid = first["uuid"] or ""
         prefix = uuid[: len("GPU-") + 8]
         results["visible_by_uuid"] = run_child(PLUGIN_CHILD, [replay], vram, {**base_env, "CUDA_VISIBLE_DEVICES": uuid})
-        results["visible_by_prefix"] = run_child(PLUGIN_CHILD, [replay], vram, {**base_env, "CUDA_VISIBLE_DEVICES": prefix})
+        results["visible_by_prefix"] = run_child(
+            PLUGIN_CHILD, [replay], vram, {**base_env, "CUDA_VISIBLE_DEVICES": prefix}
+        )
         results["visible_prefix_used"] = prefix
         if not args.dry_run:
             results["torch"] = [run_child(TORCH_CHILD, [], vram, base_env, timeout=120) for _ in range(args.runs)]
             from acestep_core_cuda.replay import record
 
-            recording = record(vram.nvml, description="recorded by benchmarks/gpu_detection.py", source="benchmarks/gpu_detection.py on the lent GPU machine")
+            recording = record(
+                vram.nvml,
+                description="recorded by benchmarks/gpu_detection.py",
+                source="benchmarks/gpu_detection.py on the lent GPU machine",
+            )
             (args.outdir / "gpu_detection_recording.json").write_text(json.dumps(recording, indent=1))
     finally:
         vram.close()
@@ -183,7 +198,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "torch_tier": tier_for_total(tfirst["total_memory"]),
             "torch_uuid": tfirst["uuid"],
             "uuid_match": tfirst["uuid"] == first["uuid"],
-            "nvml_total_minus_reserved_equals_torch_total": (first["total_bytes"] or 0) - (first["reserved_bytes"] or 0) == tfirst["total_memory"],
+            "nvml_total_minus_reserved_equals_torch_total": (first["total_bytes"] or 0) - (first["reserved_bytes"] or 0)
+            == tfirst["total_memory"],
         }
         summary["speedup_wall"] = summary["torch_wall_s_median"] / summary["plugin_wall_s_median"]
     return summary
@@ -201,7 +217,10 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
         ("plugin: wall, fresh process (median)", f"{summary['plugin_wall_s_median']:.3f} s"),
         ("plugin: inside the process (median)", f"{summary['plugin_in_process_s_median']:.3f} s"),
         ("plugin: VRAM taken (max)", f"{summary['plugin_vram_taken_bytes_max'] / 2**20:.0f} MiB"),
-        ("plugin: torch imported / libcuda loaded", f"{summary['plugin_imported_torch']} / {summary['plugin_loaded_libcuda']}"),
+        (
+            "plugin: torch imported / libcuda loaded",
+            f"{summary['plugin_imported_torch']} / {summary['plugin_loaded_libcuda']}",
+        ),
         ("plugin: total (NVML)", size(summary["plugin_total_bytes"])),
         ("plugin: reserved (NVML v2)", size(summary["plugin_reserved_bytes"])),
         ("plugin: tier", f"{summary['plugin_tier']} (answered by {summary['plugin_answered_by']})"),
@@ -219,8 +238,14 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
             ("speed-up (torch wall / plugin wall)", f"{summary['speedup_wall']:.1f}×"),
         ]
     rows += [
-        ("CUDA_VISIBLE_DEVICES=<uuid>", f"{summary['by_uuid']['name']} cuda:{summary['by_uuid']['index']} {summary['by_uuid']['uuid']} → {summary['by_uuid']['tier']}"),
-        (f"CUDA_VISIBLE_DEVICES={results['visible_prefix_used']}", f"{summary['by_prefix']['name']} cuda:{summary['by_prefix']['index']} {summary['by_prefix']['uuid']} → {summary['by_prefix']['tier']}"),
+        (
+            "CUDA_VISIBLE_DEVICES=<uuid>",
+            f"{summary['by_uuid']['name']} cuda:{summary['by_uuid']['index']} {summary['by_uuid']['uuid']} → {summary['by_uuid']['tier']}",
+        ),
+        (
+            f"CUDA_VISIBLE_DEVICES={results['visible_prefix_used']}",
+            f"{summary['by_prefix']['name']} cuda:{summary['by_prefix']['index']} {summary['by_prefix']['uuid']} → {summary['by_prefix']['tier']}",
+        ),
     ]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:

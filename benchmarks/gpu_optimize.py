@@ -35,9 +35,16 @@ GENERATED = 4
 
 
 def shape_of(config) -> LMShape:
-    return LMShape(hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
-                   kv_heads=config.num_key_value_heads, head_dim=config.head_dim, intermediate=config.intermediate_size,
-                   vocab=config.vocab_size, tied_embeddings=config.tie_word_embeddings)
+    return LMShape(
+        hidden=config.hidden_size,
+        layers=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        intermediate=config.intermediate_size,
+        vocab=config.vocab_size,
+        tied_embeddings=config.tie_word_embeddings,
+    )
 
 
 def run_one(tier: str, gib: float, size: str, dry_run: bool) -> dict:
@@ -46,15 +53,27 @@ def run_one(tier: str, gib: float, size: str, dry_run: bool) -> dict:
     from acestep_core.runtime.apply import quantize_component
     from acestep_core.runtime.models import build_lm
 
-    resolution = resolve(GenerationRequest(duration_s=10_000, batch_size=64, lm="on", lm_model=size), detect_options=DetectOptions(vram_gb=str(gib), environ={}))
+    resolution = resolve(
+        GenerationRequest(duration_s=10_000, batch_size=64, lm="on", lm_model=size),
+        detect_options=DetectOptions(vram_gb=str(gib), environ={}),
+    )
     plan = resolution.plan
     duration = float(plan.value("ladder.duration_s", resolution.adjusted.duration_s))
     batch = int(plan.value("ladder.batch_size", resolution.adjusted.batch_size))
     quantization = plan.value("quantization.lm")
     exclude = list(plan.value("quantization.exclude.lm", []))
     tokens = DEFAULT_PROMPT_TOKENS + DEFAULT_COT_TOKENS + math.ceil(duration * CODES_PER_SECOND)
-    row = {"tier": tier, "simulated_gib": gib, "lm": size, "duration_s": duration, "batch": batch, "quantization": quantization,
-           "exclude": exclude, "plan_lm_phase_gib": plan.value("memory.phases").get("lm"), "budget_gib": plan.value("memory.budget_gib")}
+    row = {
+        "tier": tier,
+        "simulated_gib": gib,
+        "lm": size,
+        "duration_s": duration,
+        "batch": batch,
+        "quantization": quantization,
+        "exclude": exclude,
+        "plan_lm_phase_gib": plan.value("memory.phases").get("lm"),
+        "budget_gib": plan.value("memory.budget_gib"),
+    }
     device = "cpu" if dry_run else "cuda"
     build_size = "tiny" if dry_run else size
     start = time.perf_counter()
@@ -75,7 +94,14 @@ def run_one(tier: str, gib: float, size: str, dry_run: bool) -> dict:
     shape = shape_of(model.config)
     if dry_run:
         tokens, batch = 64, min(batch, 2)
-    predicted = lm_estimate(shape, batch=batch, prompt_tokens=tokens - GENERATED, generated_tokens=GENERATED, quantization=quantization, quantize_lm_head="lm_head" not in exclude)
+    predicted = lm_estimate(
+        shape,
+        batch=batch,
+        prompt_tokens=tokens - GENERATED,
+        generated_tokens=GENERATED,
+        quantization=quantization,
+        quantize_lm_head="lm_head" not in exclude,
+    )
     row |= {"tokens": tokens, "predicted_gib": round(predicted.peak_bytes / GIB, 3)}
     ids = torch.randint(0, model.config.vocab_size, (batch, tokens - GENERATED), device=device)
     try:
@@ -83,7 +109,13 @@ def run_one(tier: str, gib: float, size: str, dry_run: bool) -> dict:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         with torch.no_grad():
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=GENERATED, min_new_tokens=GENERATED, do_sample=False)
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=GENERATED,
+                min_new_tokens=GENERATED,
+                do_sample=False,
+            )
         row["oom"] = False
         if not dry_run:
             torch.cuda.synchronize()
@@ -119,13 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     args.outdir.mkdir(parents=True, exist_ok=True)
     device = "CPU (dry run)" if dry_run else torch.cuda.get_device_name(0)
-    (args.outdir / "gpu_optimize.json").write_text(json.dumps({"device": device, "dry_run": dry_run, "runs": rows}, indent=1))
-    print(f"\n{'tier':<6} {'GiB':>4} {'LM':>5} {'quant':>5} {'s':>5} {'batch':>5} {'tokens':>6} {'predicted':>9} {'measured':>9} {'error':>7} {'OOM':>4}")
+    (args.outdir / "gpu_optimize.json").write_text(
+        json.dumps({"device": device, "dry_run": dry_run, "runs": rows}, indent=1)
+    )
+    print(
+        f"\n{'tier':<6} {'GiB':>4} {'LM':>5} {'quant':>5} {'s':>5} {'batch':>5} {'tokens':>6} {'predicted':>9} {'measured':>9} {'error':>7} {'OOM':>4}"
+    )
     for row in rows:
         measured = row.get("measured_gib")
         error = f"{row['error']:+.1%}" if "error" in row else "-"
-        print(f"{row['tier']:<6} {row['simulated_gib']:>4} {row['lm']:>5} {row['quantization']:>5} {row['duration_s']:>5g} {row['batch']:>5} {row['tokens']:>6} "
-              f"{row['predicted_gib']:>9.3f} {measured if measured is not None else '-':>9} {error:>7} {'yes' if row['oom'] else 'no':>4}")
+        print(
+            f"{row['tier']:<6} {row['simulated_gib']:>4} {row['lm']:>5} {row['quantization']:>5} {row['duration_s']:>5g} {row['batch']:>5} {row['tokens']:>6} "
+            f"{row['predicted_gib']:>9.3f} {measured if measured is not None else '-':>9} {error:>7} {'yes' if row['oom'] else 'no':>4}"
+        )
     return 1 if any(row["oom"] for row in rows) else 0
 
 

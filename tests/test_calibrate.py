@@ -33,7 +33,9 @@ PER_ITEM_GB = {"vae:tiled": 0.3}
 
 
 def footprint(trial: Trial) -> int:
-    gb = WEIGHTS_GB[trial.phase] + trial.batch * (PER_ITEM_MINUTE_GB[trial.phase] * trial.duration_s / 60 + PER_ITEM_GB.get(trial.phase, 0))
+    gb = WEIGHTS_GB[trial.phase] + trial.batch * (
+        PER_ITEM_MINUTE_GB[trial.phase] * trial.duration_s / 60 + PER_ITEM_GB.get(trial.phase, 0)
+    )
     return int(gb * GIB)
 
 
@@ -75,7 +77,13 @@ def test_choose_corner_maximises_audio_and_respects_the_floor() -> None:
 
 def calibrate(tmp_path: Path, **config: object) -> tuple[Calibrator, object]:
     backend = FootprintBackend(footprint)
-    calibrator = Calibrator(backend, CalibrationConfig(durations_s=DURATIONS, batches=BATCHES, **config), tmp_path, base_table=default_table(), progress=False)
+    calibrator = Calibrator(
+        backend,
+        CalibrationConfig(durations_s=DURATIONS, batches=BATCHES, **config),
+        tmp_path,
+        base_table=default_table(),
+        progress=False,
+    )
     return calibrator, calibrator.run()
 
 
@@ -85,9 +93,13 @@ def test_fake_device_limits_match_the_known_sizes(tmp_path: Path) -> None:
     for card in result.cards:
         for phase, frontier in card.frontiers.items():
             for duration, batch in frontier.items():
-                assert batch == max([b for b in BATCHES if fits_by_hand(card.card_gb, phase, duration, b)], default=0), (card.card_gb, phase, duration)
+                assert batch == max(
+                    [b for b in BATCHES if fits_by_hand(card.card_gb, phase, duration, b)], default=0
+                ), (card.card_gb, phase, duration)
         duration, batch = card.without_lm
-        assert fits_by_hand(card.card_gb, "dit", duration, batch) and fits_by_hand(card.card_gb, "vae:tiled", duration, batch)
+        assert fits_by_hand(card.card_gb, "dit", duration, batch) and fits_by_hand(
+            card.card_gb, "vae:tiled", duration, batch
+        )
         if card.with_lm:
             for size in card.lm_models:
                 assert fits_by_hand(card.card_gb, f"lm:{size}", *card.with_lm)
@@ -125,7 +137,9 @@ def test_limits_never_fall_as_memory_grows(tmp_path: Path) -> None:
 def test_resume_skips_what_was_measured(tmp_path: Path) -> None:
     backend = FootprintBackend(footprint)
     config = CalibrationConfig(durations_s=DURATIONS, batches=BATCHES)
-    interrupted = Calibrator(backend, config, tmp_path, deadline_s=0.0, base_table=default_table(), progress=False).run()
+    interrupted = Calibrator(
+        backend, config, tmp_path, deadline_s=0.0, base_table=default_table(), progress=False
+    ).run()
     assert not interrupted.complete and interrupted.table is None and not (tmp_path / TABLE_FILE).exists()
     first = Calibrator(backend, config, tmp_path, base_table=default_table(), progress=False).run()
     assert first.complete and first.trials_run > 0
@@ -138,7 +152,13 @@ def test_resume_skips_what_was_measured(tmp_path: Path) -> None:
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     calibrate(tmp_path)
     with pytest.raises(ValueError, match="margin_gb"):
-        Calibrator(FootprintBackend(footprint), CalibrationConfig(margin_gb=1.0), tmp_path, base_table=default_table(), progress=False)
+        Calibrator(
+            FootprintBackend(footprint),
+            CalibrationConfig(margin_gb=1.0),
+            tmp_path,
+            base_table=default_table(),
+            progress=False,
+        )
 
 
 def test_a_card_too_small_for_anything_keeps_the_base_table(tmp_path: Path) -> None:

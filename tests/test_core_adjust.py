@@ -73,7 +73,10 @@ def test_every_clamp_names_limit_tier_and_memory(
     assert f"the {duration_limit} s limit of {tier_label}" in duration.reason and memory in duration.reason
     assert f"limit of {batch_limit} for {tier_label}" in batch.reason and memory in batch.reason
     assert (duration.asked, duration.granted, batch.asked, batch.granted) == (
-        duration_limit + 1, duration_limit, batch_limit + 1, batch_limit
+        duration_limit + 1,
+        duration_limit,
+        batch_limit + 1,
+        batch_limit,
     )
 
     at_limit = GenerationRequest(duration_s=duration_limit, batch_size=batch_limit, lm_model=model, lm=lm)
@@ -86,8 +89,13 @@ def test_the_clamp_names_the_detected_figure_for_a_real_card(make_manager, detec
     assert "7.80 GiB detected" in resolution.adjusted.warnings[0]
 
 
-@pytest.mark.parametrize(("gib", "asked", "allowed", "recommended"), [(7, "1.7B", "0.6B", "0.6B"), (14, "4B", "0.6B, 1.7B", "0.6B"), (20, "4B", "0.6B, 1.7B, 4B", None)])
-def test_an_lm_the_tier_does_not_allow_is_refused_with_the_allowed_list(make_manager, gib, asked, allowed, recommended) -> None:
+@pytest.mark.parametrize(
+    ("gib", "asked", "allowed", "recommended"),
+    [(7, "1.7B", "0.6B", "0.6B"), (14, "4B", "0.6B, 1.7B", "0.6B"), (20, "4B", "0.6B, 1.7B, 4B", None)],
+)
+def test_an_lm_the_tier_does_not_allow_is_refused_with_the_allowed_list(
+    make_manager, gib, asked, allowed, recommended
+) -> None:
     adjusted = plan(make_manager, gib, GenerationRequest(lm_model=asked, lm="on")).adjusted
     if recommended is None:  # allowed: granted as asked, nothing to warn about
         assert adjusted.lm_model == asked and adjusted.warnings == ()
@@ -109,7 +117,19 @@ def test_with_no_lm_allowed_an_asked_for_lm_is_turned_off_with_a_warning(make_ma
 
 @pytest.mark.parametrize(
     ("gib", "default_lm"),
-    [(3, None), (5, None), (6, None), (6.01, None), (7.99, None), (8, "0.6B"), (14, "0.6B"), (16, "1.7B"), (20, "1.7B"), (24, "4B"), (80, "4B")],
+    [
+        (3, None),
+        (5, None),
+        (6, None),
+        (6.01, None),
+        (7.99, None),
+        (8, "0.6B"),
+        (14, "0.6B"),
+        (16, "1.7B"),
+        (20, "1.7B"),
+        (24, "4B"),
+        (80, "4B"),
+    ],
 )
 def test_the_default_lm_follows_the_guides_memory_tips(make_manager, gib, default_lm) -> None:
     """The guide: < 8 GB DiT only, 8-16 GB the 0.6B LM, > 16 GB the larger ones (1.7B, then 4B)."""
@@ -193,7 +213,11 @@ def test_the_plan_has_the_seeds_defaults_and_says_who_decided(make_manager) -> N
     assert values["quantization.dit"] == "int8"
     assert all(setting.reason and setting.plugin == "tiers_default" for setting in resolution.plan)
     assert [d.hook for d in resolution.decisions] == [
-        "register_tier_tables", "detect_memory", "select_tier", "adjust_request", "configure_optimizations"
+        "register_tier_tables",
+        "detect_memory",
+        "select_tier",
+        "adjust_request",
+        "configure_optimizations",
     ]
     assert {d.hook: d.plugin for d in resolution.decisions}["detect_memory"] == "simulated"
 
@@ -211,7 +235,15 @@ def test_to_json_is_the_whole_decision(make_manager) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(duration_s=0), dict(duration_s=-5), dict(duration_s=float("nan")), dict(duration_s=float("inf")), dict(batch_size=0), dict(batch_size=2.5), dict(lm="maybe")],
+    [
+        dict(duration_s=0),
+        dict(duration_s=-5),
+        dict(duration_s=float("nan")),
+        dict(duration_s=float("inf")),
+        dict(batch_size=0),
+        dict(batch_size=2.5),
+        dict(lm="maybe"),
+    ],
 )
 def test_a_request_no_tier_could_fit_is_refused_at_the_api(bad) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):

@@ -47,13 +47,17 @@ def test_the_issue_example_in_text(cli) -> None:
     assert len(warnings) >= 4  # the simulation note and the three clamps (a plan may add its own)
     assert "GPU memory simulation is on (MAX_CUDA_VRAM=8)" in warnings[0]
     assert "LM 4B is not allowed on Tier 4" in warnings[1]
-    assert "duration 600 s exceeds the 240 s limit" in warnings[2] and "batch size 8 exceeds the limit of 2" in warnings[3]
+    assert (
+        "duration 600 s exceeds the 240 s limit" in warnings[2] and "batch size 8 exceeds the limit of 2" in warnings[3]
+    )
     assert "select_tier              tiers_default" in out
     assert "detect_memory            simulated" in out
 
 
 def test_the_issue_example_without_the_lm(cli) -> None:
-    code, out, _ = cli("plan", "--duration", "600", "--batch", "8", "--lm", "none", "--json", env={"MAX_CUDA_VRAM": "8"})
+    code, out, _ = cli(
+        "plan", "--duration", "600", "--batch", "8", "--lm", "none", "--json", env={"MAX_CUDA_VRAM": "8"}
+    )
     adjusted = json.loads(out)["adjusted"]
     assert code == 0 and (adjusted["duration_s"], adjusted["batch_size"], adjusted["lm_model"]) == (360, 4, None)
 
@@ -73,7 +77,18 @@ def test_every_command_takes_json(cli, argv: list[str]) -> None:
 def test_info_json_holds_the_whole_resolution(cli) -> None:
     _, out, _ = cli("info", "--json", env={"MAX_CUDA_VRAM": "8"})
     data = json.loads(out)
-    assert set(data) >= {"reading", "table", "tier", "request", "adjusted", "plan", "overrides", "decisions", "problems", "warnings"}
+    assert set(data) >= {
+        "reading",
+        "table",
+        "tier",
+        "request",
+        "adjusted",
+        "plan",
+        "overrides",
+        "decisions",
+        "problems",
+        "warnings",
+    }
     assert data["tier"]["label"] == "Tier 4"
     assert data["reading"]["device"]["sources"]["total_bytes"] == "MAX_CUDA_VRAM=8 (simulated)"
 
@@ -83,7 +98,12 @@ def test_plugins_json_lists_name_distribution_version_hooks_status(cli) -> None:
     listed = {entry["name"]: entry for entry in json.loads(out)}
     assert set(listed) == {"tiers_default", "simulated"}
     assert listed["tiers_default"]["status"] == "loaded"
-    assert listed["tiers_default"]["hooks"] == ["adjust_request", "configure_optimizations", "register_tier_tables", "select_tier"]
+    assert listed["tiers_default"]["hooks"] == [
+        "adjust_request",
+        "configure_optimizations",
+        "register_tier_tables",
+        "select_tier",
+    ]
     assert set(listed["simulated"]) >= {"name", "distribution", "version", "hooks", "status", "error"}
 
 
@@ -129,7 +149,16 @@ def test_cli_overrides_win_and_are_shown(cli) -> None:
     request = ["plan", "--duration", "600", "--lm", "0.6B"]
     _, out, _ = cli(*request, "--json", env={"MAX_CUDA_VRAM": "8"})
     planned = {setting["key"]: setting["value"] for setting in json.loads(out)["plan"]["settings"]}
-    argv = [*request, "--max-duration", "600", "--compile" if not planned["compile"] else "--no-compile", "--set", "quantization.dit=none", "--set", "lm.gpu_memory_ratio=0.5"]
+    argv = [
+        *request,
+        "--max-duration",
+        "600",
+        "--compile" if not planned["compile"] else "--no-compile",
+        "--set",
+        "quantization.dit=none",
+        "--set",
+        "lm.gpu_memory_ratio=0.5",
+    ]
     code, out, _ = cli(*argv, "--json")
     data = json.loads(out)
     assert code == 0 and data["adjusted"]["duration_s"] == 600
@@ -173,7 +202,9 @@ def test_a_failure_exits_1_with_a_message(cli) -> None:
     assert code == 1 and "no tier table named 'nosuch'" in json.loads(out)["error"]
 
 
-def test_a_command_that_needs_the_ml_extra_says_how_to_install_it(cli, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_a_command_that_needs_the_ml_extra_says_how_to_install_it(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # as on an install without the ml extra
     code, out, err = cli("generate", "--out", str(tmp_path), "--no-progress")
     assert code == 1 and out == ""

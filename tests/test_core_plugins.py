@@ -118,7 +118,10 @@ def test_the_problem_message_carries_the_error(make_manager) -> None:
     assert "plugin 'bad' raised in detect_memory: OSError: driver exploded (skipped)" in resolution.warnings
     assert any("SystemExit: configure tried to exit" in w for w in resolution.warnings)
     junk = resolve(manager=make_manager(("junk", ReturnsJunk())))
-    assert any(w.startswith("plugin 'junk' returned the wrong type in select_tier: expected a Tier, got str") for w in junk.warnings)
+    assert any(
+        w.startswith("plugin 'junk' returned the wrong type in select_tier: expected a Tier, got str")
+        for w in junk.warnings
+    )
 
 
 @pytest.mark.parametrize(
@@ -286,19 +289,25 @@ def test_disable_autoload_keeps_only_the_builtins(plugin_modules: Path) -> None:
 
 def test_block_names_plugins_builtins_included(make_manager) -> None:
     entry_points = [*BUILTIN_ENTRY_POINTS, EntryPoint(name="missing", value="acestep_test_no_such_module", group=GROUP)]
-    manager = build_plugin_manager(environ={"ACESTEP_CORE_BLOCK_PLUGINS": " simulated , missing"}, entry_points=entry_points)
+    manager = build_plugin_manager(
+        environ={"ACESTEP_CORE_BLOCK_PLUGINS": " simulated , missing"}, entry_points=entry_points
+    )
     assert manager.infos["simulated"].status == "blocked"
     assert manager.infos["missing"].status == "blocked"  # never imported, so never failed
     resolution = resolve(manager=manager, environ={"MAX_CUDA_VRAM": "8"})
     assert not resolution.reading.simulated and resolution.tier.name == "tier1"
     assert resolution.problems == ()
 
-    blocked_in_code = make_manager(("always_unlimited", AlwaysUnlimited()), environ={"ACESTEP_CORE_BLOCK_PLUGINS": "always_unlimited"})
+    blocked_in_code = make_manager(
+        ("always_unlimited", AlwaysUnlimited()), environ={"ACESTEP_CORE_BLOCK_PLUGINS": "always_unlimited"}
+    )
     assert blocked_in_code.infos["always_unlimited"].status == "blocked"
 
 
 def test_without_a_tier_plugin_the_resolution_fails_with_advice() -> None:
-    manager = build_plugin_manager(environ={"ACESTEP_CORE_BLOCK_PLUGINS": "tiers_default"}, entry_points=BUILTIN_ENTRY_POINTS)
+    manager = build_plugin_manager(
+        environ={"ACESTEP_CORE_BLOCK_PLUGINS": "tiers_default"}, entry_points=BUILTIN_ENTRY_POINTS
+    )
     with pytest.raises(ResolutionError, match="install acestep-core-tiers-default"):
         resolve(manager=manager)
 
@@ -315,7 +324,9 @@ def test_a_second_plugin_with_a_taken_name_is_reported(plugin_modules: Path) -> 
 
 def test_table_errors_list_every_problem() -> None:
     with pytest.raises(TableError) as caught:
-        parse_table(SMALL_TABLE.replace("min_gb = 0", "min_gb = 2").replace("max_batch_with_lm = 1", "max_batch_with_lm = 0"))
+        parse_table(
+            SMALL_TABLE.replace("min_gb = 0", "min_gb = 2").replace("max_batch_with_lm = 1", "max_batch_with_lm = 0")
+        )
     text = str(caught.value)
     assert "leaving a gap from 0" in text and "batch 0 is below 1" in text
 

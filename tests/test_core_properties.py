@@ -78,7 +78,9 @@ def real(gib: float) -> MemoryReading:
 
 @settings(max_examples=300, deadline=None)
 @given(readings, requests)
-def test_the_adjusted_request_never_exceeds_the_selected_tiers_limits(reading: MemoryReading, request: GenerationRequest) -> None:
+def test_the_adjusted_request_never_exceeds_the_selected_tiers_limits(
+    reading: MemoryReading, request: GenerationRequest
+) -> None:
     resolution = resolve_on(reading, request)
     tier, adjusted = resolution.tier, resolution.adjusted
     assert resolution.problems == ()
@@ -100,7 +102,12 @@ def test_the_adjusted_request_never_exceeds_the_selected_tiers_limits(reading: M
 
 
 def limits(tier: Tier) -> tuple[int, ...]:
-    return (tier.max_duration_with_lm_s, tier.max_duration_without_lm_s, tier.max_batch_with_lm, tier.max_batch_without_lm)
+    return (
+        tier.max_duration_with_lm_s,
+        tier.max_duration_without_lm_s,
+        tier.max_batch_with_lm,
+        tier.max_batch_without_lm,
+    )
 
 
 @settings(max_examples=300, deadline=None)

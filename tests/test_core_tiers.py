@@ -26,14 +26,28 @@ def tier_for(make_manager, plugin) -> str:
 # Simulated sizes are taken exactly: a range includes its lower bound and excludes its upper one,
 # except "≤4GB" (tier 1 includes 4) and "≥24GB" (unbounded).
 SIMULATED_BOUNDARIES = [
-    (3.99, "tier1"), (4.0, "tier1"), (4.01, "tier2"),
-    (5.99, "tier2"), (6.0, "tier3"), (6.01, "tier3"),
-    (7.99, "tier3"), (8.0, "tier4"), (8.01, "tier4"),
-    (11.99, "tier4"), (12.0, "tier5"), (12.01, "tier5"),
-    (15.99, "tier5"), (16.0, "tier6"), (16.01, "tier6"),
-    (23.99, "tier6"), (24.0, "unlimited"), (24.01, "unlimited"),
-    (7.6, "tier3"), (15.5, "tier5"),  # no real-card tolerance for simulated sizes
-    (0.5, "tier1"), (1000.0, "unlimited"),
+    (3.99, "tier1"),
+    (4.0, "tier1"),
+    (4.01, "tier2"),
+    (5.99, "tier2"),
+    (6.0, "tier3"),
+    (6.01, "tier3"),
+    (7.99, "tier3"),
+    (8.0, "tier4"),
+    (8.01, "tier4"),
+    (11.99, "tier4"),
+    (12.0, "tier5"),
+    (12.01, "tier5"),
+    (15.99, "tier5"),
+    (16.0, "tier6"),
+    (16.01, "tier6"),
+    (23.99, "tier6"),
+    (24.0, "unlimited"),
+    (24.01, "unlimited"),
+    (7.6, "tier3"),
+    (15.5, "tier5"),  # no real-card tolerance for simulated sizes
+    (0.5, "tier1"),
+    (1000.0, "unlimited"),
 ]
 
 
@@ -48,13 +62,31 @@ def test_simulated_sizes_are_taken_exactly(make_manager, gib: float, tier: str) 
     ("gib", "tier"),
     [
         # real cards read below their class: up to 5% below a boundary counts as the boundary
-        (3.79, "tier1"), (3.9, "tier1"), (4.0, "tier1"), (4.01, "tier2"),
-        (5.69, "tier2"), (5.7, "tier3"), (6.0, "tier3"),
-        (7.59, "tier3"), (7.6, "tier4"), (7.79, "tier4"), (7.9, "tier4"), (8.0, "tier4"),
-        (11.39, "tier4"), (11.4, "tier5"), (11.9, "tier5"),
-        (15.19, "tier5"), (15.2, "tier6"), (15.5, "tier6"), (15.9, "tier6"), (16.0, "tier6"),
-        (22.79, "tier6"), (22.8, "unlimited"), (23.6, "unlimited"),
-        (79.2, "unlimited"), (79.65, "unlimited"),
+        (3.79, "tier1"),
+        (3.9, "tier1"),
+        (4.0, "tier1"),
+        (4.01, "tier2"),
+        (5.69, "tier2"),
+        (5.7, "tier3"),
+        (6.0, "tier3"),
+        (7.59, "tier3"),
+        (7.6, "tier4"),
+        (7.79, "tier4"),
+        (7.9, "tier4"),
+        (8.0, "tier4"),
+        (11.39, "tier4"),
+        (11.4, "tier5"),
+        (11.9, "tier5"),
+        (15.19, "tier5"),
+        (15.2, "tier6"),
+        (15.5, "tier6"),
+        (15.9, "tier6"),
+        (16.0, "tier6"),
+        (22.79, "tier6"),
+        (22.8, "unlimited"),
+        (23.6, "unlimited"),
+        (79.2, "unlimited"),
+        (79.65, "unlimited"),
     ],
 )
 def test_detected_cards_land_in_their_class(make_manager, detected, gib: float, tier: str) -> None:
@@ -105,8 +137,15 @@ def test_default_table_values() -> None:
     table = acestep_core_tiers_default.default_table()
     rows = {
         tier.name: (
-            tier.min_gb, tier.max_gb, tier.max_duration_with_lm_s, tier.max_duration_without_lm_s,
-            tier.max_batch_with_lm, tier.max_batch_without_lm, tier.lm_models, dict(tier.lm_memory_gb), tier.lm_default_on,
+            tier.min_gb,
+            tier.max_gb,
+            tier.max_duration_with_lm_s,
+            tier.max_duration_without_lm_s,
+            tier.max_batch_with_lm,
+            tier.max_batch_without_lm,
+            tier.lm_models,
+            dict(tier.lm_memory_gb),
+            tier.lm_default_on,
         )
         for tier in table.tiers
     }
@@ -121,9 +160,18 @@ def test_default_table_values() -> None:
     }
     assert table.real_card_tolerance == 0.05
     assert {t.name: t.recommended_lm for t in table.tiers} == {
-        "tier1": None, "tier2": None, "tier3": "0.6B", "tier4": "0.6B", "tier5": "0.6B", "tier6": "1.7B", "unlimited": "4B",
+        "tier1": None,
+        "tier2": None,
+        "tier3": "0.6B",
+        "tier4": "0.6B",
+        "tier5": "0.6B",
+        "tier6": "1.7B",
+        "unlimited": "4B",
     }
-    assert all(tier.optimizations == {"flash_attention": True, "cpu_offload": True, "compile": True, "quantization": "int8"} for tier in table.tiers)
+    assert all(
+        tier.optimizations == {"flash_attention": True, "cpu_offload": True, "compile": True, "quantization": "int8"}
+        for tier in table.tiers
+    )
 
 
 SEED_WORDS = {
@@ -139,7 +187,7 @@ SEED_WORDS = {
 
 def _seed_rows() -> list[list[str]]:
     text = SEED.read_text(encoding="utf-8")
-    table = text[text.index("| VRAM |"):]
+    table = text[text.index("| VRAM |") :]
     return _markdown_rows(table[: table.index("\n\n")])
 
 

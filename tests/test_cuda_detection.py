@@ -15,7 +15,9 @@ from acestep_core_cuda.replay import RecordedNvml, bundled_recordings, load_reco
 import acestep_core.optimize
 from acestep_core import GIB, DetectOptions, GenerationRequest, MemoryReading, resolve
 
-H100_MEASURED = json.loads((Path(acestep_core.optimize.__file__).parent / "measurements" / "h100-2026-11-26.json").read_text())
+H100_MEASURED = json.loads(
+    (Path(acestep_core.optimize.__file__).parent / "measurements" / "h100-2026-11-26.json").read_text()
+)
 
 RTX3060 = "GPU-1a2b3c4d-1111-2222-3333-444455556666"
 RTX4090 = "GPU-7f8e9d0c-aaaa-bbbb-cccc-ddddeeeeffff"
@@ -44,7 +46,9 @@ EXPECTED = [
 
 
 @pytest.mark.parametrize(("name", "device_name", "index", "total", "reserved", "tier_name"), EXPECTED)
-def test_each_recording_gives_its_device_figures_and_tier(make_manager, name, device_name, index, total, reserved, tier_name) -> None:
+def test_each_recording_gives_its_device_figures_and_tier(
+    make_manager, name, device_name, index, total, reserved, tier_name
+) -> None:
     device = read(name).device
     assert (device.backend, device.name, device.index) == ("cuda", device_name, index)
     assert device.total_bytes == total
@@ -191,7 +195,9 @@ def test_legacy_mig_form_is_refused_with_advice() -> None:
 
 
 def test_mig_on_with_no_instance_shows_nothing(tmp_path) -> None:
-    data = json.loads(load_recording("h100-mig-2g20gb").path and Path(load_recording("h100-mig-2g20gb").path).read_text())
+    data = json.loads(
+        load_recording("h100-mig-2g20gb").path and Path(load_recording("h100-mig-2g20gb").path).read_text()
+    )
     data["nvml"]["gpus"][0]["mig_devices"] = []
     path = tmp_path / "empty-mig.json"
     path.write_text(json.dumps(data))
@@ -201,10 +207,18 @@ def test_mig_on_with_no_instance_shows_nothing(tmp_path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- choice
-@pytest.mark.parametrize(("selector", "uuid"), [
-    (None, RTX4090), ("0", RTX4090), ("1", RTX3060), (RTX3060, RTX3060),
-    ("GPU-1a2b", RTX3060), ("1a2b", RTX3060), ("7F8E9D0C", RTX4090),
-])
+@pytest.mark.parametrize(
+    ("selector", "uuid"),
+    [
+        (None, RTX4090),
+        ("0", RTX4090),
+        ("1", RTX3060),
+        (RTX3060, RTX3060),
+        ("GPU-1a2b", RTX3060),
+        ("1a2b", RTX3060),
+        ("7F8E9D0C", RTX4090),
+    ],
+)
 def test_device_choice_by_index_or_uuid(selector: str | None, uuid: str) -> None:
     reading = read("two-gpu-3060-4090", device=selector)
     assert reading.device.uuid == uuid
@@ -239,7 +253,12 @@ def test_memory_held_by_others_is_reported_and_sizes_the_lm(make_manager, tmp_pa
     path = tmp_path / "busy.json"
     path.write_text(json.dumps(_with_used(6.0)))
     options = DetectOptions(replay=str(path))
-    resolution = resolve(GenerationRequest(lm_model="4B"), manager=make_manager(("cuda", acestep_core_cuda)), detect_options=options, environ={})
+    resolution = resolve(
+        GenerationRequest(lm_model="4B"),
+        manager=make_manager(("cuda", acestep_core_cuda)),
+        detect_options=options,
+        environ={},
+    )
     device = resolution.reading.device
     assert acestep_core_cuda.memory_in_use(device) == int(6.0 * GIB)
     assert any("6.00 GiB" in note and "already in use" in note for note in resolution.reading.notes)
@@ -253,7 +272,12 @@ def test_memory_held_by_others_is_reported_and_sizes_the_lm(make_manager, tmp_pa
 def test_a_little_memory_in_use_leaves_the_lm_share_to_the_tier(make_manager, tmp_path) -> None:
     path = tmp_path / "desktop.json"
     path.write_text(json.dumps(_with_used(1.0)))  # 14.67 GiB free: the 12 GB allotment fits in 90% of it
-    resolution = resolve(GenerationRequest(lm_model="4B"), manager=make_manager(("cuda", acestep_core_cuda)), detect_options=DetectOptions(replay=str(path)), environ={})
+    resolution = resolve(
+        GenerationRequest(lm_model="4B"),
+        manager=make_manager(("cuda", acestep_core_cuda)),
+        detect_options=DetectOptions(replay=str(path)),
+        environ={},
+    )
     assert any("already in use" in note for note in resolution.reading.notes)
     assert resolution.plan["lm.gpu_memory_ratio"].plugin == "tiers_default"
 

@@ -13,10 +13,28 @@ from acestep_core_cuda.replay import RecordedNvml, recorded_torch
 from acestep_core import DetectOptions, MemoryReading
 
 NO_SIGNS = HostSigns(system="Linux", machine="x86_64", torch_version="2.13.0+cpu")
-CUDA_TORCH = {"version": "2.11.0+cu130", "cuda": "13.0", "cuda_devices": [
-    {"name": "NVIDIA H100 80GB HBM3", "total_memory": 85_017_493_504, "major": 9, "minor": 0, "uuid": "ca2e940d-eca6-3135-2782-dabd4713068e", "free": 84_465_090_560},
-    {"name": "NVIDIA A10", "total_memory": 23_836_098_560, "major": 8, "minor": 6, "uuid": "0b1c2d3e-0000-1111-2222-333344445555", "free": 23_000_000_000},
-]}
+CUDA_TORCH = {
+    "version": "2.11.0+cu130",
+    "cuda": "13.0",
+    "cuda_devices": [
+        {
+            "name": "NVIDIA H100 80GB HBM3",
+            "total_memory": 85_017_493_504,
+            "major": 9,
+            "minor": 0,
+            "uuid": "ca2e940d-eca6-3135-2782-dabd4713068e",
+            "free": 84_465_090_560,
+        },
+        {
+            "name": "NVIDIA A10",
+            "total_memory": 23_836_098_560,
+            "major": 8,
+            "minor": 6,
+            "uuid": "0b1c2d3e-0000-1111-2222-333344445555",
+            "free": 23_000_000_000,
+        },
+    ],
+}
 
 
 class TorchLoader:
@@ -39,7 +57,9 @@ def detect(error: str | None, signs: HostSigns, torch: TorchLoader, device: str 
             raise ModuleNotFoundError("No module named 'pynvml'", name="pynvml")
         return RecordedNvml({"error": error, "gpus": []})
 
-    return acestep_core_cuda.detect(DetectOptions(device=device), nvml=nvml, host=lambda environ: signs, load_torch=torch)
+    return acestep_core_cuda.detect(
+        DetectOptions(device=device), nvml=nvml, host=lambda environ: signs, load_torch=torch
+    )
 
 
 NVML_ERRORS = [
@@ -124,8 +144,22 @@ def test_cuda_torch_that_sees_no_device_is_diagnosed() -> None:
 
 def test_rocm_build_reports_rocm() -> None:
     signs = HostSigns(system="Linux", machine="x86_64", torch_version="2.6.0+rocm6.2", rocm=True)
-    torch = TorchLoader({"version": "2.6.0+rocm6.2", "hip": "6.2.41133", "cuda_devices": [
-        {"name": "AMD Instinct MI300X", "total_memory": 205_822_885_888, "major": 9, "minor": 4, "uuid": "", "free": 205_000_000_000}]})
+    torch = TorchLoader(
+        {
+            "version": "2.6.0+rocm6.2",
+            "hip": "6.2.41133",
+            "cuda_devices": [
+                {
+                    "name": "AMD Instinct MI300X",
+                    "total_memory": 205_822_885_888,
+                    "major": 9,
+                    "minor": 4,
+                    "uuid": "",
+                    "free": 205_000_000_000,
+                }
+            ],
+        }
+    )
     reading = detect("LibraryNotFound", signs, torch)
     assert (reading.device.backend, reading.device.name) == ("rocm", "AMD Instinct MI300X")
     assert "ROCm 6.2.41133" in reading.device.sources["total_bytes"]
@@ -134,7 +168,9 @@ def test_rocm_build_reports_rocm() -> None:
 
 def test_mps_reports_unified_memory() -> None:
     signs = HostSigns(system="Darwin", machine="arm64", torch_version="2.5.1")
-    reading = detect("LibraryNotFound", signs, TorchLoader({"version": "2.5.1", "mps": {"recommended_max_memory": 22_906_503_168}}))
+    reading = detect(
+        "LibraryNotFound", signs, TorchLoader({"version": "2.5.1", "mps": {"recommended_max_memory": 22_906_503_168}})
+    )
     device = reading.device
     assert (device.backend, device.total_bytes, device.unified_memory) == ("mps", 22_906_503_168, True)
     assert "recommended_max_memory" in device.sources["total_bytes"]
@@ -143,9 +179,18 @@ def test_mps_reports_unified_memory() -> None:
 
 def test_xpu_is_read_through_torch() -> None:
     signs = HostSigns(system="Linux", machine="x86_64", torch_version="2.7.0+xpu", intel_gpu=True)
-    torch = TorchLoader({"version": "2.7.0+xpu", "xpu_devices": [{"name": "Intel Arc A770", "total_memory": 16_225_243_136, "free": 16_000_000_000}]})
+    torch = TorchLoader(
+        {
+            "version": "2.7.0+xpu",
+            "xpu_devices": [{"name": "Intel Arc A770", "total_memory": 16_225_243_136, "free": 16_000_000_000}],
+        }
+    )
     reading = detect("LibraryNotFound", signs, torch)
-    assert (reading.device.backend, reading.device.name, reading.device.free_bytes) == ("xpu", "Intel Arc A770", 16_000_000_000)
+    assert (reading.device.backend, reading.device.name, reading.device.free_bytes) == (
+        "xpu",
+        "Intel Arc A770",
+        16_000_000_000,
+    )
     assert "an Intel GPU is present" in reading.notes[0]
 
 
@@ -156,11 +201,19 @@ def test_torch_fallback_honours_the_device_choice() -> None:
     assert reading.visible[0].free_bytes is None
 
 
-@pytest.mark.parametrize(("version", "system", "build"), [
-    ("2.13.0+cpu", "Linux", "CPU-only"), ("2.11.0+cu130", "Linux", "CUDA 13.0"), ("2.4.0+cu118", "Windows", "CUDA 11.8"),
-    ("2.6.0+rocm6.2", "Linux", "ROCm 6.2"), ("2.7.0+xpu", "Linux", "XPU"), ("2.5.1", "Darwin", "macOS (CPU and MPS)"),
-    ("2.5.1", "Linux", "the PyPI default (CUDA)"), (None, "Linux", "not installed"),
-])
+@pytest.mark.parametrize(
+    ("version", "system", "build"),
+    [
+        ("2.13.0+cpu", "Linux", "CPU-only"),
+        ("2.11.0+cu130", "Linux", "CUDA 13.0"),
+        ("2.4.0+cu118", "Windows", "CUDA 11.8"),
+        ("2.6.0+rocm6.2", "Linux", "ROCm 6.2"),
+        ("2.7.0+xpu", "Linux", "XPU"),
+        ("2.5.1", "Darwin", "macOS (CPU and MPS)"),
+        ("2.5.1", "Linux", "the PyPI default (CUDA)"),
+        (None, "Linux", "not installed"),
+    ],
+)
 def test_torch_build_from_the_version_string(version: str | None, system: str, build: str) -> None:
     assert torch_build(HostSigns(system=system, machine="x86_64", torch_version=version)) == build
 

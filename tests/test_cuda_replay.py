@@ -29,7 +29,9 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize(("name", "device", "tier", "shown"), CLI_CASES)
-def test_info_replays_each_bundled_recording(monkeypatch, capsys, name: str, device: str, tier: str, shown: str) -> None:
+def test_info_replays_each_bundled_recording(
+    monkeypatch, capsys, name: str, device: str, tier: str, shown: str
+) -> None:
     monkeypatch.setenv("ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
@@ -56,19 +58,32 @@ def test_info_replay_by_path_with_device_flag_and_environment(monkeypatch, capsy
 
 def test_info_replay_in_a_subprocess() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from acestep_core.cli import main; sys.exit(main())", "info", "--replay", "rtx4060ti-16gb"],
-        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN},
+        [
+            sys.executable,
+            "-c",
+            "import sys; from acestep_core.cli import main; sys.exit(main())",
+            "info",
+            "--replay",
+            "rtx4060ti-16gb",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN},
     )
     assert result.returncode == 0, result.stderr
     assert "Tier 6" in result.stdout and "15.99 GiB" in result.stdout
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    (None, "no such file, nor a bundled recording"),
-    ("{not json", "cannot read it"),
-    ('{"format": "something-else", "nvml": {}}', "not a recording"),
-    ('{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x"}]}}', "nvml.gpus[0] lacks uuid"),
-])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "no such file, nor a bundled recording"),
+        ("{not json", "cannot read it"),
+        ('{"format": "something-else", "nvml": {}}', "not a recording"),
+        ('{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x"}]}}', "nvml.gpus[0] lacks uuid"),
+    ],
+)
 def test_a_bad_recording_is_refused_with_its_name(tmp_path, content: str | None, problem: str) -> None:
     path = tmp_path / "recording.json"
     if content is not None:
@@ -112,9 +127,17 @@ NVML_PATH_PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(("name", "tier"), [("h100-80gb", "unlimited"), ("h100-mig-2g20gb", "tier6"), ("cpu-only", "tier1")])
+@pytest.mark.parametrize(
+    ("name", "tier"), [("h100-80gb", "unlimited"), ("h100-mig-2g20gb", "tier6"), ("cpu-only", "tier1")]
+)
 def test_nvml_path_imports_no_torch_and_loads_no_cuda_library(name: str, tier: str) -> None:
-    result = subprocess.run([sys.executable, "-c", NVML_PATH_PROBE, name], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN})
+    result = subprocess.run(
+        [sys.executable, "-c", NVML_PATH_PROBE, name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN},
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen == {"tier": tier, "plugin": "cuda", "torch": [], "libcuda": False}

@@ -88,8 +88,9 @@ def check_row(texts: list[str], proc: DurationConstraint, generated: list[int], 
     return duration
 
 
-def drive(proc: DurationConstraint, tok: tokenizers.Tokenizer, *, seed: int, batch: int, steps: int = 200,
-          on_step=None) -> list[list[int]]:
+def drive(
+    proc: DurationConstraint, tok: tokenizers.Tokenizer, *, seed: int, batch: int, steps: int = 200, on_step=None
+) -> list[list[int]]:
     """Generate with random logits (a stand-in for any model), sampling from the processed scores."""
     generator = torch.Generator().manual_seed(seed)
     prompt = tok.encode(PROMPT).ids
@@ -100,13 +101,13 @@ def drive(proc: DurationConstraint, tok: tokenizers.Tokenizer, *, seed: int, bat
         scores = torch.randn(batch, vocab_size, generator=generator) * 4
         out = proc(ids, scores)
         if on_step is not None:
-            on_step(step, ids[:, len(prompt):].tolist(), scores, out)
+            on_step(step, ids[:, len(prompt) :].tolist(), scores, out)
         assert torch.isfinite(out.max(dim=-1).values).all(), "every row keeps a token to sample"
         token = torch.multinomial(out.softmax(-1), 1, generator=generator)
         ids = torch.cat([ids, token], dim=1)
-        if (ids[:, len(prompt):] == eos).any(dim=1).all():
+        if (ids[:, len(prompt) :] == eos).any(dim=1).all():
             break
-    return [row[len(prompt):] for row in ids.tolist()]
+    return [row[len(prompt) :] for row in ids.tolist()]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -221,9 +222,15 @@ def test_a_random_weight_tiny_lm_under_generate(vocab) -> None:
     for seed in range(4):
         proc = constraint(tok, texts, max_duration_s=12, max_cot_tokens=5)
         torch.manual_seed(seed)
-        out = lm.generate(prompt, do_sample=True, max_new_tokens=5 + 12 * 5 + 20, logits_processor=LogitsProcessorList([proc]),
-                          eos_token_id=eos, pad_token_id=eos)
-        for row in out[:, prompt.shape[1]:].tolist():
+        out = lm.generate(
+            prompt,
+            do_sample=True,
+            max_new_tokens=5 + 12 * 5 + 20,
+            logits_processor=LogitsProcessorList([proc]),
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
+        for row in out[:, prompt.shape[1] :].tolist():
             check_row(texts, proc, row, 10, 12)
         assert all(r.codes == r.target_codes for r in proc.rows())
 

@@ -22,8 +22,13 @@ warnings.filterwarnings("ignore", message=".*experimental feature.*")
 
 def _dit_inputs(batch: int = 2, frames: int = 32):
     generator = torch.Generator().manual_seed(1)
-    return (torch.randn(batch, frames, 64, generator=generator), torch.rand(batch, generator=generator), torch.rand(batch, generator=generator),
-            torch.randn(batch, 10, 64, generator=generator), torch.randn(batch, frames, 128, generator=generator))
+    return (
+        torch.randn(batch, frames, 64, generator=generator),
+        torch.rand(batch, generator=generator),
+        torch.rand(batch, generator=generator),
+        torch.randn(batch, 10, 64, generator=generator),
+        torch.randn(batch, frames, 128, generator=generator),
+    )
 
 
 def _dit_out(dit, inputs):
@@ -43,12 +48,22 @@ def _turing_plan() -> dict:
 
     from acestep_core.plugins import build_plugin_manager
 
-    manager = build_plugin_manager(environ={}, entry_points=[], plugins=[("tiers_default", acestep_core_tiers_default), ("fixed", FixedDevice(MemoryReading(device=device)))])
+    manager = build_plugin_manager(
+        environ={},
+        entry_points=[],
+        plugins=[("tiers_default", acestep_core_tiers_default), ("fixed", FixedDevice(MemoryReading(device=device)))],
+    )
     return resolve(GenerationRequest(duration_s=30, lm="on", lm_model="0.6B"), manager=manager).plan.as_dict()
 
 
 def test_pre_ampere_plan_gives_sdpa_fp16_lm_and_fp32_dit() -> None:
-    plan = _turing_plan() | {"offload.lm": "none", "offload.dit": "none", "quantization.lm": "none", "quantization.dit": "none", "compile": False}
+    plan = _turing_plan() | {
+        "offload.lm": "none",
+        "offload.dit": "none",
+        "quantization.lm": "none",
+        "quantization.dit": "none",
+        "compile": False,
+    }
     lm = apply_plan(build_lm("tiny"), "lm", plan, device="cpu")
     assert lm.model.config._attn_implementation == "sdpa"
     assert {p.dtype for p in lm.model.parameters()} == {torch.float16}
@@ -69,7 +84,12 @@ def test_lm_int8_quantizes_linears_but_not_the_tied_head_and_stays_close() -> No
     with torch.no_grad():
         reference = model(ids).logits
     before = weight_bytes(model)
-    plan = {"precision.lm": "fp32", "quantization.lm": "int8", "quantization.exclude.lm": ["lm_head"], "offload.lm": "none"}
+    plan = {
+        "precision.lm": "fp32",
+        "quantization.lm": "int8",
+        "quantization.exclude.lm": ["lm_head"],
+        "offload.lm": "none",
+    }
     apply_plan(model, "lm", plan, device="cpu")
     names = quantized_modules(model)
     assert names and "lm_head" not in names
@@ -85,7 +105,12 @@ def test_dit_int8_with_exclusions_and_the_native_backend() -> None:
     dit = build_dit("tiny")
     inputs = _dit_inputs()
     reference = _dit_out(dit, inputs)
-    plan = {"precision.dit": "fp32", "attention.dit": "native", "quantization.dit": "int8", "quantization.exclude.dit": ["time_embed*", "time_embed_r*", "condition_embedder"]}
+    plan = {
+        "precision.dit": "fp32",
+        "attention.dit": "native",
+        "quantization.dit": "int8",
+        "quantization.exclude.dit": ["time_embed*", "time_embed_r*", "condition_embedder"],
+    }
     applied = apply_plan(dit, "dit", plan, device="cpu")
     names = quantized_modules(dit)
     assert names and not any(n.startswith(("time_embed", "condition_embedder")) for n in names)
@@ -111,7 +136,12 @@ def test_load_on_cpu_quantize_then_offload_in_that_order(monkeypatch) -> None:
     ids = torch.randint(0, model.config.vocab_size, (1, 12))
     with torch.no_grad():
         reference = model(ids).logits
-    plan = {"precision.lm": "fp32", "quantization.lm": "int8", "quantization.exclude.lm": ["lm_head"], "offload.lm": "model"}
+    plan = {
+        "precision.lm": "fp32",
+        "quantization.lm": "int8",
+        "quantization.exclude.lm": ["lm_head"],
+        "offload.lm": "model",
+    }
     applied = apply_plan(model, "lm", plan, device="cpu")
     assert seen == {"quantized_at_offload": 2 * 7, "device_at_offload": "cpu"}
     assert applied.hook is not None and hasattr(model, "_hf_hook")
@@ -140,7 +170,9 @@ def test_group_offload_installs_hooks_and_keeps_the_output() -> None:
 
 def test_model_offload_chains_lm_then_dit() -> None:
     lm = apply_plan(build_lm("tiny"), "lm", {"precision.lm": "fp32", "offload.lm": "model"}, device="cpu")
-    dit = apply_plan(build_dit("tiny"), "dit", {"precision.dit": "fp32", "offload.dit": "model"}, device="cpu", chain_after=lm)
+    dit = apply_plan(
+        build_dit("tiny"), "dit", {"precision.dit": "fp32", "offload.dit": "model"}, device="cpu", chain_after=lm
+    )
     assert dit.hook.hook.prev_module_hook is lm.hook
 
 
@@ -149,14 +181,21 @@ def test_compile_path_runs_and_matches() -> None:
     dit = build_dit("tiny")
     inputs = _dit_inputs()
     reference = _dit_out(dit, inputs)
-    applied = apply_plan(dit, "dit", {"precision.dit": "fp32", "compile": True}, device="cpu", compile_backend="aot_eager")
+    applied = apply_plan(
+        dit, "dit", {"precision.dit": "fp32", "compile": True}, device="cpu", compile_backend="aot_eager"
+    )
     assert "compiled (aot_eager)" in applied.steps
     assert _relative(_dit_out(dit, inputs), reference) < 1e-5
 
 
 def test_group_offload_of_quantized_weights_skips_compile_and_sequential_is_refused() -> None:
     dit = build_dit("tiny")
-    applied = apply_plan(dit, "dit", {"precision.dit": "fp32", "quantization.dit": "int8", "offload.dit": "group", "compile": True}, device="cpu")
+    applied = apply_plan(
+        dit,
+        "dit",
+        {"precision.dit": "fp32", "quantization.dit": "int8", "offload.dit": "group", "compile": True},
+        device="cpu",
+    )
     assert applied.steps[-1].startswith("compile skipped")
     with pytest.raises(ValueError, match="sequential offload does not combine"):
         apply_plan(build_dit("tiny"), "dit", {"quantization.dit": "int8", "offload.dit": "sequential"}, device="cpu")

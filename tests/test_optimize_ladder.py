@@ -26,7 +26,12 @@ def _sizes(tier) -> list[float]:
 @pytest.mark.parametrize("tier", TABLE.tiers, ids=lambda t: t.name)
 def test_every_tier_and_request_fits_or_is_refused_with_the_shortfall(tier) -> None:
     for gib, duration, batch, lm in itertools.product(_sizes(tier), DURATIONS, BATCHES, LMS):
-        request = GenerationRequest(duration_s=duration, batch_size=batch, lm="off" if lm == "off" else "on", lm_model=None if lm == "off" else lm)
+        request = GenerationRequest(
+            duration_s=duration,
+            batch_size=batch,
+            lm="off" if lm == "off" else "on",
+            lm_model=None if lm == "off" else lm,
+        )
         resolution = resolve(request, detect_options=DetectOptions(vram_gb=f"{gib:g}", environ={}))
         assert resolution.tier.name == tier.name
         plan = resolution.plan
@@ -81,27 +86,38 @@ def test_a_smaller_lm_then_no_lm_before_a_smaller_batch_and_a_shorter_clip() -> 
     names = [r.name for r in result.rungs]
     assert names[:1] == ["vae.tiled"] and "lm=1.7B" in names and "lm=0.6B" in names and "lm=off" in names
     assert [rank(n) for n in names] == sorted(rank(n) for n in names)
-    assert names.index("lm=off") < min((names.index(n) for n in names if n.startswith(("batch", "duration"))),
-                                       default=len(names))
+    assert names.index("lm=off") < min(
+        (names.index(n) for n in names if n.startswith(("batch", "duration"))), default=len(names)
+    )
     assert result.run.lm_model is None and all("LM" in r.reason for r in result.rungs if r.name.startswith("lm="))
 
 
 def test_a_users_lm_choice_is_never_dropped() -> None:
     tight = Abilities(offload=False, quantize=False)
-    named = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="size"), Choices(), device_budget(12 * GIB), tight)
+    named = fit(
+        RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="size"), Choices(), device_budget(12 * GIB), tight
+    )
     assert named.run.lm_model == "4B" and not any(r.name.startswith("lm=") for r in named.rungs)
-    wanted = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), tight)
+    wanted = fit(
+        RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), tight
+    )
     assert wanted.run.lm_model == "0.6B" and "lm=off" not in [r.name for r in wanted.rungs]
     allowed = Abilities(offload=False, quantize=False, lm_models=("0.6B", "4B"))
-    skip = fit(RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), allowed)
+    skip = fit(
+        RunShape(duration_s=600, batch=8, lm_model="4B", lm_choice="on"), Choices(), device_budget(12 * GIB), allowed
+    )
     assert "lm=1.7B" not in [r.name for r in skip.rungs]  # only sizes the tier allows
 
 
 def test_the_plan_runs_the_ladders_lm() -> None:
     options = DetectOptions(vram_gb="12", environ={})
-    named = resolve(GenerationRequest(duration_s=240, batch_size=2, lm="on", lm_model="1.7B"), detect_options=options,
-                    overrides=Overrides(plan={"quantization.lm": "none", "offload.lm": "none", "offload.dit": "none",
-                                              "quantization.dit": "none"}))
+    named = resolve(
+        GenerationRequest(duration_s=240, batch_size=2, lm="on", lm_model="1.7B"),
+        detect_options=options,
+        overrides=Overrides(
+            plan={"quantization.lm": "none", "offload.lm": "none", "offload.dit": "none", "quantization.dit": "none"}
+        ),
+    )
     assert "ladder.lm_model" not in named.plan and named.adjusted.lm_choice == "size"
     auto = resolve(GenerationRequest(duration_s=240, batch_size=2), detect_options=options)
     assert auto.adjusted.lm_choice == "auto"
@@ -122,7 +138,11 @@ def test_a_plan_that_fits_takes_no_rung() -> None:
 def test_user_overrides_are_checked_by_check_resolution() -> None:
     options = DetectOptions(vram_gb="8", environ={})
     planned = resolve(GenerationRequest(duration_s=240), detect_options=options)
-    forced = resolve(GenerationRequest(duration_s=240), detect_options=options, overrides=Overrides(plan={"vae.decode": "full", "offload.vae": "none"}))
+    forced = resolve(
+        GenerationRequest(duration_s=240),
+        detect_options=options,
+        overrides=Overrides(plan={"vae.decode": "full", "offload.vae": "none"}),
+    )
     assert check_resolution(forced)[0] > check_resolution(planned)[0]
     peak, budget = check_resolution(forced)
     assert peak > budget  # the user's full decode of 240 s does not fit 8 GB, and the check says so

@@ -49,7 +49,9 @@ def test_fit_rows_are_within_ten_percent_and_held_out_rows_within_minus_five_plu
     assert abs(worst.error) <= FIT_TOLERANCE, f"{worst.reading}: {worst.error:+.1%}"
     asserted = [r for r in held if r.asserted]
     assert len(asserted) >= 60 and {r.source for r in asserted} == {
-        "h100-2026-11-27-calibrate.json", "h100-2026-11-27-gpu_optimize.json"}
+        "h100-2026-11-27-calibrate.json",
+        "h100-2026-11-27-gpu_optimize.json",
+    }
     under, over = min(asserted, key=lambda r: r.error), max(asserted, key=lambda r: r.error)
     assert under.error >= HELD_OUT_UNDER, f"under-predicted: {under.reading} {under.error:+.1%}"
     assert over.error <= HELD_OUT_OVER, f"over-predicted: {over.reading} {over.error:+.1%}"
@@ -131,8 +133,14 @@ def test_weights_are_counted_from_shapes_exactly() -> None:
 
 def test_a_tied_lm_head_left_unquantized_saves_memory() -> None:
     shape = LM_SHAPES["0.6B"]
-    assert lm_weight_bytes(shape, quantization="int8") < lm_weight_bytes(shape, quantization="int8", quantize_lm_head=True)
-    assert lm_weight_bytes(shape, quantization="int4") < lm_weight_bytes(shape, quantization="int8") < lm_weight_bytes(shape)
+    assert lm_weight_bytes(shape, quantization="int8") < lm_weight_bytes(
+        shape, quantization="int8", quantize_lm_head=True
+    )
+    assert (
+        lm_weight_bytes(shape, quantization="int4")
+        < lm_weight_bytes(shape, quantization="int8")
+        < lm_weight_bytes(shape)
+    )
 
 
 def test_tiled_vae_decode_is_flat_in_duration_and_full_decode_is_not() -> None:

@@ -60,8 +60,23 @@ def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]
 
 
 def test_generate_on_cpu_writes_the_adjusted_clips_and_reports_the_clamps(tmp_path, capsys, no_simulation) -> None:
-    code, report = cli_json(capsys, "generate", "--duration", "30", "--max-duration", "12", "--batch", "3",
-                            "--vram", "8", "--steps", "2", "--out", str(tmp_path), "--json")
+    code, report = cli_json(
+        capsys,
+        "generate",
+        "--duration",
+        "30",
+        "--max-duration",
+        "12",
+        "--batch",
+        "3",
+        "--vram",
+        "8",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert code == 0
     adjusted = report["resolution"]["adjusted"]
     assert adjusted["duration_s"] == 12 and adjusted["batch_size"] == 2 and adjusted["lm_on"]
@@ -84,7 +99,9 @@ def test_generate_on_cpu_writes_the_adjusted_clips_and_reports_the_clamps(tmp_pa
 
 
 def test_the_embedded_default_on_a_cpu_tier(tmp_path, capsys, no_simulation) -> None:
-    code = main(["generate", "--duration", "30", "--batch", "2", "--steps", "1", "--out", str(tmp_path), "--no-progress"])
+    code = main(
+        ["generate", "--duration", "30", "--batch", "2", "--steps", "1", "--out", str(tmp_path), "--no-progress"]
+    )
     text = capsys.readouterr().out
     assert code == 0
     resolution_lines = [line for line in text.splitlines() if line.startswith("  clamp:")]
@@ -95,14 +112,33 @@ def test_the_embedded_default_on_a_cpu_tier(tmp_path, capsys, no_simulation) -> 
 
 
 def test_cli_and_api_reach_the_same_resolution(tmp_path, capsys, no_simulation) -> None:
-    code, report = cli_json(capsys, "generate", "--duration", "40", "--max-duration", "10", "--batch", "4",
-                            "--lm", "4B", "--vram", "8", "--steps", "1", "--out", str(tmp_path / "cli"), "--json")
+    code, report = cli_json(
+        capsys,
+        "generate",
+        "--duration",
+        "40",
+        "--max-duration",
+        "10",
+        "--batch",
+        "4",
+        "--lm",
+        "4B",
+        "--vram",
+        "8",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "cli"),
+        "--json",
+    )
     assert code == 0
     result = generate(
         GenerationRequest(duration_s=40, batch_size=4, lm_model="4B", lm="on"),
         overrides=Overrides(max_duration_s=10),
         detect_options=DetectOptions(vram_gb="8", environ=dict(os.environ)),
-        out_dir=tmp_path / "api", steps=1, progress=False,
+        out_dir=tmp_path / "api",
+        steps=1,
+        progress=False,
     )
     assert result.resolution.to_dict() == report["resolution"]
     assert result.resolution.adjusted.lm_model == "0.6B", "the 4B the tier refuses is refused on both paths"
@@ -113,15 +149,27 @@ def test_the_run_honours_the_plans_ladder(tmp_path) -> None:
     """A batch or duration the ladder lowered is the one that runs; a refused plan never loads a model."""
     request = GenerationRequest(duration_s=20, batch_size=2, lm="off")
     lowered = Overrides(plan={"ladder.batch_size": 1, "ladder.duration_s": 12})
-    result = generate(request, overrides=lowered, detect_options=DetectOptions(vram_gb="16"), out_dir=tmp_path / "lowered",
-                      steps=1, progress=False)
+    result = generate(
+        request,
+        overrides=lowered,
+        detect_options=DetectOptions(vram_gb="16"),
+        out_dir=tmp_path / "lowered",
+        steps=1,
+        progress=False,
+    )
     assert len(result.clips) == 1
     assert abs(result.clips[0].samples - 12 * SAMPLE_RATE) <= VAE_HOP
 
     refused = Overrides(plan={"ladder.refused": {"shortfall_gib": 1.0}})
     with pytest.raises(ResolutionError, match="set by the user"):
-        generate(request, overrides=refused, detect_options=DetectOptions(vram_gb="16"), out_dir=tmp_path / "refused",
-                 steps=1, progress=False)
+        generate(
+            request,
+            overrides=refused,
+            detect_options=DetectOptions(vram_gb="16"),
+            out_dir=tmp_path / "refused",
+            steps=1,
+            progress=False,
+        )
     assert not (tmp_path / "refused").exists()
 
 
@@ -150,8 +198,14 @@ def test_ten_runs_keep_rss_within_the_margin(tmp_path) -> None:
     request = GenerationRequest(duration_s=10, batch_size=2, lm="on")
     readings = []
     for index in range(10):
-        generate(request, detect_options=DetectOptions(vram_gb="8"), out_dir=tmp_path / str(index), steps=1,
-                 progress=False, seed=index)
+        generate(
+            request,
+            detect_options=DetectOptions(vram_gb="8"),
+            out_dir=tmp_path / str(index),
+            steps=1,
+            progress=False,
+            seed=index,
+        )
         gc.collect()
         readings.append(rss_bytes())
         assert live_models() == []
@@ -163,9 +217,25 @@ def test_ten_runs_keep_rss_within_the_margin(tmp_path) -> None:
 def test_ctrl_c_cancels_the_cli_cleanly(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MAX_CUDA_VRAM"} | {"OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from acestep_core.cli import main; sys.exit(main())", "generate", "--duration", "600", "--max-duration", "600", "--vram", "24",
-         "--steps", "50", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from acestep_core.cli import main; sys.exit(main())",
+            "generate",
+            "--duration",
+            "600",
+            "--max-duration",
+            "600",
+            "--vram",
+            "24",
+            "--steps",
+            "50",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     assert process.stderr is not None
     buffer = b""

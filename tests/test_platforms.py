@@ -367,14 +367,28 @@ def test_generate_runs_for_the_bundled_mac_it_used_to_refuse(tmp_path, one_torch
     from acestep_core.runtime.pipeline import generate
 
     request = GenerationRequest(duration_s=10, batch_size=1, lm="off")
-    result = generate(request, detect_options=DetectOptions(replay="apple-m2-pro-mps", environ={}), environ={},
-                      out_dir=tmp_path, steps=1, progress=False)
+    result = generate(
+        request,
+        detect_options=DetectOptions(replay="apple-m2-pro-mps", environ={}),
+        environ={},
+        out_dir=tmp_path,
+        steps=1,
+        progress=False,
+    )
     assert result.resolution.reading.device.backend == "mps"
     assert result.resolution.plan.value("ladder.refused") is False
     assert len(result.clips) == 1 and any("torch cannot reach it" in note for note in result.notes)
 
 
-SEED_TIPS = {"tier1": None, "tier2": None, "tier3": None, "tier4": "0.6B", "tier5": "0.6B", "tier6": "1.7B", "unlimited": "4B"}
+SEED_TIPS = {
+    "tier1": None,
+    "tier2": None,
+    "tier3": None,
+    "tier4": "0.6B",
+    "tier5": "0.6B",
+    "tier6": "1.7B",
+    "unlimited": "4B",
+}
 """The seed's memory tips: < 8 GB the DiT alone, 8-16 GB the 0.6B LM, > 16 GB 1.7B / 4B (the table's recommended_lm)."""
 
 

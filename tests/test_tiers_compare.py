@@ -77,4 +77,8 @@ def test_new_scaffolds_a_valid_package(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_names_for() -> None:
     names = names_for("my-card")
-    assert (names.distribution, names.module, names.entry_point) == ("acestep-core-tiers-my-card", "acestep_core_tiers_my_card", "tiers_my_card")
+    assert (names.distribution, names.module, names.entry_point) == (
+        "acestep-core-tiers-my-card",
+        "acestep_core_tiers_my_card",
+        "tiers_my_card",
+    )

@@ -97,8 +97,9 @@ def test_an_invalid_table_is_reported_and_skipped(make_manager: MakeManager) -> 
     assert any("registered an invalid tier table" in w and "x.lm_models: missing" in w for w in resolution.warnings)
 
 
-def test_info_and_plugins_show_the_active_table_and_why(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_and_plugins_show_the_active_table_and_why(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     manager = make_manager(("tiers_8tier", table_plugin("8tier")), ("broken", BrokenTablePlugin()))
     monkeypatch.setattr("acestep_core.plugins._default", manager)
     assert main(["info", "--vram", "18"]) == 0
@@ -116,8 +117,11 @@ def test_info_and_plugins_show_the_active_table_and_why(make_manager: MakeManage
     assert listing["tiers_default"][0]["active"] is False
 
 
-def test_plugins_reports_the_rule_error_without_failing(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("acestep_core.plugins._default", make_manager(("one", table_plugin("alpha")), ("two", table_plugin("beta"))))
+def test_plugins_reports_the_rule_error_without_failing(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        "acestep_core.plugins._default", make_manager(("one", table_plugin("alpha")), ("two", table_plugin("beta")))
+    )
     assert main(["plugins"]) == 0
     assert "several third-party tier tables are installed" in capsys.readouterr().out

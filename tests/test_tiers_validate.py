@@ -26,29 +26,95 @@ BROKEN: dict[str, tuple[str, str, str]] = {
     # name: (text, the tier.field the problem must name, words in the message)
     "gap": (edit("min_gb = 8\n", "min_gb = 9\n"), "tier4.min_gb", "gap"),
     "overlap": (edit("min_gb = 8\n", "min_gb = 7\n"), "tier4.min_gb", "overlap"),
-    "decreasing limit": (edit("max_batch_without_lm = 4\nlm_models = [\"0.6B\"]", "max_batch_without_lm = 1\nlm_models = [\"0.6B\"]"), "tier4.max_batch_without_lm", "must not fall"),
-    "oversize LM allocation": (edit('lm_memory_gb = { "0.6B" = 3 }', 'lm_memory_gb = { "0.6B" = 7 }'), "tier3.lm_memory_gb", "smallest device"),
-    "bad type": (edit("max_batch_with_lm = 2", 'max_batch_with_lm = "two"'), "tier4.max_batch_with_lm", "is not an integer"),
+    "decreasing limit": (
+        edit('max_batch_without_lm = 4\nlm_models = ["0.6B"]', 'max_batch_without_lm = 1\nlm_models = ["0.6B"]'),
+        "tier4.max_batch_without_lm",
+        "must not fall",
+    ),
+    "oversize LM allocation": (
+        edit('lm_memory_gb = { "0.6B" = 3 }', 'lm_memory_gb = { "0.6B" = 7 }'),
+        "tier3.lm_memory_gb",
+        "smallest device",
+    ),
+    "bad type": (
+        edit("max_batch_with_lm = 2", 'max_batch_with_lm = "two"'),
+        "tier4.max_batch_with_lm",
+        "is not an integer",
+    ),
     "unknown key": (edit('label = "Tier 4"', 'label = "Tier 4"\nvram = 8'), "tier4.vram", "unknown key"),
     "unknown optimization": (edit("compile = true", "compyle = true"), "tier1.optimizations.compyle", "unknown key"),
-    "duration out of range": (edit("max_duration_with_lm_s = 180", "max_duration_with_lm_s = 5"), "tier1.max_duration_with_lm_s", "outside 10-600"),
+    "duration out of range": (
+        edit("max_duration_with_lm_s = 180", "max_duration_with_lm_s = 5"),
+        "tier1.max_duration_with_lm_s",
+        "outside 10-600",
+    ),
     "batch zero": (edit("max_batch_with_lm = 1", "max_batch_with_lm = 0"), "tier1.max_batch_with_lm", "below 1"),
     "duplicate name": (edit('name = "tier2"', 'name = "tier1"'), "tier1.name", "more than one tier"),
-    "bounded last tier": (GOOD.rstrip() .replace('name = "unlimited"\nlabel = "Unlimited"\nmin_gb = 24', 'name = "unlimited"\nlabel = "Unlimited"\nmin_gb = 24\nmax_gb = 80'), "unlimited.max_gb", "larger devices"),
+    "bounded last tier": (
+        GOOD.rstrip().replace(
+            'name = "unlimited"\nlabel = "Unlimited"\nmin_gb = 24',
+            'name = "unlimited"\nlabel = "Unlimited"\nmin_gb = 24\nmax_gb = 80',
+        ),
+        "unlimited.max_gb",
+        "larger devices",
+    ),
     "empty file": ("", "table", "empty"),
     "not TOML": ("this is = = not toml [", "table", "not valid TOML"),
     "no tiers": ('[table]\nname = "x"\n', "tiers", "no [[tiers]]"),
     "tiers not tables": ('tiers = [1, 2]\n[table]\nname = "x"\n', "tiers[0]", "is not a table"),
     "nan size": (edit("min_gb = 8\n", "min_gb = nan\n"), "tier4.min_gb", "finite"),
-    "recommended LM not allowed": (edit('max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "0.6B"', 'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "1.7B"'), "tier4.recommended_lm", "not among this tier's lm_models"),
-    "recommended LM on a tier with none": (edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nrecommended_lm = "0.6B"'), "tier2.recommended_lm", "not among"),
+    "recommended LM not allowed": (
+        edit(
+            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "0.6B"',
+            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "1.7B"',
+        ),
+        "tier4.recommended_lm",
+        "not among this tier's lm_models",
+    ),
+    "recommended LM on a tier with none": (
+        edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nrecommended_lm = "0.6B"'),
+        "tier2.recommended_lm",
+        "not among",
+    ),
     "tier id with a space": (edit('name = "tier2"', 'name = "tier 2"'), "tier 2.name", "not a stable id"),
-    "class tolerance on the first tier": (edit('name = "tier1"\nlabel = "Tier 1"', 'name = "tier1"\nlabel = "Tier 1"\nclass_tolerance_gb = 0.5'), "tier1.class_tolerance_gb", "no lower boundary"),
-    "class tolerance past the tier below": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nclass_tolerance_gb = 4'), "tier6.class_tolerance_gb", "whole range"),
-    "class tolerance below an included bound": (edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nclass_tolerance_gb = 0.5'), "tier2.class_tolerance_gb", "includes 4"),
-    "ratio steps out of order": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = [[24, 0.2], [0, 0.1]]'), "tier6.lm_memory_ratio_min", "ascend"),
-    "ratio floor above ceiling": (edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = 0.5\nlm_memory_ratio_max = 0.4'), "tier6.lm_memory_ratio_min", "above the ceiling"),
-    "inclusive unbounded tier": (edit('name = "unlimited"\nlabel = "Unlimited"', 'name = "unlimited"\nlabel = "Unlimited"\nmax_inclusive = true'), "unlimited.max_inclusive", "no upper bound"),
+    "class tolerance on the first tier": (
+        edit('name = "tier1"\nlabel = "Tier 1"', 'name = "tier1"\nlabel = "Tier 1"\nclass_tolerance_gb = 0.5'),
+        "tier1.class_tolerance_gb",
+        "no lower boundary",
+    ),
+    "class tolerance past the tier below": (
+        edit('name = "tier6"\nlabel = "Tier 6"', 'name = "tier6"\nlabel = "Tier 6"\nclass_tolerance_gb = 4'),
+        "tier6.class_tolerance_gb",
+        "whole range",
+    ),
+    "class tolerance below an included bound": (
+        edit('name = "tier2"\nlabel = "Tier 2"', 'name = "tier2"\nlabel = "Tier 2"\nclass_tolerance_gb = 0.5'),
+        "tier2.class_tolerance_gb",
+        "includes 4",
+    ),
+    "ratio steps out of order": (
+        edit(
+            'name = "tier6"\nlabel = "Tier 6"',
+            'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = [[24, 0.2], [0, 0.1]]',
+        ),
+        "tier6.lm_memory_ratio_min",
+        "ascend",
+    ),
+    "ratio floor above ceiling": (
+        edit(
+            'name = "tier6"\nlabel = "Tier 6"',
+            'name = "tier6"\nlabel = "Tier 6"\nlm_memory_ratio_min = 0.5\nlm_memory_ratio_max = 0.4',
+        ),
+        "tier6.lm_memory_ratio_min",
+        "above the ceiling",
+    ),
+    "inclusive unbounded tier": (
+        edit(
+            'name = "unlimited"\nlabel = "Unlimited"', 'name = "unlimited"\nlabel = "Unlimited"\nmax_inclusive = true'
+        ),
+        "unlimited.max_inclusive",
+        "no upper bound",
+    ),
 }
 
 
@@ -102,7 +168,26 @@ def test_no_mutation_of_a_table_crashes_the_validator(data: st.DataObject) -> No
     candidates = [i for i, line in enumerate(lines) if " = " in line and not line.startswith("#")]
     index = data.draw(st.sampled_from(candidates))
     key = lines[index].split(" = ")[0]
-    value = data.draw(st.sampled_from(["-1", "0", "1e9", "inf", "nan", "true", '"x"', "[]", "[1, \"0.6B\"]", "{}", '{ "0.6B" = -2 }', '{ a = 1 }', "2.5", '"4B"']))
+    value = data.draw(
+        st.sampled_from(
+            [
+                "-1",
+                "0",
+                "1e9",
+                "inf",
+                "nan",
+                "true",
+                '"x"',
+                "[]",
+                '[1, "0.6B"]',
+                "{}",
+                '{ "0.6B" = -2 }',
+                "{ a = 1 }",
+                "2.5",
+                '"4B"',
+            ]
+        )
+    )
     lines[index] = f"{key} = {value}"
     try:
         parse_table("\n".join(lines))

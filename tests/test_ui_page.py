@@ -63,7 +63,9 @@ def cli_plan_json(argv: list[str]) -> dict:
         check=False,
     )
     # `plan` exits 1 for a refused plan (issue 11), 0 otherwise: the JSON is printed either way
-    refused = bool(next(s["value"] for s in json.loads(done.stdout)["plan"]["settings"] if s["key"] == "ladder.refused"))
+    refused = bool(
+        next(s["value"] for s in json.loads(done.stdout)["plan"]["settings"] if s["key"] == "ladder.refused")
+    )
     assert done.returncode == (1 if refused else 0), done.stderr
     return json.loads(done.stdout)
 

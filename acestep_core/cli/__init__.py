@@ -28,7 +28,9 @@ DEBUG_ENV = "ACESTEP_CORE_DEBUG"
 EXIT_STATUS = """\
 exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the flag), 130 interrupted,
 141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
-ML_MODULES = frozenset({"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"})
+ML_MODULES = frozenset(
+    {"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"}
+)
 """Top-level modules of the ``ml`` extra: a command that needs one says how to install it."""
 UI_MODULES = frozenset({"gradio"})
 """Top-level modules of the ``ui`` extra."""
@@ -77,8 +79,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``command`` one of :data:`CORE_COMMANDS`, only the core's commands."""
     from acestep_core.cli import plugins, resolution, tiers
 
-    parser = Parser(prog="acestep-core", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-                    epilog=EXIT_STATUS)
+    parser = Parser(
+        prog="acestep-core",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_STATUS,
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     optional = [] if command in CORE_COMMANDS else _optional_command_modules()
     for module in (resolution, tiers, plugins, *optional):

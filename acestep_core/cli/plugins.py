@@ -79,9 +79,13 @@ def tier_tables(manager: PluginManager) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for plugin, table in tables:
         active = choice is not None and choice.table is table
-        found.setdefault(plugin, []).append({"name": table.name, "active": active, "reason": choice.reason if active and choice else None})
+        found.setdefault(plugin, []).append(
+            {"name": table.name, "active": active, "reason": choice.reason if active and choice else None}
+        )
     for problem in problems:
-        found.setdefault(problem.plugin, []).append({"name": None, "active": False, "reason": None, "problem": problem.message()})
+        found.setdefault(problem.plugin, []).append(
+            {"name": None, "active": False, "reason": None, "problem": problem.message()}
+        )
     if error:
         found[""] = [{"name": None, "active": False, "reason": error}]
     return found

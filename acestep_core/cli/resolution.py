@@ -76,34 +76,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("request")
-    group.add_argument("--duration", type=number(float, above=0), metavar="S", help="seconds of audio (default: let the LM decide)")
-    group.add_argument("--batch", type=number(int, least=1), default=1, metavar="N", help="number of clips (default: 1)")
-    group.add_argument("--lm", metavar="SIZE|none|auto", default="auto", help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default (default)")
+    group.add_argument(
+        "--duration", type=number(float, above=0), metavar="S", help="seconds of audio (default: let the LM decide)"
+    )
+    group.add_argument(
+        "--batch", type=number(int, least=1), default=1, metavar="N", help="number of clips (default: 1)"
+    )
+    group.add_argument(
+        "--lm",
+        metavar="SIZE|none|auto",
+        default="auto",
+        help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default (default)",
+    )
 
 
 def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
     hardware = parser.add_argument_group("hardware")
-    hardware.add_argument("--vram", type=memory_gb, metavar="GB", help="simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)")
-    hardware.add_argument("--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)")
-    hardware.add_argument("--replay", metavar="FILE", help="replay a recorded device (JSON) instead of asking the driver (wins over MAX_CUDA_VRAM)")
+    hardware.add_argument(
+        "--vram",
+        type=memory_gb,
+        metavar="GB",
+        help="simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)",
+    )
+    hardware.add_argument(
+        "--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)"
+    )
+    hardware.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="replay a recorded device (JSON) instead of asking the driver (wins over MAX_CUDA_VRAM)",
+    )
     hardware.add_argument("--redetect", action="store_true", help="ignore any cached reading")
-    hardware.add_argument("--tiers", metavar="NAME", help="use this tier table (default: ACESTEP_CORE_TIERS, or the rule in `tiers --help`)")
+    hardware.add_argument(
+        "--tiers",
+        metavar="NAME",
+        help="use this tier table (default: ACESTEP_CORE_TIERS, or the rule in `tiers --help`)",
+    )
     overrides = parser.add_argument_group("overrides (each wins over the tier's default)")
     overrides.add_argument("--max-duration", type=int, metavar="S", help="allow durations up to S seconds")
     overrides.add_argument("--max-batch", type=int, metavar="N", help="allow batches up to N")
-    overrides.add_argument("--allow-lm", metavar="SIZES", help=f"allow these LM sizes, comma-separated ({','.join(LM_SIZES)})")
+    overrides.add_argument(
+        "--allow-lm", metavar="SIZES", help=f"allow these LM sizes, comma-separated ({','.join(LM_SIZES)})"
+    )
     overrides.add_argument("--attention", choices=ATTENTIONS, help="attention backend")
     overrides.add_argument("--offload", choices=OFFLOADS, help="CPU offload for every component")
-    overrides.add_argument("--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder")
     overrides.add_argument(
-        "--lm-backend", choices=("vllm", "pt", "mlx"),
+        "--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder"
+    )
+    overrides.add_argument(
+        "--lm-backend",
+        choices=("vllm", "pt", "mlx"),
         help="the LM's inference backend; refused with the reason where this device cannot run it",
     )
-    overrides.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off")
-    overrides.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)")
-    overrides.add_argument("--force", action="store_true",
-                           help="keep a plan predicted over the device budget instead of refusing it (recorded and warned)")
+    overrides.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off"
+    )
+    overrides.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)",
+    )
+    overrides.add_argument(
+        "--force",
+        action="store_true",
+        help="keep a plan predicted over the device budget instead of refusing it (recorded and warned)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> GenerationRequest:
@@ -120,7 +160,9 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         mode, model = "on", lm
     else:
         raise UsageError(f"--lm must be one of {', '.join(LM_SIZES)}, 'none' or 'auto', not {lm!r}")
-    return GenerationRequest(duration_s=getattr(args, "duration", None), batch_size=getattr(args, "batch", 1), lm_model=model, lm=mode)
+    return GenerationRequest(
+        duration_s=getattr(args, "duration", None), batch_size=getattr(args, "batch", 1), lm_model=model, lm=mode
+    )
 
 
 def overrides_from_args(args: argparse.Namespace) -> Overrides:
@@ -154,12 +196,20 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         unknown = [size for size in lm_models if size not in LM_SIZES]
         if unknown:
             raise UsageError(f"--allow-lm: unknown LM size(s) {unknown}; known: {', '.join(LM_SIZES)}")
-    for flag, value, least in (("--max-duration", args.max_duration, MIN_DURATION_S), ("--max-batch", args.max_batch, 1)):
+    for flag, value, least in (
+        ("--max-duration", args.max_duration, MIN_DURATION_S),
+        ("--max-batch", args.max_batch, 1),
+    ):
         if value is not None and value < least:
             raise UsageError(f"{flag} must be {least} or more, not {value}")
     try:
-        return Overrides(max_duration_s=args.max_duration, max_batch=args.max_batch, lm_models=lm_models, plan=plan,
-                         force=bool(getattr(args, "force", False)))
+        return Overrides(
+            max_duration_s=args.max_duration,
+            max_batch=args.max_batch,
+            lm_models=lm_models,
+            plan=plan,
+            force=bool(getattr(args, "force", False)),
+        )
     except ValueError as error:  # the API's rules, should a flag above have missed one
         raise UsageError(str(error)) from None
 
@@ -272,7 +322,11 @@ def _device_line(device: Any) -> str:
     total = "?" if device.total_bytes is None else f"{device.total_bytes / GIB:.2f} GiB"
     free = "" if device.free_bytes is None else f", {device.free_bytes / GIB:.2f} GiB free"
     where = f"{device.backend}:{device.index}" if device.index is not None else device.backend
-    tags = [tag for tag, on in (("simulated", device.simulated), ("MIG", device.mig), ("unified memory", device.unified_memory)) if on]
+    tags = [
+        tag
+        for tag, on in (("simulated", device.simulated), ("MIG", device.mig), ("unified memory", device.unified_memory))
+        if on
+    ]
     return f"{device.name} [{where}] {total} total{free}" + (f" ({', '.join(tags)})" if tags else "")
 
 

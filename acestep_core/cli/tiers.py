@@ -52,7 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_show, tiers_parser=parser)
     commands = parser.add_subparsers(dest="tiers_command", metavar="SUBCOMMAND")
 
-    show = commands.add_parser("show", help="the active table as Markdown (or --json)", epilog=RULE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    show = commands.add_parser(
+        "show",
+        help="the active table as Markdown (or --json)",
+        epilog=RULE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_show_options(show)
     show.set_defaults(handler=run_show)
 
@@ -76,7 +81,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("a", metavar="A", help="a table name (installed), a plugin name, or a table file")
     compare.add_argument("b", metavar="B", help="the same, for the other table")
-    compare.add_argument("--plot", metavar="FILE.png", help="also draw max duration and max batch against memory for both (matplotlib)")
+    compare.add_argument(
+        "--plot", metavar="FILE.png", help="also draw max duration and max batch against memory for both (matplotlib)"
+    )
     add_json_flag(compare)
     compare.set_defaults(handler=run_compare)
 
@@ -107,7 +114,9 @@ def active_choice(wanted: str | None) -> tuple[TableChoice, list[str]]:
 def run_show(args: argparse.Namespace) -> int:
     choice, problems = active_choice(args.tiers)
     if args.json:
-        print_json({"table": to_jsonable(choice.table), "plugin": choice.plugin, "reason": choice.reason, "problems": problems})
+        print_json(
+            {"table": to_jsonable(choice.table), "plugin": choice.plugin, "reason": choice.reason, "problems": problems}
+        )
         return 0
     print(f"<!-- table {choice.table.name!r} from {choice.plugin} ({choice.reason}) -->")
     print(render_markdown(choice.table), end="")
@@ -124,7 +133,9 @@ def run_validate(args: argparse.Namespace) -> int:
         except TableError as error:
             reports.append({"file": file, "valid": False, "problems": [dataclasses.asdict(p) for p in error.problems]})
         else:
-            reports.append({"file": file, "valid": True, "table": table.name, "tiers": len(table.tiers), "problems": []})
+            reports.append(
+                {"file": file, "valid": True, "table": table.name, "tiers": len(table.tiers), "problems": []}
+            )
     if args.json:
         print_json(reports if len(reports) > 1 else reports[0])
     else:

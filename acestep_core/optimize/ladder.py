@@ -111,8 +111,9 @@ def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = 
     return LadderResult(run, choices, prediction, budget, tuple(rungs), None)
 
 
-def steps(run: RunShape, choices: Choices, budget: Budget,
-          abilities: Abilities = Abilities()) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
+def steps(
+    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()
+) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
     """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
     prediction = predict(run, choices)
     while prediction.peak_bytes > budget.usable_bytes:
@@ -126,7 +127,9 @@ def steps(run: RunShape, choices: Choices, budget: Budget,
 _Step = tuple[RunShape, Choices, Rung, Prediction]
 
 
-def _first_helpful(run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities) -> _Step | None:
+def _first_helpful(
+    run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities
+) -> _Step | None:
     for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities):
         after = predict(candidate_run, candidate)
         if after.peak_bytes < before.peak_bytes:
@@ -135,7 +138,9 @@ def _first_helpful(run: RunShape, choices: Choices, before: Prediction, budget: 
     return None
 
 
-def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities) -> Iterator[tuple[RunShape, Choices, str, str]]:
+def _candidates(
+    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities
+) -> Iterator[tuple[RunShape, Choices, str, str]]:
     for tile, overlap in VAE_TILES:
         if abilities.max_vae_window is not None and tile + 2 * overlap > abilities.max_vae_window:
             continue
@@ -151,9 +156,15 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
         for component in OFFLOAD_ORDER:
             if choices.offload.get(component) == "none" and _runs(component, run):
                 changed = _with(choices, "offload", component, "release")
-                yield run, changed, f"offload.{component}=release", (
-                    f"release the {component} after its phase (unified memory: moving it to the CPU frees nothing, "
-                    "freeing it does; it is built again for the next run)")
+                yield (
+                    run,
+                    changed,
+                    f"offload.{component}=release",
+                    (
+                        f"release the {component} after its phase (unified memory: moving it to the CPU frees nothing, "
+                        "freeing it does; it is built again for the next run)"
+                    ),
+                )
     if abilities.quantize:
         for component in QUANTIZE_ORDER:
             if choices.quantization.get(component) == "none" and _runs(component, run):
@@ -166,7 +177,7 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
                 why = f"stream the {component}'s blocks from the CPU (group offload){abilities.stream_note}"
                 yield run, changed, f"offload.{component}=group", why
     if run.lm_model is not None and run.lm_choice != "size" and run.lm_model in LM_SIZES_DOWN:
-        for size in LM_SIZES_DOWN[LM_SIZES_DOWN.index(run.lm_model) + 1:]:
+        for size in LM_SIZES_DOWN[LM_SIZES_DOWN.index(run.lm_model) + 1 :]:
             if size in abilities.lm_models:
                 why = f"the {size} LM instead of the {run.lm_model} (the user did not name an LM size)"
                 yield dataclasses.replace(run, lm_model=size), choices, f"lm={size}", why
@@ -179,12 +190,18 @@ def _candidates(run: RunShape, choices: Choices, budget: Budget, abilities: Abil
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"
     shortest = _longest_fitting_duration(run, choices, budget)
     if shortest is not None and shortest < run.duration_s:
-        yield dataclasses.replace(run, duration_s=shortest), choices, f"duration={shortest:g}", f"{shortest:g} s instead of {run.duration_s:g} s"
+        yield (
+            dataclasses.replace(run, duration_s=shortest),
+            choices,
+            f"duration={shortest:g}",
+            f"{shortest:g} s instead of {run.duration_s:g} s",
+        )
 
 
 def _longest_fitting_duration(run: RunShape, choices: Choices, budget: Budget) -> int | None:
     """The longest whole-second duration in [MIN_DURATION_S, run's] that fits, else the minimum
     (so the ladder still takes the rung if it lowers the peak, and refuses with its numbers)."""
+
     def fits(seconds: int) -> bool:
         return predict(dataclasses.replace(run, duration_s=seconds), choices).peak_bytes <= budget.usable_bytes
 
@@ -207,4 +224,3 @@ def _with(choices: Choices, field: str, component: str, value: str) -> Choices:
     mapping = dict(getattr(choices, field))
     mapping[component] = value
     return dataclasses.replace(choices, **{field: mapping})
-

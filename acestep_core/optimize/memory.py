@@ -145,7 +145,9 @@ LM_SHAPES: Mapping[str, LMShape] = {
 }
 """ACE-Step 1.5's 5Hz LM sizes (``acestep_core/models/configs/lm.json``)."""
 
-TEXT_ENCODER_SHAPE = LMShape(hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=151669, lm_head=False)
+TEXT_ENCODER_SHAPE = LMShape(
+    hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=151669, lm_head=False
+)
 """Qwen3-Embedding-0.6B."""
 
 
@@ -218,8 +220,13 @@ class DiTShape:
             return 0
         h = self.hidden
         layer = self._attention_params - 2 * self.head_dim + self._mlp_params
-        return (self.text_hidden * h + h * self.text_hidden + self.lyric_layers * layer
-                + h * self.timbre_channels + self.timbre_layers * layer)
+        return (
+            self.text_hidden * h
+            + h * self.text_hidden
+            + self.lyric_layers * layer
+            + h * self.timbre_channels
+            + self.timbre_layers * layer
+        )
 
     @property
     def buffer_values(self) -> int:
@@ -282,7 +289,9 @@ def weight_bytes(params: int, quantizable_params: int, dtype: str, quantization:
     return round(quantizable_params * QUANTIZED_BYTES_PER_WEIGHT[quantization] + (params - quantizable_params) * full)
 
 
-def lm_weight_bytes(shape: LMShape, *, dtype: str = "bf16", quantization: str = "none", quantize_lm_head: bool = False) -> int:
+def lm_weight_bytes(
+    shape: LMShape, *, dtype: str = "bf16", quantization: str = "none", quantize_lm_head: bool = False
+) -> int:
     """Weights of an LM. quanto leaves the embedding in ``dtype``; quantizing a tied lm_head gives it
     its own quantized copy (the tie is broken), so it *adds* vocab × hidden quantized bytes."""
     full = DTYPE_BYTES[dtype]
@@ -320,8 +329,9 @@ def lm_estimate(
     return ComponentEstimate(name, weights, work, detail)
 
 
-def dit_activation_bytes(duration_s: float, batch: int, *, attention: str = "sdpa", dtype: str = "bf16",
-                         shape: DiTShape = DIT_SHAPE) -> int:
+def dit_activation_bytes(
+    duration_s: float, batch: int, *, attention: str = "sdpa", dtype: str = "bf16", shape: DiTShape = DIT_SHAPE
+) -> int:
     """Peak activations of one DiT forward over ``duration_s`` seconds, ``batch`` items.
 
     ``attention``: ``sdpa`` (efficient kernels, a dense banded mask), ``flash`` (no mask) or ``eager``
@@ -344,8 +354,15 @@ def dit_weight_bytes(shape: DiTShape = DIT_SHAPE, *, dtype: str = "bf16", quanti
     return weight_bytes(shape.params, shape.linear_params, dtype, quantization) + buffers
 
 
-def dit_estimate(duration_s: float, batch: int, *, dtype: str = "bf16", quantization: str = "none",
-                 attention: str = "sdpa", shape: DiTShape = DIT_SHAPE) -> ComponentEstimate:
+def dit_estimate(
+    duration_s: float,
+    batch: int,
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    attention: str = "sdpa",
+    shape: DiTShape = DIT_SHAPE,
+) -> ComponentEstimate:
     weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
     detail = f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})"
@@ -361,10 +378,18 @@ def vae_decode_bytes(frames: int, *, dtype: str = "bf16", shape: VAEShape = VAE_
     return round(work)
 
 
-def vae_estimate(duration_s: float, *, batch: int = 1, dtype: str = "bf16", quantization: str = "none",
-                 tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES,
-                 tile_overlap: int = VAE_TILE_OVERLAP, items_on_device: bool = False,
-                 shape: VAEShape = VAE_SHAPE) -> ComponentEstimate:
+def vae_estimate(
+    duration_s: float,
+    *,
+    batch: int = 1,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    tiled: bool = False,
+    tile_frames: int = VAE_TILE_FRAMES,
+    tile_overlap: int = VAE_TILE_OVERLAP,
+    items_on_device: bool = False,
+    shape: VAEShape = VAE_SHAPE,
+) -> ComponentEstimate:
     """The VAE decoding ``batch`` clips one item at a time.
 
     The pipeline's path (:func:`acestep_core.runtime.vae_decode.decode`) moves each decoded item to the
@@ -395,9 +420,13 @@ def vae_estimate(duration_s: float, *, batch: int = 1, dtype: str = "bf16", quan
     return ComponentEstimate("vae", weights, work, f"{how} an item, {batch} item(s), latents {_gib(latents)}")
 
 
-def text_encoder_estimate(*, dtype: str = "bf16", quantization: str = "none", shape: LMShape = TEXT_ENCODER_SHAPE) -> ComponentEstimate:
+def text_encoder_estimate(
+    *, dtype: str = "bf16", quantization: str = "none", shape: LMShape = TEXT_ENCODER_SHAPE
+) -> ComponentEstimate:
     weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization)
-    return ComponentEstimate("text_encoder", weights, TEXT_ENCODER_WORK_BYTES, f"caption encoding {_gib(TEXT_ENCODER_WORK_BYTES)}")
+    return ComponentEstimate(
+        "text_encoder", weights, TEXT_ENCODER_WORK_BYTES, f"caption encoding {_gib(TEXT_ENCODER_WORK_BYTES)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- a run
@@ -485,9 +514,17 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
             quantization=choices.quantization["lm"],
             quantize_lm_head=choices.quantize_lm_head,
         )
-    estimates["text_encoder"] = text_encoder_estimate(dtype=choices.precision["text_encoder"], quantization=choices.quantization["text_encoder"])
+    estimates["text_encoder"] = text_encoder_estimate(
+        dtype=choices.precision["text_encoder"], quantization=choices.quantization["text_encoder"]
+    )
     dit_attention = {"eager": "eager", "flash_attention_2": "flash"}.get(choices.attention, "sdpa")
-    estimates["dit"] = dit_estimate(run.duration_s, run.batch, dtype=choices.precision["dit"], quantization=choices.quantization["dit"], attention=dit_attention)
+    estimates["dit"] = dit_estimate(
+        run.duration_s,
+        run.batch,
+        dtype=choices.precision["dit"],
+        quantization=choices.quantization["dit"],
+        attention=dit_attention,
+    )
     estimates["vae"] = vae_estimate(
         run.duration_s,
         batch=run.batch,

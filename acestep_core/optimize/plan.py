@@ -35,7 +35,11 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     attention = platforms.attention(bool(defaults.get("flash_attention", True)), reading, source)
     settings.append(attention)
     backend = DIFFUSERS_BACKENDS[attention.value]
-    settings.append(Setting("attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"))
+    settings.append(
+        Setting(
+            "attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"
+        )
+    )
     precision = platforms.precision(reading)
     settings += [Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()]
     settings.append(platforms.compile_setting(bool(defaults.get("compile", False)), reading, source))
@@ -44,22 +48,35 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
     able = platforms.abilities(device)
-    abilities = Abilities(offload=able.offload, quantize=able.quantize, release=able.release, stream=able.stream,
-                          stream_note="" if able.offload else (
-                              "; on unified memory this lowers the GPU's working set only: the weights stay"
-                              " in the same RAM, in host pages macOS may compress"),
-                          max_vae_window=able.max_vae_window, lm_models=tuple(tier.lm_models))
+    abilities = Abilities(
+        offload=able.offload,
+        quantize=able.quantize,
+        release=able.release,
+        stream=able.stream,
+        stream_note=""
+        if able.offload
+        else (
+            "; on unified memory this lowers the GPU's working set only: the weights stay"
+            " in the same RAM, in host pages macOS may compress"
+        ),
+        max_vae_window=able.max_vae_window,
+        lm_models=tuple(tier.lm_models),
+    )
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
     if able.max_vae_window is not None:
         tile_frames, tile_overlap = platforms.MPS_VAE_TILE
         vae_decode = "tiled"
-        vae_why = (f"{device.backend}: every decode is tiled, {tile_frames}+2×{tile_overlap} latent frames "
-                   f"({(tile_frames + 2 * tile_overlap) * VAE_HOP:,} samples), under MPS's conv1d output limit of "
-                   f"{platforms.MPS_CONV_OUTPUT_LIMIT:,} ({able.max_vae_window} frames)")
+        vae_why = (
+            f"{device.backend}: every decode is tiled, {tile_frames}+2×{tile_overlap} latent frames "
+            f"({(tile_frames + 2 * tile_overlap) * VAE_HOP:,} samples), under MPS's conv1d output limit of "
+            f"{platforms.MPS_CONV_OUTPUT_LIMIT:,} ({able.max_vae_window} frames)"
+        )
     initial = Choices(
         precision={c: v for c, (v, _) in precision.items()},
         quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
-        offload={c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES},
+        offload={
+            c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES
+        },
         attention=attention.value,
         vae_decode=vae_decode,
         tile_frames=tile_frames,
@@ -81,7 +98,15 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 
     for component in PHASES:
         value = final.offload[component]
-        settings.append(Setting(f"offload.{component}", value, f"ladder: {taken[f'offload.{component}']}" if f"offload.{component}" in taken else offload_why[component]))
+        settings.append(
+            Setting(
+                f"offload.{component}",
+                value,
+                f"ladder: {taken[f'offload.{component}']}"
+                if f"offload.{component}" in taken
+                else offload_why[component],
+            )
+        )
     for component in PHASES:
         value = final.quantization[component]
         why = taken.get(f"quantization.{component}")
@@ -92,15 +117,40 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         else:
             why = quantization_why
         settings.append(Setting(f"quantization.{component}", value, why))
-    settings.append(Setting("quantization.exclude.lm", list(LM_QUANTIZATION_EXCLUDE), "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype"))
-    settings.append(Setting("quantization.exclude.dit", list(DIT_QUANTIZATION_EXCLUDE), "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy"))
+    settings.append(
+        Setting(
+            "quantization.exclude.lm",
+            list(LM_QUANTIZATION_EXCLUDE),
+            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
+        )
+    )
+    settings.append(
+        Setting(
+            "quantization.exclude.dit",
+            list(DIT_QUANTIZATION_EXCLUDE),
+            "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy",
+        )
+    )
 
     tiled = final.vae_decode == "tiled"
     whole = "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode"
     why = taken.get("vae.tiled", vae_why or whole)
     settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
-    settings.append(Setting("vae.tile_frames", final.tile_frames, f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)" + ("" if tiled else "; used only when decode is tiled")))
-    settings.append(Setting("vae.tile_overlap", final.tile_overlap, "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field"))
+    settings.append(
+        Setting(
+            "vae.tile_frames",
+            final.tile_frames,
+            f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)"
+            + ("" if tiled else "; used only when decode is tiled"),
+        )
+    )
+    settings.append(
+        Setting(
+            "vae.tile_overlap",
+            final.tile_overlap,
+            "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field",
+        )
+    )
 
     if adjusted.lm_model is not None and device.total_bytes:
         settings.append(_lm_memory_ratio(adjusted.lm_model, tier, reading))
@@ -115,8 +165,9 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
     """The run to budget for: the adjusted request, or the tier's longest clip when the LM chooses."""
     duration = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
-    return RunShape(duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model,
-                    lm_choice=adjusted.lm_choice)
+    return RunShape(
+        duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model, lm_choice=adjusted.lm_choice
+    )
 
 
 def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
@@ -162,8 +213,15 @@ CHECK_PLUGIN = "acestep_core"
 """The ``plugin`` of the settings the final check writes (the core, after every plugin and override)."""
 
 
-def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading, *,
-               user_keys: tuple[str, ...] = (), force: bool = False) -> OptimizationPlan:
+def check_plan(
+    plan: OptimizationPlan,
+    adjusted: AdjustedRequest,
+    tier: Tier,
+    reading: MemoryReading,
+    *,
+    user_keys: tuple[str, ...] = (),
+    force: bool = False,
+) -> OptimizationPlan:
     """The final plan checked against the device budget: re-predicted with the user's settings (``user_keys``
     were set by the user) and refused when over budget (``ladder.refused`` with the phase, predicted,
     budget and shortfall) unless ``force``, which keeps it and records ``memory.forced`` (warned).
@@ -179,15 +237,25 @@ def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, re
     user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
     if user_keys:
         settings["memory.phases"] = Setting(
-            "memory.phases", {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases},
+            "memory.phases",
+            {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases},
             f"re-predicted with the user's settings ({user}): "
-            + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in prediction.phases), CHECK_PLUGIN)
+            + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in prediction.phases),
+            CHECK_PLUGIN,
+        )
         settings["memory.predicted_peak_gib"] = Setting(
-            "memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2),
+            "memory.predicted_peak_gib",
+            round(worst.peak_bytes / GIB, 2),
             f"re-predicted with the user's settings ({user}): {gib(worst.peak_bytes)} reserved peak in the "
-            f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget", CHECK_PLUGIN)
-        settings.setdefault("memory.budget_gib", Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2),
-                                                         f"budget = {budget.describe()}", CHECK_PLUGIN))
+            f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget",
+            CHECK_PLUGIN,
+        )
+        settings.setdefault(
+            "memory.budget_gib",
+            Setting(
+                "memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}", CHECK_PLUGIN
+            ),
+        )
     existing = plan.value("ladder.refused")
     ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
     if existing and not (ours and (user_keys or force)):
@@ -196,27 +264,45 @@ def check_plan(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier, re
     if worst.peak_bytes <= budget.usable_bytes:
         if existing or "ladder.refused" not in plan or user_keys:
             fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"
-            settings["ladder.refused"] = Setting("ladder.refused", False,
-                                                 fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN)
+            settings["ladder.refused"] = Setting(
+                "ladder.refused", False, fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN
+            )
         return OptimizationPlan(tuple(settings.values()))
     shortfall = worst.peak_bytes - budget.usable_bytes
-    numbers = {"predicted_gib": round(worst.peak_bytes / GIB, 2), "budget_gib": round(budget.usable_bytes / GIB, 2),
-               "shortfall_gib": round(shortfall / GIB, 2), "phase": worst.phase,
-               "predicted_bytes": worst.peak_bytes, "budget_bytes": budget.usable_bytes, "shortfall_bytes": shortfall}
-    words = (f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(shortfall)} more than the "
-             f"{gib(budget.usable_bytes)} budget" + (f" with the user's {user}" if user else ""))
+    numbers = {
+        "predicted_gib": round(worst.peak_bytes / GIB, 2),
+        "budget_gib": round(budget.usable_bytes / GIB, 2),
+        "shortfall_gib": round(shortfall / GIB, 2),
+        "phase": worst.phase,
+        "predicted_bytes": worst.peak_bytes,
+        "budget_bytes": budget.usable_bytes,
+        "shortfall_bytes": shortfall,
+    }
+    words = (
+        f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(shortfall)} more than the "
+        f"{gib(budget.usable_bytes)} budget" + (f" with the user's {user}" if user else "")
+    )
     if force:
-        settings["ladder.refused"] = Setting("ladder.refused", False, f"not refused: forced by the user ({words})",
-                                             CHECK_PLUGIN)
-        settings["memory.forced"] = Setting("memory.forced", numbers,
-                                            f"forced by the user: {words}; the run may run out of device memory",
-                                            CHECK_PLUGIN, warning=True)
+        settings["ladder.refused"] = Setting(
+            "ladder.refused", False, f"not refused: forced by the user ({words})", CHECK_PLUGIN
+        )
+        settings["memory.forced"] = Setting(
+            "memory.forced",
+            numbers,
+            f"forced by the user: {words}; the run may run out of device memory",
+            CHECK_PLUGIN,
+            warning=True,
+        )
     elif plan.value("ladder.refused") and not user_keys:
         return plan  # the ladder's own refusal already says it, with these numbers
     else:
-        settings["ladder.refused"] = Setting("ladder.refused", numbers,
-                                             f"refused: {words} (--force / force=True runs it anyway)",
-                                             CHECK_PLUGIN, warning=True)
+        settings["ladder.refused"] = Setting(
+            "ladder.refused",
+            numbers,
+            f"refused: {words} (--force / force=True runs it anyway)",
+            CHECK_PLUGIN,
+            warning=True,
+        )
     return OptimizationPlan(tuple(settings.values()))
 
 
@@ -225,38 +311,80 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
     prediction = result.prediction if result else predict(run, choices)
     phases = {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases}
     worst = prediction.worst
-    explain = "; ".join(f"{p.phase} {gib(p.peak_bytes)} ({', '.join(f'{c} {gib(b)}' for c, b in p.resident.items())} + {p.detail})" for p in prediction.phases)
+    explain = "; ".join(
+        f"{p.phase} {gib(p.peak_bytes)} ({', '.join(f'{c} {gib(b)}' for c, b in p.resident.items())} + {p.detail})"
+        for p in prediction.phases
+    )
     lm = f"LM {run.lm_model}, " if run.lm_model else ""
     settings = [Setting("memory.phases", phases, f"predicted peak per phase: {explain}")]
     if result is None:
-        settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2), f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} in the {worst.phase} phase; no device budget (CPU): not checked"))
+        settings.append(
+            Setting(
+                "memory.predicted_peak_gib",
+                round(worst.peak_bytes / GIB, 2),
+                f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} in the {worst.phase} phase; no device budget (CPU): not checked",
+            )
+        )
         settings.append(Setting("memory.budget_gib", None, "running on the CPU: host memory is not budgeted"))
         settings.append(Setting("ladder.rungs", [], "no device budget: the ladder is not run"))
         settings.append(Setting("ladder.refused", False, "no device budget: nothing to refuse"))
         return settings
     budget = result.budget
-    settings.append(Setting("memory.predicted_peak_gib", round(worst.peak_bytes / GIB, 2),
-                            f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} reserved peak predicted "
-                            f"in the {worst.phase} phase ({gib(worst.allocated_bytes)} allocated; {ALLOCATOR}), "
-                            f"of a {gib(budget.usable_bytes)} budget"))
+    settings.append(
+        Setting(
+            "memory.predicted_peak_gib",
+            round(worst.peak_bytes / GIB, 2),
+            f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} reserved peak predicted "
+            f"in the {worst.phase} phase ({gib(worst.allocated_bytes)} allocated; {ALLOCATOR}), "
+            f"of a {gib(budget.usable_bytes)} budget",
+        )
+    )
     settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
     rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
-    settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed"))
+    settings.append(
+        Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed")
+    )
     if run.lm_model != asked.lm_model:
         now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
-        settings.append(Setting("ladder.lm_model", run.lm_model,
-                                f"{now} instead of the {asked.lm_model} to fit {gib(budget.usable_bytes)}", warning=True))
+        settings.append(
+            Setting(
+                "ladder.lm_model",
+                run.lm_model,
+                f"{now} instead of the {asked.lm_model} to fit {gib(budget.usable_bytes)}",
+                warning=True,
+            )
+        )
     if run.batch != asked.batch:
-        settings.append(Setting("ladder.batch_size", run.batch, f"batch lowered from {asked.batch} to {run.batch} to fit {gib(budget.usable_bytes)}", warning=True))
+        settings.append(
+            Setting(
+                "ladder.batch_size",
+                run.batch,
+                f"batch lowered from {asked.batch} to {run.batch} to fit {gib(budget.usable_bytes)}",
+                warning=True,
+            )
+        )
     if run.duration_s != asked.duration_s:
-        settings.append(Setting("ladder.duration_s", run.duration_s, f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {gib(budget.usable_bytes)}", warning=True))
+        settings.append(
+            Setting(
+                "ladder.duration_s",
+                run.duration_s,
+                f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {gib(budget.usable_bytes)}",
+                warning=True,
+            )
+        )
     if result.refusal is None:
         settings.append(Setting("ladder.refused", False, f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"))
     else:
         refusal = result.refusal
-        numbers = {"predicted_gib": round(refusal.predicted_bytes / GIB, 2), "budget_gib": round(refusal.budget_bytes / GIB, 2),
-                   "shortfall_gib": round(refusal.shortfall_bytes / GIB, 2), "phase": refusal.phase,
-                   "predicted_bytes": refusal.predicted_bytes, "budget_bytes": refusal.budget_bytes, "shortfall_bytes": refusal.shortfall_bytes}
+        numbers = {
+            "predicted_gib": round(refusal.predicted_bytes / GIB, 2),
+            "budget_gib": round(refusal.budget_bytes / GIB, 2),
+            "shortfall_gib": round(refusal.shortfall_bytes / GIB, 2),
+            "phase": refusal.phase,
+            "predicted_bytes": refusal.predicted_bytes,
+            "budget_bytes": refusal.budget_bytes,
+            "shortfall_bytes": refusal.shortfall_bytes,
+        }
         settings.append(Setting("ladder.refused", numbers, refusal.message(), warning=True))
     return settings
 
@@ -301,6 +429,12 @@ def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
     total_gb = reading.device.total_bytes / GIB
     allocation = tier.lm_memory_gb.get(model)
     if allocation is None:
-        return Setting("lm.gpu_memory_ratio", 0.5, f"{tier.label} sets no fixed allocation for the {model} LM: half of the device")
+        return Setting(
+            "lm.gpu_memory_ratio", 0.5, f"{tier.label} sets no fixed allocation for the {model} LM: half of the device"
+        )
     ratio = tier.lm_memory_ratio(allocation, total_gb)
-    return Setting("lm.gpu_memory_ratio", ratio, f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the tier's bounds)")
+    return Setting(
+        "lm.gpu_memory_ratio",
+        ratio,
+        f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the tier's bounds)",
+    )

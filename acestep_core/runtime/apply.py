@@ -81,7 +81,9 @@ def apply_plan(
     quantization = values.get(f"quantization.{component}", "none")
     offload = values.get(f"offload.{component}", "none")
     if offload == "sequential" and quantization != "none":
-        raise ValueError(f"{component}: sequential offload does not combine with quanto weights (accelerate rebuilds each parameter by its class); use group offload")
+        raise ValueError(
+            f"{component}: sequential offload does not combine with quanto weights (accelerate rebuilds each parameter by its class); use group offload"
+        )
     if (quantization != "none" or offload != "none") and _device_of(model).type != "cpu":
         raise PlanOrderError(
             f"{component}: the plan quantizes ({quantization}) or offloads ({offload}) it, but it is on "
@@ -104,7 +106,9 @@ def apply_plan(
     _place(applied, offload, chain_after)
     if values.get("compile") and component in COMPILED_COMPONENTS:
         if offload in ("group", "sequential") and quantization != "none":
-            applied.steps.append("compile skipped: compiled graphs keep weak references to quanto weights, which group offload must swap between devices")
+            applied.steps.append(
+                "compile skipped: compiled graphs keep weak references to quanto weights, which group offload must swap between devices"
+            )
         else:
             backend = compile_backend or "inductor"
             model.forward = torch.compile(model.forward, backend=backend)
@@ -131,6 +135,7 @@ an input that is not contiguous in its last dimension (the DiT's modulated norms
 
 def contiguous_inputs(model: Any) -> int:
     """Make every quanto module's tensor inputs contiguous before it runs (a no-op for contiguous ones)."""
+
     def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
@@ -188,13 +193,23 @@ def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponen
         applied.steps.append(f"model offload (on {device} during its phase, CPU otherwise)")
     elif offload == "group":
         if applied.component not in GROUP_OFFLOAD_COMPONENTS:
-            raise ValueError(f"group offload is not offered for the {applied.component} (autoregressive decoding would stream every layer at every token)")
+            raise ValueError(
+                f"group offload is not offered for the {applied.component} (autoregressive decoding would stream every layer at every token)"
+            )
         # the DiT's condition encoder runs once, before the denoising steps: its lyric and timbre encoders
         # stream their layers as the decoder does (without this it would ride, whole, with the decoder's
         # top-level group at every step)
-        blocks = ["condition_encoder", "lyric_encoder", "timbre_encoder"] if hasattr(model, "condition_encoder") else None
-        apply_group_offloading(model, onload_device=device, offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, block_modules=blocks)
+        blocks = (
+            ["condition_encoder", "lyric_encoder", "timbre_encoder"] if hasattr(model, "condition_encoder") else None
+        )
+        apply_group_offloading(
+            model,
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            block_modules=blocks,
+        )
         applied.steps.append(f"group offload (one block at a time on {device})")
     elif offload == "sequential":
         cpu_offload(model, execution_device=device)

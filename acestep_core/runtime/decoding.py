@@ -130,8 +130,11 @@ class DurationConstraint:
         self.candidates = [(i, t) for i, t in enumerate(self.texts) if t and CANDIDATE.match(t)]
         """Tokens that can appear inside the field: digits, spaces, newlines and their merges."""
         self.entering = {
-            k: [(i, t[len(FIELD) - k:]) for i, t in enumerate(self.texts)
-                if t.startswith(FIELD[k:]) and len(t) > len(FIELD) - k]
+            k: [
+                (i, t[len(FIELD) - k :])
+                for i, t in enumerate(self.texts)
+                if t.startswith(FIELD[k:]) and len(t) > len(FIELD) - k
+            ]
             for k in range(len(FIELD) + 1)
         }
         """For a line that already holds ``FIELD[:k]``: tokens that complete the label and go on into the
@@ -158,8 +161,10 @@ class DurationConstraint:
 
     def rows(self) -> list[RowState]:
         """Each row's phase, duration and codes so far."""
-        return [RowState(r.phase, r.duration, r.codes, self._target(r) if r.phase in (CODES, DONE) else None)
-                for r in self._rows]
+        return [
+            RowState(r.phase, r.duration, r.codes, self._target(r) if r.phase in (CODES, DONE) else None)
+            for r in self._rows
+        ]
 
     def _target(self, row: _Row) -> int:
         if self.forced_duration_s is not None:
@@ -176,7 +181,7 @@ class DurationConstraint:
             new = input_ids.tolist()
         else:
             prompt = False
-            new = input_ids[:, self._seen:].tolist()
+            new = input_ids[:, self._seen :].tolist()
         for row, tokens in zip(self._rows, new, strict=True):
             for token in tokens:
                 self._step(row, token, generated=not prompt)
@@ -202,7 +207,7 @@ class DurationConstraint:
         text = self.texts[token] if token < len(self.texts) else ""
         if "\n" in text:
             if row.phase == FIELD_LINE or (row.line + text).startswith(FIELD):
-                body = (row.line + text)[len(FIELD):].split("\n", 1)[0]
+                body = (row.line + text)[len(FIELD) :].split("\n", 1)[0]
                 digits = body.strip()
                 row.duration = int(digits) if digits.isdigit() else row.duration
             row.line = text.rsplit("\n", 1)[1][:LINE_KEEP]
@@ -285,7 +290,7 @@ class DurationConstraint:
             elif rule == "close":
                 scores[index].masked_fill_(~close_mask, -torch.inf)
             elif rule == "field":
-                allowed = self._field_allowed(row.line[len(FIELD):])
+                allowed = self._field_allowed(row.line[len(FIELD) :])
                 keep = torch.full_like(scores[index], -torch.inf)
                 keep[allowed] = scores[index, allowed]
                 scores[index] = keep

@@ -33,8 +33,15 @@ def hop_length(vae: Any) -> int:
     return math.prod(vae.config.downsampling_ratios)
 
 
-def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames: int = VAE_TILE_FRAMES, overlap: int = VAE_TILE_OVERLAP,
-           on_item: Callable[[int], None] | None = None) -> torch.Tensor:
+def decode(
+    vae: Any,
+    latents: torch.Tensor,
+    *,
+    tiled: bool = False,
+    tile_frames: int = VAE_TILE_FRAMES,
+    overlap: int = VAE_TILE_OVERLAP,
+    on_item: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Decode ``latents`` ``[batch, channels, frames]`` to audio ``[batch, audio_channels, frames × hop]``
     **on the CPU**: one item at a time, each moved to the CPU as soon as it is decoded.
 
@@ -54,8 +61,12 @@ def decode(vae: Any, latents: torch.Tensor, *, tiled: bool = False, tile_frames:
     return torch.cat(items, dim=0)
 
 
-def decode_with_plan(vae: Any, latents: torch.Tensor, plan: OptimizationPlan | Mapping[str, Any],
-                     on_item: Callable[[int], None] | None = None) -> torch.Tensor:
+def decode_with_plan(
+    vae: Any,
+    latents: torch.Tensor,
+    plan: OptimizationPlan | Mapping[str, Any],
+    on_item: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Decode as the plan's ``vae.decode`` / ``vae.tile_frames`` / ``vae.tile_overlap`` say (see :func:`decode`)."""
     values = plan.as_dict() if isinstance(plan, OptimizationPlan) else plan
     return decode(

@@ -104,8 +104,15 @@ class Measurement:
 
 
 _MEASUREMENT_TYPES: dict[str, tuple[type, ...]] = {
-    "card_gb": (int, float), "phase": (str,), "duration_s": (int,), "batch": (int,), "fits": (bool,),
-    "peak_bytes": (int, type(None)), "cap_bytes": (int,), "seconds": (int, float), "error": (str,),
+    "card_gb": (int, float),
+    "phase": (str,),
+    "duration_s": (int,),
+    "batch": (int,),
+    "fits": (bool,),
+    "peak_bytes": (int, type(None)),
+    "cap_bytes": (int,),
+    "seconds": (int, float),
+    "error": (str,),
 }
 
 
@@ -218,8 +225,17 @@ class CalibrationResult:
 class Calibrator:
     """Runs the search against a backend, recording every trial in the raw file as it goes."""
 
-    def __init__(self, backend: Backend, config: CalibrationConfig, out_dir: str | Path, *, base_table: TierTable,
-                 deadline_s: float | None = None, progress: bool = True, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        config: CalibrationConfig,
+        out_dir: str | Path,
+        *,
+        base_table: TierTable,
+        deadline_s: float | None = None,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         """:raises ValueError: before any trial, when ``out_dir`` holds a tiers.toml this command did not
         write (unless ``overwrite``) or a raw file it cannot resume from."""
         self.backend = backend
@@ -238,8 +254,10 @@ class Calibrator:
         """Bytes per "GB" of a card: a GiB on a device, the fake unit on a CPU."""
         table = self.out_dir / TABLE_FILE
         if table.exists() and not overwrite and not written_by_calibrate(table):
-            raise ValueError(f"{table} exists and was not written by acestep-core calibrate: "
-                             "give another --out, or --overwrite to replace it")
+            raise ValueError(
+                f"{table} exists and was not written by acestep-core calibrate: "
+                "give another --out, or --overwrite to replace it"
+            )
         self._load_raw()
 
     # ----- raw file
@@ -261,13 +279,15 @@ class Calibrator:
         except (json.JSONDecodeError, RecursionError) as error:
             raise refuse(f"not JSON (truncated?): {str(error)[:120]}") from None
         if not isinstance(data, dict) or not isinstance(data.get("measurements", []), list):
-            raise refuse("not a calibrate measurements file (an object with a \"measurements\" list)")
+            raise refuse('not a calibrate measurements file (an object with a "measurements" list)')
         previous = data.get("config", {})
         if not isinstance(previous, dict):
-            raise refuse("its \"config\" is not an object")
+            raise refuse('its "config" is not an object')
         mismatched = {k: (previous.get(k), v) for k, v in self.config.comparable().items() if previous.get(k) != v}
         if mismatched:
-            raise ValueError(f"{self.raw_path} was measured with other settings {mismatched}: use another --out or delete it")
+            raise ValueError(
+                f"{self.raw_path} was measured with other settings {mismatched}: use another --out or delete it"
+            )
         for position, row in enumerate(data.get("measurements", [])):
             problem = measurement_problem(row)
             if problem:
@@ -302,8 +322,17 @@ class Calibrator:
             peak, fits, error = self.backend.run(trial), True, ""
         except OutOfMemory as oom:
             peak, fits, error = None, False, str(oom)[:300]
-        measurement = Measurement(trial.card_gb, trial.phase, trial.duration_s, trial.batch, fits, peak,
-                                  self.backend.cap_bytes(trial.card_gb), round(time.perf_counter() - started, 4), error)
+        measurement = Measurement(
+            trial.card_gb,
+            trial.phase,
+            trial.duration_s,
+            trial.batch,
+            fits,
+            peak,
+            self.backend.cap_bytes(trial.card_gb),
+            round(time.perf_counter() - started, 4),
+            error,
+        )
         self.measurements[trial.key] = measurement
         self.trials_run += 1
         self._write_raw(complete=False)
@@ -341,12 +370,22 @@ class Calibrator:
             table = build_table(cards, config, self.environment, self.base_table)
             table_path = self.out_dir / TABLE_FILE
             temporary = table_path.with_suffix(".toml.tmp")
-            temporary.write_text(table_to_toml(table, header_comment=_table_comment(config, self.environment)), encoding="utf-8")
+            temporary.write_text(
+                table_to_toml(table, header_comment=_table_comment(config, self.environment)), encoding="utf-8"
+            )
             os.replace(temporary, table_path)
         self._write_raw(complete=complete, cards=cards)
         self.backend.close()
-        return CalibrationResult(table, tuple(cards), tuple(self.measurements.values()), complete, table_path, self.raw_path,
-                                 self.trials_run, self.trials_reused)
+        return CalibrationResult(
+            table,
+            tuple(cards),
+            tuple(self.measurements.values()),
+            complete,
+            table_path,
+            self.raw_path,
+            self.trials_run,
+            self.trials_reused,
+        )
 
     def _decide(self, frontiers: dict[float, dict[str, dict[int, int]]]) -> list[CardResult]:
         config = self.config
@@ -360,8 +399,11 @@ class Calibrator:
             base = combine(phases["dit"], phases[vae])
             without = choose_corner(base, floor_without)
             if without is None:
-                notes.append("the DiT and VAE do not run at the smallest duration and batch on this card" if floor_without == (0, 0)
-                             else "measured less than a smaller card; keeping the smaller card's limits")
+                notes.append(
+                    "the DiT and VAE do not run at the smallest duration and batch on this card"
+                    if floor_without == (0, 0)
+                    else "measured less than a smaller card; keeping the smaller card's limits"
+                )
                 without = None if floor_without == (0, 0) else floor_without
             with_lm, models, memory = None, (), {}
             if without is not None:
@@ -369,17 +411,27 @@ class Calibrator:
                 for size in models:
                     measurement = self.measure(Trial(card, f"lm:{size}", *with_lm))
                     if not measurement.fits:
-                        notes.append(f"lm:{size} did not run at the with-LM limits {with_lm}; its allocation is the card's cap")
+                        notes.append(
+                            f"lm:{size} did not run at the with-LM limits {with_lm}; its allocation is the card's cap"
+                        )
                     peak = measurement.peak_bytes or measurement.cap_bytes
                     memory[size] = min(math.ceil(peak / self.backend_unit * 10) / 10, card)
                 floor_without = without
                 if with_lm is not None:
                     floor_with, allowed = with_lm, models
-            results.append(CardResult(card, self.backend.cap_bytes(card), phases, without, with_lm, models, memory, tuple(notes)))
+            results.append(
+                CardResult(card, self.backend.cap_bytes(card), phases, without, with_lm, models, memory, tuple(notes))
+            )
         return results
 
-    def _with_lm(self, phases: dict[str, dict[int, int]], base: dict[int, int], allowed: tuple[str, ...],
-                 floor: tuple[int, int], notes: list[str]) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
+    def _with_lm(
+        self,
+        phases: dict[str, dict[int, int]],
+        base: dict[int, int],
+        allowed: tuple[str, ...],
+        floor: tuple[int, int],
+        notes: list[str],
+    ) -> tuple[tuple[int, int] | None, tuple[str, ...]]:
         sizes = list(self.config.lm_sizes)
         anchor = allowed[:1] or [s for s in sizes if choose_corner(combine(base, phases[f"lm:{s}"]), floor)][:1]
         if not anchor:
@@ -397,16 +449,22 @@ class Calibrator:
 
 
 # --------------------------------------------------------------------------------------------- table
-def build_table(cards: Sequence[CardResult], config: CalibrationConfig, environment: dict[str, Any],
-                base: TierTable) -> TierTable:
+def build_table(
+    cards: Sequence[CardResult], config: CalibrationConfig, environment: dict[str, Any], base: TierTable
+) -> TierTable:
     """One tier per measured card ([card, next card)); below the smallest and above the largest
     card the base table's tiers are kept, clamped so that limits never fall as memory grows. ``base`` is
     the active table, chosen by the same rule as every resolution (``--tiers``, third-party tables)."""
     measured = [card for card in cards if card.without_lm is not None]
     if not measured:
-        raise ValueError("no card ran even the shortest duration at batch 1: nothing to write (larger --cards, or shorter --durations)")
+        raise ValueError(
+            "no card ran even the shortest duration at batch 1: nothing to write (larger --cards, or shorter --durations)"
+        )
     first, last = measured[0], measured[-1]
-    measured_tiers = [_measured_tier(card, measured[i + 1].card_gb if i + 1 < len(measured) else None) for i, card in enumerate(measured)]
+    measured_tiers = [
+        _measured_tier(card, measured[i + 1].card_gb if i + 1 < len(measured) else None)
+        for i, card in enumerate(measured)
+    ]
     below = [_clamped_below(t, first.card_gb, measured_tiers[0]) for t in base.tiers if t.min_gb < first.card_gb]
     above_bases = [t for t in base.tiers if t.min_gb > last.card_gb]
     if above_bases:
@@ -447,7 +505,10 @@ def _clamped_below(tier: Tier, first_gb: float, first: Tier) -> Tier:
     models = tuple(m for m in tier.lm_models if m in first.lm_models)
     limits = {f: min(getattr(tier, f), getattr(first, f)) for f in _LIMITS}
     if not first.lm_models:
-        limits |= {"max_duration_with_lm_s": limits["max_duration_without_lm_s"], "max_batch_with_lm": limits["max_batch_without_lm"]}
+        limits |= {
+            "max_duration_with_lm_s": limits["max_duration_without_lm_s"],
+            "max_batch_with_lm": limits["max_batch_without_lm"],
+        }
     return dataclasses.replace(
         tier,
         max_gb=min(tier.max_gb, first_gb) if tier.max_gb is not None else first_gb,
@@ -509,8 +570,14 @@ class FootprintBackend:
 
     kind = "footprint"
 
-    def __init__(self, footprint: Callable[[Trial], int], *, unit_bytes: int = GIB, context_gb: float = CONTEXT_GB,
-                 margin_gb: float = SAFETY_MARGIN_GB) -> None:
+    def __init__(
+        self,
+        footprint: Callable[[Trial], int],
+        *,
+        unit_bytes: int = GIB,
+        context_gb: float = CONTEXT_GB,
+        margin_gb: float = SAFETY_MARGIN_GB,
+    ) -> None:
         self.footprint = footprint
         self.unit_bytes = unit_bytes
         self.context_gb = context_gb

@@ -63,8 +63,16 @@ class TorchBackend:
     ``card × cpu_unit_bytes``.
     """
 
-    def __init__(self, device: str = "cuda", *, sizes: str = "real", dtype: str = "bf16", context_gb: float = CONTEXT_GB,
-                 margin_gb: float = SAFETY_MARGIN_GB, cpu_unit_bytes: int = 2**20) -> None:
+    def __init__(
+        self,
+        device: str = "cuda",
+        *,
+        sizes: str = "real",
+        dtype: str = "bf16",
+        context_gb: float = CONTEXT_GB,
+        margin_gb: float = SAFETY_MARGIN_GB,
+        cpu_unit_bytes: int = 2**20,
+    ) -> None:
         self.torch = torch
         self.device = torch.device(device)
         self.on_cuda = self.device.type in ("cuda", "xpu")
@@ -99,8 +107,14 @@ class TorchBackend:
             "sizes": self.sizes,
             "dtype": str(self.dtype),
             "python": platform.python_version(),
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "diffusers": diffusers.__version__},
-            "budget": "allocator capped (set_per_process_memory_fraction)" if self.on_cuda else f"estimated footprint against card x {self.unit_bytes} bytes (CPU)",
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "diffusers": diffusers.__version__,
+            },
+            "budget": "allocator capped (set_per_process_memory_fraction)"
+            if self.on_cuda
+            else f"estimated footprint against card x {self.unit_bytes} bytes (CPU)",
         }
         if self.on_cuda:
             environment["total_bytes"] = self.total_bytes
@@ -116,7 +130,9 @@ class TorchBackend:
 
     # ----- models
     def _load(self, phase: str) -> Any:
-        if phase.split(":")[0] == (self._phase or "").split(":")[0] and (phase.startswith("vae") or phase == self._phase):
+        if phase.split(":")[0] == (self._phase or "").split(":")[0] and (
+            phase.startswith("vae") or phase == self._phase
+        ):
             return self._model
         self._unload()
         diffusers_logging.set_verbosity_error()
@@ -134,7 +150,9 @@ class TorchBackend:
                 else:
                     model = models.build_dit(self.sizes, dtype=self.dtype)
         self._phase, self._model = phase, model
-        self._weights = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(b.numel() * b.element_size() for b in model.buffers())
+        self._weights = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+            b.numel() * b.element_size() for b in model.buffers()
+        )
         return model
 
     def _unload(self) -> None:
@@ -172,7 +190,9 @@ class TorchBackend:
                 return int(self.gpu.max_memory_allocated(self.device))
             needed = self._weights + held
             if needed > self.cap_bytes(trial.card_gb):
-                raise OutOfMemory(f"estimated footprint {needed} bytes over the fake budget {self.cap_bytes(trial.card_gb)} (CPU)")
+                raise OutOfMemory(
+                    f"estimated footprint {needed} bytes over the fake budget {self.cap_bytes(trial.card_gb)} (CPU)"
+                )
             return needed
         except torch.OutOfMemoryError as error:
             raise OutOfMemory(str(error).split("\n")[0]) from None
@@ -192,8 +212,15 @@ class TorchBackend:
             config = model.config
             prompt = trial.duration_s * CODES_PER_SECOND + PROMPT_OVERHEAD_TOKENS
             ids = torch.randint(0, config.vocab_size, (batch, prompt), device=self.device)
-            output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                                    do_sample=False, pad_token_id=0, eos_token_id=None)
+            output = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=None,
+            )
             tokens = output.shape[1]
             kv = 2 * config.num_hidden_layers * batch * tokens * config.num_key_value_heads * config.head_dim * element
             return kv + batch * config.vocab_size * 4 + ids.numel() * 8
@@ -202,7 +229,13 @@ class TorchBackend:
             encoder_width = config.encoder_hidden_size or config.hidden_size
             condition = CONDITION_TOKENS if self.sizes == "real" else 64
             latents = torch.randn(batch, frames, config.audio_acoustic_hidden_dim, device=self.device, dtype=self.dtype)
-            context = torch.randn(batch, frames, config.in_channels - config.audio_acoustic_hidden_dim, device=self.device, dtype=self.dtype)
+            context = torch.randn(
+                batch,
+                frames,
+                config.in_channels - config.audio_acoustic_hidden_dim,
+                device=self.device,
+                dtype=self.dtype,
+            )
             encoder = torch.randn(batch, condition, encoder_width, device=self.device, dtype=self.dtype)
             timestep = torch.full((batch,), 0.5, device=self.device, dtype=self.dtype)
             out = model(latents, timestep, timestep, encoder, context, return_dict=False)[0]

@@ -40,32 +40,74 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="where to write tiers.toml and measurements.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace a tiers.toml in --out that calibrate did not write")
-    parser.add_argument("--cards", type=number_list(float, above=0, most=MAX_MEMORY_GB), metavar="GB,...",
-                        help="card sizes to emulate, each larger than context + margin (default 8,12,16 on a GPU)")
-    parser.add_argument("--durations", type=number_list(int, least=10, most=600), metavar="S,...",
-                        help="durations to try, seconds, 10-600 (default 60,240,600)")
-    parser.add_argument("--batches", type=number_list(int, least=1, most=1024), metavar="N,...",
-                        help="batch sizes to try, 1-1024 (default 1,2,4,8)")
-    parser.add_argument("--lm", metavar="SIZES", default="0.6B,1.7B", help="LM sizes to measure (default 0.6B,1.7B)")
-    parser.add_argument("--vae-decode", choices=("tiled", "full"), default="tiled", help="which VAE decode the limits assume (default tiled)")
-    parser.add_argument("--no-full-vae", action="store_true", help="do not also measure full (untiled) VAE decode")
-    parser.add_argument("--margin-gb", type=number(float, least=0, most=1024), default=None,
-                        help=f"safety margin left unused, GB, 0 or more (default {SAFETY_MARGIN_BYTES / GIB:g})")
-    parser.add_argument("--context-gb", type=number(float, least=0, most=1024), default=None,
-                        help=f"CUDA context outside the allocator, GB, 0 or more (default {CUDA_CONTEXT_BYTES / GIB:.2f})")
     parser.add_argument(
-        "--device", default="auto",
+        "--overwrite", action="store_true", help="replace a tiers.toml in --out that calibrate did not write"
+    )
+    parser.add_argument(
+        "--cards",
+        type=number_list(float, above=0, most=MAX_MEMORY_GB),
+        metavar="GB,...",
+        help="card sizes to emulate, each larger than context + margin (default 8,12,16 on a GPU)",
+    )
+    parser.add_argument(
+        "--durations",
+        type=number_list(int, least=10, most=600),
+        metavar="S,...",
+        help="durations to try, seconds, 10-600 (default 60,240,600)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=number_list(int, least=1, most=1024),
+        metavar="N,...",
+        help="batch sizes to try, 1-1024 (default 1,2,4,8)",
+    )
+    parser.add_argument("--lm", metavar="SIZES", default="0.6B,1.7B", help="LM sizes to measure (default 0.6B,1.7B)")
+    parser.add_argument(
+        "--vae-decode",
+        choices=("tiled", "full"),
+        default="tiled",
+        help="which VAE decode the limits assume (default tiled)",
+    )
+    parser.add_argument("--no-full-vae", action="store_true", help="do not also measure full (untiled) VAE decode")
+    parser.add_argument(
+        "--margin-gb",
+        type=number(float, least=0, most=1024),
+        default=None,
+        help=f"safety margin left unused, GB, 0 or more (default {SAFETY_MARGIN_BYTES / GIB:g})",
+    )
+    parser.add_argument(
+        "--context-gb",
+        type=number(float, least=0, most=1024),
+        default=None,
+        help=f"CUDA context outside the allocator, GB, 0 or more (default {CUDA_CONTEXT_BYTES / GIB:.2f})",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
         help="cuda, cuda:N (NVIDIA or AMD ROCm), xpu, xpu:N (Intel), cpu or auto (default: cuda, else xpu, else cpu)",
     )
-    parser.add_argument("--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)")
-    parser.add_argument("--cpu-unit-mib", type=number(float, above=0, most=1024), default=1.0,
-                        help="CPU only: MiB per card 'GB' of fake budget (default 1)")
-    parser.add_argument("--time-limit", type=number(float, above=0), metavar="S",
-                        help="stop starting trials after S seconds (resume later)")
-    parser.add_argument("--tiers", metavar="NAME", help="the table outside the measured cards (default: the active table)")
+    parser.add_argument(
+        "--sizes", choices=("real", "tiny"), help="component shapes (default: real on a GPU, tiny on a CPU)"
+    )
+    parser.add_argument(
+        "--cpu-unit-mib",
+        type=number(float, above=0, most=1024),
+        default=1.0,
+        help="CPU only: MiB per card 'GB' of fake budget (default 1)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=number(float, above=0),
+        metavar="S",
+        help="stop starting trials after S seconds (resume later)",
+    )
+    parser.add_argument(
+        "--tiers", metavar="NAME", help="the table outside the measured cards (default: the active table)"
+    )
     parser.add_argument("--name", default="calibrated", help="the written table's name (default: calibrated)")
-    parser.add_argument("--compare-with", default="default", metavar="TABLE", help="table to compare the result with (default: default)")
+    parser.add_argument(
+        "--compare-with", default="default", metavar="TABLE", help="table to compare the result with (default: default)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_flag(parser)
     parser.set_defaults(handler=run_calibrate)
@@ -128,11 +170,24 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from acestep_core.cli.tiers import table_named
 
         table_named(args.compare_with)  # an unknown table is refused now, not after the measurements
-    backend = TorchBackend(device, sizes=sizes, dtype="fp32" if on_cpu else "bf16", context_gb=config.context_gb,
-                                     margin_gb=config.margin_gb, cpu_unit_bytes=int(args.cpu_unit_mib * 2**20))
+    backend = TorchBackend(
+        device,
+        sizes=sizes,
+        dtype="fp32" if on_cpu else "bf16",
+        context_gb=config.context_gb,
+        margin_gb=config.margin_gb,
+        cpu_unit_bytes=int(args.cpu_unit_mib * 2**20),
+    )
     try:
-        calibrator = calibrate.Calibrator(backend, config, args.out, base_table=base.table, deadline_s=args.time_limit,
-                                          progress=not args.no_progress and not args.json, overwrite=args.overwrite)
+        calibrator = calibrate.Calibrator(
+            backend,
+            config,
+            args.out,
+            base_table=base.table,
+            deadline_s=args.time_limit,
+            progress=not args.no_progress and not args.json,
+            overwrite=args.overwrite,
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     result = calibrator.run()
@@ -167,7 +222,9 @@ def calibration_report(result: Any, compare_with: str | None) -> dict[str, Any]:
 def render_report(report: dict[str, Any]) -> str:
     lines = []
     if not report["complete"]:
-        lines.append(f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in {report['raw_file']} — run the same command to resume")
+        lines.append(
+            f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in {report['raw_file']} — run the same command to resume"
+        )
         return "\n".join(lines)
     lines.append(f"{report['trials_run']} trials run, {report['trials_reused']} reused from {report['raw_file']}")
     for card in report["cards"]:
@@ -180,7 +237,9 @@ def render_report(report: dict[str, Any]) -> str:
     lines.append(f"table written to {report['table_file']} (validated)")
     if "comparison" in report:
         differing = [c for c in report["comparison"]["cards"] if c["differences"]]
-        lines.append(f"against {report['comparison']['a']['name']!r}: {len(differing)} of {len(report['comparison']['cards'])} real card sizes decide differently")
+        lines.append(
+            f"against {report['comparison']['a']['name']!r}: {len(differing)} of {len(report['comparison']['cards'])} real card sizes decide differently"
+        )
         for card in differing:
             fields = ", ".join(f"{k} {v['a']} → {v['b']}" for k, v in card["differences"].items())
             lines.append(f"  {card['from_gb']:>5g} GB  {card['tier_a']} → {card['tier_b']}: {fields}")

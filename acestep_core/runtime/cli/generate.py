@@ -48,11 +48,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_request_options(parser)
     add_resolution_options(parser)
     run = parser.add_argument_group("run")
-    run.add_argument("--out", metavar="DIR", help=f"folder for the WAV files, new or empty (default: a new {DEFAULT_OUT}/run-<UTC time>)")
-    run.add_argument("--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier run's clips")
-    run.add_argument("--size", choices=("tiny", "real"), default="tiny", help="tiny embedded models (default) or the real shapes, random weights either way")
-    run.add_argument("--steps", type=number(int, least=1, most=1000), default=8, metavar="N", help="denoising steps, 1-1000 (default: 8, the turbo DiT)")
-    run.add_argument("--seed", type=number(int, least=0, most=2**63 - 1), default=0, help="random seed, 0 or more (default: 0)")
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"folder for the WAV files, new or empty (default: a new {DEFAULT_OUT}/run-<UTC time>)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out, replacing an earlier run's clips"
+    )
+    run.add_argument(
+        "--size",
+        choices=("tiny", "real"),
+        default="tiny",
+        help="tiny embedded models (default) or the real shapes, random weights either way",
+    )
+    run.add_argument(
+        "--steps",
+        type=number(int, least=1, most=1000),
+        default=8,
+        metavar="N",
+        help="denoising steps, 1-1000 (default: 8, the turbo DiT)",
+    )
+    run.add_argument(
+        "--seed", type=number(int, least=0, most=2**63 - 1), default=0, help="random seed, 0 or more (default: 0)"
+    )
     run.add_argument("--caption", default=None, help="the caption to encode")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_generate)
@@ -74,8 +93,14 @@ def run_generate(args: argparse.Namespace) -> int:
     cancel = CancelHandle()
     try:
         result = generate(
-            resolution=resolution, out_dir=out, size=args.size, steps=args.steps, seed=args.seed,
-            caption=args.caption or DEFAULT_CAPTION, cancel=cancel, progress=not (args.no_progress or args.json),
+            resolution=resolution,
+            out_dir=out,
+            size=args.size,
+            steps=args.steps,
+            seed=args.seed,
+            caption=args.caption or DEFAULT_CAPTION,
+            cancel=cancel,
+            progress=not (args.no_progress or args.json),
         )
     except (KeyboardInterrupt, GenerationCancelledError) as error:
         cancel.cancel()

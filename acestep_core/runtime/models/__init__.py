@@ -60,8 +60,14 @@ def model_config(kind: str, size: str) -> dict[str, Any]:
 def _torch_dtype(dtype: Any) -> Any:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if dtype not in names:
         raise ValueError(f"unknown dtype {dtype!r}; use a torch.dtype or one of {', '.join(names)}")
     return names[dtype]
@@ -74,8 +80,9 @@ def _finish(model: Any, dtype: Any) -> Any:
     return model.eval()
 
 
-def build_lm(size: str = "tiny", *, dtype: Any = None, attn_implementation: str = "sdpa",
-             vocab_size: int | None = None) -> Any:
+def build_lm(
+    size: str = "tiny", *, dtype: Any = None, attn_implementation: str = "sdpa", vocab_size: int | None = None
+) -> Any:
     """A ``transformers.Qwen3ForCausalLM`` shaped like ACE-Step 1.5's 5Hz LM, with random weights.
 
     :param size: ``tiny`` (2 layers, a few MB), ``0.6B``, ``1.7B`` or ``4B`` (the real shapes:

@@ -12,8 +12,12 @@ from acestep_core.runtime.pipeline.session import RunSession
 
 
 def run_dit(
-    session: RunSession, batch: int, durations: list[float], codes: list[list[int]] | None,
-    conditioning: torch.Tensor, generator: torch.Generator,
+    session: RunSession,
+    batch: int,
+    durations: list[float],
+    codes: list[list[int]] | None,
+    conditioning: torch.Tensor,
+    generator: torch.Generator,
 ) -> tuple[PhaseReport, torch.Tensor]:
     """Denoise for ``session.options.steps`` steps; returns latents ``[batch, channels, frames]``."""
     seed, steps, size = session.options.seed, session.options.steps, session.options.size
@@ -35,8 +39,9 @@ def run_dit(
             bar.update(1)
             session.progress("dit", step + 1, steps)
         bar.close()
-        phase.details.update({"latent_frames": frames, "batch": batch, "steps": steps,
-                              "model": f"AceStepTransformer1DModel {size}"})
+        phase.details.update(
+            {"latent_frames": frames, "batch": batch, "steps": steps, "model": f"AceStepTransformer1DModel {size}"}
+        )
         latents = latents.transpose(1, 2).contiguous()
         session.leave("dit")
     return phase.finished(), latents
@@ -58,8 +63,10 @@ def encode_condition(dit: torch.nn.Module, text_hidden: torch.Tensor) -> torch.T
     mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
     silence = encoder.silence_latent[:, :TIMBRE_FRAMES].to(device, dtype).expand(batch, -1, -1)
     condition = {
-        "text_hidden_states": text_hidden, "text_attention_mask": mask,
-        "lyric_hidden_states": text_hidden, "lyric_attention_mask": mask,
+        "text_hidden_states": text_hidden,
+        "text_attention_mask": mask,
+        "lyric_hidden_states": text_hidden,
+        "lyric_attention_mask": mask,
         "refer_audio_acoustic_hidden_states_packed": silence,
         "refer_audio_order_mask": torch.arange(batch, device=device),
     }

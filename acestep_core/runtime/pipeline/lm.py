@@ -49,10 +49,16 @@ def run_lm(
         lm = session.component("lm", lambda: build_lm(lm_size, vocab_size=len(texts) if lm_size == "tiny" else None))
         eos = tokenizer.token_to_id("<|endoftext|>")
         constraint = DurationConstraint(
-            texts, code_token_ids=audio_code_range(texts), think_open_id=tokenizer.token_to_id("<think>"),
-            think_close_id=tokenizer.token_to_id("</think>"), eos_token_id=eos,
-            max_duration_s=max_duration_s, min_duration_s=min(10, max_duration_s), forced_duration_s=forced,
-            max_cot_tokens=COT_TOKEN_BUDGET, codes_per_second=CODES_PER_SECOND,
+            texts,
+            code_token_ids=audio_code_range(texts),
+            think_open_id=tokenizer.token_to_id("<think>"),
+            think_close_id=tokenizer.token_to_id("</think>"),
+            eos_token_id=eos,
+            max_duration_s=max_duration_s,
+            min_duration_s=min(10, max_duration_s),
+            forced_duration_s=forced,
+            max_cot_tokens=COT_TOKEN_BUDGET,
+            codes_per_second=CODES_PER_SECOND,
         )
         prompt = f"{clean_caption(session.options.caption)}\n<think>\nduration:"
         ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device)
@@ -60,10 +66,15 @@ def run_lm(
         bar = session.bar("lm", budget, "tokens")
         torch.manual_seed(session.options.seed)
         output = lm.generate(
-            ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, max_new_tokens=budget,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            top_k=0,
+            max_new_tokens=budget,
             logits_processor=LogitsProcessorList([constraint]),
             stopping_criteria=StoppingCriteriaList([_ProgressAndCancel(session, bar, budget)]),
-            eos_token_id=eos, pad_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=eos,
         )
         bar.close()
         session.cancel.check()
@@ -72,20 +83,22 @@ def run_lm(
             f"{COT_TOKEN_BUDGET} tokens of chain of thought (a trained LM writes both itself); "
             "its codes reach the DiT through a fixed random code embedding"
         )
-        rows = output[:, ids.shape[1]:].tolist()
+        rows = output[:, ids.shape[1] :].tolist()
         del output, ids
         codes = [_codes_after_thinking(row, constraint) for row in rows]
         durations = [len(c) / CODES_PER_SECOND for c in codes]
         stand_in = f" (stand-in for {lm_model})" if lm_size == "tiny" else ""
         chosen = f"chosen by the LM within [{constraint.min_duration_s}, {max_duration_s}] s"
-        phase.details.update({
-            "model": f"Qwen3ForCausalLM {lm_size}{stand_in}",
-            "duration_field": "forced to the request" if forced else chosen,
-            "max_duration_s": max_duration_s,
-            "durations_s": durations,
-            "codes": [len(c) for c in codes],
-            "generated_tokens": max(len(r) for r in rows),
-        })
+        phase.details.update(
+            {
+                "model": f"Qwen3ForCausalLM {lm_size}{stand_in}",
+                "duration_field": "forced to the request" if forced else chosen,
+                "max_duration_s": max_duration_s,
+                "durations_s": durations,
+                "codes": [len(c) for c in codes],
+                "generated_tokens": max(len(r) for r in rows),
+            }
+        )
         session.leave("lm")
     return phase.finished(), durations, codes
 
@@ -94,4 +107,4 @@ def _codes_after_thinking(row: list[int], constraint: DurationConstraint) -> lis
     if constraint.think_close_id not in row:
         return []
     code_ids = constraint.code_ids
-    return [t - code_ids.start for t in row[row.index(constraint.think_close_id) + 1:] if t in code_ids]
+    return [t - code_ids.start for t in row[row.index(constraint.think_close_id) + 1 :] if t in code_ids]

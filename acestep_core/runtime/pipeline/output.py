@@ -15,7 +15,10 @@ CLIP_NAME = "clip_{index:02d}.wav"
 
 
 def write_clips(
-    out: Path, audio: torch.Tensor, durations: list[float], codes: list[list[int]] | None,
+    out: Path,
+    audio: torch.Tensor,
+    durations: list[float],
+    codes: list[list[int]] | None,
     cancel: CancelHandle | None = None,
 ) -> list[ClipReport]:
     """One 16-bit stereo WAV per batch item, cut to its duration, peak-normalised.

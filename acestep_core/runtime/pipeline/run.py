@@ -54,8 +54,9 @@ def generate(
     :param force: run a plan predicted over the device budget instead of refusing it (recorded, warned).
     """
     if resolution is None:
-        resolution = resolve(request, overrides=overrides, detect_options=detect_options, tiers=tiers, environ=environ,
-                             force=force)
+        resolution = resolve(
+            request, overrides=overrides, detect_options=detect_options, tiers=tiers, environ=environ, force=force
+        )
     return run(resolution, out_dir=out_dir, **options)
 
 
@@ -79,8 +80,15 @@ def run(
     :param on_progress: called as ``(phase, done, total)``.
     :raises GenerationCancelledError: when cancelled; every model is released first.
     """
-    options = RunOptions(size=size, seed=seed, steps=steps, caption=caption, checkpoints=dict(checkpoints or {}),
-                         device=device, progress=progress)
+    options = RunOptions(
+        size=size,
+        seed=seed,
+        steps=steps,
+        caption=caption,
+        checkpoints=dict(checkpoints or {}),
+        device=device,
+        progress=progress,
+    )
     check_before_loading(resolution)
     started = time.perf_counter()
     session = RunSession(resolution, options, cancel or CancelHandle(), on_progress)
@@ -104,8 +112,10 @@ def check_before_loading(resolution: Resolution) -> None:
     peak, budget = check_resolution(resolution)
     if budget is not None and peak > budget and not plan.value("memory.forced"):
         phase = predict(planned_run(plan, resolution.adjusted, resolution.tier), choices_from_plan(plan)).worst.phase
-        raise ResolutionError(f"refused before loading: the {phase} phase is predicted at {gib(peak)}, "
-                              f"{gib(peak - budget)} more than the {gib(budget)} budget (force=True runs it anyway)")
+        raise ResolutionError(
+            f"refused before loading: the {phase} phase is predicted at {gib(peak)}, "
+            f"{gib(peak - budget)} more than the {gib(budget)} budget (force=True runs it anyway)"
+        )
 
 
 def lm_to_run(resolution: Resolution) -> str | None:

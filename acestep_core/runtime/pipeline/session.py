@@ -32,8 +32,13 @@ class RunSession:
     """The state of one run. Phases (``lm``, ``text_encoder``, ``dit``, ``vae``) use it to build their
     component, measure themselves and report progress; :meth:`release` frees everything."""
 
-    def __init__(self, resolution: Resolution, options: RunOptions, cancel: CancelHandle,
-                 on_progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        resolution: Resolution,
+        options: RunOptions,
+        cancel: CancelHandle,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         self.resolution = resolution
         self.options = options
         self.cancel = cancel
@@ -53,15 +58,18 @@ class RunSession:
 
     def _drop_device_savings(self) -> None:
         dropped = {
-            key: value for key, value in self.plan.items()
+            key: value
+            for key, value in self.plan.items()
             if key.split(".")[0] in MEMORY_SAVINGS and key.count(".") == 1 and value != "none"
         }
         self.plan.update(dict.fromkeys(dropped, "none"))
         note = f"the resolution is for {self.resolution.reading.device.name}, but torch cannot reach it: running on the CPU"
         if dropped:
             listed = ", ".join(f"{k}={v}" for k, v in dropped.items())
-            note += (f", without the plan's device-memory savings ({listed}): the CPU has no device memory to save "
-                     "and quanto's CPU kernels are slower")
+            note += (
+                f", without the plan's device-memory savings ({listed}): the CPU has no device memory to save "
+                "and quanto's CPU kernels are slower"
+            )
         self.notes.append(note)
 
     # ----------------------------------------------------------------------------------- components
@@ -127,8 +135,9 @@ class RunSession:
             started = time.perf_counter()
             yield phase
             seconds = time.perf_counter() - started
-        phase.report = PhaseReport(name, str(self.device), round(seconds, 4), memory.peak, memory.measure,
-                                   dict(phase.details))
+        phase.report = PhaseReport(
+            name, str(self.device), round(seconds, 4), memory.peak, memory.measure, dict(phase.details)
+        )
         self._current = None
 
     def bar(self, name: str, total: int, unit: str) -> tqdm:
@@ -210,8 +219,11 @@ def device_for(resolution: Resolution) -> torch.device:
     """The torch device for a resolution's reading, where torch can reach it; else the CPU.
 
     ROCm is ``cuda`` to torch (HIP builds answer ``torch.cuda``); Intel GPUs are ``xpu``."""
-    return torch_device(resolution.reading.device.backend, resolution.reading.device.index,
-                        simulated=resolution.reading.device.simulated)
+    return torch_device(
+        resolution.reading.device.backend,
+        resolution.reading.device.index,
+        simulated=resolution.reading.device.simulated,
+    )
 
 
 def torch_device(

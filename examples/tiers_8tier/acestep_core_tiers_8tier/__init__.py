@@ -17,4 +17,6 @@ TABLE_FILE = "tiers.toml"
 @hookimpl
 def register_tier_tables() -> TierTable:
     """The table, validated on every load: a broken file is reported by the core and skipped."""
-    return parse_table(files(__name__).joinpath(TABLE_FILE).read_text(encoding="utf-8"), source=f"{__name__}/{TABLE_FILE}")
+    return parse_table(
+        files(__name__).joinpath(TABLE_FILE).read_text(encoding="utf-8"), source=f"{__name__}/{TABLE_FILE}"
+    )

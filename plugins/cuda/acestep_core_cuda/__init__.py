@@ -64,8 +64,13 @@ def detect_memory(options: DetectOptions) -> MemoryReading:
         except RecordingError as error:
             raise SettingIgnored(f"{error}; nothing is replayed", setting="--replay") from error
         try:
-            return detect(options, nvml=recording.nvml, host=recording.host, load_torch=recording.torch,
-                          origin=f"replay of {recording.path}: ")
+            return detect(
+                options,
+                nvml=recording.nvml,
+                host=recording.host,
+                load_torch=recording.torch,
+                origin=f"replay of {recording.path}: ",
+            )
         except Exception as error:  # a malformed recording is the file's fault, named as such
             raise SettingIgnored(
                 f"--replay {options.replay}: {recording.path} is malformed ({type(error).__name__}: {str(error)[:200]}); "
@@ -98,21 +103,31 @@ def detect(
     return fallback_reading(failure, (host or host_probe)(options.environ), load_torch or torch_loader, options, origin)
 
 
-def nvml_reading(snapshot: NvmlSnapshot, options: DetectOptions, host: Callable[[Mapping[str, str]], HostSigns], origin: str) -> MemoryReading:
+def nvml_reading(
+    snapshot: NvmlSnapshot, options: DetectOptions, host: Callable[[Mapping[str, str]], HostSigns], origin: str
+) -> MemoryReading:
     view = cuda_view(snapshot.gpus, options.environ)
     notes = [*snapshot.problems, *view.notes]
     if not view.devices:
         seen = ", ".join(f"{gpu.name} ({gpu.uuid})" for gpu in snapshot.gpus)
-        notes.append(f"no NVIDIA GPU is visible to CUDA ({view.describe(options.environ)}), though NVML sees {len(snapshot.gpus)}: {seen}; running on the CPU")
+        notes.append(
+            f"no NVIDIA GPU is visible to CUDA ({view.describe(options.environ)}), though NVML sees {len(snapshot.gpus)}: {seen}; running on the CPU"
+        )
         return MemoryReading(device=CPU, visible=(), notes=tuple(notes))
-    devices = [device_memory(gpu, ordinal, snapshot, view, options.environ, origin) for ordinal, gpu in enumerate(view.devices)]
+    devices = [
+        device_memory(gpu, ordinal, snapshot, view, options.environ, origin) for ordinal, gpu in enumerate(view.devices)
+    ]
     chosen, selection_note = select(view.devices, options.device)
     if selection_note:
         notes.append(selection_note)
     device = devices[chosen]
     if len(devices) > 1:
-        why = "the first visible" if options.device is None or selection_note else f"chosen by device {options.device!r}"
-        notes.append(f"{len(devices)} devices visible; the tier is chosen for cuda:{chosen} ({device.name}, {device.uuid}), {why}")
+        why = (
+            "the first visible" if options.device is None or selection_note else f"chosen by device {options.device!r}"
+        )
+        notes.append(
+            f"{len(devices)} devices visible; the tier is chosen for cuda:{chosen} ({device.name}, {device.uuid}), {why}"
+        )
     if device.total_bytes is None:
         notes.append(
             f"NVML gives no memory figure for {device.name} (a unified-memory system?): the smallest tier applies; "
@@ -128,7 +143,9 @@ def nvml_reading(snapshot: NvmlSnapshot, options: DetectOptions, host: Callable[
     return MemoryReading(device=device, visible=tuple(devices), notes=tuple(notes))
 
 
-def device_memory(gpu: NvmlGpu, ordinal: int, snapshot: NvmlSnapshot, view: CudaView, environ: Mapping[str, str], origin: str) -> DeviceMemory:
+def device_memory(
+    gpu: NvmlGpu, ordinal: int, snapshot: NvmlSnapshot, view: CudaView, environ: Mapping[str, str], origin: str
+) -> DeviceMemory:
     sources = {
         "index": f"{origin}cuda:{ordinal} from NVML GPU {gpu.nvml_index if not gpu.is_mig_instance else gpu.parent_uuid}, matched by UUID ({view.describe(environ)})",
         "driver": f"NVIDIA driver {snapshot.driver_version or 'version unknown'}",
@@ -136,8 +153,19 @@ def device_memory(gpu: NvmlGpu, ordinal: int, snapshot: NvmlSnapshot, view: Cuda
     memory = gpu.memory
     if memory is None:
         sources["total_bytes"] = f"{origin}NVML gives no memory figure for this GPU"
-        return DeviceMemory(backend="cuda", name=gpu.name, index=ordinal, uuid=gpu.uuid, sources=sources, compute_capability=gpu.compute_capability, pci_bus_id=gpu.pci_bus_id, mig=gpu.is_mig_instance)
-    query = f"{origin}NVML {memory.query}" + (" on the MIG instance (the slice's own memory)" if gpu.is_mig_instance else "")
+        return DeviceMemory(
+            backend="cuda",
+            name=gpu.name,
+            index=ordinal,
+            uuid=gpu.uuid,
+            sources=sources,
+            compute_capability=gpu.compute_capability,
+            pci_bus_id=gpu.pci_bus_id,
+            mig=gpu.is_mig_instance,
+        )
+    query = f"{origin}NVML {memory.query}" + (
+        " on the MIG instance (the slice's own memory)" if gpu.is_mig_instance else ""
+    )
     sources["total_bytes"] = query
     sources["free_bytes"] = f"{query}, live"
     if memory.reserved is not None:
@@ -176,9 +204,11 @@ def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: Memo
     if allotment * GIB <= usable:
         return None
     ratio = round(usable / device.total_bytes, 3)
-    return [Setting(
-        "lm.gpu_memory_ratio",
-        ratio,
-        f"other processes hold {in_use / GIB:.2f} GiB: {device.free_bytes / GIB:.2f} GiB is free, less than the {allotment:g} GB "
-        f"{tier.label} allots to the {adjusted.lm_model} LM; the LM gets {LM_SHARE_OF_FREE:.0%} of the free memory",
-    )]
+    return [
+        Setting(
+            "lm.gpu_memory_ratio",
+            ratio,
+            f"other processes hold {in_use / GIB:.2f} GiB: {device.free_bytes / GIB:.2f} GiB is free, less than the {allotment:g} GB "
+            f"{tier.label} allots to the {adjusted.lm_model} LM; the LM gets {LM_SHARE_OF_FREE:.0%} of the free memory",
+        )
+    ]

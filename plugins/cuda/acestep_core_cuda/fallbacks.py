@@ -195,7 +195,9 @@ def diagnosis(failure: NvmlFailure, signs: HostSigns, torch_said: str | None = N
     else:
         advice = "check `nvidia-smi` (driver loaded, device permissions)"
     said = f"; {torch_said}" if torch_said else ""
-    return f"no GPU found, running on the CPU. torch: {torch_part}; NVIDIA driver: {driver_part}{said}. To fix: {advice}"
+    return (
+        f"no GPU found, running on the CPU. torch: {torch_part}; NVIDIA driver: {driver_part}{said}. To fix: {advice}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- torch
@@ -219,20 +221,22 @@ def read_torch_cuda(torch: Any, selector: str | None, origin: str = "") -> _Torc
     devices = []
     for index, props in enumerate(properties):
         uuid = str(getattr(props, "uuid", "")) or None
-        devices.append(DeviceMemory(
-            backend=backend,
-            name=str(props.name),
-            index=index,
-            uuid=None if uuid is None else (uuid if uuid.startswith(("GPU-", "MIG-")) or hip else f"GPU-{uuid}"),
-            total_bytes=int(props.total_memory),
-            free_bytes=int(free) if index == chosen else None,
-            sources={
-                "total_bytes": f"{api} get_device_properties().total_memory (excludes the driver's reservation)",
-                **({"free_bytes": f"{api} mem_get_info (opened a context)"} if index == chosen else {}),
-            },
-            compute_capability=(int(props.major), int(props.minor)),
-            pci_bus_id=getattr(props, "pci_bus_id", None),
-        ))
+        devices.append(
+            DeviceMemory(
+                backend=backend,
+                name=str(props.name),
+                index=index,
+                uuid=None if uuid is None else (uuid if uuid.startswith(("GPU-", "MIG-")) or hip else f"GPU-{uuid}"),
+                total_bytes=int(props.total_memory),
+                free_bytes=int(free) if index == chosen else None,
+                sources={
+                    "total_bytes": f"{api} get_device_properties().total_memory (excludes the driver's reservation)",
+                    **({"free_bytes": f"{api} mem_get_info (opened a context)"} if index == chosen else {}),
+                },
+                compute_capability=(int(props.major), int(props.minor)),
+                pci_bus_id=getattr(props, "pci_bus_id", None),
+            )
+        )
     return devices, chosen, [note] if note else []
 
 
@@ -248,7 +252,9 @@ def read_torch_mps(torch: Any, selector: str | None, origin: str = "") -> _Torch
         name="Apple silicon GPU (MPS)",
         index=0,
         total_bytes=total,
-        sources={"total_bytes": f"{origin}torch.mps.recommended_max_memory() (Metal's recommended working set of the shared memory)"},
+        sources={
+            "total_bytes": f"{origin}torch.mps.recommended_max_memory() (Metal's recommended working set of the shared memory)"
+        },
         unified_memory=True,
     )
     return [device], 0, ["unified memory: the GPU shares the host's RAM, so other programs' use shrinks what is left"]
@@ -266,17 +272,19 @@ def read_torch_xpu(torch: Any, selector: str | None, origin: str = "") -> _Torch
     devices = []
     for index in range(count):
         props = xpu.get_device_properties(index)
-        devices.append(DeviceMemory(
-            backend="xpu",
-            name=str(props.name),
-            index=index,
-            total_bytes=int(props.total_memory),
-            free_bytes=int(free) if index == chosen else None,
-            sources={
-                "total_bytes": f"{origin}torch.xpu.get_device_properties().total_memory",
-                **({"free_bytes": f"{origin}torch.xpu.mem_get_info"} if index == chosen else {}),
-            },
-        ))
+        devices.append(
+            DeviceMemory(
+                backend="xpu",
+                name=str(props.name),
+                index=index,
+                total_bytes=int(props.total_memory),
+                free_bytes=int(free) if index == chosen else None,
+                sources={
+                    "total_bytes": f"{origin}torch.xpu.get_device_properties().total_memory",
+                    **({"free_bytes": f"{origin}torch.xpu.mem_get_info"} if index == chosen else {}),
+                },
+            )
+        )
     return devices, chosen, [note] if note else []
 
 

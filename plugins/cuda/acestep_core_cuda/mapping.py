@@ -50,7 +50,9 @@ def cuda_order(gpus: Sequence[NvmlGpu], environ: Mapping[str, str]) -> tuple[lis
     raw = environ.get(ORDER_ENV, "").strip()
     notes: list[str] = []
     if raw and raw not in ("PCI_BUS_ID", "FASTEST_FIRST"):
-        notes.append(f"{ORDER_ENV}={raw!r} is neither PCI_BUS_ID nor FASTEST_FIRST; CUDA uses its default, FASTEST_FIRST")
+        notes.append(
+            f"{ORDER_ENV}={raw!r} is neither PCI_BUS_ID nor FASTEST_FIRST; CUDA uses its default, FASTEST_FIRST"
+        )
     order = "PCI_BUS_ID" if raw == "PCI_BUS_ID" else "FASTEST_FIRST"
     by_pci = sorted(gpus, key=lambda gpu: ((gpu.pci_bus_id or "").lower(), gpu.nvml_index))
     if order == "PCI_BUS_ID" or len({gpu.name for gpu in gpus}) <= 1:
@@ -97,7 +99,11 @@ def parse_visible(raw: str, ordered: Sequence[NvmlGpu]) -> tuple[list[NvmlGpu], 
         device, is_index, problem = match_entry(entry, ordered)
         if device is None:
             kept = ", ".join(repr(d.uuid) for d in chosen) or "nothing"
-            return chosen, by_index, f"{VISIBLE_ENV}={raw!r}: entry {entry!r} {problem}, so CUDA ignores it and every entry after it (visible: {kept})"
+            return (
+                chosen,
+                by_index,
+                f"{VISIBLE_ENV}={raw!r}: entry {entry!r} {problem}, so CUDA ignores it and every entry after it (visible: {kept})",
+            )
         if any(device.uuid == earlier.uuid for earlier in chosen):
             return [], False, f"{VISIBLE_ENV}={raw!r} names {device.name} ({device.uuid}) twice: CUDA then sees no GPU"
         chosen.append(device)
@@ -109,7 +115,11 @@ def match_entry(entry: str, ordered: Sequence[NvmlGpu]) -> tuple[NvmlGpu | None,
     """One ``CUDA_VISIBLE_DEVICES`` entry → (device, whether it was an index, why none matched)."""
     lowered = entry.lower()
     if lowered.startswith("mig-gpu-"):
-        return None, False, "is the legacy MIG-GPU-<uuid>/<gi>/<ci> form, which the plugin does not map (use the MIG-<uuid> names of `nvidia-smi -L`)"
+        return (
+            None,
+            False,
+            "is the legacy MIG-GPU-<uuid>/<gi>/<ci> form, which the plugin does not map (use the MIG-<uuid> names of `nvidia-smi -L`)",
+        )
     if lowered.startswith(("gpu-", "mig-")):
         pool = list(ordered) if lowered.startswith("gpu-") else [m for gpu in ordered for m in gpu.mig_devices]
         matches = [device for device in pool if device.uuid.lower().startswith(lowered)]
@@ -123,7 +133,11 @@ def match_entry(entry: str, ordered: Sequence[NvmlGpu]) -> tuple[NvmlGpu | None,
         return None, True, "is neither an index nor a GPU-/MIG- UUID"
     index = int(digits.group())
     if index >= len(ordered):
-        return None, True, f"is index {index}, but there {'is' if len(ordered) == 1 else 'are'} only {len(ordered)} GPU(s)"
+        return (
+            None,
+            True,
+            f"is index {index}, but there {'is' if len(ordered) == 1 else 'are'} only {len(ordered)} GPU(s)",
+        )
     return ordered[index], True, ""
 
 
@@ -132,7 +146,9 @@ def _expand_mig(chosen: Sequence[NvmlGpu], notes: list[str]) -> list[NvmlGpu]:
     for device in chosen:
         if device.mig_enabled and not device.is_mig_instance:
             if not device.mig_devices:
-                notes.append(f"MIG is on for {device.name} ({device.uuid}) but it has no MIG instance: CUDA sees nothing there")
+                notes.append(
+                    f"MIG is on for {device.name} ({device.uuid}) but it has no MIG instance: CUDA sees nothing there"
+                )
             devices.extend(device.mig_devices)
         else:
             devices.append(device)

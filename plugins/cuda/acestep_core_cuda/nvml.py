@@ -48,9 +48,15 @@ class NvmlFailure(Exception):  # noqa: N818 - it names an outcome, as NVML's own
 
 FAILURE_KINDS: dict[str, tuple[str, str]] = {
     "NVMLError_LibraryNotFound": ("library-not-found", "NVML library not found: no NVIDIA driver is installed"),
-    "NVMLError_DriverNotLoaded": ("driver-not-loaded", "the NVIDIA driver is installed but not loaded (see `nvidia-smi`)"),
+    "NVMLError_DriverNotLoaded": (
+        "driver-not-loaded",
+        "the NVIDIA driver is installed but not loaded (see `nvidia-smi`)",
+    ),
     "NVMLError_NoPermission": ("no-permission", "no permission to query the GPU (check access to /dev/nvidia*)"),
-    "NVMLError_LibRmVersionMismatch": ("version-mismatch", "the NVML library and the loaded kernel driver differ in version (reboot after a driver update)"),
+    "NVMLError_LibRmVersionMismatch": (
+        "version-mismatch",
+        "the NVML library and the loaded kernel driver differ in version (reboot after a driver update)",
+    ),
 }
 """NVML error class → (kind, what it means). Any other NVML error is kind ``nvml-error``."""
 
@@ -106,7 +112,9 @@ def classify(error: BaseException) -> NvmlFailure:
     """The failure an exception from ``nvmlInit`` (or the import of pynvml) stands for."""
     if isinstance(error, ImportError):
         return NvmlFailure("not-installed", f"nvidia-ml-py is not installed ({error})")
-    kind, meaning = FAILURE_KINDS.get(type(error).__name__, ("nvml-error", f"NVML failed: {type(error).__name__}: {error}"))
+    kind, meaning = FAILURE_KINDS.get(
+        type(error).__name__, ("nvml-error", f"NVML failed: {type(error).__name__}: {error}")
+    )
     return NvmlFailure(kind, meaning)
 
 
@@ -142,7 +150,9 @@ def read_nvml(nvml: NvmlLike) -> NvmlSnapshot:
         return NvmlSnapshot(driver_version=driver, gpus=tuple(gpus), problems=tuple(problems))
     except Exception as error:
         if is_nvml_error(error):
-            raise NvmlFailure("nvml-error", f"NVML failed while listing GPUs: {type(error).__name__}: {error}") from error
+            raise NvmlFailure(
+                "nvml-error", f"NVML failed while listing GPUs: {type(error).__name__}: {error}"
+            ) from error
         raise
     finally:
         optional(nvml.nvmlShutdown)
@@ -156,8 +166,13 @@ def _read_gpu(nvml: NvmlLike, handle: Any, index: int, problems: list[str], pare
         problems.append(f"NVML reports no memory figures for {name} ({uuid})")
     if parent is not None:
         return NvmlGpu(
-            nvml_index=index, name=name, uuid=uuid, pci_bus_id=parent.pci_bus_id, memory=memory,
-            compute_capability=parent.compute_capability, parent_uuid=parent.uuid,
+            nvml_index=index,
+            name=name,
+            uuid=uuid,
+            pci_bus_id=parent.pci_bus_id,
+            memory=memory,
+            compute_capability=parent.compute_capability,
+            parent_uuid=parent.uuid,
         )
     pci = optional(lambda: nvml.nvmlDeviceGetPciInfo(handle))
     capability = optional(lambda: tuple(int(v) for v in nvml.nvmlDeviceGetCudaComputeCapability(handle)))
@@ -187,7 +202,9 @@ def read_memory(nvml: NvmlLike, handle: Any) -> NvmlMemory | None:
     """The v2 query where the driver has it (the reservation apart from ``used``), else v1."""
     try:
         info = nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
-        return NvmlMemory(int(info.total), int(info.free), int(info.used), int(info.reserved), "nvmlDeviceGetMemoryInfo v2")
+        return NvmlMemory(
+            int(info.total), int(info.free), int(info.used), int(info.reserved), "nvmlDeviceGetMemoryInfo v2"
+        )
     except Exception as error:
         if not is_nvml_error(error):
             raise

@@ -97,7 +97,9 @@ class Recording:
 def bundled_recordings() -> dict[str, Path]:
     """Name → file of every recording shipped in the package."""
     folder = importlib.resources.files("acestep_core_cuda").joinpath(RECORDINGS)
-    return {entry.name.removesuffix(".json"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".json")}
+    return {
+        entry.name.removesuffix(".json"): Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".json")
+    }
 
 
 def load_recording(name_or_path: str) -> Recording:
@@ -109,7 +111,9 @@ def load_recording(name_or_path: str) -> Recording:
     if not path.exists():
         bundled = bundled_recordings()
         if name_or_path.removesuffix(".json") not in bundled:
-            raise RecordingError(f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: {', '.join(sorted(bundled))})")
+            raise RecordingError(
+                f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: {', '.join(sorted(bundled))})"
+            )
         path = bundled[name_or_path.removesuffix(".json")]
     try:
         data = json.loads(read_text_limited(path, limit=RECORDING_SIZE_LIMIT, what="recording"))
@@ -120,9 +124,13 @@ def load_recording(name_or_path: str) -> Recording:
     except RecursionError:
         raise RecordingError(f"--replay {name_or_path}: {path} nests too deeply to be a recording") from None
     if nesting_depth(data) > MAX_NESTING:
-        raise RecordingError(f"--replay {name_or_path}: {path} nests more than {MAX_NESTING} levels deep; not a recording")
+        raise RecordingError(
+            f"--replay {name_or_path}: {path} nests more than {MAX_NESTING} levels deep; not a recording"
+        )
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("nvml"), dict):
-        raise RecordingError(f"--replay {name_or_path}: not a recording (expected an object with \"format\": {FORMAT!r} and an \"nvml\" section)")
+        raise RecordingError(
+            f'--replay {name_or_path}: not a recording (expected an object with "format": {FORMAT!r} and an "nvml" section)'
+        )
     if not isinstance(data["nvml"].get("gpus", []), list):
         raise RecordingError(f"--replay {name_or_path}: nvml.gpus in {path} is not a list")
     for position, gpu in enumerate(data["nvml"].get("gpus", [])):
@@ -267,7 +275,12 @@ def record(nvml: NvmlLike, description: str = "", source: str = "") -> dict[str,
         driver = optional(lambda: text(nvml.nvmlSystemGetDriverVersion()))
     finally:
         nvml.nvmlShutdown()
-    return {"format": FORMAT, "description": description, "source": source, "nvml": {"error": None, "driver_version": driver, "gpus": gpus}}
+    return {
+        "format": FORMAT,
+        "description": description,
+        "source": source,
+        "nvml": {"error": None, "driver_version": driver, "gpus": gpus},
+    }
 
 
 def _record_gpu(nvml: NvmlLike, handle: Any, slot: int | None = None) -> dict[str, Any]:
@@ -277,7 +290,11 @@ def _record_gpu(nvml: NvmlLike, handle: Any, slot: int | None = None) -> dict[st
     if slot is not None:
         gpu["slot"] = slot
     gpu["memory_v1"] = None if v1 is None else {"total": int(v1.total), "free": int(v1.free), "used": int(v1.used)}
-    gpu["memory_v2"] = None if v2 is None or v2.reserved is None else {"total": v2.total, "free": v2.free, "used": v2.used, "reserved": v2.reserved}
+    gpu["memory_v2"] = (
+        None
+        if v2 is None or v2.reserved is None
+        else {"total": v2.total, "free": v2.free, "used": v2.used, "reserved": v2.reserved}
+    )
     if slot is not None:
         return gpu
     pci = optional(lambda: nvml.nvmlDeviceGetPciInfo(handle))
@@ -316,13 +333,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{USAGE}\n--out needs a file name", file=sys.stderr)
             return 2
         out = words[position + 1]
-        del words[position:position + 2]
+        del words[position : position + 2]
     try:
         data = record(load_pynvml(), description=" ".join(words), source="python -m acestep_core_cuda.replay record")
     except Exception as error:  # noqa: BLE001 - NVML missing, no driver, no permission: one message, no file
         reason = classify(error).message
-        print(f"nothing recorded: NVML cannot be read ({reason}); run this on a machine with an NVIDIA driver",
-              file=sys.stderr)
+        print(
+            f"nothing recorded: NVML cannot be read ({reason}); run this on a machine with an NVIDIA driver",
+            file=sys.stderr,
+        )
         return 1
     signs = probe_host({})
     data["host"] = {k: v for k, v in signs.__dict__.items() if k != "origin"}

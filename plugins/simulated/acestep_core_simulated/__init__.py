@@ -31,17 +31,22 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
         try:
             gb = parse_memory_gb(options.vram_gb)
         except ValueError as error:
-            raise SettingIgnored(f"--vram={error}. Simulation is off; the real device is detected instead",
-                                 setting="--vram") from None
+            raise SettingIgnored(
+                f"--vram={error}. Simulation is off; the real device is detected instead", setting="--vram"
+            ) from None
         origin, raw, backend = "--vram", str(options.vram_gb), "cuda"
         if options.replay:
             notes.append(f"--replay {options.replay} is not used: --vram {raw.strip()} simulates the device instead")
-        notes.extend(f"{name}={value.strip()[:40]} is ignored: --vram on the command line wins" for name, value in found)
+        notes.extend(
+            f"{name}={value.strip()[:40]} is ignored: --vram on the command line wins" for name, value in found
+        )
     else:
         if found and options.replay:
             names = ", ".join(f"{name}={value.strip()[:40]}" for name, value in found)
-            raise SettingIgnored(f"{names} ignored: --replay {options.replay} on the command line wins over the environment",
-                                 setting=found[0][0])
+            raise SettingIgnored(
+                f"{names} ignored: --replay {options.replay} on the command line wins over the environment",
+                setting=found[0][0],
+            )
         valid: list[tuple[str, str, float]] = []
         for name, value in found:
             try:
@@ -50,15 +55,20 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
                 notes.append(f"{name}={error}; this variable is ignored")
         if not valid:
             if notes:
-                raise SettingIgnored(f"{'; '.join(notes)}. Simulation is off; the real device is detected instead",
-                                     setting=found[0][0])
+                raise SettingIgnored(
+                    f"{'; '.join(notes)}. Simulation is off; the real device is detected instead", setting=found[0][0]
+                )
             return None
         origin, raw, gb = valid[0]
         backend = VARIABLES[origin]
-        notes.extend(f"{name}={value.strip()} is ignored: {origin} comes first (order: {', '.join(VARIABLES)})"
-                     for name, value, _ in valid[1:])
+        notes.extend(
+            f"{name}={value.strip()} is ignored: {origin} comes first (order: {', '.join(VARIABLES)})"
+            for name, value, _ in valid[1:]
+        )
     if options.device is not None and options.device.strip() not in ("", "0"):
-        notes.append(f"--device {options.device.strip()[:40]} is not applied: the simulated device is the only one (index 0)")
+        notes.append(
+            f"--device {options.device.strip()[:40]} is not applied: the simulated device is the only one (index 0)"
+        )
     total = max(1, round(gb * GIB))
     device = DeviceMemory(
         backend=backend,
@@ -71,8 +81,10 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
         unified_memory=backend == "mps",
         simulated=True,
     )
-    note = (f"GPU memory simulation is on ({origin}={raw.strip()}): tiers are chosen for a simulated {backend} device "
-            f"of {gb:g} GB, not the real hardware")
+    note = (
+        f"GPU memory simulation is on ({origin}={raw.strip()}): tiers are chosen for a simulated {backend} device "
+        f"of {gb:g} GB, not the real hardware"
+    )
     return MemoryReading(device=device, visible=(device,), notes=(note, *notes))
 
 

@@ -95,16 +95,37 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
     duration = request.duration_s
     limit = tier.max_duration_s(lm_on)
     if duration is not None and duration < MIN_DURATION_S:
-        changes.append(Adjustment("duration_s", duration, MIN_DURATION_S, f"duration {duration:g} s is below the {MIN_DURATION_S} s ACE-Step generates at least ({where}); using {MIN_DURATION_S} s"))
+        changes.append(
+            Adjustment(
+                "duration_s",
+                duration,
+                MIN_DURATION_S,
+                f"duration {duration:g} s is below the {MIN_DURATION_S} s ACE-Step generates at least ({where}); using {MIN_DURATION_S} s",
+            )
+        )
         duration = MIN_DURATION_S
     if duration is not None and duration > limit:
-        changes.append(Adjustment("duration_s", duration, limit, f"duration {duration:g} s exceeds the {limit} s limit of {where} {with_lm}; using {limit} s"))
+        changes.append(
+            Adjustment(
+                "duration_s",
+                duration,
+                limit,
+                f"duration {duration:g} s exceeds the {limit} s limit of {where} {with_lm}; using {limit} s",
+            )
+        )
         duration = limit
 
     batch = request.batch_size
     limit = tier.max_batch(lm_on)
     if batch > limit:
-        changes.append(Adjustment("batch_size", batch, limit, f"batch size {batch} exceeds the limit of {limit} for {where} {with_lm}; using {limit}"))
+        changes.append(
+            Adjustment(
+                "batch_size",
+                batch,
+                limit,
+                f"batch size {batch} exceeds the limit of {limit} for {where} {with_lm}; using {limit}",
+            )
+        )
         batch = limit
     return AdjustedRequest(duration_s=duration, batch_size=batch, lm_model=lm_model, changes=tuple(changes))
 
@@ -115,27 +136,62 @@ def _small_device(reading: MemoryReading) -> bool:
     return total is not None and total / GIB <= LM_OFF_BY_DEFAULT_UP_TO_GB + 1e-9
 
 
-def _choose_lm(request: GenerationRequest, tier: Tier, reading: MemoryReading, where: str, changes: list[Adjustment]) -> str | None:
+def _choose_lm(
+    request: GenerationRequest, tier: Tier, reading: MemoryReading, where: str, changes: list[Adjustment]
+) -> str | None:
     if request.lm == "off":
         return None
     wanted = request.lm == "on" or request.lm_model is not None
     if not wanted and not tier.lm_default_on:
         if tier.lm_models:
-            changes.append(Adjustment("lm_model", None, None, f"the LM is not initialised by default on {where}, to leave memory to the DiT; ask for it to load it", warning=False))
+            changes.append(
+                Adjustment(
+                    "lm_model",
+                    None,
+                    None,
+                    f"the LM is not initialised by default on {where}, to leave memory to the DiT; ask for it to load it",
+                    warning=False,
+                )
+            )
         return None
     if not wanted and _small_device(reading):
-        changes.append(Adjustment("lm_model", None, None, f"the LM is not initialised by default on devices of {LM_OFF_BY_DEFAULT_UP_TO_GB:g} GB or less ({where}), to leave memory to the DiT; ask for it to load it", warning=False))
+        changes.append(
+            Adjustment(
+                "lm_model",
+                None,
+                None,
+                f"the LM is not initialised by default on devices of {LM_OFF_BY_DEFAULT_UP_TO_GB:g} GB or less ({where}), to leave memory to the DiT; ask for it to load it",
+                warning=False,
+            )
+        )
         return None
     if not tier.lm_models:
         if wanted:
-            changes.append(Adjustment("lm_model", request.lm_model or "on", None, f"{where} allows no LM; the LM is turned off"))
+            changes.append(
+                Adjustment("lm_model", request.lm_model or "on", None, f"{where} allows no LM; the LM is turned off")
+            )
         return None
     if request.lm_model is None:
-        changes.append(Adjustment("lm_model", None, tier.recommended_lm, f"no LM size given: using {tier.recommended_lm}, recommended for {tier.label}", warning=False))
+        changes.append(
+            Adjustment(
+                "lm_model",
+                None,
+                tier.recommended_lm,
+                f"no LM size given: using {tier.recommended_lm}, recommended for {tier.label}",
+                warning=False,
+            )
+        )
         return tier.recommended_lm
     if request.lm_model not in tier.lm_models:
         allowed = ", ".join(tier.lm_models)
-        changes.append(Adjustment("lm_model", request.lm_model, tier.recommended_lm, f"LM {request.lm_model} is not allowed on {where} (allowed: {allowed}); using the recommended {tier.recommended_lm}"))
+        changes.append(
+            Adjustment(
+                "lm_model",
+                request.lm_model,
+                tier.recommended_lm,
+                f"LM {request.lm_model} is not allowed on {where} (allowed: {allowed}); using the recommended {tier.recommended_lm}",
+            )
+        )
         return tier.recommended_lm
     return request.lm_model
 
