@@ -11,7 +11,8 @@ from the current one is scanned again and replaced.
 Environment:
 
 ``ACESTEP_CORE_CACHE_DIR``
-    where the cache lives, one file per environment (``sys.prefix``) (default ``$XDG_CACHE_HOME/acestep-core``, else ``~/.cache/acestep-core``).
+    where the cache lives, one file per environment (``sys.prefix``); default
+    ``$XDG_CACHE_HOME/acestep-core``, else ``~/.cache/acestep-core``.
 ``ACESTEP_CORE_NO_CACHE=1``
     scan every time; nothing is read or written.
 

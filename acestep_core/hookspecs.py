@@ -311,7 +311,10 @@ def ladder_problem(key: str, value: Any, adjusted: AdjustedRequest, tier: Tier) 
     """The ladder only ever lowers the run: None when ``key = value`` keeps to that, else why not
     (the same rule for a plugin's setting and a user's override)."""
     if key == "ladder.batch_size" and value > adjusted.batch_size:
-        return f"ladder.batch_size {value} is above the adjusted batch {adjusted.batch_size} (the ladder may only lower it)"
+        return (
+            f"ladder.batch_size {value} is above the adjusted batch {adjusted.batch_size} (the ladder may only "
+            "lower it)"
+        )
     if key == "ladder.duration_s":
         longest = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
         if value > longest:

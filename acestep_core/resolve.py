@@ -92,7 +92,8 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
             return TableChoice(table, plugin, f"chosen explicitly ({wanted!r})")
         if len(named) > 1:
             raise ResolutionError(
-                f"{len(named)} tier tables are named {wanted!r}: {', '.join(p for p, _ in named)}; block one with ACESTEP_CORE_BLOCK_PLUGINS"
+                f"{len(named)} tier tables are named {wanted!r}: {', '.join(p for p, _ in named)}; block one with "
+                "ACESTEP_CORE_BLOCK_PLUGINS"
             )
         if wanted.endswith(".toml") or os.sep in wanted or "/" in wanted:
             from acestep_core.tables import load_table
@@ -107,7 +108,8 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
         return TableChoice(
             table,
             plugin,
-            f"the only third-party table; it replaces {DEFAULT_TABLE!r} (choose another with --tiers NAME or {TIERS_ENV}=NAME)",
+            f"the only third-party table; it replaces {DEFAULT_TABLE!r} (choose another with --tiers NAME or "
+            f"{TIERS_ENV}=NAME)",
         )
     if len(third_party) > 1:
         names = ", ".join(f"{t.name} (from {p})" for p, t in third_party)
@@ -220,7 +222,8 @@ def resolve(
         detector, detect_problems = "caller", ()
     else:
         raise ValueError(
-            f"reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not {reading!r:.120}"
+            "reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not "
+            f"{reading!r:.120}"
         )
     problems += detect_problems
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))

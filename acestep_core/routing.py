@@ -163,11 +163,17 @@ def route(
     asked = _describe(request.duration_s, request.batch_size)
     if unclamped:
         chosen = min(unclamped, key=lambda v: (by_name[v.name].memory_bytes, by_name[v.name].load, v.name))
-        reason = f"{chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}) is the smallest class that runs {asked} unclamped"
+        reason = (
+            f"{chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}) is the smallest class that runs {asked} "
+            "unclamped"
+        )
     else:
         chosen = max(runnable, key=lambda v: (by_name[v.name].memory_bytes, -by_name[v.name].load))
         granted = _describe(chosen.duration_s, chosen.batch_size or 0)
-        reason = f"no class runs {asked} unclamped; {chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}), the largest, runs {granted}"
+        reason = (
+            f"no class runs {asked} unclamped; {chosen.name} ({chosen.tier}, {_gib(chosen.memory_gib)}), the "
+            f"largest, runs {granted}"
+        )
     return RouteDecision(
         target=chosen.name,
         tier=chosen.tier or "",

@@ -107,7 +107,8 @@ TABLE_FILE = "tiers.toml"
 
 @hookimpl
 def register_tier_tables() -> TierTable:
-    return parse_table(files(__name__).joinpath(TABLE_FILE).read_text(encoding="utf-8"), source=f"{{__name__}}/{{TABLE_FILE}}")
+    text = files(__name__).joinpath(TABLE_FILE).read_text(encoding="utf-8")
+    return parse_table(text, source=f"{{__name__}}/{{TABLE_FILE}}")
 '''
 
 _TEST = '''\

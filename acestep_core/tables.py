@@ -293,7 +293,9 @@ def check_table_sanity(tiers: list[Tier], *, monotone_limits: bool = True) -> li
                     TableProblem(
                         upper.name,
                         limit,
-                        f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall as memory grows",
+                        f"{getattr(upper, limit)} is below {lower.name}'s "
+                        f"{getattr(lower, limit)}: limits must not fall as "
+                        "memory grows",
                         f"set {limit} >= {getattr(lower, limit)}",
                     )
                 )

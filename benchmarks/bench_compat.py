@@ -104,14 +104,17 @@ def main() -> int:
     else:
         print(f"cold process, {args.runs} runs each (wall clock, interpreter start included), table {figures['tiers']}")
         print(
-            f"  compat get_gpu_config() under MAX_CUDA_VRAM=8   median {compat_median * 1000:7.1f} ms   runs {_ms(compat_s)}"
+            f"  compat get_gpu_config() under MAX_CUDA_VRAM=8   median {compat_median * 1000:7.1f} ms   runs "
+            f"{_ms(compat_s)}"
         )
         print(
-            f"  python -c pass                                  median {pass_median * 1000:7.1f} ms   runs {_ms(pass_s)}"
+            f"  python -c pass                                  median {pass_median * 1000:7.1f} ms   runs "
+            f"{_ms(pass_s)}"
         )
         verdict = "cheaper" if ratio < UPSTREAM_RATIO else "NOT cheaper"
         print(
-            f"  ratio (compat / pass)                           {ratio:7.2f}x  (upstream's module ~{UPSTREAM_RATIO:g}x: {verdict})"
+            f"  ratio (compat / pass)                           {ratio:7.2f}x  (upstream's module "
+            f"~{UPSTREAM_RATIO:g}x: {verdict})"
         )
         for step, times in steps.items():
             print(f"    {step:<45} median {statistics.median(times) * 1000:7.1f} ms")

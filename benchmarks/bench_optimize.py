@@ -96,7 +96,8 @@ def model_figures() -> list[str]:
     from acestep_core.optimize.memory import GIB, LM_SHAPES, lm_estimate, lm_weight_bytes, vae_estimate
 
     lines = [
-        "memory model, real shapes (GiB): LM weights bf16 / int8 (lm_head quantized) / int8 (lm_head kept) / int4, and the LM phase at 240 s, batch 2"
+        "memory model, real shapes (GiB): LM weights bf16 / int8 (lm_head quantized) / int8 (lm_head kept) / "
+        "int4, and the LM phase at 240 s, batch 2"
     ]
     for size, shape in LM_SHAPES.items():
         weights = [

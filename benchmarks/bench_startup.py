@@ -112,7 +112,8 @@ def main() -> int:
         cache = "bytecode cache on" if not args.no_bytecode_cache else "no bytecode cache for our sources"
         print(f"cold process, {args.runs} runs each (wall clock, interpreter start included; {cache})")
         print(
-            f"  MAX_CUDA_VRAM=8 acestep-core info --json   median {resolution_median * 1000:7.1f} ms   runs {_ms(resolution_s)}"
+            f"  MAX_CUDA_VRAM=8 acestep-core info --json   median {resolution_median * 1000:7.1f} ms   runs "
+            f"{_ms(resolution_s)}"
         )
         print(
             f"  python -c 'import torch'                   median {torch_median * 1000:7.1f} ms   runs {_ms(torch_s)}"
@@ -124,7 +125,8 @@ def main() -> int:
         print(f"  ratio (import torch / resolution)          {ratio:7.1f}x   (goal >= {GOAL_RATIO:g}x: {verdict})")
         verdict = "goal met" if over_empty <= GOAL_OVER_EMPTY else "goal NOT met"
         print(
-            f"  ratio (resolution / python -c pass)        {over_empty:7.2f}x   (goal <= {GOAL_OVER_EMPTY:g}x: {verdict})"
+            f"  ratio (resolution / python -c pass)        {over_empty:7.2f}x   (goal <= {GOAL_OVER_EMPTY:g}x: "
+            f"{verdict})"
         )
     return 0
 

@@ -90,12 +90,14 @@ def main() -> int:
     (out / "gpu_calibrate.json").write_text(json.dumps(summary, indent=1))
 
     print(
-        f"calibrate: exit {code}, {seconds} s, complete={summary['complete']}, {summary['trials']} trials on {raw['environment'].get('device')}"
+        f"calibrate: exit {code}, {seconds} s, complete={summary['complete']}, {summary['trials']} trials on "
+        f"{raw['environment'].get('device')}"
     )
     print(f"  driver {raw['environment'].get('driver')}, versions {raw['environment'].get('versions')}")
     for card in summary["cards"]:
         print(
-            f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / 2**30:.2f}): without LM {card['without_lm']}, with LM {card['with_lm']} "
+            f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / 2**30:.2f}): without LM {card['without_lm']}, "
+            f"with LM {card['with_lm']} "
             f"LMs {card['lm_models']} {card['lm_memory_gb']} {card['notes'] or ''}"
         )
         for phase, frontier in card["frontiers"].items():

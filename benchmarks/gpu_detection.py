@@ -240,11 +240,13 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
     rows += [
         (
             "CUDA_VISIBLE_DEVICES=<uuid>",
-            f"{summary['by_uuid']['name']} cuda:{summary['by_uuid']['index']} {summary['by_uuid']['uuid']} → {summary['by_uuid']['tier']}",
+            f"{summary['by_uuid']['name']} cuda:{summary['by_uuid']['index']} {summary['by_uuid']['uuid']} → "
+            f"{summary['by_uuid']['tier']}",
         ),
         (
             f"CUDA_VISIBLE_DEVICES={results['visible_prefix_used']}",
-            f"{summary['by_prefix']['name']} cuda:{summary['by_prefix']['index']} {summary['by_prefix']['uuid']} → {summary['by_prefix']['tier']}",
+            f"{summary['by_prefix']['name']} cuda:{summary['by_prefix']['index']} {summary['by_prefix']['uuid']} "
+            f"→ {summary['by_prefix']['tier']}",
         ),
     ]
     width = max(len(label) for label, _ in rows)

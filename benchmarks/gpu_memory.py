@@ -369,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             err = f"{p['reserved_error']:+.1%}" if "reserved_error" in p else "-"
             print(
                 f"{row['tier']:<6} {row['lm'] or 'off':>5} {row['duration_s']:>5g} {row['batch']:>2} {p['phase']:<13} "
-                f"{alloc:>9} {resv:>9} {p['predicted_reserved_bytes'] / GIB:>9.3f} {err:>8} {'yes' if p['ran'] else 'OOM':>4}"
+                f"{alloc:>9} {resv:>9} {p['predicted_reserved_bytes'] / GIB:>9.3f} {err:>8} "
+                f"{'yes' if p['ran'] else 'OOM':>4}"
             )
     print(f"\nbisection at {BISECT_GIB} GiB, batch 1, LM off: {json.dumps(bisected)}")
     print(f"wall {result['wall_s']} s")

@@ -155,14 +155,17 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"device": device, "dry_run": dry_run, "runs": rows}, indent=1)
     )
     print(
-        f"\n{'tier':<6} {'GiB':>4} {'LM':>5} {'quant':>5} {'s':>5} {'batch':>5} {'tokens':>6} {'predicted':>9} {'measured':>9} {'error':>7} {'OOM':>4}"
+        f"\n{'tier':<6} {'GiB':>4} {'LM':>5} {'quant':>5} {'s':>5} {'batch':>5} {'tokens':>6} "
+        f"{'predicted':>9} {'measured':>9} {'error':>7} {'OOM':>4}"
     )
     for row in rows:
         measured = row.get("measured_gib")
         error = f"{row['error']:+.1%}" if "error" in row else "-"
         print(
-            f"{row['tier']:<6} {row['simulated_gib']:>4} {row['lm']:>5} {row['quantization']:>5} {row['duration_s']:>5g} {row['batch']:>5} {row['tokens']:>6} "
-            f"{row['predicted_gib']:>9.3f} {measured if measured is not None else '-':>9} {error:>7} {'yes' if row['oom'] else 'no':>4}"
+            f"{row['tier']:<6} {row['simulated_gib']:>4} {row['lm']:>5} {row['quantization']:>5} "
+            f"{row['duration_s']:>5g} {row['batch']:>5} {row['tokens']:>6} "
+            f"{row['predicted_gib']:>9.3f} {measured if measured is not None else '-':>9} {error:>7} "
+            f"{'yes' if row['oom'] else 'no':>4}"
         )
     return 1 if any(row["oom"] for row in rows) else 0
 

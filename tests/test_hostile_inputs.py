@@ -263,7 +263,8 @@ RECORDING = {"format": "acestep-core-recording/1", "nvml": {"error": None, "driv
         ("[]", "not a recording"),
         ("null", "not a recording"),
         (
-            '{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x", "uuid": "GPU-1", "memory_v1": {}}]}}',
+            '{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x", "uuid": "GPU-1", '
+            '"memory_v1": {}}]}}',
             "is malformed (KeyError: 'total')",
         ),
         ('{"format": "acestep-core-recording/1", "nvml": {"gpus": 5}}', "is not a list"),

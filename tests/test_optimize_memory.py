@@ -171,7 +171,8 @@ def test_planning_imports_no_torch() -> None:
     code = (
         "import sys, acestep_core, acestep_core_tiers_default\n"
         "from acestep_core import GenerationRequest, DetectOptions, resolve\n"
-        "r = resolve(GenerationRequest(duration_s=240, batch_size=2), detect_options=DetectOptions(vram_gb='8', environ={}))\n"
+        "r = resolve(GenerationRequest(duration_s=240, batch_size=2), "
+        "detect_options=DetectOptions(vram_gb='8', environ={}))\n"
         "assert r.plan.value('memory.budget_gib') is not None\n"
         "bad = [m for m in ('torch', 'transformers', 'diffusers', 'optimum') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -65,8 +65,10 @@ BROKEN: dict[str, tuple[str, str, str]] = {
     "nan size": (edit("min_gb = 8\n", "min_gb = nan\n"), "tier4.min_gb", "finite"),
     "recommended LM not allowed": (
         edit(
-            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "0.6B"',
-            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 }\nrecommended_lm = "1.7B"',
+            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 '
+            '}\nrecommended_lm = "0.6B"',
+            'max_batch_without_lm = 4\nlm_models = ["0.6B"]\nlm_default_on = true\nlm_memory_gb = { "0.6B" = 3 '
+            '}\nrecommended_lm = "1.7B"',
         ),
         "tier4.recommended_lm",
         "not among this tier's lm_models",

@@ -32,7 +32,8 @@ DUPLICATES = {
     "duration bounds": r"^\s*M(IN|AX)_DURATION_S\s*(:[^=]*)?=",
     "CUDA context": r"(808\s*\*\s*MIB|CONTEXT_GB\s*=\s*0\.8)",
     "safety margin": r"(512\s*\*\s*MIB|MARGIN_GB\s*=\s*0\.5)",
-    "VAE tile": r"(tile_frames\s*(:\s*int)?\s*=\s*256|tile_overlap\s*(:\s*int)?\s*=\s*32|overlap: int = 32|, 256\)\)|, 32\)\))",
+    "VAE tile": r"(tile_frames\s*(:\s*int)?\s*=\s*256|tile_overlap\s*(:\s*int)?\s*=\s*32|overlap: int = 32|, "
+    r"256\)\)|, 32\)\))",
     "value lists": r"^\s*(QUANTIZATIONS|OFFLOADS|ATTENTIONS|PRECISIONS)\s*(:[^=]*)?=\s*\(",
 }
 

@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plugins",
         help="installed plugins: name, distribution, version, hooks, status",
-        description="List every plugin found in the 'acestep_core' entry-point group, with the distribution that provided it: loaded, blocked, disabled, refused or failed (with its error).",
+        description="List every plugin found in the 'acestep_core' entry-point group, with the distribution that "
+        "provided it: loaded, blocked, disabled, refused or failed (with its error).",
         epilog=(
             "examples:\n"
             "  acestep-core plugins                                     every plugin and its status\n"

@@ -55,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser(
         "info",
         help="hardware → tier → defaults → plan, and which plugin decided each",
-        description="Show what this machine gets: the device detected, the tier chosen, its limits, the default request and the optimization plan, with the plugin behind each decision.",
+        description="Show what this machine gets: the device detected, the tier chosen, "
+        "its limits, the default request "
+        "and the optimization plan, with the plugin behind each decision.",
         epilog=INFO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -65,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     plan = subparsers.add_parser(
         "plan",
         help="fit a request to the tier's limits; print the adjusted request and every warning",
-        description="Fit a generation request to this machine's tier. Requests over a limit are clamped with a warning; an LM size the tier does not allow is refused and the recommended one offered.",
+        description="Fit a generation request to this machine's tier. Requests over a "
+        "limit are clamped with a warning; "
+        "an LM size the tier does not allow is refused and the recommended one offered.",
         epilog=PLAN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -86,7 +90,8 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
         "--lm",
         metavar="SIZE|none|auto",
         default="auto",
-        help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default (default)",
+        help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default "
+        "(default)",
     )
 
 

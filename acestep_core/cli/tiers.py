@@ -44,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tiers",
         help="show, validate, compare or start tier tables (default: show the active one)",
-        description="Tier tables are data: show the active one, validate a file, compare two, or scaffold a plugin package that ships one.",
+        description="Tier tables are data: show the active one, validate a file, compare two, or scaffold a plugin "
+        "package that ships one.",
         epilog=EXAMPLES + "\n" + RULE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,7 +78,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     compare = commands.add_parser(
         "compare",
         help="where two tables decide differently, swept over 0-80 GB and real card sizes",
-        description="Sweep memory sizes 0-80 GB (every 0.25 GB, plus 4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 80 GB) through tables A and B and show where the tier, durations, batches, LMs or optimizations differ. Sizes are placed as simulated sizes (no real-card tolerance).",
+        description="Sweep memory sizes 0-80 GB (every 0.25 GB, plus 4, 6, 8, 10, 11, 12, "
+        "16, 20, 24, 32, 40, 48, 80 GB) "
+        "through tables A and B and show where the tier, durations, batches, LMs or optimizations differ. "
+        "Sizes are placed as simulated sizes (no real-card tolerance).",
     )
     compare.add_argument("a", metavar="A", help="a table name (installed), a plugin name, or a table file")
     compare.add_argument("b", metavar="B", help="the same, for the other table")
@@ -90,7 +94,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     new = commands.add_parser(
         "new",
         help="scaffold a tier plugin package (pyproject, table as data, a test, a README)",
-        description="Write a ready-to-install plugin package whose table starts as a copy of the active table (or --tiers NAME).",
+        description="Write a ready-to-install plugin package whose table starts as a copy of the active table (or "
+        "--tiers NAME).",
     )
     new.add_argument("name", metavar="NAME", help="the new table's name: lowercase letters, digits, '-', '_'")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create the package folder (default: here)")

@@ -34,8 +34,8 @@ Not covered: the MPS overrides as upstream writes them (acestep-core decides com
 offload / LM backend per platform in its plan instead); ``is_mps_platform``,
 ``resolve_device``, ``get_gpu_device_name``, ``get_effective_free_vram_gb``,
 ``get_available_vram_gb``, ``compute_adaptive_config``, ``estimate_inference_vram``,
-``is_lm_model_size_allowed``, ``find_best_lm_model_on_disk``, upstream's ``tier6`` → ``tier6b`` alias, ``MODEL_VRAM`` / ``LM_VRAM`` and the
-other April constants; upstream's hard VRAM cap under ``MAX_CUDA_VRAM``
+``is_lm_model_size_allowed``, ``find_best_lm_model_on_disk``, upstream's ``tier6`` → ``tier6b`` alias,
+``MODEL_VRAM`` / ``LM_VRAM`` and the other April constants; upstream's hard VRAM cap under ``MAX_CUDA_VRAM``
 (``set_per_process_memory_fraction``: acestep-core's pipeline budgets instead).
 """
 

@@ -133,7 +133,10 @@ def _first_helpful(
     for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities):
         after = predict(candidate_run, candidate)
         if after.peak_bytes < before.peak_bytes:
-            reason = f"{why}: predicted peak {gib(before.peak_bytes)} ({before.worst.phase}) → {gib(after.peak_bytes)} ({after.worst.phase}), budget {gib(budget.usable_bytes)}"
+            reason = (
+                f"{why}: predicted peak {gib(before.peak_bytes)} ({before.worst.phase}) → {gib(after.peak_bytes)} "
+                f"({after.worst.phase}), budget {gib(budget.usable_bytes)}"
+            )
             return candidate_run, candidate, Rung(name, reason), after
     return None
 

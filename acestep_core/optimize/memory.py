@@ -325,7 +325,10 @@ def lm_estimate(
         dequantized = largest * act
     logits = batch * shape.vocab * 4 if shape.lm_head else 0
     work = kv + max(prefill, dequantized) + logits
-    detail = f"KV cache {_gib(kv)} for {batch}×{prompt_tokens + generated_tokens} tokens + {'prefill' if prefill >= dequantized else 'dequantized weight'} {_gib(max(prefill, dequantized))}"
+    detail = (
+        f"KV cache {_gib(kv)} for {batch}×{prompt_tokens + generated_tokens} tokens + "
+        f"{'prefill' if prefill >= dequantized else 'dequantized weight'} {_gib(max(prefill, dequantized))}"
+    )
     return ComponentEstimate(name, weights, work, detail)
 
 

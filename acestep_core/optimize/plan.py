@@ -121,14 +121,16 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         Setting(
             "quantization.exclude.lm",
             list(LM_QUANTIZATION_EXCLUDE),
-            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
+            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and "
+            "quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
         )
     )
     settings.append(
         Setting(
             "quantization.exclude.dit",
             list(DIT_QUANTIZATION_EXCLUDE),
-            "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% and costs accuracy",
+            "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% "
+            "and costs accuracy",
         )
     )
 
@@ -148,7 +150,8 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         Setting(
             "vae.tile_overlap",
             final.tile_overlap,
-            "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's receptive field",
+            "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's "
+            "receptive field",
         )
     )
 
@@ -322,7 +325,8 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
             Setting(
                 "memory.predicted_peak_gib",
                 round(worst.peak_bytes / GIB, 2),
-                f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} in the {worst.phase} phase; no device budget (CPU): not checked",
+                f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} in the {worst.phase} phase; no "
+                "device budget (CPU): not checked",
             )
         )
         settings.append(Setting("memory.budget_gib", None, "running on the CPU: host memory is not budgeted"))
@@ -368,7 +372,8 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
             Setting(
                 "ladder.duration_s",
                 run.duration_s,
-                f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {gib(budget.usable_bytes)}",
+                f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit "
+                f"{gib(budget.usable_bytes)}",
                 warning=True,
             )
         )
@@ -436,5 +441,6 @@ def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
     return Setting(
         "lm.gpu_memory_ratio",
         ratio,
-        f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the tier's bounds)",
+        f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the "
+        "tier's bounds)",
     )

@@ -82,7 +82,8 @@ def apply_plan(
     offload = values.get(f"offload.{component}", "none")
     if offload == "sequential" and quantization != "none":
         raise ValueError(
-            f"{component}: sequential offload does not combine with quanto weights (accelerate rebuilds each parameter by its class); use group offload"
+            f"{component}: sequential offload does not combine with quanto weights (accelerate rebuilds each "
+            "parameter by its class); use group offload"
         )
     if (quantization != "none" or offload != "none") and _device_of(model).type != "cpu":
         raise PlanOrderError(
@@ -107,7 +108,8 @@ def apply_plan(
     if values.get("compile") and component in COMPILED_COMPONENTS:
         if offload in ("group", "sequential") and quantization != "none":
             applied.steps.append(
-                "compile skipped: compiled graphs keep weak references to quanto weights, which group offload must swap between devices"
+                "compile skipped: compiled graphs keep weak references to quanto weights, which group offload must "
+                "swap between devices"
             )
         else:
             backend = compile_backend or "inductor"
@@ -194,7 +196,8 @@ def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponen
     elif offload == "group":
         if applied.component not in GROUP_OFFLOAD_COMPONENTS:
             raise ValueError(
-                f"group offload is not offered for the {applied.component} (autoregressive decoding would stream every layer at every token)"
+                f"group offload is not offered for the {applied.component} (autoregressive decoding would stream "
+                "every layer at every token)"
             )
         # the DiT's condition encoder runs once, before the denoising steps: its lyric and timbre encoders
         # stream their layers as the decoder does (without this it would ride, whole, with the decoder's

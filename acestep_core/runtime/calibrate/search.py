@@ -12,7 +12,8 @@ How it works
   ``C − context − margin`` GB (``torch.cuda.set_per_process_memory_fraction``, enforced on a real
   GPU; ``mem_get_info`` does not show the cap). ``context`` (default 808 MiB, 0.79 GB: the memory
   model's ``CUDA_CONTEXT_BYTES``) is what the CUDA context takes outside the allocator on an H100
-  (cuBLAS + cuDNN loaded); ``margin`` (default 512 MiB, 0.5 GB, the upstream safety margin) is what is left unused on purpose.
+  (cuBLAS + cuDNN loaded); ``margin`` (default 512 MiB, 0.5 GB, the upstream safety margin) is what
+  is left unused on purpose.
 * **Bounded search.** Memory grows with duration and batch, so for each card and phase a staircase
   walk over the grid (longest duration first, batch up from 1) finds, for every duration, the
   largest batch that runs, in at most ``len(durations) + len(batches)`` trials.
@@ -458,7 +459,8 @@ def build_table(
     measured = [card for card in cards if card.without_lm is not None]
     if not measured:
         raise ValueError(
-            "no card ran even the shortest duration at batch 1: nothing to write (larger --cards, or shorter --durations)"
+            "no card ran even the shortest duration at batch 1: nothing to write (larger --cards, or shorter "
+            "--durations)"
         )
     first, last = measured[0], measured[-1]
     measured_tiers = [
@@ -473,7 +475,9 @@ def build_table(
     device = environment.get("device", "?")
     table = TierTable(
         name=config.table_name,
-        description=f"measured by acestep-core calibrate on {device}: tiers from {first.card_gb:g} to {last.card_gb:g} GB measured, the rest from {base.name!r}",
+        description=f"measured by acestep-core calibrate on {device}: tiers from "
+        f"{first.card_gb:g} to {last.card_gb:g} GB "
+        f"measured, the rest from {base.name!r}",
         real_card_tolerance=base.real_card_tolerance,
         tiers=tuple(below + measured_tiers + above),
     )
@@ -544,9 +548,11 @@ def _table_comment(config: CalibrationConfig, environment: dict[str, Any]) -> st
     return (
         f"Written by `acestep-core calibrate` ({config.backend}) on {environment.get('device', '?')}"
         f" (driver {environment.get('driver', '?')}; {versions}).\n"
-        f"Cards emulated: {', '.join(f'{c:g}' for c in config.cards_gb)} GB, each capped at card - {config.context_gb:g} GB CUDA context"
+        f"Cards emulated: {', '.join(f'{c:g}' for c in config.cards_gb)} GB, each capped at card - "
+        f"{config.context_gb:g} GB CUDA context"
         f" - {config.margin_gb:g} GB safety margin.\n"
-        f"Grid: durations {list(config.durations_s)} s x batches {list(config.batches)}; LMs {list(config.lm_sizes)}; VAE decode {config.vae_decode}.\n"
+        f"Grid: durations {list(config.durations_s)} s x batches {list(config.batches)}; LMs "
+        f"{list(config.lm_sizes)}; VAE decode {config.vae_decode}.\n"
         f"Tiers named cal<N> were measured; the others come from the base table. Raw figures: {RAW_FILE}."
     )
 

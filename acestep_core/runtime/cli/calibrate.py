@@ -35,7 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "calibrate",
         help="measure this device (emulating smaller cards) and write a tier table + raw measurements",
-        description="Run ACE-Step's real-shaped components across durations x batch sizes x LM sizes on this device, emulating smaller cards, find the largest duration and batch that run with a safety margin, and write a validated tier table plus the raw measurements.",
+        description="Run ACE-Step's real-shaped components across durations x batch sizes x LM sizes on this device, "
+        "emulating smaller cards, find the largest duration and batch that run with a safety margin, and "
+        "write a validated tier table plus the raw measurements.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -223,7 +225,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines = []
     if not report["complete"]:
         lines.append(
-            f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in {report['raw_file']} — run the same command to resume"
+            f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in "
+            f"{report['raw_file']} — run the same command to resume"
         )
         return "\n".join(lines)
     lines.append(f"{report['trials_run']} trials run, {report['trials_reused']} reused from {report['raw_file']}")
@@ -238,7 +241,8 @@ def render_report(report: dict[str, Any]) -> str:
     if "comparison" in report:
         differing = [c for c in report["comparison"]["cards"] if c["differences"]]
         lines.append(
-            f"against {report['comparison']['a']['name']!r}: {len(differing)} of {len(report['comparison']['cards'])} real card sizes decide differently"
+            f"against {report['comparison']['a']['name']!r}: {len(differing)} of "
+            f"{len(report['comparison']['cards'])} real card sizes decide differently"
         )
         for card in differing:
             fields = ", ".join(f"{k} {v['a']} → {v['b']}" for k, v in card["differences"].items())

@@ -41,7 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="run the reference pipeline (LM → DiT → VAE) under this machine's resolution; write WAV files",
-        description="Resolve the request exactly as `plan` does, then run the reference pipeline with the plan applied: the LM writes its chain of thought and codes (its duration constrained to the tier), the DiT denoises latents, the VAE decodes them, and one WAV per batch item is written.",
+        description="Resolve the request exactly as `plan` does, then run the reference "
+        "pipeline with the plan applied: "
+        "the LM writes its chain of thought and codes (its duration constrained to the tier), the DiT "
+        "denoises latents, the VAE decodes them, and one WAV per batch item is written.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

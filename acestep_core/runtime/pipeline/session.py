@@ -63,7 +63,10 @@ class RunSession:
             if key.split(".")[0] in MEMORY_SAVINGS and key.count(".") == 1 and value != "none"
         }
         self.plan.update(dict.fromkeys(dropped, "none"))
-        note = f"the resolution is for {self.resolution.reading.device.name}, but torch cannot reach it: running on the CPU"
+        note = (
+            f"the resolution is for {self.resolution.reading.device.name}, but torch cannot reach it: running on "
+            "the CPU"
+        )
         if dropped:
             listed = ", ".join(f"{k}={v}" for k, v in dropped.items())
             note += (

@@ -73,7 +73,8 @@ def detect_memory(options: DetectOptions) -> MemoryReading:
             )
         except Exception as error:  # a malformed recording is the file's fault, named as such
             raise SettingIgnored(
-                f"--replay {options.replay}: {recording.path} is malformed ({type(error).__name__}: {str(error)[:200]}); "
+                f"--replay {options.replay}: {recording.path} is malformed ({type(error).__name__}: "
+                f"{str(error)[:200]}); "
                 "nothing is replayed",
                 setting="--replay",
             ) from error
@@ -111,7 +112,8 @@ def nvml_reading(
     if not view.devices:
         seen = ", ".join(f"{gpu.name} ({gpu.uuid})" for gpu in snapshot.gpus)
         notes.append(
-            f"no NVIDIA GPU is visible to CUDA ({view.describe(options.environ)}), though NVML sees {len(snapshot.gpus)}: {seen}; running on the CPU"
+            f"no NVIDIA GPU is visible to CUDA ({view.describe(options.environ)}), though NVML sees "
+            f"{len(snapshot.gpus)}: {seen}; running on the CPU"
         )
         return MemoryReading(device=CPU, visible=(), notes=tuple(notes))
     devices = [
@@ -126,7 +128,8 @@ def nvml_reading(
             "the first visible" if options.device is None or selection_note else f"chosen by device {options.device!r}"
         )
         notes.append(
-            f"{len(devices)} devices visible; the tier is chosen for cuda:{chosen} ({device.name}, {device.uuid}), {why}"
+            f"{len(devices)} devices visible; the tier is chosen for cuda:{chosen} ({device.name}, "
+            f"{device.uuid}), {why}"
         )
     if device.total_bytes is None:
         notes.append(
@@ -137,7 +140,8 @@ def nvml_reading(
     if in_use:
         notes.append(
             f"{in_use / GIB:.2f} GiB of cuda:{chosen} ({device.name}) is already in use by other processes: "
-            f"{(device.free_bytes or 0) / GIB:.2f} GiB free of {(device.total_bytes or 0) / GIB:.2f} GiB. The tier is chosen from the total; "
+            f"{(device.free_bytes or 0) / GIB:.2f} GiB free of {(device.total_bytes or 0) / GIB:.2f} GiB. The "
+            "tier is chosen from the total; "
             "the LM's memory share is sized from what is free"
         )
     return MemoryReading(device=device, visible=tuple(devices), notes=tuple(notes))
@@ -147,7 +151,9 @@ def device_memory(
     gpu: NvmlGpu, ordinal: int, snapshot: NvmlSnapshot, view: CudaView, environ: Mapping[str, str], origin: str
 ) -> DeviceMemory:
     sources = {
-        "index": f"{origin}cuda:{ordinal} from NVML GPU {gpu.nvml_index if not gpu.is_mig_instance else gpu.parent_uuid}, matched by UUID ({view.describe(environ)})",
+        "index": f"{origin}cuda:{ordinal} from NVML GPU "
+        f"{gpu.nvml_index if not gpu.is_mig_instance else gpu.parent_uuid}, matched by UUID "
+        f"({view.describe(environ)})",
         "driver": f"NVIDIA driver {snapshot.driver_version or 'version unknown'}",
     }
     memory = gpu.memory
@@ -208,7 +214,8 @@ def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: Memo
         Setting(
             "lm.gpu_memory_ratio",
             ratio,
-            f"other processes hold {in_use / GIB:.2f} GiB: {device.free_bytes / GIB:.2f} GiB is free, less than the {allotment:g} GB "
+            f"other processes hold {in_use / GIB:.2f} GiB: {device.free_bytes / GIB:.2f} GiB is free, less than "
+            f"the {allotment:g} GB "
             f"{tier.label} allots to the {adjusted.lm_model} LM; the LM gets {LM_SHARE_OF_FREE:.0%} of the free memory",
         )
     ]

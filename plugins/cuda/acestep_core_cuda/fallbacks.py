@@ -159,7 +159,10 @@ def fallback_reading(
         found = read(torch, options.device, origin)
         if found is not None:
             devices, chosen, notes = found
-            why = f"NVML unavailable ({failure.message}); read through torch {getattr(torch, '__version__', '?')} because {' and '.join(reasons)}"
+            why = (
+                f"NVML unavailable ({failure.message}); read through torch {getattr(torch, '__version__', '?')} "
+                f"because {' and '.join(reasons)}"
+            )
             return MemoryReading(device=devices[chosen], visible=tuple(devices), notes=(why, *notes))
     return cpu_reading(failure, signs, f"torch {getattr(torch, '__version__', '?')} found no usable device")
 
@@ -253,7 +256,8 @@ def read_torch_mps(torch: Any, selector: str | None, origin: str = "") -> _Torch
         index=0,
         total_bytes=total,
         sources={
-            "total_bytes": f"{origin}torch.mps.recommended_max_memory() (Metal's recommended working set of the shared memory)"
+            "total_bytes": f"{origin}torch.mps.recommended_max_memory() (Metal's recommended "
+            "working set of the shared memory)"
         },
         unified_memory=True,
     )

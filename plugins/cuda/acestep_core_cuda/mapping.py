@@ -60,14 +60,17 @@ def cuda_order(gpus: Sequence[NvmlGpu], environ: Mapping[str, str]) -> tuple[lis
     if any(gpu.cuda_cores is None or gpu.max_sm_clock_mhz is None for gpu in gpus):
         notes.append(
             f"{ORDER_ENV} is FASTEST_FIRST and the GPUs differ, but NVML gives no core count or clock to estimate "
-            f"CUDA's order: PCI order is assumed. Set {ORDER_ENV}=PCI_BUS_ID, or name GPUs by UUID in {VISIBLE_ENV}, for an exact mapping"
+            f"CUDA's order: PCI order is assumed. Set {ORDER_ENV}=PCI_BUS_ID, or name GPUs by UUID in "
+            f"{VISIBLE_ENV}, for an exact mapping"
         )
         return by_pci, order, False, notes
     fastest = sorted(by_pci, key=lambda gpu: -(gpu.cuda_cores or 0) * (gpu.max_sm_clock_mhz or 0))
     ranking = ", ".join(f"{gpu.name} {gpu.cuda_cores}×{gpu.max_sm_clock_mhz} MHz" for gpu in fastest)
     notes.append(
-        f"{ORDER_ENV} is FASTEST_FIRST and the GPUs differ: CUDA's heuristic is not published, so the order is the plugin's "
-        f"estimate (CUDA cores × max SM clock: {ranking}). Set {ORDER_ENV}=PCI_BUS_ID, or name GPUs by UUID in {VISIBLE_ENV}, for an exact mapping"
+        f"{ORDER_ENV} is FASTEST_FIRST and the GPUs differ: CUDA's heuristic is not published, so the order "
+        "is the plugin's "
+        f"estimate (CUDA cores × max SM clock: {ranking}). Set {ORDER_ENV}=PCI_BUS_ID, or name GPUs by UUID "
+        f"in {VISIBLE_ENV}, for an exact mapping"
     )
     return fastest, order, False, notes
 
@@ -102,7 +105,8 @@ def parse_visible(raw: str, ordered: Sequence[NvmlGpu]) -> tuple[list[NvmlGpu], 
             return (
                 chosen,
                 by_index,
-                f"{VISIBLE_ENV}={raw!r}: entry {entry!r} {problem}, so CUDA ignores it and every entry after it (visible: {kept})",
+                f"{VISIBLE_ENV}={raw!r}: entry {entry!r} {problem}, so CUDA ignores it and every entry after it "
+                f"(visible: {kept})",
             )
         if any(device.uuid == earlier.uuid for earlier in chosen):
             return [], False, f"{VISIBLE_ENV}={raw!r} names {device.name} ({device.uuid}) twice: CUDA then sees no GPU"
@@ -118,7 +122,8 @@ def match_entry(entry: str, ordered: Sequence[NvmlGpu]) -> tuple[NvmlGpu | None,
         return (
             None,
             False,
-            "is the legacy MIG-GPU-<uuid>/<gi>/<ci> form, which the plugin does not map (use the MIG-<uuid> names of `nvidia-smi -L`)",
+            "is the legacy MIG-GPU-<uuid>/<gi>/<ci> form, which the plugin does not map (use the MIG-<uuid> "
+            "names of `nvidia-smi -L`)",
         )
     if lowered.startswith(("gpu-", "mig-")):
         pool = list(ordered) if lowered.startswith("gpu-") else [m for gpu in ordered for m in gpu.mig_devices]

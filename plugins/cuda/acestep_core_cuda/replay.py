@@ -112,7 +112,8 @@ def load_recording(name_or_path: str) -> Recording:
         bundled = bundled_recordings()
         if name_or_path.removesuffix(".json") not in bundled:
             raise RecordingError(
-                f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: {', '.join(sorted(bundled))})"
+                f"--replay {name_or_path}: no such file, nor a bundled recording (bundled: "
+                f"{', '.join(sorted(bundled))})"
             )
         path = bundled[name_or_path.removesuffix(".json")]
     try:
@@ -129,7 +130,8 @@ def load_recording(name_or_path: str) -> Recording:
         )
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("nvml"), dict):
         raise RecordingError(
-            f'--replay {name_or_path}: not a recording (expected an object with "format": {FORMAT!r} and an "nvml" section)'
+            f'--replay {name_or_path}: not a recording (expected an object with "format": {FORMAT!r} and an '
+            '"nvml" section)'
         )
     if not isinstance(data["nvml"].get("gpus", []), list):
         raise RecordingError(f"--replay {name_or_path}: nvml.gpus in {path} is not a list")

@@ -100,7 +100,8 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
                 "duration_s",
                 duration,
                 MIN_DURATION_S,
-                f"duration {duration:g} s is below the {MIN_DURATION_S} s ACE-Step generates at least ({where}); using {MIN_DURATION_S} s",
+                f"duration {duration:g} s is below the {MIN_DURATION_S} s ACE-Step generates at least ({where}); "
+                f"using {MIN_DURATION_S} s",
             )
         )
         duration = MIN_DURATION_S
@@ -149,7 +150,8 @@ def _choose_lm(
                     "lm_model",
                     None,
                     None,
-                    f"the LM is not initialised by default on {where}, to leave memory to the DiT; ask for it to load it",
+                    f"the LM is not initialised by default on {where}, to leave memory to "
+                    "the DiT; ask for it to load it",
                     warning=False,
                 )
             )
@@ -160,7 +162,8 @@ def _choose_lm(
                 "lm_model",
                 None,
                 None,
-                f"the LM is not initialised by default on devices of {LM_OFF_BY_DEFAULT_UP_TO_GB:g} GB or less ({where}), to leave memory to the DiT; ask for it to load it",
+                f"the LM is not initialised by default on devices of {LM_OFF_BY_DEFAULT_UP_TO_GB:g} GB or less "
+                f"({where}), to leave memory to the DiT; ask for it to load it",
                 warning=False,
             )
         )
@@ -189,7 +192,8 @@ def _choose_lm(
                 "lm_model",
                 request.lm_model,
                 tier.recommended_lm,
-                f"LM {request.lm_model} is not allowed on {where} (allowed: {allowed}); using the recommended {tier.recommended_lm}",
+                f"LM {request.lm_model} is not allowed on {where} (allowed: {allowed}); using the recommended "
+                f"{tier.recommended_lm}",
             )
         )
         return tier.recommended_lm
