@@ -12,7 +12,7 @@ from acestep_core.plugins import BLOCK_ENV, DISABLE_AUTOLOAD_ENV, PluginManager,
 from acestep_core.resolve import TIERS_ENV, ResolutionError, TableChoice, available_tables, choose_table
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "plugins",
         help="installed plugins: name, distribution, version, hooks, status",
@@ -83,9 +83,9 @@ def tier_tables(manager: PluginManager) -> dict[str, list[dict[str, Any]]]:
         found.setdefault(plugin, []).append(
             {"name": table.name, "active": active, "reason": choice.reason if active and choice else None}
         )
-    for problem in problems:
-        found.setdefault(problem.plugin, []).append(
-            {"name": None, "active": False, "reason": None, "problem": problem.message()}
+    for load_problem in problems:
+        found.setdefault(load_problem.plugin, []).append(
+            {"name": None, "active": False, "reason": None, "problem": load_problem.message()}
         )
     if error:
         found[""] = [{"name": None, "active": False, "reason": error}]

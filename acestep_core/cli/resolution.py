@@ -19,7 +19,16 @@ from acestep_core.types import (
     Resolution,
     plan_override_problem,
 )
-from acestep_core.vocabulary import ATTENTIONS, COMPONENTS, GIB, LM_SIZES, MIN_DURATION_S, OFFLOADS, QUANTIZATIONS
+from acestep_core.vocabulary import (
+    ATTENTIONS,
+    COMPONENTS,
+    GIB,
+    LM_SIZES,
+    MIN_DURATION_S,
+    OFFLOADS,
+    QUANTIZATIONS,
+    LmMode,
+)
 
 INFO_EXAMPLES = """\
 examples:
@@ -51,7 +60,7 @@ device budget, not forced), 2 bad usage.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info = subparsers.add_parser(
         "info",
         help="hardware → tier → defaults → plan, and which plugin decided each",
@@ -157,6 +166,8 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         raise UsageError(f"--duration must be positive, not {args.duration:g}")
     if getattr(args, "batch", 1) < 1:
         raise UsageError(f"--batch must be 1 or more, not {args.batch}")
+    mode: LmMode
+    model: str | None
     if lm == "auto":
         mode, model = "auto", None
     elif lm == "none":

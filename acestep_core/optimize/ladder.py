@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
@@ -226,4 +227,5 @@ def _runs(component: str, run: RunShape) -> bool:
 def _with(choices: Choices, field: str, component: str, value: str) -> Choices:
     mapping = dict(getattr(choices, field))
     mapping[component] = value
-    return dataclasses.replace(choices, **{field: mapping})
+    changes: dict[str, Any] = {field: mapping}
+    return dataclasses.replace(choices, **changes)

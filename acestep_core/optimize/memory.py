@@ -547,7 +547,7 @@ def predict(run: RunShape, choices: Choices) -> Prediction:
     for phase in PHASES:
         if phase not in estimates:
             continue
-        resident = {}
+        resident: dict[str, int] = {}
         for component, estimate in estimates.items():
             offload = choices.offload.get(component, "none")
             if component == phase:

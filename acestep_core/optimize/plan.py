@@ -90,8 +90,9 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     run = run_shape(adjusted, tier)
     budget = platforms.budget_for(device) if device.is_accelerator else None
     if budget is not None:
-        result: LadderResult | None = fit(run, initial, budget, abilities)
-        final, final_run = result.choices, result.run
+        fitted = fit(run, initial, budget, abilities)
+        result: LadderResult | None = fitted
+        final, final_run = fitted.choices, fitted.run
     else:
         result, final, final_run = None, initial, run
     taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
@@ -431,7 +432,7 @@ def _offload_reason(reading: MemoryReading, offload: bool, source: str) -> str:
 
 
 def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
-    total_gb = reading.device.total_bytes / GIB
+    total_gb = (reading.device.total_bytes or 0) / GIB
     allocation = tier.lm_memory_gb.get(model)
     if allocation is None:
         return Setting(

@@ -25,8 +25,6 @@ from acestep_core.optimize.memory import (
     DIT_DECODER_SHAPE,
     DIT_STANDIN_SHAPE,
     DTYPE_BYTES,
-    GIB,
-    LATENT_RATE_HZ,
     LM_SHAPES,
     VAE_SHAPE,
     dit_activation_bytes,
@@ -36,7 +34,7 @@ from acestep_core.optimize.memory import (
     reserved_bytes,
     vae_estimate,
 )
-from acestep_core.vocabulary import VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 FIT_TOLERANCE = 0.10
 HELD_OUT_UNDER = -0.05
@@ -114,7 +112,10 @@ class Row:
 
 @cache
 def readings(name: str) -> dict[str, Any]:
-    return json.loads(files("acestep_core.optimize").joinpath("measurements", name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(
+        files("acestep_core.optimize").joinpath("measurements", name).read_text(encoding="utf-8")
+    )
+    return data
 
 
 def labels() -> dict[str, dict[str, str]]:
@@ -402,7 +403,11 @@ def render(rows: list[Row], *, title: str = "") -> str:
     )
     for row in rows:
         flag = "" if row.within_bounds else ("  (not asserted)" if not row.asserted else "  OUT OF BOUNDS")
-        model = "" if row.allocated_error is None else f"{row.allocated_bytes / GIB:.3f} {row.allocated_error:+.1%}"
+        model = (
+            ""
+            if row.allocated_error is None or row.allocated_bytes is None
+            else f"{row.allocated_bytes / GIB:.3f} {row.allocated_error:+.1%}"
+        )
         lines.append(
             f"{row.reading:<42} {row.source:<34} {row.quantity:<9} {row.measured_bytes / GIB:>7.3f} "
             f"{row.predicts or row.quantity:<9} {row.predicted_bytes / GIB:>7.3f} {row.error:>+7.1%} "

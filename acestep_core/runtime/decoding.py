@@ -140,7 +140,7 @@ class DurationConstraint:
         """For a line that already holds ``FIELD[:k]``: tokens that complete the label and go on into the
         value, with the part that lands in the value."""
         self._allowed_cache: dict[tuple[Any, ...], list[int]] = {}
-        self._masks: dict[tuple[str, Any], Any] = {}
+        self._masks: dict[tuple[str, Any, int], Any] = {}
         self.reset()
 
     # ------------------------------------------------------------------------------------- state

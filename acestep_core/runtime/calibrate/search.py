@@ -406,17 +406,13 @@ class Calibrator:
                     else "measured less than a smaller card; keeping the smaller card's limits"
                 )
                 without = None if floor_without == (0, 0) else floor_without
-            with_lm, models, memory = None, (), {}
+            with_lm: tuple[int, int] | None = None
+            models: tuple[str, ...] = ()
+            memory: dict[str, float] = {}
             if without is not None:
                 with_lm, models = self._with_lm(phases, base, allowed, floor_with, notes)
                 for size in models:
-                    measurement = self.measure(Trial(card, f"lm:{size}", *with_lm))
-                    if not measurement.fits:
-                        notes.append(
-                            f"lm:{size} did not run at the with-LM limits {with_lm}; its allocation is the card's cap"
-                        )
-                    peak = measurement.peak_bytes or measurement.cap_bytes
-                    memory[size] = min(math.ceil(peak / self.backend_unit * 10) / 10, card)
+                    memory[size] = self._lm_allocation(card, size, with_lm, notes)
                 floor_without = without
                 if with_lm is not None:
                     floor_with, allowed = with_lm, models
@@ -424,6 +420,16 @@ class Calibrator:
                 CardResult(card, self.backend.cap_bytes(card), phases, without, with_lm, models, memory, tuple(notes))
             )
         return results
+
+    def _lm_allocation(self, card: float, size: str, with_lm: tuple[int, int] | None, notes: list[str]) -> float:
+        """GB the ``size`` LM takes at the with-LM limits (its measured peak, rounded up to 0.1 GB)."""
+        if with_lm is None:
+            raise ValueError(f"lm:{size} is allowed on the {card:g} GB card without with-LM limits")
+        measurement = self.measure(Trial(card, f"lm:{size}", *with_lm))
+        if not measurement.fits:
+            notes.append(f"lm:{size} did not run at the with-LM limits {with_lm}; its allocation is the card's cap")
+        peak = measurement.peak_bytes or measurement.cap_bytes
+        return float(min(math.ceil(peak / self.backend_unit * 10) / 10, card))
 
     def _with_lm(
         self,

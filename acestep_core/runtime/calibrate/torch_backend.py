@@ -90,7 +90,7 @@ class TorchBackend:
         self._phase: str | None = None
         self._model: Any = None
         self._weights = 0
-        if self.on_cuda:
+        if self.gpu is not None:
             self.gpu.init()
             self.total_bytes = self.gpu.get_device_properties(self.device).total_memory
 

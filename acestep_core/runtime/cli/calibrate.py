@@ -31,7 +31,7 @@ mechanics only; it says nothing about any GPU.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "calibrate",
         help="measure this device (emulating smaller cards) and write a tier table + raw measurements",

@@ -37,7 +37,7 @@ this run had written are removed (the message says which).
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="run the reference pipeline (LM → DiT → VAE) under this machine's resolution; write WAV files",

@@ -32,7 +32,7 @@ device, tier, every clamp, any retry) and the clips.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "fleet",
         help="a GPU fleet on Ray: scan every card, serve requests on the card that can run them",

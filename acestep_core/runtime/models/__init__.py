@@ -122,7 +122,7 @@ class AceStepDiT(AceStepTransformer1DModel):
     def forward(self, *args: Any, condition: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if condition is not None:
             return self.condition_encoder(**condition)
-        return super().forward(*args, **kwargs)
+        return super().forward(*args, **kwargs)  # type: ignore[misc]  # diffusers' forward, untyped
 
 
 def build_dit(size: str = "tiny", *, dtype: Any = None, condition_encoder: bool = True) -> Any:

@@ -76,8 +76,11 @@ class RunSession:
         self.notes.append(note)
 
     # ----------------------------------------------------------------------------------- components
-    def component(self, name: str, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-        """Build (or load) on the CPU, then apply the plan: precision, attention, quantization, placement."""
+    def component(self, name: str, build: Callable[[], torch.nn.Module]) -> Any:
+        """Build (or load) on the CPU, then apply the plan: precision, attention, quantization, placement.
+
+        Typed ``Any``: the components are transformers' and diffusers' classes, each with its own API
+        (``generate``, ``config``, ``decode``), which ``torch.nn.Module`` does not describe."""
         path = self.options.checkpoints.get(name)
         with quiet_diffusers():
             model = load_component(name, path) if path else build()

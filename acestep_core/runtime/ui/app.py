@@ -58,7 +58,7 @@ def _escape(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
 
-class _NoStubMeta(type(gr.Slider)):
+class _NoStubMeta(type(gr.Slider)):  # type: ignore[misc]
     """Gradio's component metaclass writes a ``.pyi`` stub beside any module defining a component subclass;
     a subclass that adds no events or ``__init__`` needs nothing else from it."""
 
@@ -72,7 +72,7 @@ class RequestSlider(gr.Slider, metaclass=_NoStubMeta):
 
     is_template = True
 
-    def preprocess(self, payload: float | None) -> float | None:
+    def preprocess(self, payload: float | None) -> float | None:  # type: ignore[override]
         return payload
 
 
@@ -266,14 +266,14 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
             return updates
 
         def choose_size(*values: Any) -> list[Any]:
-            values = list(values)
-            values[request_inputs.index(lm_mode)] = "on"
-            return refresh(*values)
+            chosen = list(values)
+            chosen[request_inputs.index(lm_mode)] = "on"
+            return refresh(*chosen)
 
         for control in (vram, device, replay, max_duration, max_batch, *plan_boxes):  # never set by a handler
             control.change(refresh, request_inputs, view_outputs, trigger_mode="always_last")
-        for control in (table, duration_auto, lm_mode, allow_lm_on, allow_lm):
-            control.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
+        for choice in (table, duration_auto, lm_mode, allow_lm_on, allow_lm):
+            choice.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
         duration.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
         batch.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
         lm_size.input(choose_size, request_inputs, view_outputs, trigger_mode="always_last")
@@ -525,19 +525,19 @@ def _generate(
             lock.release()
     finally:
         generations.forget(session, cancel)
-    error = outcome.get("error")
-    if isinstance(error, GenerationCancelledError):
+    failure = outcome.get("error")
+    if isinstance(failure, GenerationCancelledError):
         yield [
             _progress(done, skipped, "cancelled: the run stopped, its models were released, no files were written"),
             "",
             *hidden,
         ]
         return
-    if isinstance(error, EXPECTED_ERRORS):
-        yield [_inline(str(error)), "", *hidden]
+    if isinstance(failure, EXPECTED_ERRORS):
+        yield [_inline(str(failure)), "", *hidden]
         return
-    if error is not None:
-        log.error("generation failed", exc_info=error)
+    if failure is not None:
+        log.error("generation failed", exc_info=failure)
         yield [_inline(INTERNAL_ERROR), "", *hidden]
         return
     result = outcome["result"]

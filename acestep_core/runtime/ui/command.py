@@ -23,7 +23,7 @@ pip install 'acestep-core[ui]' (and the ml extra to generate).
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "ui",
         help="a local web page: hardware, request limits, overrides, plan, tables and generate (Gradio)",
