@@ -19,7 +19,8 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+from coldrun import milliseconds, timed
 
 UPSTREAM_RATIO = 3.7
 COMPAT_CODE = "from acestep_core.compat.gpu_config import get_gpu_config; print(get_gpu_config())"
@@ -38,15 +39,6 @@ t4 = time.perf_counter()
 print(json.dumps({"import acestep_core": t1 - t0, "import compat": t2 - t1,
                   "load plugins": t3 - t2, "first get_gpu_config()": t4 - t3}))
 """
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    completed = subprocess.run(command, env=env, capture_output=True)
-    elapsed = time.perf_counter() - start
-    if completed.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr.decode(errors='replace')}")
-    return elapsed
 
 
 def main() -> int:
@@ -105,11 +97,11 @@ def main() -> int:
         print(f"cold process, {args.runs} runs each (wall clock, interpreter start included), table {figures['tiers']}")
         print(
             f"  compat get_gpu_config() under MAX_CUDA_VRAM=8   median {compat_median * 1000:7.1f} ms   runs "
-            f"{_ms(compat_s)}"
+            f"{milliseconds(compat_s)}"
         )
         print(
             f"  python -c pass                                  median {pass_median * 1000:7.1f} ms   runs "
-            f"{_ms(pass_s)}"
+            f"{milliseconds(pass_s)}"
         )
         verdict = "cheaper" if ratio < UPSTREAM_RATIO else "NOT cheaper"
         print(
@@ -119,10 +111,6 @@ def main() -> int:
         for step, times in steps.items():
             print(f"    {step:<45} median {statistics.median(times) * 1000:7.1f} ms")
     return 0
-
-
-def _ms(times: list[float]) -> str:
-    return " ".join(f"{t * 1000:.0f}" for t in times)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from coldrun import milliseconds, timed
 
 GOAL_RATIO = 10.0
 GOAL_OVER_EMPTY = 2.5
@@ -35,15 +35,6 @@ def console_script() -> str:
     if found is None:
         sys.exit("acestep-core is not installed: pip install -e . -e plugins/simulated -e plugins/tiers_default")
     return found
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    completed = subprocess.run(command, env=env, capture_output=True)
-    elapsed = time.perf_counter() - start
-    if completed.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stderr.decode(errors='replace')}")
-    return elapsed
 
 
 def main() -> int:
@@ -113,14 +104,16 @@ def main() -> int:
         print(f"cold process, {args.runs} runs each (wall clock, interpreter start included; {cache})")
         print(
             f"  MAX_CUDA_VRAM=8 acestep-core info --json   median {resolution_median * 1000:7.1f} ms   runs "
-            f"{_ms(resolution_s)}"
+            f"{milliseconds(resolution_s)}"
         )
         print(
-            f"  python -c 'import torch'                   median {torch_median * 1000:7.1f} ms   runs {_ms(torch_s)}"
+            f"  python -c 'import torch'                   median {torch_median * 1000:7.1f} ms   "
+            f"runs {milliseconds(torch_s)}"
         )
         verdict = "goal met" if ratio >= GOAL_RATIO else "goal NOT met"
         print(
-            f"  python -c pass                             median {empty_median * 1000:7.1f} ms   runs {_ms(empty_s)}"
+            f"  python -c pass                             median {empty_median * 1000:7.1f} ms   "
+            f"runs {milliseconds(empty_s)}"
         )
         print(f"  ratio (import torch / resolution)          {ratio:7.1f}x   (goal >= {GOAL_RATIO:g}x: {verdict})")
         verdict = "goal met" if over_empty <= GOAL_OVER_EMPTY else "goal NOT met"
@@ -129,10 +122,6 @@ def main() -> int:
             f"{verdict})"
         )
     return 0
-
-
-def _ms(times: list[float]) -> str:
-    return " ".join(f"{t * 1000:.0f}" for t in times)
 
 
 if __name__ == "__main__":

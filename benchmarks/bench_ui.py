@@ -26,6 +26,8 @@ import tempfile
 import time
 import urllib.request
 
+from coldrun import timed
+
 CLI = [sys.executable, "-c", "import sys; from acestep_core.cli import main; sys.exit(main())"]
 SIZES = ("4", "8", "12", "16", "24")
 DURATIONS = (30, 120, 240, 600)
@@ -34,12 +36,6 @@ DURATIONS = (30, 120, 240, 600)
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
     return env | {"GRADIO_ANALYTICS_ENABLED": "False"}
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
-    return time.perf_counter() - started
 
 
 def bench_reresolve(changes: int, cold_runs: int) -> None:
