@@ -4,6 +4,7 @@ running (``acestep_core.runtime``), torch or a plugin; running imports what it n
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,19 @@ print(len({names!r}))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == len(names) > 10
+
+
+def test_no_test_or_ci_script_reads_outside_the_repository() -> None:
+    """A clone with nothing beside it must run every test: no path to a sibling ``shared`` folder."""
+    repository = PACKAGE.parent
+    outside = re.compile(r"\.\./shared|parents\[\d+\]\s*/\s*[\"']shared[\"']")
+    scripts = [*(repository / "tests").rglob("*.py"), *(repository / ".ci").iterdir()]
+    offenders = [
+        str(path.relative_to(repository))
+        for path in scripts
+        if path.is_file()
+        and outside.search(path.read_text(encoding="utf-8", errors="replace"))
+        and path.name != "test_architecture.py"
+    ]
+    assert len(scripts) > 20
+    assert offenders == []
