@@ -4,11 +4,13 @@ the machine the tests run on (no cuda plugin, no third-party entry points)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import NamedTuple
 
 import acestep_core_simulated
 import acestep_core_tiers_default
 import pytest
 
+import acestep_core.plugins
 from acestep_core import (
     GIB,
     DeviceMemory,
@@ -117,3 +119,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class CliOutcome(NamedTuple):
+    """What one in-process ``acestep-core`` command gave: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def cli(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``cli(*argv, env={}, cuda=False)`` → :class:`CliOutcome`: the command run in process on the
+    machine-independent built-ins (and the cuda plugin, for replayed recordings, when ``cuda``)."""
+
+    def run(*argv: str, env: dict[str, str] | None = None, cuda: bool = False) -> CliOutcome:
+        import acestep_core_cuda
+
+        from acestep_core.cli import main
+
+        plugins = [("cuda", acestep_core_cuda)] if cuda else []
+        monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(*plugins))
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return CliOutcome(code, out, err)
+
+    return run

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import acestep_core
 from acestep_core import (
     GIB,
     AdjustedRequest,
@@ -315,21 +314,6 @@ def test_an_override_raises_a_limit_and_the_record_says_so(make_manager) -> None
     assert {o.key for o in resolution.overrides} == {"max_duration_s", "max_batch", "lm_models", "compile"}
     [decision] = [d for d in resolution.decisions if d.hook == "overrides"]
     assert decision.plugin == "user" and "max_batch = 8 (was 2)" in decision.summary
-
-
-@pytest.fixture
-def cli(make_manager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager())
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 @pytest.mark.parametrize(

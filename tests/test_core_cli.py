@@ -11,31 +11,10 @@ from pathlib import Path
 import acestep_core_tiers_default
 import pytest
 
-import acestep_core.plugins
 from acestep_core import render_markdown
-from acestep_core.cli import main
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("acestep-core")
 EXAMPLE = ["plan", "--duration", "600", "--batch", "8", "--lm", "4B"]
-
-
-@pytest.fixture
-def cli(make_manager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """``cli(*argv, env={})`` → (exit code, stdout, stderr), in process, with the machine-independent
-    built-ins as the process-wide plugin manager."""
-    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager())
-
-    def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_the_issue_example_in_text(cli) -> None:

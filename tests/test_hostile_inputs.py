@@ -12,53 +12,19 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import acestep_core_cuda
 import pytest
+from conftest import CliOutcome
 
-import acestep_core.plugins
-from acestep_core.cli import main
 from acestep_core.cli.terminal import LINE_LIMIT, TerminalWriter, terminal_text
 
 DEFAULT_TABLE = files("acestep_core_tiers_default").joinpath("tiers.toml").read_text(encoding="utf-8")
 TWO_GPUS = "two-gpu-3060-4090"
 
 
-@dataclass
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-@pytest.fixture
-def cli(make_manager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """``cli(*argv, env={}, cuda=False)`` → :class:`Outcome`, in process, with the machine-independent
-    built-ins (and the cuda plugin where a recording is replayed)."""
-
-    def run(*argv: str, env: dict[str, str] | None = None, cuda: bool = False) -> Outcome:
-        plugins = [("cuda", acestep_core_cuda)] if cuda else []
-        monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(*plugins))
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return Outcome(code, out, err)
-
-    return run
-
-
-def refused(outcome: Outcome, code: int, *needles: str) -> None:
+def refused(outcome: CliOutcome, code: int, *needles: str) -> None:
     """Exit ``code`` with one message line on stderr that holds every needle, nothing on stdout and
     no traceback anywhere."""
     assert outcome.code == code, outcome.text
@@ -70,7 +36,7 @@ def refused(outcome: Outcome, code: int, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
-def warned(outcome: Outcome, *needles: str) -> list[str]:
+def warned(outcome: CliOutcome, *needles: str) -> list[str]:
     """Exit 0, no traceback, and exactly one JSON warning holding all needles; returns the warnings."""
     assert outcome.code == 0, outcome.text
     assert "Traceback" not in outcome.text

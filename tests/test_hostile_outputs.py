@@ -20,8 +20,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import acestep_core.plugins  # noqa: E402
-from acestep_core.cli import main  # noqa: E402
 from acestep_core.runtime.calibrate import search  # noqa: E402
 from acestep_core.runtime.cli import generate as generate_cli  # noqa: E402
 from acestep_core.runtime.pipeline import CancelHandle, GenerationCancelledError  # noqa: E402
@@ -36,23 +34,6 @@ CALIBRATE_CONFIG = {
     "backend": "torch-cpu-tiny-fp32",
 }
 """What a CPU calibrate run's raw file records as its settings (so a resume reaches its rows)."""
-
-
-@pytest.fixture
-def cli(make_manager, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """``cli(*argv)`` → (exit code, stdout, stderr), in process, on the machine-independent built-ins."""
-    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager())
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return run
 
 
 @pytest.fixture
