@@ -155,3 +155,20 @@ def cli(make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch, capsys: pyte
         return CliOutcome(code, out, err)
 
     return run
+
+
+SMALL_TABLE = """
+[table]
+name = "small"
+
+[[tiers]]
+name = "everything"
+min_gb = 0
+max_duration_with_lm_s = 30
+max_duration_without_lm_s = 60
+max_batch_with_lm = 1
+max_batch_without_lm = 1
+lm_models = ["0.6B"]
+lm_default_on = true
+"""
+"""A one-tier table covering every size: the smallest valid table, for tests that register their own."""

@@ -15,6 +15,7 @@ from importlib.metadata import EntryPoint, PathDistribution
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_TABLE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,7 +96,7 @@ class Selects:
             lambda t: dataclasses.replace(t.tier("tier4"), lm_models=("0.6B", "1.7B", "4B")), id="doctored-lms"
         ),
         pytest.param(lambda t: dataclasses.replace(t.tier("tier2"), name="tier99"), id="invented-tier"),
-        pytest.param(lambda t: parse_table(SMALL).tiers[0], id="tier-of-an-unregistered-table"),
+        pytest.param(lambda t: parse_table(SMALL_TABLE).tiers[0], id="tier-of-an-unregistered-table"),
     ],
 )
 def test_a_tier_from_outside_the_active_table_is_refused_and_the_next_plugin_decides(make_manager, lie) -> None:
@@ -108,26 +109,10 @@ def test_a_tier_from_outside_the_active_table_is_refused_and_the_next_plugin_dec
     assert_within_active_table(resolution, default_table())
 
 
-SMALL = """
-[table]
-name = "small"
-
-[[tiers]]
-name = "everything"
-min_gb = 0
-max_duration_with_lm_s = 30
-max_duration_without_lm_s = 60
-max_batch_with_lm = 1
-max_batch_without_lm = 1
-lm_models = ["0.6B"]
-lm_default_on = true
-"""
-
-
 class OwnTable:
     """Registers a valid table and selects from it even when another table is active."""
 
-    table = parse_table(SMALL, source="own")
+    table = parse_table(SMALL_TABLE, source="own")
 
     @hookimpl
     def register_tier_tables(self) -> TierTable:
@@ -230,7 +215,7 @@ def test_a_plan_setting_out_of_its_schema_is_dropped_and_the_next_plugin_decides
 
 # --------------------------------------------------------------------------------------------- register_tier_tables
 def _doctored(**changes: object) -> TierTable:
-    table = parse_table(SMALL.replace('name = "small"', 'name = "doctored"'))
+    table = parse_table(SMALL_TABLE.replace('name = "small"', 'name = "doctored"'))
     return dataclasses.replace(table, tiers=(dataclasses.replace(table.tiers[0], **changes),))
 
 
@@ -249,7 +234,7 @@ def test_a_table_built_in_code_is_validated_like_a_toml_one(make_manager, table:
     class Registers:
         @hookimpl
         def register_tier_tables(self) -> list[TierTable]:
-            return [table, parse_table(SMALL.replace('name = "small"', 'name = "kept"'))]
+            return [table, parse_table(SMALL_TABLE.replace('name = "small"', 'name = "kept"'))]
 
     manager = make_manager(("maker", Registers()))
     resolution = resolve(manager=manager, environ=SIM8)

@@ -12,6 +12,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_TABLE
 
 from acestep_core import (
     GIB,
@@ -193,22 +194,6 @@ def plugin_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield tmp_path
     for name in modules:
         sys.modules.pop(name, None)
-
-
-SMALL_TABLE = """
-[table]
-name = "small"
-
-[[tiers]]
-name = "everything"
-min_gb = 0
-max_duration_with_lm_s = 30
-max_duration_without_lm_s = 60
-max_batch_with_lm = 1
-max_batch_without_lm = 1
-lm_models = ["0.6B"]
-lm_default_on = true
-"""
 
 
 FAILING = {
