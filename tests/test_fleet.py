@@ -143,6 +143,26 @@ def test_a_node_whose_detection_fails_is_listed_with_its_error(cluster: str) -> 
     assert all("no tier table named 'no-such-table'" in d.error for d in result.devices)
 
 
+@ray.remote(num_gpus=1, num_cpus=0)
+class GpuHolder:
+    def gpu(self) -> str:
+        return str(ray.get_gpu_ids()[0])
+
+
+def test_a_gpu_held_elsewhere_is_reported_not_scanned_twice_through_another_card(cluster: str) -> None:
+    """Four of five GPUs are free: a task per GPU must not finish on a card and hand it to the fifth."""
+    holder = GpuHolder.remote()  # type: ignore[attr-defined]
+    held = ray.get(holder.gpu.remote(), timeout=BOUND_S)
+    try:
+        result = scan(simulate=LOGICAL_GPUS, timeout_s=8)
+    finally:
+        ray.kill(holder)
+    answered = [d.cuda_visible_devices for d in result.gpus if not d.error]
+    assert len(answered) == 4 and len(set(answered)) == 4 and held not in answered
+    [busy] = result.failed
+    assert "held by another Ray task or actor" in (busy.error or "")
+
+
 def test_gpu_less_nodes_are_cpu_workers_and_an_unreachable_node_is_listed_with_its_error(
     cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,8 @@
 """``fleet scan``: what every GPU of a Ray cluster is, read by the card itself.
 
-One Ray task per GPU, each asking for ``num_gpus=1`` and pinned to its node, so that the
+One Ray task per GPU, each running in a placement group of its own that reserves one GPU of its node
+for the whole scan, so that no two tasks share a card even when one finishes before the next is placed
+(a plain ``num_gpus=1`` task hands its GPU back on return, and Ray may give it to the next task). The
 ``CUDA_VISIBLE_DEVICES`` Ray gives the task is what the detection plugins map (the same way a serving
 replica will see its card). A node without GPUs gets one task that reports it as a CPU worker. A task
 that raises or does not answer within the timeout is listed with its error; the scan still completes.
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from acestep_core.resolve import resolve
 from acestep_core.types import MemoryReading, Tier, to_jsonable
@@ -148,33 +151,49 @@ def scan(
             planned.append((device, {"num_gpus": 1, "num_cpus": 0, **env}))
     pending: list[tuple[Any, FleetDevice]] = []
     devices: dict[int, FleetDevice] = {}
-    for position, (device, options) in enumerate(planned):
-        try:
-            placement = NodeAffinitySchedulingStrategy(node_id=device.node_id, soft=False)
-            pending.append((_detect.options(scheduling_strategy=placement, **options).remote(tiers), device))
-        except Exception as error:  # noqa: BLE001 - a node Ray cannot place a task on is that node's error
-            devices[position] = _with(device, error=f"detection could not be started: {_cause(error)}")
-    ready, _ = (
-        ray.wait([ref for ref, _ in pending], num_returns=len(pending), timeout=timeout_s) if pending else ([], [])
-    )
-    done = set(ready)
-    answers = iter(pending)
-    for position in range(len(planned)):
-        if position in devices:
-            continue
-        ref, device = next(answers)
-        if ref not in done:
-            ray.cancel(ref, force=True)
-            hint = " (is the GPU held by another Ray task or actor?)" if device.kind == "gpu" else ""
-            devices[position] = _with(device, error=f"detection did not answer within {timeout_s:g} s{hint}")
-            continue
-        try:
-            devices[position] = _with(device, **ray.get(ref))
-        except Exception as error:  # noqa: BLE001 - any failure on a node is that node's reported error
-            devices[position] = _with(device, error=f"detection failed: {_cause(error)}")
+    groups: list[PlacementGroup] = []
+    try:
+        for position, (device, options) in enumerate(planned):
+            try:
+                pending.append(
+                    (_detect.options(scheduling_strategy=_placement(device, groups), **options).remote(tiers), device)
+                )
+            except Exception as error:  # noqa: BLE001 - a node Ray cannot place a task on is that node's error
+                devices[position] = _with(device, error=f"detection could not be started: {_cause(error)}")
+        ready, _ = (
+            ray.wait([ref for ref, _ in pending], num_returns=len(pending), timeout=timeout_s) if pending else ([], [])
+        )
+        done = set(ready)
+        answers = iter(pending)
+        for position in range(len(planned)):
+            if position in devices:
+                continue
+            ref, device = next(answers)
+            if ref not in done:
+                ray.cancel(ref, force=True)
+                hint = " (is the GPU held by another Ray task or actor?)" if device.kind == "gpu" else ""
+                devices[position] = _with(device, error=f"detection did not answer within {timeout_s:g} s{hint}")
+                continue
+            try:
+                devices[position] = _with(device, **ray.get(ref))
+            except Exception as error:  # noqa: BLE001 - any failure on a node is that node's reported error
+                devices[position] = _with(device, error=f"detection failed: {_cause(error)}")
+    finally:
+        for group in groups:
+            remove_placement_group(group)
     return FleetScan(
         devices=tuple(devices[i] for i in range(len(planned))), address=cluster, seconds=time.perf_counter() - started
     )
+
+
+def _placement(device: FleetDevice, groups: list[PlacementGroup]) -> Any:
+    """A GPU task gets a one-GPU placement group on its node (kept until the scan ends); a CPU worker's
+    task is pinned to its node."""
+    if device.kind == "cpu":
+        return NodeAffinitySchedulingStrategy(node_id=device.node_id, soft=False)
+    group = placement_group([{"GPU": 1, f"node:{device.node_ip}": 0.001}], strategy="STRICT_PACK")
+    groups.append(group)
+    return PlacementGroupSchedulingStrategy(placement_group=group, placement_group_bundle_index=0)
 
 
 @ray.remote(max_retries=0)
