@@ -11,7 +11,8 @@ from the current one is scanned again and replaced.
 Environment:
 
 ``ACESTEP_CORE_CACHE_DIR``
-    where the cache lives, one file per environment (``sys.prefix``); default
+    where the cache lives, one file per environment and ``sys.path`` layout (``acestep-core`` and
+    ``python -m acestep_core`` put different folders first, and must not evict each other); default
     ``$XDG_CACHE_HOME/acestep-core``, else ``~/.cache/acestep-core``.
 ``ACESTEP_CORE_NO_CACHE=1``
     scan every time; nothing is read or written.
@@ -75,8 +76,8 @@ def discover(
     path = sys.path if path is None else path
     if environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         return scan(group)
-    cache_file = cache_directory(environ) / f"entry-points-{group}-{zlib.crc32(sys.prefix.encode()):08x}.json"
     key = environment_key(path)
+    cache_file = cache_directory(environ) / f"entry-points-{group}-{layout_hash(key):08x}.json"
     cached = _read(cache_file, key)
     if cached is not None:
         return cached
@@ -108,6 +109,13 @@ def environment_key(path: Iterable[str]) -> list[Any]:
             stamp = -1
         key.append([entry, stamp])
     return key
+
+
+def layout_hash(key: list[Any]) -> int:
+    """The environment key without the modification times: installing something replaces a layout's
+    cache file instead of adding one."""
+    layout = [entry[0] if isinstance(entry, list) else entry for entry in key]
+    return zlib.crc32(json.dumps(layout).encode())
 
 
 def cache_directory(environ: Mapping[str, str]) -> Path:

@@ -95,3 +95,18 @@ def test_editing_files_in_the_working_directory_keeps_the_cache(
     os.utime(tmp_path, ns=(3, 3))
     discover(GROUP, environ=_environ(tmp_path), path=["", str(site)])
     assert counted_scan == [GROUP]
+
+
+def test_two_sys_path_layouts_keep_a_cache_each(tmp_path: Path, counted_scan: list[str]) -> None:
+    """The console script and ``python -m`` see different first folders: alternating must not rescan."""
+    site, scripts, project = (tmp_path / name for name in ("site", "bin", "project"))
+    for folder in (site, scripts, project):
+        folder.mkdir()
+    for _ in range(3):
+        discover(GROUP, environ=_environ(tmp_path), path=[str(scripts), str(site)])
+        discover(GROUP, environ=_environ(tmp_path), path=[str(project), str(site)])
+    assert counted_scan == [GROUP, GROUP]
+    os.utime(site, ns=(4, 4))
+    discover(GROUP, environ=_environ(tmp_path), path=[str(scripts), str(site)])
+    assert counted_scan == [GROUP] * 3
+    assert len(list((tmp_path / "cache").iterdir())) == 2, "an install replaces its layout's file"
