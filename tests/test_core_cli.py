@@ -217,18 +217,21 @@ with contextlib.redirect_stdout(io.StringIO()) as out:
     code = main(["info", "--json"])
 resolution = json.loads(out.getvalue())
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pynvml", "transformers", "diffusers", "optimum"))
-print(json.dumps({"after_import": after_import, "after_info": heavy, "code": code, "tier": resolution["tier"]["name"]}))
+cuda = sorted(m for m in sys.modules if m.startswith("acestep_core_cuda."))
+print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cuda, "code": code,
+                  "tier": resolution["tier"]["name"]}))
 """
 
 
 def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
     """``import acestep_core`` and ``acestep-core info --json`` under MAX_CUDA_VRAM=8, with every
-    installed plugin: no torch (so no CUDA context can exist) and no NVML."""
+    installed plugin: no torch (so no CUDA context can exist) and no NVML. The simulation answers
+    first, so the ``cuda`` plugin's detection modules are never imported either (start-up time)."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env=_env(MAX_CUDA_VRAM="8"), check=True
     )
     probe = json.loads(result.stdout.strip().splitlines()[-1])
-    assert probe == {"after_import": [], "after_info": [], "code": 0, "tier": "tier4"}
+    assert probe == {"after_import": [], "after_info": [], "cuda": [], "code": 0, "tier": "tier4"}
 
 
 def _env(**extra: str) -> dict[str, str]:

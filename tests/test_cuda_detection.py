@@ -10,6 +10,7 @@ from typing import Any
 
 import acestep_core_cuda
 import pytest
+from acestep_core_cuda import detection
 from acestep_core_cuda.replay import RecordedNvml, bundled_recordings, load_recording
 
 import acestep_core.optimize
@@ -291,7 +292,7 @@ def test_an_idle_gpu_has_no_in_use_note() -> None:
 # --------------------------------------------------------------------------------------------- NVML object
 def test_nvml_is_shut_down_after_reading(monkeypatch) -> None:
     fake = RecordedNvml(load_recording("two-gpu-3060-4090").data["nvml"])
-    monkeypatch.setattr(acestep_core_cuda, "nvml_source", lambda: fake)
+    monkeypatch.setattr(detection, "nvml_source", lambda: fake)
     reading = acestep_core_cuda.detect_memory(DetectOptions(environ={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}))
     assert reading.device.uuid == RTX3060
     assert fake.initialised == 0
@@ -300,7 +301,7 @@ def test_nvml_is_shut_down_after_reading(monkeypatch) -> None:
 def test_a_lost_gpu_is_left_out_and_named(monkeypatch) -> None:
     section = copy.deepcopy(dict(load_recording("two-gpu-3060-4090").data["nvml"]))
     section["gpus"][1]["lost"] = True
-    monkeypatch.setattr(acestep_core_cuda, "nvml_source", lambda: RecordedNvml(section))
+    monkeypatch.setattr(detection, "nvml_source", lambda: RecordedNvml(section))
     reading = acestep_core_cuda.detect_memory(DetectOptions())
     assert [d.uuid for d in reading.visible] == [RTX3060]
     assert any("could not read GPU 1" in note and "GpuIsLost" in note for note in reading.notes)
@@ -309,7 +310,7 @@ def test_a_lost_gpu_is_left_out_and_named(monkeypatch) -> None:
 def test_a_gpu_without_memory_figures_gets_the_smallest_tier_and_advice(make_manager, monkeypatch) -> None:
     section = copy.deepcopy(dict(load_recording("rtx4060-8gb").data["nvml"]))
     section["gpus"][0]["memory_v1"] = None
-    monkeypatch.setattr(acestep_core_cuda, "nvml_source", lambda: RecordedNvml(section))
+    monkeypatch.setattr(detection, "nvml_source", lambda: RecordedNvml(section))
     resolution = resolve(manager=make_manager(("cuda", acestep_core_cuda)), environ={})
     assert resolution.reading.device.total_bytes is None
     assert resolution.tier.name == "tier1"

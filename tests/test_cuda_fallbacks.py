@@ -7,6 +7,7 @@ from typing import Any
 
 import acestep_core_cuda
 import pytest
+from acestep_core_cuda import detection
 from acestep_core_cuda.fallbacks import HostSigns, accelerator_signs, torch_build
 from acestep_core_cuda.replay import RecordedNvml, recorded_torch
 
@@ -57,9 +58,7 @@ def detect(error: str | None, signs: HostSigns, torch: TorchLoader, device: str 
             raise ModuleNotFoundError("No module named 'pynvml'", name="pynvml")
         return RecordedNvml({"error": error, "gpus": []})
 
-    return acestep_core_cuda.detect(
-        DetectOptions(device=device), nvml=nvml, host=lambda environ: signs, load_torch=torch
-    )
+    return detection.detect(DetectOptions(device=device), nvml=nvml, host=lambda environ: signs, load_torch=torch)
 
 
 NVML_ERRORS = [
@@ -229,7 +228,7 @@ def test_the_real_machine_without_nvidia(monkeypatch) -> None:
     signs = probe_host({})
     if signs.nvidia_driver or signs.rocm or signs.intel_gpu:
         pytest.skip("this machine has an accelerator")
-    monkeypatch.setattr(acestep_core_cuda, "torch_loader", lambda: pytest.fail("torch must not be imported"))
+    monkeypatch.setattr(detection, "torch_loader", lambda: pytest.fail("torch must not be imported"))
     reading = acestep_core_cuda.detect_memory(DetectOptions())
     assert reading.device.backend == "cpu" and len(reading.notes) == 1
     assert reading.notes[0].startswith("no GPU found")
