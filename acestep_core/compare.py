@@ -7,10 +7,11 @@ tables' ranges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from acestep_core.record import Record
 from acestep_core.types import Tier, TierTable
 
 REAL_CARDS_GB: tuple[float, ...] = (4, 6, 8, 10, 11, 12, 16, 20, 24, 32, 40, 48, 80)
@@ -31,8 +32,7 @@ COMPARED_FIELDS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Difference:
+class Difference(Record):
     """At one memory size (or a range of them): the tier each table picks and every field that differs."""
 
     from_gb: float
@@ -51,8 +51,7 @@ class Difference:
         }
 
 
-@dataclass(frozen=True)
-class Comparison:
+class Comparison(Record):
     a: TierTable
     b: TierTable
     ranges: tuple[Difference, ...]

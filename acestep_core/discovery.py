@@ -28,25 +28,24 @@ import os
 import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from acestep_core.record import Record
 
 CACHE_DIR_ENV = "ACESTEP_CORE_CACHE_DIR"
 NO_CACHE_ENV = "ACESTEP_CORE_NO_CACHE"
 CACHE_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Distribution:
+class Distribution(Record):
     """The installed distribution an entry point came from."""
 
     name: str
     version: str
 
 
-@dataclass(frozen=True)
-class PluginEntryPoint:
+class PluginEntryPoint(Record):
     """An entry point as :class:`importlib.metadata.EntryPoint` has it (``name``, ``value``, ``dist``,
     ``load()``), cheap to build from the cache."""
 

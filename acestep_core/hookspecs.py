@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 import pluggy
 
+from acestep_core.record import Record
 from acestep_core.tables import TableError, validate_table
 from acestep_core.types import (
     AdjustedRequest,
@@ -60,8 +61,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # --------------------------------------------------------------------------------------------- contracts
-@dataclass(frozen=True)
-class Call:
+class Call(Record):
     """What a contract sees besides the answer: who answered, and the hook's arguments."""
 
     plugin: str
@@ -74,8 +74,7 @@ Rule = Callable[[Any, Call], str | None]
 """A contract's rule: None when the answer (or one item of a collected answer) keeps it, else why not."""
 
 
-@dataclass(frozen=True)
-class Contract:
+class Contract(Record):
     """What an answer to one hook must be.
 
     ``accepts`` is the type check (a failure is reported as ``wrong-type``); ``rule`` the meaning

@@ -36,6 +36,7 @@ import pluggy
 from acestep_core import hookspecs
 from acestep_core.discovery import PluginEntryPoint, discover
 from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV
+from acestep_core.record import Record
 from acestep_core.tables import TableError
 from acestep_core.types import (
     AdjustedRequest,
@@ -53,8 +54,7 @@ DISABLE_AUTOLOAD_ENV = "ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD"
 BLOCK_ENV = "ACESTEP_CORE_BLOCK_PLUGINS"
 
 
-@dataclass(frozen=True)
-class BuiltinPlugin:
+class BuiltinPlugin(Record):
     """A plugin that ships with acestep-core: recognised by its distribution and module together,
     never by its entry-point name alone (any distribution can declare any name)."""
 
@@ -270,8 +270,7 @@ def _load_entry_point(
 
 
 # --------------------------------------------------------------------------------------------- calling
-@dataclass(frozen=True)
-class Answer:
+class Answer(Record):
     """The outcome of calling one hook: results with the plugin that gave each, and problems."""
 
     results: tuple[tuple[str, Any], ...]

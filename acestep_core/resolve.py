@@ -17,6 +17,7 @@ from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
+from acestep_core.record import Record
 from acestep_core.types import (
     CPU,
     AdjustedRequest,
@@ -55,8 +56,7 @@ class ResolutionError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- tables
-@dataclasses.dataclass(frozen=True)
-class TableChoice:
+class TableChoice(Record):
     table: TierTable
     plugin: str
     reason: str

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from acestep_core.plugins import PluginManager
+from acestep_core.record import Record
 from acestep_core.resolve import resolve
 from acestep_core.types import GIB, GenerationRequest, MemoryReading, Overrides, Resolution, to_jsonable
 
@@ -37,8 +37,7 @@ class UnrunnableError(RuntimeError):
     """Replicas are running, but every one of their plans refuses the request. The message says why."""
 
 
-@dataclass(frozen=True)
-class FleetClass:
+class FleetClass(Record):
     """One tier class of a fleet: its name (the deployment's), a reading of its cards, and its load."""
 
     name: str
@@ -59,8 +58,7 @@ class FleetClass:
         return self.in_flight / self.replicas if self.replicas > 0 else float("inf")
 
 
-@dataclass(frozen=True)
-class ClassVerdict:
+class ClassVerdict(Record):
     """What one class would do with the request."""
 
     name: str
@@ -90,8 +88,7 @@ class ClassVerdict:
         return self.can_run and not self.clamps
 
 
-@dataclass(frozen=True)
-class RouteDecision:
+class RouteDecision(Record):
     """Where a request goes, why, and what every class would have done with it."""
 
     target: str

@@ -11,6 +11,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from acestep_core.record import Record
 from acestep_core.tables import parse_table, table_to_toml
 from acestep_core.types import TierTable
 
@@ -18,8 +19,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 """At most 64 characters: the name becomes folder and module names, which file systems bound."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ScaffoldNames:
+class ScaffoldNames(Record):
     table: str
     distribution: str
     module: str

@@ -41,11 +41,11 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
+from acestep_core.record import Record
 from acestep_core.types import Tier, TierTable
 from acestep_core.vocabulary import LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
 
@@ -96,8 +96,7 @@ _LIMIT_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class TableProblem:
+class TableProblem(Record):
     tier: str | None
     field: str | None
     message: str

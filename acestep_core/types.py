@@ -12,17 +12,17 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, TypeVar
 
+from acestep_core.record import Record
 from acestep_core.vocabulary import COMPONENTS, GIB, LM_MODES, LM_SIZES, MIN_DURATION_S, PLAN_KEYS, LmMode
 
 __all__ = ["COMPONENTS", "GIB", "LM_SIZES", "LmMode"]  # re-exported: defined in acestep_core.vocabulary
 
 
 # --------------------------------------------------------------------------------------------- detect
-@dataclass(frozen=True)
-class DetectOptions:
+class DetectOptions(Record):
     """What the caller asks of detection; handed unchanged to every ``detect_memory`` implementation.
 
     ``environ`` is a snapshot of the process environment (or a test's own mapping), so plugins never
@@ -49,8 +49,7 @@ class DetectOptions:
         return (self.device, self.vram_gb, self.replay, self.timeout_s, tuple(sorted(self.environ.items())))
 
 
-@dataclass(frozen=True)
-class DeviceMemory:
+class DeviceMemory(Record):
     """One device's memory, and where each figure came from."""
 
     backend: str
@@ -89,8 +88,7 @@ class DeviceMemory:
 CPU = DeviceMemory(backend="cpu", name="CPU")
 
 
-@dataclass(frozen=True)
-class MemoryReading:
+class MemoryReading(Record):
     """What ``detect_memory`` returns: the device the pipeline will use, and every visible one."""
 
     device: DeviceMemory
@@ -104,8 +102,7 @@ class MemoryReading:
 
 
 # --------------------------------------------------------------------------------------------- select
-@dataclass(frozen=True)
-class Tier:
+class Tier(Record):
     """One row of a tier table: the limits and defaults for a range of device memory (GiB).
 
     ``name`` is the tier's stable id (``tier1`` … ``tier6``, ``tier6a``, ``unlimited``): what tools,
@@ -183,8 +180,7 @@ class Tier:
         return f"{_num(self.min_gb)}-{_num(self.max_gb)}GB"
 
 
-@dataclass(frozen=True)
-class TierTable:
+class TierTable(Record):
     """A whole tier table: tiers ordered by memory, covering 0 GiB to unbounded."""
 
     name: str
@@ -229,8 +225,7 @@ class TierTable:
 
 
 # --------------------------------------------------------------------------------------------- adjust
-@dataclass(frozen=True)
-class GenerationRequest:
+class GenerationRequest(Record):
     """What the user asked for, before any tier limit is applied."""
 
     duration_s: float | None = None
@@ -284,8 +279,7 @@ class Decided:
         return self if self.plugin else dataclasses.replace(self, plugin=plugin)  # type: ignore[type-var]
 
 
-@dataclass(frozen=True)
-class Adjustment(Decided):
+class Adjustment(Decided, Record):
     """One change ``adjust_request`` made to a request, and why."""
 
     field: str
@@ -305,8 +299,7 @@ class Adjustment(Decided):
         return self.granted
 
 
-@dataclass(frozen=True)
-class AdjustedRequest:
+class AdjustedRequest(Record):
     """The request as it will run."""
 
     duration_s: float | None
@@ -328,8 +321,7 @@ class AdjustedRequest:
         return tuple(change.reason for change in self.changes if change.warning)
 
 
-@dataclass(frozen=True)
-class Override:
+class Override(Record):
     """A user-set value that won over the tier's (or the plan's) own."""
 
     key: str
@@ -338,8 +330,7 @@ class Override:
     """What the tier or plan would have given."""
 
 
-@dataclass(frozen=True)
-class Overrides:
+class Overrides(Record):
     """Explicit user values (CLI flags, API arguments). Each wins over the tier's default."""
 
     max_duration_s: int | None = None
@@ -404,8 +395,7 @@ def _is_real(value: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- configure
-@dataclass(frozen=True)
-class Setting(Decided):
+class Setting(Decided, Record):
     """One optimization decision. Keys are listed in :data:`acestep_core.vocabulary.PLAN_KEYS`."""
 
     key: str
@@ -425,8 +415,7 @@ class Setting(Decided):
         return self.value
 
 
-@dataclass(frozen=True)
-class OptimizationPlan:
+class OptimizationPlan(Record):
     """Every optimization decision for a run, one :class:`Setting` per key."""
 
     settings: tuple[Setting, ...] = ()
@@ -451,8 +440,7 @@ class OptimizationPlan:
 
 
 # --------------------------------------------------------------------------------------------- result
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """Which plugin answered a hook, and what it said."""
 
     hook: str
@@ -465,8 +453,7 @@ ProblemKind = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class PluginProblem:
+class PluginProblem(Record):
     """A plugin that failed to load, raised inside a hook, or returned the wrong type, and was skipped."""
 
     plugin: str
@@ -494,8 +481,7 @@ _PROBLEM_VERBS = {
 }
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(Record):
     """hardware → tier → adjusted request → plan, and who decided each."""
 
     reading: MemoryReading

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, get_args
+
+from acestep_core.record import Record
 
 # --------------------------------------------------------------------------------------------- units
 MIB = 1024**2
@@ -76,8 +77,7 @@ VAE_TILE_OVERLAP = 32
 
 
 # --------------------------------------------------------------------------------------------- plan keys
-@dataclass(frozen=True)
-class PlanKey:
+class PlanKey(Record):
     """One optimization-plan key: what it means, the type and range of its value, and whether a user
     may set it (``--set``, ``Overrides.plan``) or only the plan computes it (memory figures, ladder)."""
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.record import Record
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 VAE_TILES: tuple[tuple[int, int], ...] = ((VAE_TILE_FRAMES, VAE_TILE_OVERLAP), (128, 32), (64, 16))
@@ -35,8 +35,7 @@ QUANTIZE_ORDER = ("lm", "dit", "text_encoder")
 STREAM_ORDER = ("dit", "text_encoder")
 
 
-@dataclass(frozen=True)
-class Rung:
+class Rung(Record):
     """One step down the ladder."""
 
     name: str
@@ -44,8 +43,7 @@ class Rung:
     reason: str
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(Record):
     """Nothing fits: the smallest plan the ladder reached, and by how much it misses."""
 
     predicted_bytes: int
@@ -63,8 +61,7 @@ class Refusal:
         )
 
 
-@dataclass(frozen=True)
-class LadderResult:
+class LadderResult(Record):
     run: RunShape
     choices: Choices
     prediction: Prediction
@@ -77,8 +74,7 @@ class LadderResult:
         return self.refusal is None
 
 
-@dataclass(frozen=True)
-class Abilities:
+class Abilities(Record):
     """What the device allows the ladder to do."""
 
     offload: bool = True
@@ -97,7 +93,11 @@ class Abilities:
     """LM sizes the ladder may step down to (the tier's)."""
 
 
-def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()) -> LadderResult:
+DISCRETE_GPU = Abilities()
+"""A discrete GPU: every rung is open."""
+
+
+def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU) -> LadderResult:
     """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
     walked = list(steps(run, choices, budget, abilities))
     rungs = [rung for _, _, rung, _ in walked]
@@ -113,7 +113,7 @@ def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = 
 
 
 def steps(
-    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = Abilities()
+    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU
 ) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
     """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
     prediction = predict(run, choices)

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from acestep_core.record import Record
 from acestep_core.vocabulary import (
     CODES_PER_SECOND,
     CUDA_CONTEXT_BYTES,
@@ -91,8 +92,7 @@ TEXT_ENCODER_WORK_BYTES = 64 * MIB
 
 
 # --------------------------------------------------------------------------------------------- shapes
-@dataclass(frozen=True)
-class LMShape:
+class LMShape(Record):
     """A Qwen3 causal LM (or, with ``lm_head=False``, the Qwen3Model text encoder)."""
 
     hidden: int
@@ -151,8 +151,7 @@ TEXT_ENCODER_SHAPE = LMShape(
 """Qwen3-Embedding-0.6B."""
 
 
-@dataclass(frozen=True)
-class DiTShape:
+class DiTShape(Record):
     """ACE-Step 1.5's DiT as ``--size real`` builds it: diffusers' ``AceStepTransformer1DModel`` (the
     decoder, whose shape drives activations) and its ``AceStepConditionEncoder`` (text projector, lyric
     and timbre encoders), counted from their shapes."""
@@ -249,8 +248,7 @@ DIT_STANDIN_SHAPE = DiTShape(condition_encoder=False, mask_build_bytes_per_t2=15
 T² entry, fitted on its 600 s batch 1 and 2 readings)."""
 
 
-@dataclass(frozen=True)
-class VAEShape:
+class VAEShape(Record):
     params: int = 168_695_426
     decoder_channels: int = 128
     latent_channels: int = 64
@@ -267,8 +265,7 @@ VAE_SHAPE = VAEShape()
 
 
 # --------------------------------------------------------------------------------------------- estimates
-@dataclass(frozen=True)
-class ComponentEstimate:
+class ComponentEstimate(Record):
     """One component in its own phase: weights on the device and the working set above them."""
 
     component: str
@@ -433,8 +430,7 @@ def text_encoder_estimate(
 
 
 # --------------------------------------------------------------------------------------------- a run
-@dataclass(frozen=True)
-class RunShape:
+class RunShape(Record):
     """What a run asks of the device: ``duration_s`` of audio, ``batch`` clips, the LM size or None."""
 
     duration_s: float
@@ -446,8 +442,7 @@ class RunShape:
     """``size``: the user named this LM (the ladder keeps it); ``on``: any size; ``auto``: it may go off."""
 
 
-@dataclass(frozen=True)
-class Choices:
+class Choices(Record):
     """The memory-relevant part of an optimization plan."""
 
     precision: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "bf16"))
@@ -461,8 +456,7 @@ class Choices:
     quantize_lm_head: bool = False
 
 
-@dataclass(frozen=True)
-class PhasePeak:
+class PhasePeak(Record):
     phase: str
     resident: Mapping[str, int]
     """Component → bytes of its weights on the device during this phase."""
@@ -485,8 +479,7 @@ def reserved_bytes(allocated: int) -> int:
     return round(allocated * (1 + RESERVED_GAP_FITTED))
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(Record):
     phases: tuple[PhasePeak, ...]
     estimates: Mapping[str, ComponentEstimate]
 
@@ -559,8 +552,7 @@ def predict(run: RunShape, choices: Choices) -> Prediction:
 
 
 # --------------------------------------------------------------------------------------------- budget
-@dataclass(frozen=True)
-class Budget:
+class Budget(Record):
     total_bytes: int
     context_bytes: int
     margin_bytes: int

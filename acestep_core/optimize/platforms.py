@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from acestep_core.optimize.memory import Budget, device_budget
+from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
 from acestep_core.vocabulary import GIB, LM_BACKENDS, PHASES, SAFETY_MARGIN_BYTES, VAE_HOP
 
@@ -42,8 +42,7 @@ Metal driver's own buffers live in the same memory the GPU's working set counts.
 
 
 # --------------------------------------------------------------------------------------------- abilities
-@dataclass(frozen=True)
-class DeviceAbilities:
+class DeviceAbilities(Record):
     """What saves memory on a device, and why not where it does not."""
 
     offload: bool

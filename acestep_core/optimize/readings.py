@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -34,6 +33,7 @@ from acestep_core.optimize.memory import (
     reserved_bytes,
     vae_estimate,
 )
+from acestep_core.record import Record
 from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 FIT_TOLERANCE = 0.10
@@ -58,8 +58,7 @@ QUANTIZED_ON_DEVICE = (
 )
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(Record):
     reading: str
     source: str
     """The reading's file in ``acestep_core/optimize/measurements/``."""
