@@ -8,16 +8,9 @@ time of every ``sys.path`` directory — installing or removing a distribution a
 ``*.dist-info`` directory there, which changes its directory's time. A cache whose environment differs
 from the current one is scanned again and replaced.
 
-Environment:
-
-``ACESTEP_CORE_CACHE_DIR``
-    where the cache lives, one file per environment and ``sys.path`` layout (``acestep-core`` and
-    ``python -m acestep_core`` put different folders first, and must not evict each other); default
-    ``$XDG_CACHE_HOME/acestep-core``, else ``~/.cache/acestep-core``.
-``ACESTEP_CORE_NO_CACHE=1``
-    scan every time; nothing is read or written.
-
-A cache that cannot be read or written (a read-only home, a corrupt file) is ignored: the scan runs.
+The cache is a file of :mod:`acestep_core.cache` (``ACESTEP_CORE_CACHE_DIR``,
+``ACESTEP_CORE_NO_CACHE=1``), one per environment and ``sys.path`` layout: ``acestep-core`` and
+``python -m acestep_core`` put different folders first, and must not evict each other.
 """
 
 from __future__ import annotations
@@ -28,13 +21,11 @@ import os
 import sys
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from acestep_core import cache
 from acestep_core.record import Record
 
-CACHE_DIR_ENV = "ACESTEP_CORE_CACHE_DIR"
-NO_CACHE_ENV = "ACESTEP_CORE_NO_CACHE"
 CACHE_FORMAT = 1
 
 
@@ -73,15 +64,20 @@ def discover(
     """The entry points of ``group`` in this environment, from the cache when it is current."""
     environ = os.environ if environ is None else environ
     path = sys.path if path is None else path
-    if environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        return scan(group)
     key = environment_key(path)
-    cache_file = cache_directory(environ) / f"entry-points-{group}-{layout_hash(key):08x}.json"
-    cached = _read(cache_file, key)
-    if cached is not None:
-        return cached
+    name = f"entry-points-{group}-{layout_hash(key):08x}.json"
+    rows = cache.read(name, key, environ)
+    if rows is not None:
+        try:
+            return tuple(
+                PluginEntryPoint(row["name"], row["value"], Distribution(**row["dist"]) if row["dist"] else None)
+                for row in rows
+            )
+        except (TypeError, KeyError):
+            pass  # a malformed file: scanned again and replaced
     found = scan(group)
-    _write(cache_file, key, found)
+    rows = [{"name": ep.name, "value": ep.value, "dist": None if ep.dist is None else vars(ep.dist)} for ep in found]
+    cache.write(name, key, rows, environ)
     return found
 
 
@@ -115,37 +111,3 @@ def layout_hash(key: list[Any]) -> int:
     cache file instead of adding one."""
     layout = [entry[0] if isinstance(entry, list) else entry for entry in key]
     return zlib.crc32(json.dumps(layout).encode())
-
-
-def cache_directory(environ: Mapping[str, str]) -> Path:
-    if environ.get(CACHE_DIR_ENV):
-        return Path(environ[CACHE_DIR_ENV])
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "acestep-core"
-
-
-def _read(cache_file: Path, key: list[Any]) -> tuple[PluginEntryPoint, ...] | None:
-    try:
-        data = json.loads(cache_file.read_text(encoding="utf-8"))
-        if data["environment"] != key:
-            return None
-        rows = data["entry_points"]
-        return tuple(
-            PluginEntryPoint(row["name"], row["value"], Distribution(**row["dist"]) if row["dist"] else None)
-            for row in rows
-        )
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-
-
-def _write(cache_file: Path, key: list[Any], entry_points: Iterable[PluginEntryPoint]) -> None:
-    rows = [
-        {"name": ep.name, "value": ep.value, "dist": None if ep.dist is None else vars(ep.dist)} for ep in entry_points
-    ]
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"environment": key, "entry_points": rows}), encoding="utf-8")
-        os.replace(temporary, cache_file)
-    except OSError:
-        return

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
-import tomllib
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from acestep_core import cache
 from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core.record import Record
 from acestep_core.types import Tier, TierTable
@@ -128,10 +130,24 @@ def load_table(path: str | Path) -> TierTable:
     return parse_table(text, source=str(path))
 
 
-def parse_table(text: str, source: str = "<string>") -> TierTable:
-    """Parse and validate a table from TOML text."""
+def parse_table(text: str, source: str = "<string>", *, environ: Mapping[str, str] | None = None) -> TierTable:
+    """Parse and validate a table from TOML text. The parsed data is kept in the cache
+    (:mod:`acestep_core.cache`, under ``source``, with ``text`` as its origin), so that a start-up
+    that reads the same tables as the last one imports no TOML parser; validation always runs."""
     if not text.strip():
         raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
+    environ = os.environ if environ is None else environ
+    name = f"toml-{zlib.crc32(source.encode()):08x}.json"
+    data = cache.read(name, text, environ)
+    if not isinstance(data, dict) or nesting_depth(data) > MAX_NESTING:
+        data = _parse_toml(text, source)
+        cache.write(name, text, data, environ)
+    return table_from_dict(data, source=source)
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    import tomllib  # only when the cache does not hold this text
+
     too_deep = TableError(
         source, [TableProblem(None, None, f"nested more than {MAX_NESTING} levels deep", "a tier table nests 3 levels")]
     )
@@ -145,7 +161,7 @@ def parse_table(text: str, source: str = "<string>") -> TierTable:
         raise too_deep from None
     if nesting_depth(data) > MAX_NESTING:
         raise too_deep
-    return table_from_dict(data, source=source)
+    return data
 
 
 def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTable:

@@ -32,12 +32,19 @@ SETTINGS_FROM_ENVIRONMENT = (
 )
 
 
+@pytest.fixture(scope="session")
+def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("acestep-core-cache"))
+
+
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No simulation or plugin switch leaks in from the shell, and no manager or reading from
-    another test."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, session_cache_dir: str) -> Iterator[None]:
+    """No simulation or plugin switch leaks in from the shell, no manager or reading from another
+    test, and the start-up cache (entry points, parsed tables) is the session's, not the user's."""
     for name in SETTINGS_FROM_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("ACESTEP_CORE_NO_CACHE", raising=False)
+    monkeypatch.setenv("ACESTEP_CORE_CACHE_DIR", session_cache_dir)
     reset_plugin_manager()
     clear_detection_cache()
     yield

@@ -218,7 +218,8 @@ with contextlib.redirect_stdout(io.StringIO()) as out:
 resolution = json.loads(out.getvalue())
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pynvml", "transformers", "diffusers", "optimum"))
 cuda = sorted(m for m in sys.modules if m.startswith("acestep_core_cuda."))
-print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cuda, "code": code,
+others = sorted(m for m in ("acestep_core.cli.tiers", "acestep_core.cli.plugins", "tomllib") if m in sys.modules)
+print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cuda, "others": others, "code": code,
                   "tier": resolution["tier"]["name"]}))
 """
 
@@ -226,12 +227,13 @@ print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cud
 def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
     """``import acestep_core`` and ``acestep-core info --json`` under MAX_CUDA_VRAM=8, with every
     installed plugin: no torch (so no CUDA context can exist) and no NVML. The simulation answers
-    first, so the ``cuda`` plugin's detection modules are never imported either (start-up time)."""
+    first, so the ``cuda`` plugin's detection modules are never imported either, nor the other
+    commands' modules, nor a TOML parser (start-up time)."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env=_env(MAX_CUDA_VRAM="8"), check=True
     )
     probe = json.loads(result.stdout.strip().splitlines()[-1])
-    assert probe == {"after_import": [], "after_info": [], "cuda": [], "code": 0, "tier": "tier4"}
+    assert probe == {"after_import": [], "after_info": [], "cuda": [], "others": [], "code": 0, "tier": "tier4"}
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -62,9 +62,14 @@ OPTIONAL_COMMAND_MODULES = (
 """Command modules outside the deciding core (running, serving): each adds its command with
 ``add_parser(subparsers)`` and imports what it drives (torch, Ray) only when its command runs."""
 
-CORE_COMMANDS = ("info", "plan", "tiers", "plugins")
-"""Commands that must start fast and import neither torch nor NVML: when one of them is asked for,
-the optional (``ml``) command modules are not even imported."""
+CORE_COMMAND_MODULES = {
+    "info": "acestep_core.cli.resolution",
+    "plan": "acestep_core.cli.resolution",
+    "tiers": "acestep_core.cli.tiers",
+    "plugins": "acestep_core.cli.plugins",
+}
+"""Commands that must start fast and import neither torch nor NVML, and the module that defines each:
+when one of them is asked for, only its module builds its parser (the others are not even imported)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,8 +81,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with ``command`` one of :data:`CORE_COMMANDS`, only the core's commands."""
-    from acestep_core.cli import plugins, resolution, tiers
+    """The whole parser; with ``command`` one of :data:`CORE_COMMAND_MODULES`, only its module's commands."""
+    import importlib
 
     parser = Parser(
         prog="acestep-core",
@@ -86,8 +91,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=EXIT_STATUS,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    optional = [] if command in CORE_COMMANDS else _optional_command_modules()
-    for module in (resolution, tiers, plugins, *optional):
+    if command in CORE_COMMAND_MODULES:
+        modules = [importlib.import_module(CORE_COMMAND_MODULES[command])]
+    else:
+        core = [importlib.import_module(name) for name in dict.fromkeys(CORE_COMMAND_MODULES.values())]
+        modules = [*core, *_optional_command_modules()]
+    for module in modules:
         module.add_parser(subparsers)
     return parser
 
