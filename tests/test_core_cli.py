@@ -218,7 +218,8 @@ with contextlib.redirect_stdout(io.StringIO()) as out:
 resolution = json.loads(out.getvalue())
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "pynvml", "transformers", "diffusers", "optimum"))
 cuda = sorted(m for m in sys.modules if m.startswith("acestep_core_cuda."))
-others = sorted(m for m in ("acestep_core.cli.tiers", "acestep_core.cli.plugins", "tomllib") if m in sys.modules)
+unneeded = ("acestep_core.cli.tiers", "acestep_core.cli.plugins", "tomllib", "shutil")
+others = sorted(m for m in unneeded if m in sys.modules)
 print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cuda, "others": others, "code": code,
                   "tier": resolution["tier"]["name"]}))
 """
@@ -228,7 +229,7 @@ def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
     """``import acestep_core`` and ``acestep-core info --json`` under MAX_CUDA_VRAM=8, with every
     installed plugin: no torch (so no CUDA context can exist) and no NVML. The simulation answers
     first, so the ``cuda`` plugin's detection modules are never imported either, nor the other
-    commands' modules, nor a TOML parser (start-up time)."""
+    commands' modules, nor a TOML parser, nor shutil for the help's width (start-up time)."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env=_env(MAX_CUDA_VRAM="8"), check=True
     )
@@ -241,3 +242,13 @@ def _env(**extra: str) -> dict[str, str]:
     built-in table chosen, so that a third-party table installed in the venv changes nothing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
     return env | {"ACESTEP_CORE_TIERS": "default"} | extra
+
+
+@pytest.mark.parametrize("columns", ["57", "", "not-a-number", "-3"])
+def test_the_help_width_is_what_shutil_would_read(monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    import shutil
+
+    from acestep_core.cli.terminal import terminal_width
+
+    monkeypatch.setenv("COLUMNS", columns)
+    assert terminal_width() == shutil.get_terminal_size().columns

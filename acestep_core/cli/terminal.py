@@ -8,7 +8,9 @@ the output. :class:`TerminalWriter` wraps stdout for a command's whole run, so n
 from __future__ import annotations
 
 import io
+import os
 import re
+import sys
 from typing import TextIO
 
 LINE_LIMIT = 600
@@ -16,6 +18,21 @@ LINE_LIMIT = 600
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """C0/C1 controls except tab and newline, and the bidirectional overrides ("Trojan Source")."""
+
+
+def terminal_width(fallback: int = 80) -> int:
+    """The columns :func:`shutil.get_terminal_size` reports (``COLUMNS``, else the terminal's width,
+    else ``fallback``), without importing :mod:`shutil`, which brings bz2 and lzma with it."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else fallback
 
 
 def escape_controls(text: str, *, json_escapes: bool = False) -> str:
