@@ -2,22 +2,52 @@
 
 A subclass is a frozen dataclass in every way a caller can see: :func:`dataclasses.fields`,
 :func:`~dataclasses.replace`, :func:`~dataclasses.asdict` and :func:`~dataclasses.is_dataclass` work;
-assigning or deleting a field raises :class:`dataclasses.FrozenInstanceError`; two records are equal
-when they are of the same class with equal fields, hash as the tuple of their fields, and print as
-``Tier(name='tier4', ...)``; type checkers treat them as frozen (:func:`typing.dataclass_transform`).
+it is built with the fields' names, positionally or by keyword, defaults and ``default_factory``
+filled in and ``__post_init__`` called; assigning or deleting an attribute raises
+:class:`dataclasses.FrozenInstanceError`; two records are equal when they are of the same class with
+equal fields, hash as the tuple of their fields, and print as ``Tier(name='tier4', ...)``; type
+checkers see the generated signature and treat the fields as read-only
+(:func:`typing.dataclass_transform`), and so does :func:`inspect.signature`.
 
 Why not ``@dataclass(frozen=True)``: on Python 3.11 it compiles six methods for every class
-(``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``, ``__delattr__``), about
-0.4 ms a class on a CI machine, and ``acestep-core info`` creates over forty record classes before
-it can answer: a quarter of its start-up (``benchmarks/bench_startup.py``). A ``Record`` subclass
-compiles only its ``__init__``; the other five are written once, here.
+(``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``, ``__delattr__``) with
+:func:`exec`, about 0.4 ms a class on a CI machine, and ``acestep-core info`` creates some forty
+record classes before it can answer: a third of its own start-up (``benchmarks/bench_startup.py``).
+Here :func:`dataclasses.dataclass` only collects the fields; the six methods are written once, below.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import FrozenInstanceError, field
+from collections.abc import Callable
+from dataclasses import MISSING, FrozenInstanceError, field
 from typing import Any, ClassVar, dataclass_transform
+
+
+class _InitSignature:
+    """``Record.__signature__``: the signature dataclasses would generate, built when asked for."""
+
+    def __get__(self, instance: object, owner: type[Record]) -> Any:
+        import inspect
+
+        def default(f: dataclasses.Field[Any]) -> Any:
+            if f.default is not MISSING:
+                return f.default
+            return _FACTORY if f.default_factory is not MISSING else inspect.Parameter.empty
+
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters = [
+            inspect.Parameter(f.name, kind, default=default(f), annotation=f.type) for f in owner._fields if f.init
+        ]
+        return inspect.Signature(parameters, return_annotation=None)
+
+
+class _Factory:
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
@@ -25,23 +55,62 @@ class Record:
     """Subclass it and annotate the fields, as with a dataclass; ``field(...)`` works as usual."""
 
     __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    _fields: ClassVar[tuple[dataclasses.Field[Any], ...]] = ()
+    _init_names: ClassVar[tuple[str, ...]] = ()
     _compared: ClassVar[tuple[str, ...]] = ()
     _hashed: ClassVar[tuple[str, ...]] = ()
     _shown: ClassVar[tuple[str, ...]] = ()
+    _post_init: ClassVar[Callable[[Any], None] | None] = None
+    __signature__: ClassVar[Any] = _InitSignature()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclasses.dataclass(cls, eq=False, repr=False)
-        own = dataclasses.fields(cls)
-        cls._compared = tuple(f.name for f in own if f.compare)
-        cls._hashed = tuple(f.name for f in own if (f.compare if f.hash is None else f.hash))
-        cls._shown = tuple(f.name for f in own if f.repr)
+        dataclasses.dataclass(cls, init=False, eq=False, repr=False)
+        fields = dataclasses.fields(cls)
+        cls._fields = fields
+        cls._init_names = tuple(f.name for f in fields if f.init)
+        cls._compared = tuple(f.name for f in fields if f.compare)
+        cls._hashed = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
+        cls._shown = tuple(f.name for f in fields if f.repr)
+        cls._post_init = getattr(cls, "__post_init__", None)
+        seen_default = ""
+        for f in fields:
+            if not f.init:
+                continue
+            if f.default is not MISSING or f.default_factory is not MISSING:
+                seen_default = f.name
+            elif seen_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument {seen_default!r}")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        names = cls._init_names
+        if len(args) > len(names):
+            raise TypeError(f"{cls.__qualname__}() takes {len(names)} arguments but {len(args)} were given")
+        given = dict(zip(names, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in names:
+                raise TypeError(f"{cls.__qualname__}() got an unexpected keyword argument {name!r}")
+            if name in given:
+                raise TypeError(f"{cls.__qualname__}() got multiple values for argument {name!r}")
+            given[name] = value
+        for f in cls._fields:
+            if f.name in given:
+                value = given[f.name]
+            elif f.default is not MISSING:
+                value = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            elif f.init:
+                raise TypeError(f"{cls.__qualname__}() missing required argument {f.name!r}")
+            else:
+                continue
+            object.__setattr__(self, f.name, value)
+        if cls._post_init is not None:
+            cls._post_init(self)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # The generated __init__ assigns each field once; any later assignment is refused.
-        if name in self.__dict__ or name not in self.__dataclass_fields__:
-            raise FrozenInstanceError(f"cannot assign to field {name!r}")
-        object.__setattr__(self, name, value)
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import pickle
 from dataclasses import FrozenInstanceError, dataclass, field
@@ -60,6 +61,39 @@ def test_it_is_a_dataclass_with_the_same_fields(kind: Any) -> None:
     moved = dataclasses.replace(point, y=2.0)
     assert (moved.x, moved.y, point.y) == (1.0, 2.0, 0.0)
     assert kind.__match_args__ == ("x", "y", "tags", "note", "extra")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((1.0,), {}), ((1.0, 2.0, ("t",)), {}), ((), {"x": 1.0, "extra": {"k": 2}}), ((1.0,), {"note": "n", "y": 3.0})],
+)
+def test_construction_agrees_with_the_standard_library(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    ours, theirs = Point(*args, **kwargs), StdPoint(*args, **kwargs)
+    assert dataclasses.asdict(ours) == dataclasses.asdict(theirs)
+    assert Point(1.0).extra is not Point(1.0).extra, "default_factory runs for every instance"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((), {}), ((1.0, 2.0, (), "", {}, "extra"), {}), ((1.0,), {"x": 2.0}), ((1.0,), {"z": 0})],
+    ids=["missing", "too-many", "twice", "unknown"],
+)
+def test_bad_arguments_raise_type_error_as_with_dataclasses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        StdPoint(*args, **kwargs)
+    with pytest.raises(TypeError):
+        Point(*args, **kwargs)
+
+
+def test_the_signature_is_the_one_dataclasses_would_generate() -> None:
+    ours, theirs = inspect.signature(Point), inspect.signature(StdPoint)
+    assert str(ours) == str(theirs)
+    assert list(ours.parameters) == ["x", "y", "tags", "note", "extra"]
+
+
+def test_a_field_without_default_after_one_with_is_refused_at_class_creation() -> None:
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument 'a'"):
+        type("Bad", (Record,), {"__annotations__": {"a": "int", "b": "int"}, "a": 1})
 
 
 def test_fields_cannot_be_assigned_deleted_or_added(kind: Any) -> None:
