@@ -28,7 +28,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO, cast
 
 import pluggy
@@ -90,15 +89,14 @@ class SettingIgnored(Exception):  # noqa: N818 - it names what happened, as warn
         self.setting = setting
 
 
-@dataclass
-class PluginInfo:
+class PluginInfo(Record):
     """What ``acestep-core plugins`` lists for one plugin."""
 
     name: str
     distribution: str | None
     version: str | None
     status: Status
-    hooks: list[str] = field(default_factory=list)
+    hooks: tuple[str, ...] = ()
     error: str | None = None
     builtin: bool = False
     module: str | None = None
@@ -140,7 +138,7 @@ class PluginManager(pluggy.PluginManager):
                 name, distribution, version, "failed", error=_describe(error), builtin=builtin, module=module
             )
             return
-        hooks = sorted(impl.name for impl in self.get_hookcallers(plugin) or [])
+        hooks = tuple(sorted(impl.name for impl in self.get_hookcallers(plugin) or []))
         self.infos[name] = PluginInfo(
             name, distribution, version, "loaded", hooks=hooks, builtin=builtin, module=module
         )
