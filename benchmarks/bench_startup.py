@@ -9,6 +9,10 @@ alternate, so a machine that slows down mid-run slows all three alike.
 
     .venv/bin/python benchmarks/bench_startup.py            # 7 runs each
     .venv/bin/python benchmarks/bench_startup.py --runs 11 --json
+    .venv/bin/python benchmarks/bench_startup.py --baseline ../old-checkout/.venv/bin/acestep-core
+
+``--baseline`` times another installation's ``acestep-core`` (an older commit in its own virtual
+environment) in the same alternation and prints the speed-up, measured in one run.
 """
 
 from __future__ import annotations
@@ -48,7 +52,14 @@ def main() -> int:
         "in every process, while torch's wheel ships compiled (by default the children may cache "
         "bytecode, as Python does unless told not to)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="ACESTEP_CORE",
+        help="another installation's acestep-core console script, timed alongside (e.g. an older commit's)",
+    )
     args = parser.parse_args()
+    if args.baseline and not Path(args.baseline).is_file():
+        parser.error(f"--baseline {args.baseline}: no such file")
     if args.runs < 5:
         parser.error("--runs must be 5 or more")
 
@@ -61,15 +72,21 @@ def main() -> int:
     resolution_env = env | {"MAX_CUDA_VRAM": "8"}
 
     # one of each first, untimed: the first run after an install pays for .pyc compilation
+    baseline_command = [args.baseline, "info", "--json"] if args.baseline else None
     timed(resolution_command, resolution_env)
     timed(torch_command, env)
+    if baseline_command:
+        timed(baseline_command, resolution_env)
     resolution_s: list[float] = []
     torch_s: list[float] = []
     empty_s: list[float] = []
+    baseline_s: list[float] = []
     for _ in range(args.runs):
         resolution_s.append(timed(resolution_command, resolution_env))
         torch_s.append(timed(torch_command, env))
         empty_s.append(timed(empty_command, env))
+        if baseline_command:
+            baseline_s.append(timed(baseline_command, resolution_env))
 
     resolution_median = statistics.median(resolution_s)
     torch_median = statistics.median(torch_s)
@@ -93,6 +110,10 @@ def main() -> int:
         "ratio_over_empty": round(over_empty, 2),
         "goal_over_empty": GOAL_OVER_EMPTY,
         "goal_over_empty_met": over_empty <= GOAL_OVER_EMPTY,
+        "baseline_command": None if baseline_command is None else " ".join(baseline_command),
+        "baseline_s": [round(t, 4) for t in baseline_s],
+        "baseline_median_s": round(statistics.median(baseline_s), 4) if baseline_s else None,
+        "speedup_over_baseline": round(statistics.median(baseline_s) / resolution_median, 2) if baseline_s else None,
         "bytecode_cache": not args.no_bytecode_cache,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
@@ -121,6 +142,11 @@ def main() -> int:
             f"  ratio (resolution / python -c pass)        {over_empty:7.2f}x   (goal <= {GOAL_OVER_EMPTY:g}x: "
             f"{verdict})"
         )
+        if baseline_s:
+            baseline_median = statistics.median(baseline_s)
+            print(f"  baseline {args.baseline} info --json")
+            print(f"  {'':<41}  median {baseline_median * 1000:7.1f} ms   runs {milliseconds(baseline_s)}")
+            print(f"  speed-up (baseline / resolution)           {baseline_median / resolution_median:7.2f}x")
     return 0
 
 
