@@ -132,31 +132,22 @@ def device_memory(
     memory = gpu.memory
     if memory is None:
         sources["total_bytes"] = f"{origin}NVML gives no memory figure for this GPU"
-        return DeviceMemory(
-            backend="cuda",
-            name=gpu.name,
-            index=ordinal,
-            uuid=gpu.uuid,
-            sources=sources,
-            compute_capability=gpu.compute_capability,
-            pci_bus_id=gpu.pci_bus_id,
-            mig=gpu.is_mig_instance,
+    else:
+        query = f"{origin}NVML {memory.query}" + (
+            " on the MIG instance (the slice's own memory)" if gpu.is_mig_instance else ""
         )
-    query = f"{origin}NVML {memory.query}" + (
-        " on the MIG instance (the slice's own memory)" if gpu.is_mig_instance else ""
-    )
-    sources["total_bytes"] = query
-    sources["free_bytes"] = f"{query}, live"
-    if memory.reserved is not None:
-        sources["reserved_bytes"] = f"{query}: the driver's reservation (torch's total_memory = total − reserved)"
+        sources["total_bytes"] = query
+        sources["free_bytes"] = f"{query}, live"
+        if memory.reserved is not None:
+            sources["reserved_bytes"] = f"{query}: the driver's reservation (torch's total_memory = total − reserved)"
     return DeviceMemory(
         backend="cuda",
         name=gpu.name,
         index=ordinal,
         uuid=gpu.uuid,
-        total_bytes=memory.total,
-        free_bytes=memory.free,
-        reserved_bytes=memory.reserved,
+        total_bytes=None if memory is None else memory.total,
+        free_bytes=None if memory is None else memory.free,
+        reserved_bytes=None if memory is None else memory.reserved,
         sources=sources,
         compute_capability=gpu.compute_capability,
         pci_bus_id=gpu.pci_bus_id,
