@@ -154,7 +154,7 @@ def test_a_gpu_held_elsewhere_is_reported_not_scanned_twice_through_another_card
     holder = GpuHolder.remote()  # type: ignore[attr-defined]
     held = ray.get(holder.gpu.remote(), timeout=BOUND_S)
     try:
-        result = scan(simulate=LOGICAL_GPUS, timeout_s=8)
+        result = scan(simulate=LOGICAL_GPUS, timeout_s=20)  # the held GPU's slot waits all of it
     finally:
         ray.kill(holder)
     answered = [d.cuda_visible_devices for d in result.gpus if not d.error]
