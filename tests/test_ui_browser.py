@@ -177,6 +177,38 @@ def test_duration_slider_follows_the_lm(page: Any, screenshots: Path) -> None:
     shot(page, screenshots, "duration-clamped")
 
 
+def test_a_warning_pops_up_once_when_it_first_occurs(page: Any, screenshots: Path) -> None:
+    """Each change's new warnings pop up; one already seen does not. Toasts are closed between steps, and
+    a re-popped warning would arrive in the same response as the new one that is waited for."""
+
+    def toasts(text: str) -> Any:
+        return page.locator("[data-testid=toast-text]").filter(has_text=text)
+
+    def close_toasts() -> None:
+        for close in page.locator("[data-testid=toast-close]").all():
+            close.click()
+        expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+
+    simulation, clamp, batch_clamp = "simulation is on (--vram=8)", "duration 500 s exceeds", "batch size 5 exceeds"
+    set_vram(page, "8")
+    expect(toasts(simulation)).to_have_count(1)
+    close_toasts()
+    choose(page, "lm-mode", "on")
+    number = page.locator("#duration input[type=number]")
+    number.fill("500")
+    number.press("Enter")
+    expect(toasts(clamp)).to_have_count(1)
+    shot(page, screenshots, "warning-pop-up")
+    expect(toasts(simulation)).to_have_count(0)
+    close_toasts()
+    batch = page.locator("#batch input")
+    batch.fill("5")
+    batch.press("Enter")
+    expect(toasts(batch_clamp)).to_have_count(1)
+    expect(page.locator("#warnings")).to_contain_text(simulation)
+    expect(toasts(simulation)).to_have_count(0)
+
+
 def test_a_refused_lm_shows_the_reason(page: Any, screenshots: Path) -> None:
     set_vram(page, "8")
     expect(page.locator("#lm-size")).to_contain_text("4B ✗ unavailable")

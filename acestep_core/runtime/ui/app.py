@@ -259,25 +259,42 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
             decision,
         ]
 
+        toasted = gr.State(())
+        """The warnings this session has seen pop up: a warning pops up once, when it first occurs."""
+
         def refresh(*values: Any) -> list[Any]:
-            updates = _guarded(lambda: _view_updates(_inputs(values)), len(view_outputs), error_index=1)
+            *controls, seen = values
+            found: dict[str, tuple[str, ...]] = {}
+
+            def build() -> list[Any]:
+                updates, found["warnings"] = _view_updates(_inputs(controls))
+                return updates
+
+            updates = _guarded(build, len(view_outputs), error_index=1)
             if "--vram" in str(updates[1]):  # a bad simulated size: said beside its field
                 updates[1], updates[2] = "", updates[1]
-            return updates
+            if "warnings" not in found:  # bad input, said inline: what was seen stays seen
+                return [*updates, seen]
+            for warning in found["warnings"]:
+                if warning not in seen:
+                    gr.Warning(html.escape(warning), title="acestep-core")
+            return [*updates, found["warnings"]]
 
         def choose_size(*values: Any) -> list[Any]:
             chosen = list(values)
             chosen[request_inputs.index(lm_mode)] = "on"
             return refresh(*chosen)
 
+        refresh_inputs = [*request_inputs, toasted]
+        refresh_outputs = [*view_outputs, toasted]
         for control in (vram, device, replay, max_duration, max_batch, *plan_boxes):  # never set by a handler
-            control.change(refresh, request_inputs, view_outputs, trigger_mode="always_last")
+            control.change(refresh, refresh_inputs, refresh_outputs, trigger_mode="always_last")
         for choice in (table, duration_auto, lm_mode, allow_lm_on, allow_lm):
-            choice.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
-        duration.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
-        batch.input(refresh, request_inputs, view_outputs, trigger_mode="always_last")
-        lm_size.input(choose_size, request_inputs, view_outputs, trigger_mode="always_last")
-        app.load(refresh, request_inputs, view_outputs)
+            choice.input(refresh, refresh_inputs, refresh_outputs, trigger_mode="always_last")
+        duration.input(refresh, refresh_inputs, refresh_outputs, trigger_mode="always_last")
+        batch.input(refresh, refresh_inputs, refresh_outputs, trigger_mode="always_last")
+        lm_size.input(choose_size, refresh_inputs, refresh_outputs, trigger_mode="always_last")
+        app.load(refresh, refresh_inputs, refresh_outputs)
 
         upload.change(lambda f: _guarded(lambda: _validate_upload(f), 1, error_index=0), upload, table_msg)
         compare_button.click(
@@ -345,7 +362,8 @@ def _inputs(values: Any) -> PageInputs:
     )
 
 
-def _view_updates(inputs: PageInputs) -> list[Any]:
+def _view_updates(inputs: PageInputs) -> tuple[list[Any], tuple[str, ...]]:
+    """The page's outputs for ``inputs``, and the resolution's warnings (each pops up once)."""
     resolution = resolve_inputs(inputs)
     view = render(resolution, inputs)
     choices = [(choice.label, choice.size) for choice in view.lm_choices]
@@ -363,7 +381,7 @@ def _view_updates(inputs: PageInputs) -> list[Any]:
     batch_update = gr.update(
         value=view.batch_value, label=f"batch: ≤ {view.batch_max} on {resolution.tier.label} {with_lm}"
     )
-    return [
+    updates = [
         view.tier,
         "",
         "",
@@ -380,6 +398,7 @@ def _view_updates(inputs: PageInputs) -> list[Any]:
         view.plan_table,
         view.decision_json,
     ]
+    return updates, tuple(resolution.warnings)
 
 
 def _guarded(build: Callable[[], list[Any] | Any], count: int, *, error_index: int) -> Any:
