@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from abc import ABCMeta
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,22 +225,28 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
             ]
             report = gr.Code(label="run report", elem_id="report", interactive=False)
 
-        request_inputs = [
-            vram,
-            device,
-            replay,
-            table,
-            duration,
-            duration_auto,
-            batch,
-            lm_mode,
-            lm_size,
-            max_duration,
-            max_batch,
-            allow_lm_on,
-            allow_lm,
-            *plan_boxes,
-        ]
+        controls = {
+            "vram": vram,
+            "device": device,
+            "replay": replay,
+            "table": table,
+            "duration": duration,
+            "duration_auto": duration_auto,
+            "batch": batch,
+            "lm_mode": lm_mode,
+            "lm_size": lm_size,
+            "max_duration": max_duration,
+            "max_batch": max_batch,
+            "allow_lm_on": allow_lm_on,
+            "allow_lm": allow_lm,
+        }
+        """The controls that shape the decision, by name: their values reach ``_inputs`` in this order,
+        followed by the plan boxes'."""
+        request_inputs = [*controls.values(), *plan_boxes]
+
+        def page_inputs(values: Sequence[Any]) -> PageInputs:
+            return _inputs(dict(zip(controls, values, strict=False)), values[len(controls) :])
+
         view_outputs = [
             tier_md,
             error_html,
@@ -263,11 +269,11 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
         """The warnings this session has seen pop up: a warning pops up once, when it first occurs."""
 
         def refresh(*values: Any) -> list[Any]:
-            *controls, seen = values
+            *request_values, seen = values
             found: dict[str, tuple[str, ...]] = {}
 
             def build() -> list[Any]:
-                updates, found["warnings"] = _view_updates(_inputs(controls))
+                updates, found["warnings"] = _view_updates(page_inputs(request_values))
                 return updates
 
             updates = _guarded(build, len(view_outputs), error_index=1)
@@ -306,7 +312,7 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
         gen_outputs = [progress_html, report, *players]
 
         def generate(request: gr.Request, *values: Any) -> Iterator[list[Any]]:
-            inputs = _inputs(values[: len(request_inputs)])
+            inputs = page_inputs(values[: len(request_inputs)])
             size_value, steps_value, seed_value = values[len(request_inputs) :]
             session = request.session_hash or "anonymous"
             try:
@@ -328,36 +334,22 @@ def build_app(out_dir: str | Path | None = None) -> gr.Blocks:
 
 
 # --------------------------------------------------------------------------------------------- resolve
-def _inputs(values: Any) -> PageInputs:
-    (
-        vram,
-        device,
-        replay,
-        table,
-        duration,
-        duration_auto,
-        batch,
-        lm_mode,
-        lm_size,
-        max_duration,
-        max_batch,
-        allow_lm_on,
-        allow_lm,
-        *plan,
-    ) = values
+def _inputs(given: Mapping[str, Any], plan: Sequence[Any]) -> PageInputs:
+    """The page's controls (``given`` by name, ``plan`` in the order of the plan keys) as one record."""
+    batch = given["batch"]
     return PageInputs(
-        vram=vram or "",
-        device=device or "",
-        replay=replay or "",
-        table="" if not table or table == RULE_TABLE else table,
-        duration=duration,
-        duration_auto=bool(duration_auto),
+        vram=given["vram"] or "",
+        device=given["device"] or "",
+        replay=given["replay"] or "",
+        table="" if not given["table"] or given["table"] == RULE_TABLE else given["table"],
+        duration=given["duration"],
+        duration_auto=bool(given["duration_auto"]),
         batch=int(batch) if batch is not None else 1,
-        lm_mode=lm_mode or "auto",
-        lm_size=lm_size or None,
-        max_duration=(max_duration or "").strip(),
-        max_batch=(max_batch or "").strip(),
-        allow_lm=tuple(allow_lm or ()) if allow_lm_on else None,
+        lm_mode=given["lm_mode"] or "auto",
+        lm_size=given["lm_size"] or None,
+        max_duration=(given["max_duration"] or "").strip(),
+        max_batch=(given["max_batch"] or "").strip(),
+        allow_lm=tuple(given["allow_lm"] or ()) if given["allow_lm_on"] else None,
         plan=dict(zip(PLAN_OVERRIDE_KEYS, plan, strict=True)),
     )
 
