@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from acestep_core_tiers_default import default_table
+
 from acestep_core import DetectOptions, GenerationRequest, Overrides, resolve
 from acestep_core.optimize import choices_from_plan, device_budget, predict
 from acestep_core.optimize.memory import (
@@ -48,7 +50,8 @@ from acestep_core.optimize.memory import (
 from acestep_core.optimize.plan import planned_run
 from acestep_core.vocabulary import CODES_PER_SECOND
 
-TIERS_GIB = {"tier3": 6, "tier4": 8, "tier5": 12, "tier6": 16}
+TIERS_GIB = {t.name: t.min_gb for t in default_table().tiers if t.name in ("tier3", "tier4", "tier5", "tier6")}
+"""Default tiers 3 to 6, each at its smallest size, from the shipped table."""
 GENERATED = 4
 CAPTION_TOKENS = 256
 BISECT_GIB = 8

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from acestep_core_tiers_default import default_table
+
 from acestep_core import GIB, DetectOptions, GenerationRequest, resolve
 from acestep_core.optimize.memory import (
     CODES_PER_SECOND,
@@ -30,7 +32,8 @@ from acestep_core.optimize.memory import (
     lm_estimate,
 )
 
-TIERS_GIB = {"tier3": 6, "tier4": 8, "tier5": 12, "tier6": 16}
+TIERS_GIB = {t.name: t.min_gb for t in default_table().tiers if t.name in ("tier3", "tier4", "tier5", "tier6")}
+"""Default tiers 3 to 6, each at its smallest size, from the shipped table."""
 GENERATED = 4
 
 
