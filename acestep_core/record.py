@@ -19,6 +19,7 @@ Here :func:`dataclasses.dataclass` only collects the fields; the six methods are
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from dataclasses import MISSING, FrozenInstanceError, field
 from typing import Any, ClassVar, dataclass_transform
@@ -42,6 +43,16 @@ class _InitSignature:
         return inspect.Signature(parameters, return_annotation=None)
 
 
+def _values_of(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function from a record to the tuple of its ``names`` fields (what dataclasses compares and hashes)."""
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    if names:
+        only = operator.attrgetter(names[0])
+        return lambda record: (only(record),)
+    return lambda record: ()
+
+
 class _Factory:
     def __repr__(self) -> str:
         return "<factory>"
@@ -57,8 +68,12 @@ class Record:
     __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
     _fields: ClassVar[tuple[dataclasses.Field[Any], ...]] = ()
     _init_names: ClassVar[tuple[str, ...]] = ()
-    _compared: ClassVar[tuple[str, ...]] = ()
-    _hashed: ClassVar[tuple[str, ...]] = ()
+    _accepted: ClassVar[frozenset[str]] = frozenset()
+    _required: ClassVar[frozenset[str]] = frozenset()
+    _defaults: ClassVar[dict[str, Any]] = {}
+    _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]] = ()
+    _compared: ClassVar[Callable[[Any], tuple[Any, ...]]]
+    _hashed: ClassVar[Callable[[Any], tuple[Any, ...]]]
     _shown: ClassVar[tuple[str, ...]] = ()
     _post_init: ClassVar[Callable[[Any], None] | None] = None
     __signature__: ClassVar[Any] = _InitSignature()
@@ -69,8 +84,16 @@ class Record:
         fields = dataclasses.fields(cls)
         cls._fields = fields
         cls._init_names = tuple(f.name for f in fields if f.init)
-        cls._compared = tuple(f.name for f in fields if f.compare)
-        cls._hashed = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
+        cls._accepted = frozenset(cls._init_names)
+        cls._defaults = {f.name: f.default for f in fields if f.default is not MISSING}
+        cls._factories = tuple(
+            (f.name, f.default_factory) for f in fields if f.default is MISSING and f.default_factory is not MISSING
+        )
+        cls._required = frozenset(
+            f.name for f in fields if f.init and f.default is MISSING and f.default_factory is MISSING
+        )
+        cls._compared = _values_of(tuple(f.name for f in fields if f.compare))
+        cls._hashed = _values_of(tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash)))
         cls._shown = tuple(f.name for f in fields if f.repr)
         cls._post_init = getattr(cls, "__post_init__", None)
         seen_default = ""
@@ -84,28 +107,28 @@ class Record:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
-        names = cls._init_names
-        if len(args) > len(names):
-            raise TypeError(f"{cls.__qualname__}() takes {len(names)} arguments but {len(args)} were given")
-        given = dict(zip(names, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in names:
-                raise TypeError(f"{cls.__qualname__}() got an unexpected keyword argument {name!r}")
-            if name in given:
-                raise TypeError(f"{cls.__qualname__}() got multiple values for argument {name!r}")
-            given[name] = value
-        for f in cls._fields:
-            if f.name in given:
-                value = given[f.name]
-            elif f.default is not MISSING:
-                value = f.default
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            elif f.init:
-                raise TypeError(f"{cls.__qualname__}() missing required argument {f.name!r}")
-            else:
-                continue
-            object.__setattr__(self, f.name, value)
+        if args:
+            names = cls._init_names
+            if len(args) > len(names):
+                raise TypeError(f"{cls.__qualname__}() takes {len(names)} arguments but {len(args)} were given")
+            positional = dict(zip(names, args, strict=False))
+            if kwargs:
+                for name in kwargs.keys() & positional.keys():
+                    raise TypeError(f"{cls.__qualname__}() got multiple values for argument {name!r}")
+                positional.update(kwargs)
+            kwargs = positional
+        if not cls._accepted.issuperset(kwargs):
+            unexpected = sorted(kwargs.keys() - cls._accepted)[0]
+            raise TypeError(f"{cls.__qualname__}() got an unexpected keyword argument {unexpected!r}")
+        if not kwargs.keys() >= cls._required:
+            missing = sorted(cls._required - kwargs.keys())[0]
+            raise TypeError(f"{cls.__qualname__}() missing required argument {missing!r}")
+        values = self.__dict__
+        values.update(cls._defaults)
+        values.update(kwargs)
+        for name, factory in cls._factories:
+            if name not in kwargs:
+                values[name] = factory()
         if cls._post_init is not None:
             cls._post_init(self)
 
@@ -118,13 +141,11 @@ class Record:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values(self._compared) == other._values(self._compared)
+        compared = type(self)._compared
+        return compared(self) == compared(other)
 
     def __hash__(self) -> int:
-        return hash(self._values(self._hashed))
-
-    def _values(self, names: tuple[str, ...]) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in names)
+        return hash(type(self)._hashed(self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._shown)
