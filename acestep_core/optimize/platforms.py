@@ -13,6 +13,7 @@ gfx1100, 9.4 for gfx942), ``mps`` (Apple silicon, unified memory), ``xpu`` (Inte
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 
@@ -201,7 +202,7 @@ def attention(flash: bool, reading: MemoryReading, source: str) -> Setting:
             f"{source}: flash attention on, but Flash Attention 2 needs compute capability 8.0 or newer "
             f"({where}); SDPA",
         )
-    if importlib.util.find_spec("flash_attn") is None:
+    if not installed("flash_attn"):
         return Setting(
             "attention",
             "sdpa",
@@ -231,7 +232,7 @@ def compile_setting(wanted: bool, reading: MemoryReading, source: str) -> Settin
             False,
             f"{source}: compile on, but {backend} has no default compile backend (ask for it to force it)",
         )
-    if importlib.util.find_spec("triton") is None:
+    if not installed("triton"):
         return Setting(
             "compile",
             False,
@@ -244,8 +245,11 @@ def compile_setting(wanted: bool, reading: MemoryReading, source: str) -> Settin
 Finder = Callable[[str], bool]
 
 
+@functools.cache
 def installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
+    """Whether ``module`` can be imported, without importing it. Remembered for the process (a resolve
+    asks several times): a package installed while a server runs counts from its restart, as its
+    imports would."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
