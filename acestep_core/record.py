@@ -112,11 +112,10 @@ class Record:
             if len(args) > len(names):
                 raise TypeError(f"{cls.__qualname__}() takes {len(names)} arguments but {len(args)} were given")
             positional = dict(zip(names, args, strict=False))
-            if kwargs:
-                for name in kwargs.keys() & positional.keys():
-                    raise TypeError(f"{cls.__qualname__}() got multiple values for argument {name!r}")
-                positional.update(kwargs)
-            kwargs = positional
+            twice = kwargs.keys() & positional.keys()
+            if twice:
+                raise TypeError(f"{cls.__qualname__}() got multiple values for argument {sorted(twice)[0]!r}")
+            kwargs = positional | kwargs
         if not cls._accepted.issuperset(kwargs):
             unexpected = sorted(kwargs.keys() - cls._accepted)[0]
             raise TypeError(f"{cls.__qualname__}() got an unexpected keyword argument {unexpected!r}")
