@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import os
 import sys
@@ -89,8 +90,6 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``command`` one of :data:`CORE_COMMAND_MODULES`, only its module's commands."""
-    import importlib
-
     parser = Parser(
         prog="acestep-core",
         description=DESCRIPTION,
@@ -114,8 +113,6 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def _optional_command_modules() -> list[Any]:
     """Command modules that need an extra add themselves only where their module exists."""
-    import importlib
-
     modules = []
     for name in OPTIONAL_COMMAND_MODULES:
         try:
