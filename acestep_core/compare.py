@@ -160,22 +160,12 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
         tiers = [tier_for(table, gib) for gib in sizes]
         for lm_on, style in ((True, "-"), (False, "--")):
             suffix = "with LM" if lm_on else "without LM"
-            durations.step(
-                sizes,
-                [t.max_duration_s(lm_on) if t else 0 for t in tiers],
-                where="post",
-                color=colour,
-                linestyle=style,
-                label=f"{table.name} {suffix}",
+            limits = (
+                (durations, [t.max_duration_s(lm_on) if t else 0 for t in tiers]),
+                (batches, [t.max_batch(lm_on) if t else 0 for t in tiers]),
             )
-            batches.step(
-                sizes,
-                [t.max_batch(lm_on) if t else 0 for t in tiers],
-                where="post",
-                color=colour,
-                linestyle=style,
-                label=f"{table.name} {suffix}",
-            )
+            for axis, values in limits:
+                axis.step(sizes, values, where="post", color=colour, linestyle=style, label=f"{table.name} {suffix}")
     durations.set_ylabel("max duration (s)")
     batches.set_ylabel("max batch")
     batches.set_xlabel("device memory (GB)")
