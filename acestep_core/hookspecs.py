@@ -50,7 +50,7 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import MIN_DURATION_S, PLAN_KEYS
+from acestep_core.vocabulary import MIN_DURATION_S, PLAN_KEYS, PRECISIONS
 
 __all__ = ["CONTRACTS", "PLAN_KEYS", "PROJECT", "Call", "Contract", "contract", "hookimpl", "hookspec"]
 
@@ -171,6 +171,14 @@ def is_valid_reading(result: Any) -> bool:
     for figure in (device.free_bytes, device.reserved_bytes):
         if figure is not None and not _is_byte_count(figure, minimum=0):
             return False
+    reserved, allocated = device.allocator_reserved_bytes, device.allocator_allocated_bytes
+    if reserved is not None or allocated is not None:
+        if reserved is None or allocated is None or not _is_byte_count(reserved, minimum=0):
+            return False
+        if not _is_byte_count(allocated, minimum=0) or allocated > reserved:
+            return False
+    if device.weights_dtype is not None and device.weights_dtype not in PRECISIONS:
+        return False
     return device.total_bytes is None or _is_byte_count(device.total_bytes, minimum=1)
 
 

@@ -71,6 +71,16 @@ class DeviceMemory(Record):
     unified_memory: bool = False
     """True where host and device share memory (Apple MPS): figures are a recommended ceiling."""
     simulated: bool = False
+    allocator_reserved_bytes: int | None = None
+    """Bytes this process's torch caching allocator holds on the device (``memory_reserved``), given by
+    a process that already runs torch (:meth:`MemoryReading.with_allocator`); None = not given.
+    Detection never reads it: that needs torch, and on a device torch has not touched, a CUDA context."""
+    allocator_allocated_bytes: int | None = None
+    """Of those, bytes live tensors use (``memory_allocated``); given with ``allocator_reserved_bytes``."""
+    weights_dtype: str | None = None
+    """The dtype the caller's environment asks this platform to load the DiT, text encoder and VAE in
+    (``ACESTEP_ROCM_DTYPE`` on ROCm, read by the detection plugin; ``sources`` says from where):
+    ``fp32``, ``fp16`` or ``bf16``. None = the platform's own rule."""
 
     @property
     def total_gib(self) -> float | None:
@@ -79,6 +89,39 @@ class DeviceMemory(Record):
     @property
     def free_gib(self) -> float | None:
         return None if self.free_bytes is None else self.free_bytes / GIB
+
+    @property
+    def allocator_cached_bytes(self) -> int:
+        """What this process's allocator holds but no tensor uses (reserved − allocated): memory a
+        new tensor of this process gets without asking the driver. 0 where not given."""
+        if self.allocator_reserved_bytes is None or self.allocator_allocated_bytes is None:
+            return 0
+        return max(0, self.allocator_reserved_bytes - self.allocator_allocated_bytes)
+
+    @property
+    def effective_free_bytes(self) -> int | None:
+        """Device free + this process's allocator cache (upstream ACE-Step #822: after models load,
+        the driver's free memory reads near 0 on a card whose allocator can still serve gigabytes).
+        The driver's figure (NVML) already leaves out every process's usage, this one's included,
+        so the cache is added back, never counted twice. None where free memory is unknown."""
+        if self.free_bytes is None:
+            return None
+        return self.free_bytes + self.allocator_cached_bytes
+
+    def free_basis(self) -> str:
+        """Which free-memory figure a decision uses, in words, with where each part came from."""
+        free = self.free_bytes
+        if free is None:
+            return "free memory unknown"
+        where = self.sources.get("free_bytes", "the detection plugin")
+        if self.allocator_reserved_bytes is None or self.allocator_allocated_bytes is None:
+            return f"free {free / GIB:.2f} GiB ({where}; no allocator figures given)"
+        cached = self.allocator_cached_bytes
+        given = self.sources.get("allocator", "given by the caller")
+        return (
+            f"effective free {(free + cached) / GIB:.2f} GiB = device free {free / GIB:.2f} GiB ({where}) + this "
+            f"process's allocator cache {cached / GIB:.2f} GiB (reserved − allocated, {given})"
+        )
 
     @property
     def is_accelerator(self) -> bool:
@@ -99,6 +142,25 @@ class MemoryReading(Record):
     @property
     def simulated(self) -> bool:
         return self.device.simulated
+
+    def with_allocator(self, reserved_bytes: int, allocated_bytes: int, source: str) -> MemoryReading:
+        """This reading with the chosen device's allocator figures (a process that runs torch reads
+        them: ``torch.cuda.memory_reserved`` / ``memory_allocated``), so that every decision sized
+        from free memory uses the effective free memory. ``source`` says who read them, and how."""
+        for name, value in (("reserved_bytes", reserved_bytes), ("allocated_bytes", allocated_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number of bytes, 0 or more, not {value!r}")
+        if allocated_bytes > reserved_bytes:
+            raise ValueError(f"allocated_bytes ({allocated_bytes}) cannot exceed reserved_bytes ({reserved_bytes})")
+        old = self.device
+        new = dataclasses.replace(
+            old,
+            allocator_reserved_bytes=reserved_bytes,
+            allocator_allocated_bytes=allocated_bytes,
+            sources={**old.sources, "allocator": source},
+        )
+        visible = tuple(new if device == old else device for device in self.visible)
+        return dataclasses.replace(self, device=new, visible=visible)
 
 
 # --------------------------------------------------------------------------------------------- select

@@ -141,10 +141,12 @@ def precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
                 if capability is None
                 else f"gfx{capability[0]}{capability[1]:x}x: bf16 matrix cores (CDNA2/3, RDNA3 and newer)"
             )
-            return dict.fromkeys(everywhere, ("bf16", f"ROCm, {arch}"))
-        return _fp16_with_fp32_where_it_overflows(
-            f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)"
-        )
+            by_arch: dict[str, tuple[str, str]] = dict.fromkeys(everywhere, ("bf16", f"ROCm, {arch}"))
+        else:
+            by_arch = _fp16_with_fp32_where_it_overflows(
+                f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)"
+            )
+        return {c: by_arch[c] if c == "lm" else _rocm_weights_dtype(device) for c in everywhere}
     if device.backend == "mps":
         return {
             c: (
@@ -169,6 +171,25 @@ def precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
             ),
         )
     return dict.fromkeys(everywhere, ("bf16", "CPU: bf16 (supported; halves memory against fp32)"))
+
+
+ROCM_DTYPE_ENV = "ACESTEP_ROCM_DTYPE"
+"""Upstream ACE-Step's variable for the dtype its DiT handler loads in on ROCm (float32, float16 or
+bfloat16; float32 when unset)."""
+
+
+def _rocm_weights_dtype(device: DeviceMemory) -> tuple[str, str]:
+    """The DiT, text encoder and VAE on ROCm: fp32 unless ``ACESTEP_ROCM_DTYPE`` says otherwise, as
+    upstream loads them (its #771: bf16 segfaults at load on some ROCm GPUs, e.g. Strix Halo iGPUs).
+    The LM is upstream's other handler, which keeps bf16 on ROCm."""
+    if device.weights_dtype is not None:
+        where = device.sources.get("weights_dtype", ROCM_DTYPE_ENV)
+        return device.weights_dtype, f"ROCm: {device.weights_dtype} as {where} asks"
+    return (
+        "fp32",
+        f"ROCm: fp32 unless {ROCM_DTYPE_ENV} says otherwise, as upstream ACE-Step loads the DiT handler's models "
+        "there (its #771: bf16 segfaults at load on some ROCm GPUs); the memory plan counts fp32 bytes",
+    )
 
 
 def _fp16_with_fp32_where_it_overflows(no_bf16: str, evidence: str) -> dict[str, tuple[str, str]]:
@@ -257,20 +278,20 @@ def installed(module: str) -> bool:
 
 
 def lm_backend(reading: MemoryReading, *, find: Finder = installed) -> Setting:
-    """The LM's inference backend: vllm on CUDA ≥ 7.0 when installed, mlx on Apple silicon when
+    """The LM's inference backend: vllm on CUDA ≥ 7.0 when nano-vllm or vllm is installed, mlx on Apple silicon when
     mlx-lm is installed, else pt (transformers), with the rule that decided."""
     for candidate in ("vllm", "mlx"):
         if lm_backend_problem(candidate, reading, find=find) is None:
             why = (
-                "vllm is installed and the GPU has compute capability ≥ 7.0"
+                f"{_vllm_found(find)} is installed and the GPU has compute capability ≥ 7.0"
                 if candidate == "vllm"
                 else "Apple silicon with mlx-lm installed: MLX runs the LM natively on the GPU"
             )
             return Setting(
                 "lm.backend",
                 candidate,
-                f"{why} (rule: vllm on CUDA ≥ 7.0 when installed; mlx on Apple silicon when mlx-lm is installed; "
-                "else pt)",
+                f"{why} (rule: vllm on CUDA ≥ 7.0 when nano-vllm or vllm is installed; mlx on Apple silicon when "
+                "mlx-lm is installed; else pt)",
             )
     reasons = "; ".join(f"not {name}: {lm_backend_problem(name, reading, find=find)}" for name in ("vllm", "mlx"))
     return Setting("lm.backend", "pt", f"pt (transformers): {reasons}")
@@ -289,14 +310,28 @@ def lm_backend_problem(value: object, reading: MemoryReading, *, find: Finder = 
         capability = device.compute_capability
         if capability is not None and capability < VLLM_MIN_CAPABILITY:
             return f"vllm needs compute capability {_cc(VLLM_MIN_CAPABILITY)} or newer; this GPU is {_cc(capability)}"
-        if not find("vllm"):
-            return "vllm is not installed (pip install vllm)"
+        if _vllm_found(find) is None:
+            return (
+                "neither nano-vllm (module nanovllm, which upstream ACE-Step vendors as its vllm backend) nor vllm "
+                "is installed"
+            )
         return None
     if device.backend != "mps":
         return f"mlx runs on Apple silicon only, and this is {device.backend}"
     if not find("mlx_lm"):
         return "mlx-lm is not installed (pip install mlx-lm)"
     return None
+
+
+VLLM_MODULES = ("nanovllm", "vllm")
+"""What runs ``lm.backend = vllm``: upstream ACE-Step's "vllm" is the nano-vllm it vendors (module
+``nanovllm``); the ``vllm`` package serves the same role. Found with ``find_spec``, never imported."""
+
+
+def _vllm_found(find: Finder) -> str | None:
+    """The first of :data:`VLLM_MODULES` installed, in words; None when neither is."""
+    names = {"nanovllm": "nano-vllm (nanovllm)", "vllm": "vllm"}
+    return next((names[module] for module in VLLM_MODULES if find(module)), None)
 
 
 def checked_override(key: str, value: object, reading: MemoryReading) -> str | None:
