@@ -333,3 +333,49 @@ def test_a_pre_volta_card(monkeypatch: pytest.MonkeyPatch, make_manager) -> None
     )
     assert gc.cuda_supports_bfloat16() is theirs["cuda_supports_bfloat16"]
     assert card.total_bytes == 11 * GIB
+
+
+# --------------------------------------------------------------------------------------------- names and call shapes
+def test_every_name_upstreams_callers_import_is_here_with_upstreams_parameters() -> None:
+    """The fixture lists, per upstream file (26 at 6c1b2ef), the names it takes from gpu_config: 32 in all."""
+    names = FIXTURE["names_imported"]
+    assert len(names) == 32 and len(FIXTURE["callers"]) == 26
+    assert [name for name in names if not hasattr(gc, name)] == []
+    import inspect
+
+    for name, theirs in FIXTURE["signatures"].items():
+        ours = [
+            [p.name, p.kind.name, None if p.default is inspect.Parameter.empty else repr(p.default)]
+            for p in inspect.signature(getattr(gc, name)).parameters.values()
+        ]
+        assert ours == theirs, name
+
+
+def test_each_upstream_callers_imports_run_through_the_two_line_alias(tmp_path: Path) -> None:
+    """Each of upstream's calling files' imports, as it writes them, against the README's alias module,
+    in a fresh process under MAX_CUDA_VRAM with upstream-2026-04: every name resolves and no torch loads."""
+    import os
+    import subprocess
+
+    package = tmp_path / "acestep"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "gpu_config.py").write_text(
+        "import sys, acestep_core.compat.gpu_config as _compat\nsys.modules[__name__] = _compat\n"
+    )
+    lines = ["import json, sys"]
+    for path, names in FIXTURE["callers"].items():
+        lines.append(f"from acestep.gpu_config import ({', '.join(names)})  # {path}")
+    lines += [
+        "from acestep import gpu_config",
+        f"missing = [n for n in {FIXTURE['names_imported']!r} if not hasattr(gpu_config, n)]",
+        "config = get_gpu_config(); backend = resolve_lm_backend(None, config)",
+        "print(json.dumps({'missing': missing, 'tier': config.tier, 'backend': backend,"
+        " 'dit': get_dit_type_from_path('acestep-v15-xl-sft'), 'torch': 'torch' in sys.modules}))",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACESTEP_CORE", "MAX_"))}
+    env |= {"MAX_CUDA_VRAM": "18", "ACESTEP_CORE_TIERS": TABLE, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", "\n".join(lines)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result == {"missing": [], "tier": "tier6a", "backend": "vllm", "dit": "xl_base", "torch": False}
