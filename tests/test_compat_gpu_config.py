@@ -434,3 +434,90 @@ def test_an_old_card_is_restricted_to_pt(monkeypatch: pytest.MonkeyPatch, make_m
     assert (config.recommended_backend, config.lm_backend_restriction) == ("pt", "pt_only")
     assert gc.resolve_lm_backend("vllm", config) == "pt"
     assert gc.get_gpu_config(24).lm_backend_restriction == "pt_only"  # a size given on that card: still that card
+
+
+# ------------------------------------------------------------------------------------ constants that follow the table
+def _detected_card(monkeypatch: pytest.MonkeyPatch, make_manager, gib: float, **fields) -> None:
+    import dataclasses
+
+    reading = device_reading(gib)
+    card = dataclasses.replace(reading.device, **fields)
+    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(FixedDevice(type(reading)(card, (card,)))))
+
+
+@pytest.mark.parametrize(
+    ("table", "simulated", "start", "offload_threshold"),
+    [
+        ("default", False, 15.2, float("inf")),
+        ("default", True, 16.0, float("inf")),
+        (UPSTREAM, False, 15.5, float("inf")),
+        ("upstream-2026-04", False, 15.5, 20.0),
+        ("upstream-2026-04", True, 15.5, 20.0),
+    ],
+)
+def test_the_16gb_class_constant_follows_the_active_tables_placement(
+    monkeypatch: pytest.MonkeyPatch, make_manager, table, simulated, start, offload_threshold
+) -> None:
+    """Issue #19 item 4: a caller's ``gb < VRAM_16GB_MIN_GB`` must draw the line where the table puts the
+    16 GB class for this process's device: the default table counts a detected card from 5 % below
+    (16 × 0.95 = 15.2), a simulated size exactly; upstream's tables from 15.5 either way."""
+    monkeypatch.setenv("ACESTEP_CORE_TIERS", table)
+    if simulated:
+        monkeypatch.setenv("MAX_CUDA_VRAM", "15.3")
+    else:
+        _detected_card(monkeypatch, make_manager, 15.3)
+    assert pytest.approx(start) == gc.VRAM_16GB_MIN_GB
+    assert offload_threshold == gc.VRAM_AUTO_OFFLOAD_THRESHOLD_GB
+    # a 15.3 GiB device: where the constant says "16 GB class", the tier says so too
+    sixteen_class = not gc.get_gpu_memory_gb() < gc.VRAM_16GB_MIN_GB
+    tier = gc.get_gpu_config().tier
+    assert sixteen_class is (tier in ("tier6", "tier6a"))
+
+
+# --------------------------------------------------------------------------------------------- effective free
+class FakeCuda:
+    """torch.cuda as a process that already runs models sees it (initialised; 12 GiB reserved, 9 allocated)."""
+
+    def __init__(self, initialised: bool) -> None:
+        self.initialised = initialised
+        self.asked: list[str] = []
+
+    def is_initialized(self) -> bool:
+        self.asked.append("is_initialized")
+        return self.initialised
+
+    def memory_reserved(self, index: int) -> int:
+        self.asked.append(f"memory_reserved({index})")
+        return 12 * GIB
+
+    def memory_allocated(self, index: int) -> int:
+        self.asked.append(f"memory_allocated({index})")
+        return 9 * GIB
+
+
+@pytest.mark.parametrize("initialised", [True, False])
+def test_effective_free_counts_this_processs_allocator_cache_only_from_a_running_torch(
+    monkeypatch: pytest.MonkeyPatch, make_manager, initialised: bool
+) -> None:
+    """Upstream #822: NVML says 2 GiB free on a 24 GB card whose own allocator caches 3 GiB: 5 GiB can be
+    used. The figures come from a torch this process already runs; an uninitialised CUDA is not asked
+    for them (that would create a context), and torch is never imported here."""
+    import types
+
+    _detected_card(monkeypatch, make_manager, 24, free_bytes=2 * GIB, sources={"free_bytes": "NVML v2, live"})
+    cuda = FakeCuda(initialised)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    free = gc.get_effective_free_vram_gb()
+    assert cuda.asked[0] == "is_initialized"
+    if initialised:
+        assert free == 5.0 and cuda.asked[1:] == ["memory_reserved(0)", "memory_allocated(0)"]
+    else:
+        assert free == 2.0 and cuda.asked == ["is_initialized"]
+    assert gc.get_effective_free_vram_gb(3) == 0.0  # no cuda:3
+
+
+def test_effective_free_without_torch_imports_nothing(monkeypatch: pytest.MonkeyPatch, make_manager) -> None:
+    _detected_card(monkeypatch, make_manager, 24, free_bytes=2 * GIB)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert gc.get_effective_free_vram_gb() == 2.0
+    assert "torch" not in sys.modules
