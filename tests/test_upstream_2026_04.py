@@ -178,7 +178,9 @@ def test_simulation_variables(
         memory = gc.get_gpu_memory_gb()
         config = gc.get_gpu_config()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum(variable in w for w in warnings) >= 2, "one record for each call, as upstream logs each"
+    # upstream logs at each call; acestep-core at each call where the variable is ignored, and where it
+    # simulates, from get_gpu_memory_gb() (get_gpu_config() keeps logging out of a cold start-up)
+    assert sum(variable in w for w in warnings) >= (1 if accepted else 2)
     assert all(level == "WARNING" for level, _ in theirs["get_gpu_config"]["log"])
     if accepted or value in ("abc", "", "8GB"):
         assert memory == theirs["get_gpu_memory_gb"]["answer"]

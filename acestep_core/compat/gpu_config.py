@@ -240,11 +240,14 @@ def _environ() -> dict[str, str]:
     return dict(os.environ)
 
 
-def _log_reading(reading: MemoryReading, problems: tuple[Any, ...]) -> None:
-    """What upstream logs at each detection: simulation on, a bad ``MAX_*_VRAM`` ignored, fallbacks."""
+def _log_reading(reading: MemoryReading, problems: tuple[Any, ...], *, notes: bool) -> None:
+    """What upstream logs at a detection: a bad ``MAX_*_VRAM`` ignored, a detection plugin failing (every
+    call) and, with ``notes``, what the reading says (simulation on, fallbacks taken). Only
+    :func:`get_gpu_memory_gb` logs the notes: :mod:`logging` costs a cold start-up a tenth of its time,
+    and upstream's launcher calls it anyway."""
     for problem in problems:
         _logger().warning(problem.message())
-    for note in reading.notes:
+    for note in reading.notes if notes else ():
         _logger().warning(note)
 
 
@@ -298,7 +301,7 @@ def _reading_for(gb: float, environ: dict[str, str], table: TierTable, *, live: 
     detected, problems = _detected(environ, redetect=live)
     device = detected.device
     if device.is_accelerator and device.total_bytes and _gib(detected) == gb:
-        _log_reading(detected, problems)
+        _log_reading(detected, problems, notes=False)
         return _with_this_process_allocator(detected) if live else detected
     if not gb > 0 and not math.isnan(gb):
         return MemoryReading(device=CPU)
@@ -333,7 +336,7 @@ def _resolve(gpu_memory_gb: object, request: GenerationRequest | None = None, *,
     environ = _environ()
     if gpu_memory_gb is None:
         reading, problems = _detected(environ)
-        _log_reading(reading, problems)
+        _log_reading(reading, problems, notes=False)
         resolution = resolve(request, environ=environ)
         return _Decided(resolution, _gib(resolution.reading), resolution.reading.device)
     gb = _compared(gpu_memory_gb, "gpu_memory_gb")
@@ -497,7 +500,7 @@ def get_gpu_memory_gb() -> float:
     ``MAX_XPU_VRAM`` simulate one); 0.0 when there is no GPU. Detection is read again whenever the
     environment changes; what it notes (simulation on, a variable ignored) is logged each call."""
     reading, problems = _detected(_environ())
-    _log_reading(reading, problems)
+    _log_reading(reading, problems, notes=True)
     return _gib(reading)
 
 
