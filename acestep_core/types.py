@@ -255,7 +255,7 @@ class TierTable(Record):
     """Where the table was loaded from (a file path or a package resource)."""
     monotone_limits: bool = True
     """Whether limits must not fall as memory grows (validated). False only for tables that
-    reproduce another implementation whose limits do fall (upstream's April 2026 table)."""
+    reproduce another implementation whose limits do fall (upstream main's 8-tier table)."""
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
