@@ -393,9 +393,15 @@ def _configs_of(table: TierTable) -> dict[str, dict[str, Any]]:
         return configs
 
 
-def _edits(table: TierTable, tier: Tier) -> dict[str, Any]:
-    """What a caller changed in place in this tier's ``GPU_TIER_CONFIGS`` entry."""
-    live = _configs_of(table).get(tier.name)
+def _edits(table_name: str, tier: Tier) -> dict[str, Any]:
+    """What a caller changed in place in this tier's ``GPU_TIER_CONFIGS`` entry (none where no caller
+    has asked for that table's dictionary: the usual start-up, which then looks no table up again)."""
+    with _tier_configs_lock:
+        made = [configs for (name, _source), configs in _tier_configs.items() if name == table_name]
+    if not made:
+        return {}
+    configs = made[0] if len(made) == 1 else _configs_of(_active_table())
+    live = configs.get(tier.name)
     if live is None:
         return {}
     pristine = _entry(tier)
@@ -443,10 +449,9 @@ def _config(decided: _Decided, gpu_memory_gb: object | None = None, *, tier_id: 
     resolution, device = decided.resolution, decided.platform
     tier = resolution.tier
     gpu_memory_gb = decided.gpu_memory_gb if gpu_memory_gb is None else gpu_memory_gb
-    table = _active_table()
     values = _entry(tier)
     values["init_lm_default"] = resolution.adjusted.lm_on
-    edits = _edits(table, tier) if table.name == resolution.table else {}
+    edits = _edits(resolution.table, tier)
     values.update(edits)
     gb = _compared(gpu_memory_gb, "gpu_memory_gb")
     chunk = MLX_VAE_CHUNK_DEFAULT
