@@ -194,7 +194,11 @@ on a slow disk room, and stops a hung driver from holding the command forever.""
 
 
 @contract(
-    Contract("a MemoryReading whose device has a positive integer total_bytes (or None for a CPU)", is_valid_reading)
+    Contract(
+        "a MemoryReading whose device has a positive integer total_bytes (or None for a CPU), consistent "
+        "allocator figures and a known weights_dtype",
+        is_valid_reading,
+    )
 )
 @hookspec(firstresult=True)
 def detect_memory(options: DetectOptions) -> MemoryReading | None:
@@ -209,8 +213,11 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
     assumes a CPU. Implementations must not import torch or open a CUDA context unless nothing
     cheaper can answer: detection runs at every start-up.
 
-    **Contract**: a reading of integer byte counts, the total positive (or None: no device memory).
-    Each implementation runs with a deadline (``DetectOptions.timeout_s``, else
+    **Contract**: a reading of integer byte counts, the total positive (or None: no device memory);
+    the allocator figures (``allocator_reserved_bytes`` / ``allocator_allocated_bytes``) both or neither,
+    allocated at most reserved — detection leaves them None: only a process that runs torch has them,
+    and passes them in with :meth:`~acestep_core.MemoryReading.with_allocator`; ``weights_dtype`` None or
+    one of the plan's precisions. Each implementation runs with a deadline (``DetectOptions.timeout_s``, else
     ``ACESTEP_CORE_DETECT_TIMEOUT``, else 10 s); one that does not answer in time is reported
     (``timeout``) and the next decides.
     """
