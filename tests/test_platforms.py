@@ -234,8 +234,8 @@ def test_lm_backend_rules(make_manager) -> None:
 
 def test_vllm_and_mlx_are_looked_up_without_being_imported() -> None:
     before = set(sys.modules)
-    platforms.installed("vllm"), platforms.installed("mlx_lm")
-    assert not {"vllm", "mlx_lm", "mlx"} & (set(sys.modules) - before)
+    platforms.installed("vllm"), platforms.installed("nanovllm"), platforms.installed("mlx_lm")
+    assert not {"vllm", "nanovllm", "mlx_lm", "mlx"} & (set(sys.modules) - before)
 
 
 def test_a_users_impossible_backend_is_refused_with_the_reason(make_manager) -> None:
