@@ -33,10 +33,13 @@ UPSTREAM_RATIO = 3.7
 GOAL_RATIO = 2.5
 COMPAT_CODE = "from acestep_core.compat.gpu_config import get_gpu_config; print(get_gpu_config())"
 MAIN_CODE = (
-    "from acestep_core.compat.gpu_config import get_gpu_config, resolve_lm_backend, get_dit_type_from_path; "
-    "config = get_gpu_config(); print(config.tier, resolve_lm_backend(None, config), "
-    "resolve_lm_backend('vllm'), get_dit_type_from_path('acestep-v15-xl-turbo'))"
+    "from acestep_core.compat.gpu_config import get_gpu_config, set_global_gpu_config, resolve_lm_backend, "
+    "get_dit_type_from_path; config = get_gpu_config(); set_global_gpu_config(config); "
+    "print(config.tier, resolve_lm_backend(None, config), resolve_lm_backend('vllm'), "
+    "get_dit_type_from_path('acestep-v15-xl-turbo'))"
 )
+"""As upstream's launcher (acestep/acestep_v15_pipeline.py) and API server start: the config is made once,
+set as the process's, and the LM backend resolved against it."""
 BREAKDOWN_CODE = """
 import json, time
 t0 = time.perf_counter()
