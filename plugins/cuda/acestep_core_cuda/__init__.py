@@ -26,7 +26,16 @@ contributors replace its ``nvml_source``, ``host_probe`` and ``torch_loader``, o
 
 from __future__ import annotations
 
-from acestep_core import GIB, AdjustedRequest, DetectOptions, DeviceMemory, MemoryReading, Setting, Tier, hookimpl
+from acestep_core.plugin_api import (
+    GIB,
+    AdjustedRequest,
+    DetectOptions,
+    DeviceMemory,
+    MemoryReading,
+    Setting,
+    Tier,
+    hookimpl,
+)
 
 LM_SHARE_OF_FREE = 0.9
 

@@ -17,8 +17,15 @@ A simulated device is the only device, so ``--device`` other than 0 is reported 
 
 from __future__ import annotations
 
-from acestep_core import GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored, hookimpl
-from acestep_core.inputs import parse_memory_gb
+from acestep_core.plugin_api import (
+    GIB,
+    DetectOptions,
+    DeviceMemory,
+    MemoryReading,
+    SettingIgnored,
+    hookimpl,
+    parse_memory_gb,
+)
 
 VARIABLES = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
 
