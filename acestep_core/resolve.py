@@ -296,7 +296,8 @@ def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
     if overrides.max_batch is not None:
         changes |= {"max_batch_with_lm": overrides.max_batch, "max_batch_without_lm": overrides.max_batch}
     if overrides.lm_models is not None:
-        changes |= {"lm_models": tuple(overrides.lm_models), "lm_memory_gb": {}}
+        tier = tier.allowing(tuple(overrides.lm_models))
+        changes["lm_memory_gb"] = {}  # the user's sizes have no fixed allotment
     return dataclasses.replace(tier, **changes) if changes else tier
 
 

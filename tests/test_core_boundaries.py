@@ -227,6 +227,7 @@ def _doctored(**changes: object) -> TierTable:
         (_doctored(lm_memory_gb={"0.6B": float("nan")}), "lm_memory_gb.0.6B"),
         (_doctored(lm_models=("13B",)), "unknown LM size '13B'"),
         (_doctored(max_duration_without_lm_s=100_000), "outside 10-600 s"),
+        (_doctored(recommended_lm="4B"), "'4B' is not among this tier's lm_models"),
         (TierTable(name="empty", tiers=()), "not a non-empty tuple of Tier"),
     ],
 )
@@ -242,6 +243,24 @@ def test_a_table_built_in_code_is_validated_like_a_toml_one(make_manager, table:
     [problem] = resolution.problems
     assert (problem.plugin, problem.hook, problem.kind) == ("maker", "register_tier_tables", "invalid-table")
     assert why in problem.error
+
+
+def test_a_tier_keeps_the_recommended_lm_it_is_given_and_validation_refuses_it_as_in_toml() -> None:
+    """Tier used to rewrite a recommendation its tier does not allow to the largest allowed size, so a
+    table built in code passed validation where the same TOML was refused (issue #20)."""
+    from acestep_core.tables import TableError, validate_table
+
+    toml = SMALL_TABLE.replace("lm_default_on = true", 'lm_default_on = true\nrecommended_lm = "4B"')
+    with pytest.raises(TableError) as from_toml:
+        parse_table(toml)
+    built = _doctored(recommended_lm="4B")
+    assert built.tiers[0].recommended_lm == "4B"  # kept as given, not rewritten
+    with pytest.raises(TableError) as from_code:
+        validate_table(dataclasses.replace(built, name="small"))
+    assert [str(p) for p in from_code.value.problems] == [str(p) for p in from_toml.value.problems]
+    assert "recommended_lm: '4B' is not among this tier's lm_models" in str(from_code.value)
+    # None still means the largest allowed, in code as in TOML
+    assert _doctored(recommended_lm=None).tiers[0].recommended_lm == parse_table(SMALL_TABLE).tiers[0].recommended_lm
 
 
 def test_every_hook_has_a_contract_declared_beside_its_spec() -> None:
