@@ -209,9 +209,6 @@ class TierTable(Record):
                 return tier
         raise KeyError(f"table {self.name!r} has no tier {name!r}; it has {[t.name for t in self.tiers]}")
 
-    def boundaries(self) -> tuple[float, ...]:
-        return tuple(t.min_gb for t in self.tiers if t.min_gb > 0)
-
     def nominal_size(self, gib: float, *, detected: bool) -> float:
         """The class a device of ``gib`` belongs to: a size just below a tier's lower boundary counts
         as the boundary, within that tier's ``class_tolerance_gb`` (any size) or, for a detected

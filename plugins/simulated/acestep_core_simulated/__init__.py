@@ -93,11 +93,3 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
         f"of {gb:g} GB, not the real hardware"
     )
     return MemoryReading(device=device, visible=(device,), notes=(note, *notes))
-
-
-def parse_gb(raw: str) -> float | None:
-    """A memory size in GB, or None for anything :func:`acestep_core.inputs.parse_memory_gb` refuses."""
-    try:
-        return parse_memory_gb(raw)
-    except ValueError:
-        return None
