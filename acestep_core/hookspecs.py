@@ -6,19 +6,24 @@ A resolution runs the hooks in one direction::
     detect_memory ────────┴─▶ select_tier ─▶ adjust_request ─▶ configure_optimizations ─▶ apply
 
 Implement a hook by writing a function of the same name (any subset of its arguments) decorated with
-:data:`acestep_core.hookimpl`, in a module your distribution names under the ``acestep_core``
-entry-point group.
+:data:`acestep_core.plugin_api.hookimpl`, in a module your distribution names under the
+``acestep_core`` entry-point group; import what you need from :mod:`acestep_core.plugin_api` only.
 
 Each spec below says, as pytest's ``hookspec.py`` does: its arguments, what it returns, whether the
 first result wins or all results are collected, and its **contract** — the rule every answer must
 keep. The contract is code, declared beside the spec with :func:`contract`, and the core checks every
-answer against it before using it (:class:`acestep_core.plugins.Hooks`, called as
+answer against it before using it (:class:`acestep_core.plugins.Hooks`, one per resolution, called as
 ``hooks.select_tier(reading=..., table=...)``).
 
+A new hook is three things: its spec here, its contract beside it (``NAME = contract(spec, expected,
+accepts, *rules)``, whose first-result or collected kind follows the spec's ``firstresult``), and one
+typed method on :class:`~acestep_core.plugins.Hooks` that names the contract and the arguments.
+
 How the core calls hooks differs from plain pluggy in one way: **one plugin can never stop or
-mislead the pipeline.** The implementations of a hook are called one at a time, in pluggy's order
-(last registered first; ``tryfirst`` / ``trylast`` reorder), through pluggy's own hook execution (so
-``ACESTEP_CORE_TRACE_PLUGINS=1`` and pluggy's hook-call monitoring see each call). An implementation
+mislead the pipeline.** The implementations of a hook are called one plugin at a time, in pluggy's
+order (last registered first; ``tryfirst`` / ``trylast`` reorder), each through pluggy's public
+calling (:meth:`pluggy.PluginManager.subset_hook_caller`), so ``ACESTEP_CORE_TRACE_PLUGINS=1`` and
+pluggy's hook-call monitoring see each call. An implementation
 that raises (``KeyboardInterrupt`` and ``SystemExit`` included, unless the user pressed Ctrl-C),
 returns a value of the wrong type, breaks its hook's contract, or — for ``detect_memory`` — does not
 answer within the deadline, is reported by name (``acestep-core plugins``, ``Resolution.problems``)
