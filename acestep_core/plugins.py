@@ -585,7 +585,8 @@ def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) ->
             write(f"{hook_name} ← {plugins}: raised {_describe(outcome.exception)}")
             return
         result = outcome.get_result()
-        if not hookspecs.CONTRACTS[hook_name].collected:
+        contract = hookspecs.CONTRACTS.get(hook_name)
+        if contract is not None and not contract.collected:
             write(f"{hook_name} ← {plugins}: {_short(result, 200)}")
         else:
             write(f"{hook_name} ← {plugins}: {_short(result[0] if len(result) == 1 else result or None, 200)}")
