@@ -11,13 +11,15 @@ import os
 import stat
 from pathlib import Path
 
+from acestep_core.vocabulary import MIB
+
 MIN_MEMORY_GB = 0.001
 """The smallest simulated device, about 1 MiB (a smaller figure rounds towards zero bytes)."""
 MAX_MEMORY_GB = 1024.0**2
 """The largest simulated device: 1 PiB (larger figures overflow what a device reading can hold)."""
 MEMORY_ACCEPTED = f"give a positive number of GB from {MIN_MEMORY_GB:g} to {MAX_MEMORY_GB:.0f}, such as 8"
 
-TABLE_SIZE_LIMIT = 1 << 20
+TABLE_SIZE_LIMIT = MIB
 """A tier table is a few KB; 1 MiB leaves room for comments and refuses /dev/zero-like inputs."""
 RECORDING_SIZE_LIMIT = 8 << 20
 """A recording of a few GPUs is a few KB; 8 MiB leaves room for large multi-GPU MIG boxes."""

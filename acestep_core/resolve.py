@@ -65,7 +65,8 @@ class TableChoice(Record):
 def available_tables(
     manager: PluginManager, hooks: Hooks | None = None
 ) -> tuple[list[tuple[str, TierTable]], tuple[PluginProblem, ...]]:
-    """Every valid table the plugins register, with the plugin that registered it."""
+    """Every valid table the plugins register, with the plugin that registered it (through ``hooks``,
+    the resolution's own, when given: its ``select_tier`` then accepts tiers of these tables)."""
     answer = (hooks or Hooks(manager)).register_tier_tables()
     tables = [(plugin, table) for plugin, registered in answer.results for table in registered]
     return tables, answer.problems
@@ -136,9 +137,11 @@ _detections_lock = threading.RLock()
 which itself resolves cannot deadlock."""
 
 
-def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = False) -> _Detected:
+def detect(
+    manager: PluginManager, options: DetectOptions, *, redetect: bool = False, hooks: Hooks | None = None
+) -> _Detected:
     """The memory reading for ``options``, cached per process and per manager (thread-safe);
-    ``redetect`` reads again.
+    ``redetect`` reads again, through ``hooks`` (the resolution's) when given.
 
     The cache is keyed by the manager object itself (weakly), never by ``id()``: a new manager that
     happens to reuse a dead one's address must not inherit its reading.
@@ -148,7 +151,7 @@ def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = F
         cache = _detections.setdefault(manager, {})
         if not redetect and key in cache:
             return cache[key]
-        answer = Hooks(manager).detect_memory(options=options)
+        answer = (hooks or Hooks(manager)).detect_memory(options=options)
         if answer.first is None:
             detected = (
                 MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)),
@@ -205,45 +208,89 @@ def resolve(
     overrides = overrides or Overrides()
     if force and not overrides.force:
         overrides = dataclasses.replace(overrides, force=True)
-    detect_options = detect_options or DetectOptions(environ=dict(environ))
     manager = manager or get_plugin_manager()
-    problems: list[PluginProblem] = list(manager.load_problems())
-    decisions: list[Decision] = []
-
     hooks = Hooks(manager)
-    tables, table_problems = available_tables(manager, hooks)
-    problems += table_problems
-    choice = choose_table(tables, tiers or environ.get(TIERS_ENV) or None)
-    decisions.append(Decision("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}"))
-
+    trail = _Trail(problems=list(manager.load_problems()))
+    table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
     if reading is None:
-        reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
-    elif is_valid_reading(reading):
-        detector, detect_problems = "caller", ()
+        options = detect_options or DetectOptions(environ=dict(environ))
+        reading = _detect_memory(hooks, options, redetect, trail)
     else:
+        _given_reading(reading, trail)
+    table_tier = _select_tier(hooks, reading, table, trail)
+    tier = _with_limit_overrides(table_tier, overrides)
+    adjusted = _adjust_request(hooks, request, tier, reading, trail)
+    plan = _configure_optimizations(hooks, adjusted, tier, reading, trail)
+    plan, overridden = _overridden(plan, adjusted, table_tier, tier, reading, overrides, trail)
+    return Resolution(
+        reading=reading,
+        table=table.name,
+        tier=tier,
+        request=request,
+        adjusted=adjusted,
+        plan=plan,
+        overrides=overridden,
+        decisions=tuple(trail.decisions),
+        problems=tuple(trail.problems),
+    )
+
+
+class _Trail:
+    """What a resolution records as it goes: each hook's decision, and every plugin's problem."""
+
+    def __init__(self, problems: list[PluginProblem]) -> None:
+        self.problems = problems
+        self.decisions: list[Decision] = []
+
+    def decided(self, hook: str, plugin: str, summary: str) -> None:
+        self.decisions.append(Decision(hook, plugin, summary))
+
+
+def _register_tier_tables(hooks: Hooks, wanted: str | None, trail: _Trail) -> TierTable:
+    """The active table, from the tables the plugins register (:func:`choose_table`)."""
+    tables, problems = available_tables(hooks.manager, hooks)
+    trail.problems += problems
+    choice = choose_table(tables, wanted)
+    trail.decided("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}")
+    return choice.table
+
+
+def _detect_memory(hooks: Hooks, options: DetectOptions, redetect: bool, trail: _Trail) -> MemoryReading:
+    """The device's reading (cached per manager: :func:`detect`)."""
+    reading, detector, problems = detect(hooks.manager, options, redetect=redetect, hooks=hooks)
+    trail.problems += problems
+    trail.decided("detect_memory", detector, _describe_reading(reading))
+    return reading
+
+
+def _given_reading(reading: MemoryReading, trail: _Trail) -> None:
+    """A reading the caller gave instead of detection: held to detection's contract."""
+    if not is_valid_reading(reading):
         raise ValueError(
             "reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not "
             f"{reading!r:.120}"
         )
-    problems += detect_problems
-    decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
+    trail.decided("detect_memory", "caller", _describe_reading(reading))
 
-    answer = hooks.select_tier(reading=reading, table=choice.table)
-    problems += answer.problems
+
+def _select_tier(hooks: Hooks, reading: MemoryReading, table: TierTable, trail: _Trail) -> Tier:
+    answer = hooks.select_tier(reading=reading, table=table)
+    trail.problems += answer.problems
     if answer.first is None:
         raise ResolutionError(
             "no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)"
         )
-    selector, table_tier = answer.first
-    decisions.append(
-        Decision(
-            "select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"
-        )
-    )
+    selector, tier = answer.first
+    trail.decided("select_tier", selector, f"{tier.label} ({tier.vram_label()}) for {_describe_size(reading)}")
+    return tier
 
-    tier = _with_limit_overrides(table_tier, overrides)
+
+def _adjust_request(
+    hooks: Hooks, request: GenerationRequest, tier: Tier, reading: MemoryReading, trail: _Trail
+) -> AdjustedRequest:
+    """The request fitted to the tier, each change attributed to the plugin that made it."""
     answer = hooks.adjust_request(request=request, tier=tier, reading=reading)
-    problems += answer.problems
+    trail.problems += answer.problems
     if answer.first is None:
         raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
     adjuster, adjusted = answer.first
@@ -252,15 +299,34 @@ def resolve(
         changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
         lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"),
     )
-    decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
+    trail.decided("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)")
+    return adjusted
 
+
+def _configure_optimizations(
+    hooks: Hooks, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading, trail: _Trail
+) -> OptimizationPlan:
+    """Every plugin's settings, merged key by key (the first plugin in call order that proposes a key
+    decides it)."""
     answer = hooks.configure_optimizations(adjusted=adjusted, tier=tier, reading=reading)
-    problems += answer.problems
+    trail.problems += answer.problems
     plan = _merge_settings(answer.results)
     for plugin in dict.fromkeys(s.plugin for s in plan):
-        keys = [s.key for s in plan if s.plugin == plugin]
-        decisions.append(Decision("configure_optimizations", plugin, _summarise_keys(keys)))
+        trail.decided("configure_optimizations", plugin, _summarise_keys([s.key for s in plan if s.plugin == plugin]))
+    return plan
 
+
+def _overridden(
+    plan: OptimizationPlan,
+    adjusted: AdjustedRequest,
+    table_tier: Tier,
+    tier: Tier,
+    reading: MemoryReading,
+    overrides: Overrides,
+    trail: _Trail,
+) -> tuple[OptimizationPlan, tuple[Override, ...]]:
+    """The user's plan values applied, the final plan checked against the device budget
+    (:func:`~acestep_core.optimize.plan.check_plan`), and every override recorded."""
     for key, value in overrides.plan.items():
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
             raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
@@ -270,20 +336,8 @@ def resolve(
         plan_overrides += (Override("force", True, False),)
     overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
     if overridden:
-        decisions.append(
-            Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden))
-        )
-    return Resolution(
-        reading=reading,
-        table=choice.table.name,
-        tier=tier,
-        request=request,
-        adjusted=adjusted,
-        plan=plan,
-        overrides=overridden,
-        decisions=tuple(decisions),
-        problems=tuple(problems),
-    )
+        trail.decided("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden))
+    return plan, overridden
 
 
 def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
@@ -296,7 +350,8 @@ def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
     if overrides.max_batch is not None:
         changes |= {"max_batch_with_lm": overrides.max_batch, "max_batch_without_lm": overrides.max_batch}
     if overrides.lm_models is not None:
-        changes |= {"lm_models": tuple(overrides.lm_models), "lm_memory_gb": {}}
+        tier = tier.allowing(tuple(overrides.lm_models))
+        changes["lm_memory_gb"] = {}  # the user's sizes have no fixed allotment
     return dataclasses.replace(tier, **changes) if changes else tier
 
 

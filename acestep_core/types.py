@@ -193,8 +193,9 @@ class Tier(Record):
     ``compile``, ``quantization``), as the table states them; ``configure_optimizations`` turns them
     into a plan."""
     recommended_lm: str | None = None
-    """The LM size ``auto`` loads when the LM runs (the table's advice for this tier); None, or a size
-    this tier does not allow, means the largest allowed."""
+    """The LM size ``auto`` loads when the LM runs (the table's advice for this tier); None means the
+    largest allowed. A size this tier does not allow is kept as given, and refused by validation
+    (:func:`acestep_core.tables.validate_table`), exactly as in a TOML table."""
     class_tolerance_gb: float = 0.0
     """A size up to this many GB below ``min_gb`` counts as ``min_gb`` (simulated or detected):
     upstream's "15.5 GB is a 16 GB card". Added to the table's fractional real-card tolerance."""
@@ -205,8 +206,15 @@ class Tier(Record):
     """Ceiling of ``lm.gpu_memory_ratio``."""
 
     def __post_init__(self) -> None:
-        if self.recommended_lm not in self.lm_models:
-            object.__setattr__(self, "recommended_lm", self.lm_models[-1] if self.lm_models else None)
+        if self.recommended_lm is None and self.lm_models:
+            object.__setattr__(self, "recommended_lm", self.lm_models[-1])
+
+    def allowing(self, lm_models: tuple[str, ...]) -> Tier:
+        """This tier with other LM sizes allowed: the allotments of sizes no longer allowed are dropped,
+        and the recommendation is kept where still allowed, else the largest allowed."""
+        recommended = self.recommended_lm if self.recommended_lm in lm_models else None
+        memory = {size: gb for size, gb in self.lm_memory_gb.items() if size in lm_models}
+        return dataclasses.replace(self, lm_models=lm_models, lm_memory_gb=memory, recommended_lm=recommended)
 
     @property
     def id(self) -> str:
@@ -262,9 +270,6 @@ class TierTable(Record):
             if tier.name == name:
                 return tier
         raise KeyError(f"table {self.name!r} has no tier {name!r}; it has {[t.name for t in self.tiers]}")
-
-    def boundaries(self) -> tuple[float, ...]:
-        return tuple(t.min_gb for t in self.tiers if t.min_gb > 0)
 
     def nominal_size(self, gib: float, *, detected: bool) -> float:
         """The class a device of ``gib`` belongs to: a size just below a tier's lower boundary counts

@@ -2,8 +2,8 @@
 audio rates, the optimization values and the plan's keys with the type and range of each value.
 
 Pure Python and import-free (``typing`` only), so any module, plugin or tool may import it at
-start-up. A value that appears here must not be redefined elsewhere (``tests/test_vocabulary.py``
-checks the old duplicates are gone).
+start-up. A value that appears here must not be written again elsewhere, under any name
+(``tests/test_vocabulary.py`` compares the values of every package and benchmark with these).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from acestep_core.vocabulary import (
     ATTENTIONS,
     COMPONENTS,
     GIB,
+    LM_BACKENDS,
     LM_SIZES,
     MIN_DURATION_S,
     OFFLOADS,
@@ -140,7 +141,7 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
     )
     overrides.add_argument(
         "--lm-backend",
-        choices=("vllm", "pt", "mlx"),
+        choices=LM_BACKENDS,
         help="the LM's inference backend; refused with the reason where this device cannot run it",
     )
     overrides.add_argument(

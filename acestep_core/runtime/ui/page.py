@@ -22,14 +22,14 @@ from acestep_core.plugins import get_plugin_manager
 from acestep_core.resolve import available_tables
 from acestep_core.tables import TableError
 from acestep_core.types import GIB, LM_SIZES, DeviceMemory, Resolution
+from acestep_core.vocabulary import COMPONENTS, LM_MODES, MIN_DURATION_S
 
-LM_MODES = ("auto", "on", "off")
 COMPUTED_PREFIXES = ("memory.", "ladder.")
 """Plan keys the planner computes from the others (predictions, ladder): shown, not offered as overrides."""
 PLAN_OVERRIDE_KEYS: tuple[str, ...] = tuple(k for k in PLAN_KEYS if not k.startswith(COMPUTED_PREFIXES))
 """The optimization keys of the plan's schema a user may set (the CLI's ``--set KEY=VALUE``)."""
-DURATION_MIN_S = 10
-PHASE_NAMES = ("lm", "text_encoder", "dit", "vae")
+DURATION_MIN_S = MIN_DURATION_S
+PHASE_NAMES = COMPONENTS
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from acestep_core import GIB, AdjustedRequest, DetectOptions, DeviceMemory, MemoryReading, Setting, Tier, hookimpl
+from acestep_core.plugin_api import (
+    GIB,
+    AdjustedRequest,
+    DetectOptions,
+    DeviceMemory,
+    MemoryReading,
+    Setting,
+    Tier,
+    hookimpl,
+)
 
 LM_SHARE_OF_FREE = 0.9
 ROCM_DTYPE_ENV = "ACESTEP_ROCM_DTYPE"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from acestep_core import CPU, GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored
+from acestep_core.plugin_api import CPU, GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored
 from acestep_core_cuda import memory_in_use
 from acestep_core_cuda.fallbacks import HostSigns, fallback_reading, import_torch, probe_host
 from acestep_core_cuda.mapping import CudaView, cuda_view, select

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from acestep_core import CPU, DetectOptions, DeviceMemory, MemoryReading
+from acestep_core.plugin_api import CPU, DetectOptions, DeviceMemory, MemoryReading
 from acestep_core_cuda.nvml import NvmlFailure
 
 CUDA_WHEELS = "a CUDA wheel, e.g. cu130, from PyTorch's install selector, matching the driver"

@@ -47,7 +47,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from acestep_core.inputs import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
+from acestep_core.plugin_api import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core_cuda.fallbacks import HostSigns, probe_host
 from acestep_core_cuda.nvml import NvmlLike, classify, load_pynvml, optional, read_memory, text
 

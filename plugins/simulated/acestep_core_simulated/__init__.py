@@ -17,8 +17,15 @@ A simulated device is the only device, so ``--device`` other than 0 is reported 
 
 from __future__ import annotations
 
-from acestep_core import GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored, hookimpl
-from acestep_core.inputs import parse_memory_gb
+from acestep_core.plugin_api import (
+    GIB,
+    DetectOptions,
+    DeviceMemory,
+    MemoryReading,
+    SettingIgnored,
+    hookimpl,
+    parse_memory_gb,
+)
 
 VARIABLES = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
 
@@ -86,11 +93,3 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
         f"of {gb:g} GB, not the real hardware"
     )
     return MemoryReading(device=device, visible=(device,), notes=(note, *notes))
-
-
-def parse_gb(raw: str) -> float | None:
-    """A memory size in GB, or None for anything :func:`acestep_core.inputs.parse_memory_gb` refuses."""
-    try:
-        return parse_memory_gb(raw)
-    except ValueError:
-        return None

@@ -30,8 +30,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from acestep_core import (
+from acestep_core.plugin_api import (
     GIB,
+    MIN_DURATION_S,
     AdjustedRequest,
     Adjustment,
     GenerationRequest,
@@ -41,9 +42,8 @@ from acestep_core import (
     TierTable,
     hookimpl,
     parse_table,
+    plan_settings,
 )
-from acestep_core.optimize import plan_settings
-from acestep_core.vocabulary import MIN_DURATION_S
 
 TABLE_FILE = "tiers.toml"
 UPSTREAM_TABLE_FILE = "upstream-2026-02.toml"
