@@ -130,19 +130,33 @@ def load_table(path: str | Path) -> TierTable:
     return parse_table(text, source=str(path))
 
 
+TABLE_CACHE_FORMAT = 1
+"""Part of every cached table's origin: raise it when parsing or validation changes what a text gives,
+so that no table parsed by older code is taken from the cache."""
+
+
 def parse_table(text: str, source: str = "<string>", *, environ: Mapping[str, str] | None = None) -> TierTable:
-    """Parse and validate a table from TOML text. The parsed data is kept in the cache
-    (:mod:`acestep_core.cache`, under ``source``, with ``text`` as its origin), so that a start-up
-    that reads the same tables as the last one imports no TOML parser; validation always runs."""
+    """Parse and validate a table from TOML text.
+
+    The parsed data is kept in the cache (:mod:`acestep_core.cache`, one file per ``source``, keyed
+    by a content hash of ``text``), so that a start-up that reads the same tables as the last one
+    imports no TOML parser. A cached value is validated exactly as parsed text is; one that fails,
+    or any other bad file, is a miss: the text is parsed again. Only a valid table is cached."""
     if not text.strip():
         raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
     environ = os.environ if environ is None else environ
     name = f"toml-{zlib.crc32(source.encode()):08x}.json"
-    data = cache.read(name, text, environ)
-    if not isinstance(data, dict) or nesting_depth(data) > MAX_NESTING:
-        data = _parse_toml(text, source)
-        cache.write(name, text, data, environ)
-    return table_from_dict(data, source=source)
+    origin = [TABLE_CACHE_FORMAT, cache.content_hash(text)]
+    cached = cache.read(name, origin, environ)
+    if isinstance(cached, dict) and nesting_depth(cached) <= MAX_NESTING:
+        try:
+            return table_from_dict(cached, source=source)
+        except Exception:  # noqa: BLE001 - a cached value its text would not give: a miss
+            pass
+    data = _parse_toml(text, source)
+    table = table_from_dict(data, source=source)
+    cache.write(name, origin, data, environ)
+    return table
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
