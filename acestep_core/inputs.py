@@ -45,6 +45,8 @@ def parse_memory_gb(raw: object) -> float:
     """
     text = str(raw)
     try:
+        if not text.isascii():  # float() would read '８' (full-width) or '٨' as 8
+            raise ValueError(text)
         gb = float(text.strip())
     except ValueError:
         reason = "not a number"

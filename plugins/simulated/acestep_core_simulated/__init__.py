@@ -18,9 +18,10 @@ A simulated device is the only device, so ``--device`` other than 0 is reported 
 from __future__ import annotations
 
 from acestep_core import GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored, hookimpl
-from acestep_core.inputs import parse_memory_gb
+from acestep_core.inputs import parse_index, parse_memory_gb
+from acestep_core.vocabulary import SIMULATION_VARIABLES
 
-VARIABLES = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
+VARIABLES = SIMULATION_VARIABLES
 
 
 @hookimpl(tryfirst=True)
@@ -65,7 +66,7 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
             f"{name}={value.strip()} is ignored: {origin} comes first (order: {', '.join(VARIABLES)})"
             for name, value, _ in valid[1:]
         )
-    if options.device is not None and options.device.strip() not in ("", "0"):
+    if options.device is not None and options.device.strip() and parse_index(options.device) != 0:
         notes.append(
             f"--device {options.device.strip()[:40]} is not applied: the simulated device is the only one (index 0)"
         )
