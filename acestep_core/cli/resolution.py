@@ -58,7 +58,7 @@ examples:
       kept anyway: recorded in memory.forced and warned, exit 0
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
-device budget, not forced), 2 bad usage.
+device budget and not forced, or refused by --set ladder.refused; one line on stderr says why), 2 bad usage.
 """
 
 
@@ -153,7 +153,8 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)",
+        help="set any settable plan key, e.g. --set offload.vae=none (value as JSON, else a string); "
+        "ladder.batch_size and ladder.duration_s may only lower the request, ladder.refused refuses the plan",
     )
     overrides.add_argument(
         "--force",
