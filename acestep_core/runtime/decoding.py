@@ -209,7 +209,7 @@ class DurationConstraint:
             if row.phase == FIELD_LINE or (row.line + text).startswith(FIELD):
                 body = (row.line + text)[len(FIELD) :].split("\n", 1)[0]
                 digits = body.strip()
-                row.duration = int(digits) if digits.isascii() and digits.isdigit() else row.duration
+                row.duration = int(digits) if digits.isdigit() else row.duration
             row.line = text.rsplit("\n", 1)[1][:LINE_KEEP]
         else:
             row.line = (row.line + text)[:LINE_KEEP]
