@@ -10,8 +10,8 @@ miss (the value is recomputed and the file replaced). So each file holds the val
 * its **origin**, what it was computed from: a content hash of a table's TOML text (:func:`content_hash`),
   the environment an entry-point scan was made in. A file whose origin differs from the current one is
   a miss;
-* a **check**, the hash of origin and value together: a value changed after it was written (a
-  truncated, edited or mixed-up file) is a miss;
+* a **check**, the hash of origin and the value's text together: a value changed after it was
+  written (a truncated, edited or mixed-up file) is a miss;
 
 and the caller validates every value it is given exactly as it validates one it computed (a table
 by the table rules, a scan's rows by their form), so wrong-typed or junk values are misses too.
@@ -51,8 +51,9 @@ except ImportError:  # pragma: no cover - an interpreter without it
 
 CACHE_DIR_ENV = "ACESTEP_CORE_CACHE_DIR"
 NO_CACHE_ENV = "ACESTEP_CORE_NO_CACHE"
-CACHE_FORMAT = 2
-"""The file layout (``format``, ``origin``, ``check``, ``value``); a file of another layout is a miss."""
+CACHE_FORMAT = 3
+"""The file layout: a header line (``format``, ``origin``, ``check``) and the value's JSON after it;
+a file of another layout is a miss."""
 CACHE_SIZE_LIMIT = 4 << 20
 """The largest cache file read: a parsed 1 MiB table (the table limit) with room for JSON's quoting."""
 
@@ -68,13 +69,21 @@ def directory(environ: Mapping[str, str]) -> Path:
     return Path(base) / "acestep-core"
 
 
+def _file(name: str, environ: Mapping[str, str]) -> Path:
+    """Where ``name`` is kept: its name carries the layout, so installations of other versions that
+    share the folder keep their own files instead of replacing each other's at every start-up."""
+    return directory(environ) / f"v{CACHE_FORMAT}-{name}"
+
+
 def content_hash(text: str) -> str:
     """A hash of ``text``'s content (BLAKE2b, 128 bits, hex): what a cached value computed from it is keyed by."""
     return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _check(origin: Any, value: Any) -> str:
-    return content_hash(json.dumps([origin, value], ensure_ascii=False, separators=(",", ":")))
+def _check(origin: Any, value_text: str) -> str:
+    """The hash of an origin and the value's JSON text as written (hashing the text as read costs no
+    second serialisation of the value)."""
+    return content_hash(json.dumps(origin) + "\n" + value_text)
 
 
 def read(
@@ -85,13 +94,14 @@ def read(
     if not enabled(environ):
         return None
     try:
-        text = read_text_limited(directory(environ) / name, limit=CACHE_SIZE_LIMIT, what="cache")
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("origin") != origin:
+        text = read_text_limited(_file(name, environ), limit=CACHE_SIZE_LIMIT, what="cache")
+        header_text, _, value_text = text.partition("\n")
+        header = json.loads(header_text)
+        if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT or header.get("origin") != origin:
             return None
-        value = data.get("value")
-        if data.get("check") != _check(origin, value):
+        if header.get("check") != _check(origin, value_text):
             return None
+        value = json.loads(value_text)
     except (InputFileError, ValueError, TypeError, RecursionError):
         return None
     if valid is not None:
@@ -108,10 +118,11 @@ def write(name: str, origin: Any, value: Any, environ: Mapping[str, str]) -> Non
     that fails leaves nothing behind); a folder that cannot be written is ignored."""
     if not enabled(environ):
         return
-    folder = directory(environ)
+    file = _file(name, environ)
     try:
-        text = json.dumps({"format": CACHE_FORMAT, "origin": origin, "check": _check(origin, value), "value": value})
-        folder.mkdir(parents=True, exist_ok=True)
-        write_file(folder / name, text.encode("utf-8"), overwrite=True)
+        value_text = json.dumps(value)  # one line: JSON escapes every newline inside strings
+        header = json.dumps({"format": CACHE_FORMAT, "origin": origin, "check": _check(origin, value_text)})
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_file(file, f"{header}\n{value_text}".encode(), overwrite=True)
     except (OSError, TypeError, ValueError, RecursionError):
         return

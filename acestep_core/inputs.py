@@ -65,41 +65,46 @@ def read_text_limited(path: str | Path, *, limit: int, what: str) -> str:
 
     A FIFO, a device (``/dev/zero``), a directory or a socket is refused before it is read, so a
     read can neither hang nor run out of memory. The file is opened without blocking and judged by
-    what was opened (``fstat``), so a FIFO swapped in after the first look cannot hang it either.
+    what was opened (``fstat``), so a FIFO swapped in after a look at the path cannot hang it either.
 
     :raises InputFileError: naming ``path`` and the problem.
     """
     path = Path(path)
     try:
-        info = path.stat()
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputFileError(f"{path}: cannot read a folder as a {what} file")
-    not_regular = f"{path}: not a regular file (a pipe, device or socket); give a {what} file"
-    if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(not_regular)
-    if info.st_size > limit:
-        raise InputFileError(f"{path}: {info.st_size} bytes is too large for a {what} (limit {limit} bytes)")
-    try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:  # where a folder cannot be opened at all
+        raise InputFileError(f"{path}: cannot read a folder as a {what} file") from None
     except OSError as error:
         raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise InputFileError(not_regular)
-        with open(descriptor, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
-    finally:
-        os.close(descriptor)
-    if len(data) > limit:
-        raise InputFileError(f"{path}: too large for a {what} (limit {limit} bytes)")
-    try:
-        return data.decode("utf-8")
+        return _read_limited(descriptor, path, limit=limit, what=what).decode("utf-8")
     except UnicodeDecodeError:
         raise InputFileError(f"{path}: not a text file (not UTF-8); give a {what} file") from None
+    finally:
+        os.close(descriptor)
+
+
+def _read_limited(descriptor: int, path: Path, *, limit: int, what: str) -> bytes:
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputFileError(f"{path}: cannot read a folder as a {what} file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(f"{path}: not a regular file (a pipe, device or socket); give a {what} file")
+        if info.st_size > limit:
+            raise InputFileError(f"{path}: {info.st_size} bytes is too large for a {what} (limit {limit} bytes)")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(descriptor, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
+    if size > limit:
+        raise InputFileError(f"{path}: too large for a {what} (limit {limit} bytes)")
+    return b"".join(chunks)
 
 
 def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:

@@ -82,7 +82,7 @@ def test_a_cached_value_that_fails_validation_is_a_miss(tmp_path: Path, parses: 
     used to raise TableError for a valid table; it is now a miss, parsed again from the text."""
     parse_table(SMALL_TABLE, source="mine.toml", environ=_environ(tmp_path))
     [file] = (tmp_path / "cache").iterdir()
-    data = json.loads(file.read_text())
+    data = _load(file)
     data["value"]["tiers"][0]["max_batch_with_lm"] = -1
     _rewrite(file, data)  # the check recomputed: the value itself is what validation refuses
     table = parse_table(SMALL_TABLE, source="mine.toml", environ=_environ(tmp_path))
@@ -109,9 +109,23 @@ def test_invalid_toml_is_reported_and_not_cached(tmp_path: Path) -> None:
 # case leaves it is exactly what parsing the text gives, and no exception escapes.
 
 
+def _load(file: Path) -> dict:
+    """A cache file as one mapping: its header (format, origin, check) and its value."""
+    header, _, value = file.read_text().partition("\n")
+    return json.loads(header) | {"value": json.loads(value)}
+
+
+def _dump(file: Path, data: dict) -> None:
+    """``data`` written in the file layout as it is, its check left as it was (stale if the value changed)."""
+    header = {key: value for key, value in data.items() if key != "value"}
+    file.write_text(json.dumps(header) + "\n" + (json.dumps(data["value"]) if "value" in data else ""))
+
+
 def _rewrite(file: Path, data: dict) -> None:
-    """``data`` written back as the cache writes it, check included: only the value's content differs."""
-    file.write_text(json.dumps(data | {"check": cache._check(data["origin"], data["value"])}))
+    """``data`` written back as the cache writes it, check recomputed: only the value's content differs."""
+    value_text = json.dumps(data["value"])
+    header = {key: value for key, value in data.items() if key != "value"}
+    file.write_text(json.dumps(header | {"check": cache._check(data["origin"], value_text)}) + "\n" + value_text)
 
 
 def _shipped(file: str) -> str:
@@ -124,13 +138,15 @@ def _fresh(text: str, source: str) -> object:
 
 def _cache_file(tmp_path: Path, text: str, source: str) -> Path:
     parse_table(text, source=source, environ=_environ(tmp_path))
-    [file] = [f for f in (tmp_path / "cache").iterdir() if f.name == f"toml-{zlib.crc32(source.encode()):08x}.json"]
+    [file] = [
+        f for f in (tmp_path / "cache").iterdir() if f.name.endswith(f"toml-{zlib.crc32(source.encode()):08x}.json")
+    ]
     return file
 
 
 def _other_table_value(tmp_path: Path) -> dict:
     upstream = _cache_file(tmp_path / "other", _shipped("upstream-2026-02.toml"), "upstream")
-    return json.loads(upstream.read_text())["value"]
+    return _load(upstream)["value"]
 
 
 MUTATIONS = {
@@ -165,11 +181,11 @@ def test_a_tampered_entry_gives_what_parsing_gives(tmp_path: Path, case: str, re
     are misses: the text is parsed again."""
     text = _shipped("tiers.toml")
     file = _cache_file(tmp_path, text, "default")
-    data = MUTATIONS[case](json.loads(file.read_text()), _other_table_value(tmp_path))
+    data = MUTATIONS[case](_load(file), _other_table_value(tmp_path))
     if recheck and "value" in data and "origin" in data:
         _rewrite(file, data)
     else:
-        file.write_text(json.dumps(data))
+        _dump(file, data)
     assert parse_table(text, source="default", environ=_environ(tmp_path)) == _fresh(text, "default")
 
 
@@ -248,10 +264,12 @@ def test_one_corrupt_entry_never_costs_another_table(tmp_path: Path, monkeypatch
     acestep_core_tiers_default._table.cache_clear()
     acestep_core_tiers_default.register_tier_tables()
     entries = {f.name: f for f in (tmp_path / "cache").iterdir()}
-    default_entry = entries[f"toml-{zlib.crc32(f'{acestep_core_tiers_default.__name__}/tiers.toml'.encode()):08x}.json"]
+    default_entry = entries[
+        f"v{cache.CACHE_FORMAT}-toml-{zlib.crc32(f'{acestep_core_tiers_default.__name__}/tiers.toml'.encode()):08x}.json"
+    ]
     [upstream_entry] = [f for name, f in entries.items() if f != default_entry]
     before = upstream_entry.read_bytes()
-    _rewrite(default_entry, json.loads(default_entry.read_text()) | {"value": {"table": {"name": "junk"}, "tiers": []}})
+    _rewrite(default_entry, _load(default_entry) | {"value": {"table": {"name": "junk"}, "tiers": []}})
     acestep_core_tiers_default._table.cache_clear()
     try:
         registered = acestep_core_tiers_default.register_tier_tables()
@@ -268,12 +286,11 @@ def test_the_cli_with_a_tampered_table_entry_shows_the_shipped_limits(cli, tmp_p
     environ = {"ACESTEP_CORE_CACHE_DIR": str(tmp_path / "cache")}
     acestep_core_tiers_default._table.cache_clear()  # parsed in this folder, not remembered from another test
     honest = json.loads(cli("info", "--vram", "8", "--json", env=environ).out)["tier"]
-    entries = list((tmp_path / "cache").glob("toml-*.json"))
+    entries = list((tmp_path / "cache").glob("*toml-*.json"))
     assert entries, "the shipped tables were cached"
     other = _other_table_value(tmp_path)
     for entry in entries:
-        data = json.loads(entry.read_text())
-        entry.write_text(json.dumps(data | {"value": other}))
+        _dump(entry, _load(entry) | {"value": other})
     acestep_core_tiers_default._table.cache_clear()
     try:
         again = json.loads(cli("info", "--vram", "8", "--json", env=environ).out)["tier"]
@@ -349,7 +366,7 @@ ROWS = {
 def test_wrong_typed_scan_rows_are_scanned_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     """Rows of the wrong form, even with a recomputed check, used to crash every later command."""
     file, calls = _scan_file(tmp_path, monkeypatch)
-    _rewrite(file, json.loads(file.read_text()) | {"value": ROWS[case]})
+    _rewrite(file, _load(file) | {"value": ROWS[case]})
     [found] = discover("acestep_core", environ=_environ(tmp_path), path=[])
     assert found.name == "simulated" and calls == ["acestep_core", "acestep_core"]
 
@@ -364,7 +381,7 @@ def test_a_fifo_for_the_scan_never_hangs_a_command(tmp_path: Path) -> None:
     )
     assert first.returncode == 0, first.stderr
     entries = list((tmp_path / "cache").iterdir())
-    assert any(e.name.startswith("entry-points-") for e in entries)
+    assert any("entry-points-" in e.name for e in entries)
     for entry in entries:
         entry.unlink()
         os.mkfifo(entry)
