@@ -15,16 +15,17 @@ What is here, by use:
   :class:`AdjustedRequest`, :class:`Adjustment` (adjust), :class:`Setting` (configure); :data:`CPU`, the
   reading of a machine without an accelerator.
 - **Words and units**: :data:`GIB`, :data:`MIB`, :data:`LM_SIZES`, :data:`COMPONENTS`,
-  :data:`MIN_DURATION_S`, :data:`MAX_DURATION_S`.
+  :data:`MIN_DURATION_S`, :data:`MAX_DURATION_S`, :data:`SIMULATION_VARIABLES` (the ``MAX_*_VRAM``
+  variables and the platform each simulates).
 - **Plan keys**: :data:`PLAN_KEYS` (key → :class:`PlanKey`, whose ``check(value)`` says whether a
   value is of the key's type and range) and :func:`plan_settings` (the built-in plan for a tier and a
   device, for a plugin that adjusts it rather than writing its own).
 - **Tier tables as data**: :func:`parse_table` (TOML text), :func:`load_table` (a file),
   :func:`validate_table` (a table built in code), :class:`TableError`.
 - **Reading what users hand in**: :func:`parse_memory_gb` (a size in GB, as ``--vram`` and
-  ``MAX_CUDA_VRAM`` take it), :func:`read_text_limited` with :class:`InputFileError` (a file, only if it
-  is a regular file of sane size), :func:`nesting_depth` with :data:`MAX_NESTING`, and
-  :data:`RECORDING_SIZE_LIMIT`.
+  ``MAX_CUDA_VRAM`` take it), :func:`parse_index` (a device index in ASCII digits, as CUDA reads
+  one), :func:`read_text_limited` with :class:`InputFileError` (a file, only if it is a regular file
+  of sane size), :func:`nesting_depth` with :data:`MAX_NESTING`, and :data:`RECORDING_SIZE_LIMIT`.
 
 Importing this module imports neither torch nor NVML.
 """
@@ -37,6 +38,7 @@ from acestep_core.inputs import (
     RECORDING_SIZE_LIMIT,
     InputFileError,
     nesting_depth,
+    parse_index,
     parse_memory_gb,
     read_text_limited,
 )
@@ -63,6 +65,7 @@ from acestep_core.vocabulary import (
     MIB,
     MIN_DURATION_S,
     PLAN_KEYS,
+    SIMULATION_VARIABLES,
     PlanKey,
 )
 
@@ -77,6 +80,7 @@ __all__ = [
     "MIN_DURATION_S",
     "PLAN_KEYS",
     "RECORDING_SIZE_LIMIT",
+    "SIMULATION_VARIABLES",
     "AdjustedRequest",
     "Adjustment",
     "DetectOptions",
@@ -93,6 +97,7 @@ __all__ = [
     "hookimpl",
     "load_table",
     "nesting_depth",
+    "parse_index",
     "parse_memory_gb",
     "parse_table",
     "plan_settings",

@@ -35,6 +35,7 @@ import pluggy
 from acestep_core import hookspecs
 from acestep_core.discovery import PluginEntryPoint, discover
 from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV, Contract
+from acestep_core.inputs import env_flag
 from acestep_core.record import Record
 from acestep_core.tables import TableError
 from acestep_core.types import (
@@ -199,9 +200,9 @@ def build_plugin_manager(
     """
     environ = os.environ if environ is None else environ
     blocked = {name.strip() for name in environ.get(BLOCK_ENV, "").split(",") if name.strip()}
-    autoload = not _is_on(environ.get(DISABLE_AUTOLOAD_ENV, ""))
+    autoload = not env_flag(environ.get(DISABLE_AUTOLOAD_ENV))
     manager = PluginManager()
-    if _is_on(environ.get(TRACE_ENV, "")):
+    if env_flag(environ.get(TRACE_ENV)):
         enable_trace(manager)
     for name, plugin in plugins:
         if name in blocked:
@@ -214,10 +215,6 @@ def build_plugin_manager(
     for entry_point, builtin in sorted(found, key=lambda pair: (pair[1] is None, pair[0].name)):
         _load_entry_point(manager, entry_point, builtin, blocked=blocked, autoload=autoload)
     return manager
-
-
-def _is_on(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def builtin_identity(entry_point: PluginEntryPoint) -> BuiltinPlugin | None:
@@ -455,6 +452,8 @@ class _NoAnswerError(Exception):
         if isinstance(error, _PluginInterruptError):
             return PluginProblem(plugin, hook, str(error), "raised")
         kind: ProblemKind = "invalid-table" if isinstance(error, TableError) else "raised"
+        if kind == "raised":
+            _debug_traceback(error, f"{hook} of plugin {plugin!r}")
         return PluginProblem(plugin, hook, _describe(error), kind)
 
 
@@ -549,7 +548,7 @@ def detect_timeout(options: DetectOptions) -> float:
         return float(options.timeout_s)
     raw = options.environ.get(DETECT_TIMEOUT_ENV, "").strip()
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() else math.nan  # float() reads '１０' (full-width) as 10
     except ValueError:
         return DEFAULT_DETECT_TIMEOUT_S
     return value if math.isfinite(value) and value > 0 else DEFAULT_DETECT_TIMEOUT_S
@@ -592,6 +591,19 @@ def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) ->
             write(f"{hook_name} ← {plugins}: {_short(result[0] if len(result) == 1 else result or None, 200)}")
 
     manager.add_hookcall_monitoring(before, after)
+
+
+DEBUG_ENV = "ACESTEP_CORE_DEBUG"
+
+
+def _debug_traceback(error: BaseException, where: str) -> None:
+    """With ``ACESTEP_CORE_DEBUG`` on, a plugin's exception (a bug, reported and skipped) also prints
+    its traceback to stderr, as the command line does for its own bugs."""
+    if env_flag(os.environ.get(DEBUG_ENV)):
+        import traceback  # only when debugging
+
+        print(f"acestep-core debug: {where} raised:", file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
 
 
 def _describe(error: BaseException) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.inputs import clip
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
@@ -34,9 +35,10 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import GIB
+from acestep_core.vocabulary import GIB, SIMULATION_VARIABLES
 
 __all__ = [
+    "OverrideError",
     "ResolutionError",
     "TableChoice",
     "available_tables",
@@ -48,11 +50,24 @@ __all__ = [
 
 TIERS_ENV = "ACESTEP_CORE_TIERS"
 DEFAULT_TABLE = "default"
+CORE = "acestep_core"
+"""The name the core's own decisions and problems carry (no plugin made them)."""
 
 
 class ResolutionError(RuntimeError):
     """The framework cannot decide (no tier table, an unknown table name, no plugin selecting a
     tier). The message says what to install or choose."""
+
+
+class OverrideError(ResolutionError, ValueError):
+    """A user override that cannot apply to this request (``ladder.batch_size`` above the adjusted
+    batch): the caller's input, so also a :class:`ValueError`; ``key`` is the plan key and ``value``
+    the value asked for. The command line reports it as a usage error naming ``--set KEY=VALUE``."""
+
+    def __init__(self, message: str, *, key: str, value: Any) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -153,16 +168,35 @@ def detect(
             return cache[key]
         answer = (hooks or Hooks(manager)).detect_memory(options=options)
         if answer.first is None:
-            detected = (
-                MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)),
-                "acestep_core",
-                answer.problems,
-            )
+            reading, plugin = MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), CORE
         else:
             plugin, reading = answer.first
-            detected = (reading, plugin, answer.problems)
+        detected = (reading, plugin, answer.problems + _unapplied_simulation(options, reading, answer.problems))
         cache[key] = detected
         return detected
+
+
+def _unapplied_simulation(
+    options: DetectOptions, reading: MemoryReading, problems: tuple[PluginProblem, ...]
+) -> tuple[PluginProblem, ...]:
+    """A simulation asked for (``--vram``, ``MAX_CUDA_VRAM``…) that no plugin applied and none
+    answered for (the ``simulated`` plugin blocked or not installed): said, never silently dropped."""
+    asked = [("--vram", options.vram_gb)] if options.vram_gb is not None else []
+    asked += [(name, options.environ[name]) for name in SIMULATION_VARIABLES if name in options.environ]
+    if reading.simulated or any(problem.setting in dict(asked) for problem in problems):
+        return ()  # a plugin simulated, or said why it did not
+    return tuple(
+        PluginProblem(
+            CORE,
+            "detect_memory",
+            f"{setting}={clip(value.strip(), 40)} is not applied: no detection plugin simulates a device (is "
+            "acestep-core-simulated blocked or not installed? see `acestep-core plugins`); the device "
+            f"{'replayed' if options.replay else 'detected'} is used",
+            "invalid-setting",
+            setting,
+        )
+        for setting, value in asked
+    )
 
 
 def clear_detection_cache() -> None:
@@ -329,7 +363,7 @@ def _overridden(
     (:func:`~acestep_core.optimize.plan.check_plan`), and every override recorded."""
     for key, value in overrides.plan.items():
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
-            raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
+            raise OverrideError(f"override {problem}", key=key, value=value)
     plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
     plan = check_plan(plan, adjusted, tier, reading, user_keys=tuple(overrides.plan), force=overrides.force)
     if overrides.force:
@@ -383,10 +417,11 @@ def _with_plan_overrides(
     if not overrides.plan:
         return plan, ()
     settings = {s.key: s for s in plan}
+    wanted = plan.as_dict() | dict(overrides.plan)
     found = []
     for key, value in overrides.plan.items():
         default = plan.value(key)
-        impossible = checked_override(key, value, reading)
+        impossible = checked_override(key, value, reading, wanted)
         if impossible is not None:
             why = f"{key}={value!r} refused: {impossible}; using {default!r}"
             settings[key] = Setting(key, default, why, "user", warning=True)

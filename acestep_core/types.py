@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import field
 from typing import Any, Literal, TypeVar
 
+from acestep_core.inputs import MAX_NESTING, nesting_depth
 from acestep_core.record import Record
 from acestep_core.vocabulary import COMPONENTS, GIB, LM_MODES, LM_SIZES, MIN_DURATION_S, PLAN_KEYS, LmMode
 
@@ -41,9 +42,30 @@ class DetectOptions(Record):
     ``ACESTEP_CORE_DETECT_TIMEOUT`` from ``environ``, else 10."""
 
     def __post_init__(self) -> None:
+        """Refuse, at construction, options no detection could read, each with the field named (as
+        :class:`GenerationRequest` and :class:`Overrides` do)."""
+        problems = []
+        for name, what in (
+            ("device", "an index such as '1' or a UUID prefix"),
+            ("vram_gb", "a size such as '8'"),
+            ("replay", "a recording's path or name"),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{name} must be a string ({what}) or None, not {value!r:.80}")
+        environ = self.environ
+        if not isinstance(environ, Mapping):
+            problems.append(f"environ must be a mapping of variable name to value, not {environ!r:.80}")
+        else:
+            wrong = [(k, v) for k, v in environ.items() if not (isinstance(k, str) and isinstance(v, str))]
+            if wrong:
+                key, value = wrong[0]
+                problems.append(f"environ must map strings to strings, not {key!r:.40} to {value!r:.40}")
         timeout = self.timeout_s
         if timeout is not None and not (_is_real(timeout) and math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout_s must be a positive, finite number of seconds or None, not {timeout!r}")
+            problems.append(f"timeout_s must be a positive, finite number of seconds or None, not {timeout!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def cache_key(self) -> tuple[Any, ...]:
         return (self.device, self.vram_gb, self.replay, self.timeout_s, tuple(sorted(self.environ.items())))
@@ -278,7 +300,8 @@ class TierTable(Record):
         for tier in self.tiers[1:]:
             boundary = tier.min_gb
             slack = max(tier.class_tolerance_gb, boundary * self.real_card_tolerance if detected else 0.0)
-            if boundary - slack - 1e-9 <= gib < boundary:
+            # 1e-9 GiB absorbs float rounding of a tolerance's edge; with no tolerance a size is exact
+            if slack > 0 and boundary - slack - 1e-9 <= gib < boundary:
                 return boundary
         return gib
 
@@ -453,6 +476,8 @@ def plan_override_problem(key: Any, value: Any) -> str | None:
         return f"unknown plan key {key!r} (known: {', '.join(k for k, s in PLAN_KEYS.items() if s.settable)})"
     if not spec.settable:
         return f"{key} is computed by the memory plan and cannot be set (set the request or the limits instead)"
+    if nesting_depth(value) > MAX_NESTING:
+        return f"{key}: the value nests more than {MAX_NESTING} levels deep"
     problem = spec.check(value)
     return None if problem is None else f"{key}: {problem}"
 

@@ -54,6 +54,10 @@ CUDA_CONTEXT_BYTES = 808 * MIB
 SAFETY_MARGIN_BYTES = 512 * MIB
 """Device memory left unused on purpose (upstream's 0.5 GB margin)."""
 
+SIMULATION_VARIABLES: Mapping[str, str] = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
+"""The variables that simulate a device of a given size (GB), in the order they win, with the backend
+each simulates."""
+
 # --------------------------------------------------------------------------------------------- optimization values
 Quantization = Literal["none", "int8", "int4", "fp8"]
 QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)

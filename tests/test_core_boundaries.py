@@ -339,8 +339,10 @@ def test_cli_overrides_follow_the_api_rules(cli, argv: list[str], why: str) -> N
 
 
 def test_a_ladder_override_may_only_lower_the_run(cli) -> None:
+    """A usage error (exit 2), as the README says for a bad --set; it once exited 1 (issue #18)."""
     code, _, err = cli("plan", "--vram", "2", "--set", "ladder.batch_size=3")  # Tier 1: batch 1
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert "--set ladder.batch_size=3" in err
     assert "ladder.batch_size 3 is above the adjusted batch 1 (the ladder may only lower it)" in err
     code, _, _ = cli("plan", "--vram", "8", "--batch", "2", "--lm", "none", "--json", "--set", "ladder.batch_size=1")
     assert code == 0

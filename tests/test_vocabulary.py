@@ -32,6 +32,7 @@ DISTINCTIVE = 1000
 value does not occur by chance. Smaller numbers (5, 10, 25, 32, 256, 600) are flagged where a constant,
 a class field or a parameter default is bound to one."""
 COINCIDENCES = {
+    ("plugins/cuda/acestep_core_cuda/replay.py", "MAX_GPUS"): "GPUs a recording may list, not latent frames",
     ("acestep_core/compat/gpu_config.py", "MLX_VAE_CHUNK_DEFAULT"): "upstream's MLX VAE chunk in frames, not MiB",
     ("acestep_core/compat/gpu_config.py", "HALF"): "the LM's share of a device (a fraction), not GiB",
     ("acestep_core/compat/gpu_config.py", "SIMULATED_CONTEXT_GB"): "upstream's simulated CUDA context, not our margin",

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from acestep_core.cli.terminal import TerminalWriter, terminal_text, terminal_width
-from acestep_core.plugins import SettingIgnored
+from acestep_core.inputs import env_flag
+from acestep_core.plugins import DEBUG_ENV, SettingIgnored
 from acestep_core.resolve import ResolutionError
 from acestep_core.tables import TableError
 
@@ -26,7 +27,6 @@ EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command stopped by Ctrl-C."""
 EXIT_PIPE_CLOSED = 141
 """128 + SIGPIPE, as a shell reports a writer whose reader closed the pipe (``| head``)."""
-DEBUG_ENV = "ACESTEP_CORE_DEBUG"
 EXIT_STATUS = """\
 exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the flag), 130 interrupted,
 141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unexpected(args: argparse.Namespace | None, error: BaseException) -> int:
-    if os.environ.get(DEBUG_ENV, "").strip() in ("1", "true", "yes"):
+    if env_flag(os.environ.get(DEBUG_ENV)):
         raise error
     _fail(args, f"internal error: {type(error).__name__}: {error} (a bug: {DEBUG_ENV}=1 shows the traceback)")
     return EXIT_FAILURE

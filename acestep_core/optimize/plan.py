@@ -10,11 +10,11 @@ does not fit (:mod:`acestep_core.optimize.ladder`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from acestep_core.optimize import platforms
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import ALLOCATOR, Choices, RunShape, gib, predict
+from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
 from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
 from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
@@ -267,85 +267,158 @@ def check_plan(
     """The final plan checked against the device budget: re-predicted with the user's settings (``user_keys``
     were set by the user) and refused when over budget (``ladder.refused`` with the phase, predicted,
     budget and shortfall) unless ``force``, which keeps it and records ``memory.forced`` (warned).
-    Off an accelerator there is no device budget and the plan is returned as it is."""
+    A refusal the user or another plugin made stands, said as a warning with what the plan itself
+    predicts. Off an accelerator there is no device budget and the plan is returned as it is."""
     device = reading.device
     budget = platforms.budget_for(device) if device.is_accelerator else None
     if budget is None:
         return plan
-    run = planned_run(plan, adjusted, tier)
-    prediction = predict(run, choices_from_plan(plan))
-    worst = prediction.worst
-    settings = {s.key: s for s in plan}
-    user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
-    if user_keys:
-        settings["memory.phases"] = Setting(
-            "memory.phases",
-            {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases},
-            f"re-predicted with the user's settings ({user}): "
-            + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in prediction.phases),
-            CHECK_PLUGIN,
-        )
-        settings["memory.predicted_peak_gib"] = Setting(
-            "memory.predicted_peak_gib",
-            round(worst.peak_bytes / GIB, 2),
-            f"re-predicted with the user's settings ({user}): {gib(worst.peak_bytes)} reserved peak in the "
-            f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget",
-            CHECK_PLUGIN,
-        )
-        settings.setdefault(
-            "memory.budget_gib",
-            Setting(
-                "memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}", CHECK_PLUGIN
-            ),
-        )
-    existing = plan.value("ladder.refused")
-    ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
-    if existing and not (ours and (user_keys or force)):
-        # a refusal the user or another plugin made stands; the ladder's own is re-judged after user settings
-        return OptimizationPlan(tuple(settings.values()))
-    if worst.peak_bytes <= budget.usable_bytes:
-        if existing or "ladder.refused" not in plan or user_keys:
-            fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"
-            settings["ladder.refused"] = Setting(
-                "ladder.refused", False, fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN
-            )
-        return OptimizationPlan(tuple(settings.values()))
-    shortfall = worst.peak_bytes - budget.usable_bytes
-    numbers = {
-        "predicted_gib": round(worst.peak_bytes / GIB, 2),
-        "budget_gib": round(budget.usable_bytes / GIB, 2),
-        "shortfall_gib": round(shortfall / GIB, 2),
-        "phase": worst.phase,
-        "predicted_bytes": worst.peak_bytes,
-        "budget_bytes": budget.usable_bytes,
-        "shortfall_bytes": shortfall,
-    }
-    words = (
-        f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(shortfall)} more than the "
-        f"{gib(budget.usable_bytes)} budget" + (f" with the user's {user}" if user else "")
-    )
-    if force:
-        settings["ladder.refused"] = Setting(
-            "ladder.refused", False, f"not refused: forced by the user ({words})", CHECK_PLUGIN
-        )
-        settings["memory.forced"] = Setting(
-            "memory.forced",
-            numbers,
-            f"forced by the user: {words}; the run may run out of device memory",
-            CHECK_PLUGIN,
-            warning=True,
-        )
-    elif plan.value("ladder.refused") and not user_keys:
-        return plan  # the ladder's own refusal already says it, with these numbers
-    else:
-        settings["ladder.refused"] = Setting(
-            "ladder.refused",
-            numbers,
-            f"refused: {words} (--force / force=True runs it anyway)",
-            CHECK_PLUGIN,
-            warning=True,
-        )
+    check = PlanCheck.of(plan, adjusted, tier, budget, user_keys=user_keys, force=force)
+    settings = {s.key: s for s in plan} | check.repredicted(plan) | check.verdict(plan)
     return OptimizationPlan(tuple(settings.values()))
+
+
+Refusal = Literal["none", "ladder", "user", "plugin"]
+"""Who refused the plan :func:`check_plan` is given: nobody; the ladder (its own numbers, re-judged when
+the user changed the plan or forces it); the user (``--set ladder.refused=…``); another plugin."""
+
+
+class PlanCheck(Record):
+    """What :func:`check_plan` knows of a plan: its prediction against the budget, who set what."""
+
+    prediction: Prediction
+    budget: Budget
+    user: str
+    """The user's settings as ``key=value, …``; empty when the user set none."""
+    refusal: Refusal
+    force: bool
+
+    @classmethod
+    def of(
+        cls,
+        plan: OptimizationPlan,
+        adjusted: AdjustedRequest,
+        tier: Tier,
+        budget: Budget,
+        *,
+        user_keys: tuple[str, ...],
+        force: bool,
+    ) -> PlanCheck:
+        prediction = predict(planned_run(plan, adjusted, tier), choices_from_plan(plan))
+        user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
+        existing = plan.value("ladder.refused")
+        refusal: Refusal
+        if not existing:
+            refusal = "none"
+        elif "ladder.refused" in user_keys:
+            refusal = "user"
+        elif isinstance(existing, Mapping) and "predicted_bytes" in existing:
+            refusal = "ladder"
+        else:
+            refusal = "plugin"
+        return cls(prediction, budget, user, refusal, force)
+
+    @property
+    def fits(self) -> bool:
+        return self.prediction.worst.peak_bytes <= self.budget.usable_bytes
+
+    def repredicted(self, plan: OptimizationPlan) -> dict[str, Setting]:
+        """The memory figures again, for a plan the user changed (the plan's own are for the plan before)."""
+        if not self.user:
+            return {}
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        again = f"re-predicted with the user's settings ({self.user})"
+        found = {
+            "memory.phases": Setting(
+                "memory.phases",
+                {p.phase: round(p.peak_bytes / GIB, 2) for p in self.prediction.phases},
+                f"{again}: " + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in self.prediction.phases),
+                CHECK_PLUGIN,
+            ),
+            "memory.predicted_peak_gib": Setting(
+                "memory.predicted_peak_gib",
+                round(worst.peak_bytes / GIB, 2),
+                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), of a "
+                f"{gib(usable)} budget",
+                CHECK_PLUGIN,
+            ),
+        }
+        if "memory.budget_gib" not in plan:
+            found["memory.budget_gib"] = Setting(
+                "memory.budget_gib", round(usable / GIB, 2), f"budget = {self.budget.describe()}", CHECK_PLUGIN
+            )
+        return found
+
+    def verdict(self, plan: OptimizationPlan) -> dict[str, Setting]:
+        """``ladder.refused`` (and ``memory.forced``) as the check decides them; empty = the plan's stand."""
+        if self.refusal == "user":
+            return {"ladder.refused": self._users_refusal(plan["ladder.refused"])}
+        if self.refusal == "plugin" or (self.refusal == "ladder" and not (self.user or self.force)):
+            return {}  # another plugin's refusal stands; so does the ladder's own, which says it with these numbers
+        if self.fits:
+            if self.refusal == "none" and "ladder.refused" in plan and not self.user:
+                return {}
+            return {"ladder.refused": Setting("ladder.refused", False, self._fits(), CHECK_PLUGIN)}
+        if self.force:
+            return self._forced()
+        return {
+            "ladder.refused": Setting(
+                "ladder.refused",
+                self._numbers(),
+                f"refused: {self._over()} (--force / force=True runs it anyway)",
+                CHECK_PLUGIN,
+                warning=True,
+            )
+        }
+
+    def _users_refusal(self, setting: Setting) -> Setting:
+        itself = self._fits() if self.fits else f"is over budget: {self._over()}"
+        return Setting(
+            "ladder.refused",
+            setting.value,
+            f"refused because ladder.refused was set by the user (the plan itself {itself}); leave it out to run",
+            setting.plugin,
+            warning=True,
+        )
+
+    def _fits(self) -> str:
+        user = f" with the user's {self.user}" if self.user else ""
+        return f"fits: {gib(self.prediction.worst.peak_bytes)} ≤ {gib(self.budget.usable_bytes)}{user}"
+
+    def _over(self) -> str:
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        return (
+            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(worst.peak_bytes - usable)} more "
+            f"than the {gib(usable)} budget" + (f" with the user's {self.user}" if self.user else "")
+        )
+
+    def _numbers(self) -> dict[str, Any]:
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        shortfall = worst.peak_bytes - usable
+        return {
+            "predicted_gib": round(worst.peak_bytes / GIB, 2),
+            "budget_gib": round(usable / GIB, 2),
+            "shortfall_gib": round(shortfall / GIB, 2),
+            "phase": worst.phase,
+            "predicted_bytes": worst.peak_bytes,
+            "budget_bytes": usable,
+            "shortfall_bytes": shortfall,
+        }
+
+    def _forced(self) -> dict[str, Setting]:
+        over = self._over()
+        return {
+            "ladder.refused": Setting(
+                "ladder.refused", False, f"not refused: forced by the user ({over})", CHECK_PLUGIN
+            ),
+            "memory.forced": Setting(
+                "memory.forced",
+                self._numbers(),
+                f"forced by the user: {over}; the run may run out of device memory",
+                CHECK_PLUGIN,
+                warning=True,
+            ),
+        }
 
 
 # --------------------------------------------------------------------------------------------- pieces

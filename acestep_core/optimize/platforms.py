@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from acestep_core.optimize.memory import Budget, device_budget
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
-from acestep_core.vocabulary import GIB, LM_BACKENDS, PHASES, SAFETY_MARGIN_BYTES, VAE_HOP
+from acestep_core.vocabulary import (
+    GIB,
+    LM_BACKENDS,
+    MIN_DURATION_S,
+    PHASES,
+    SAFETY_MARGIN_BYTES,
+    SAMPLE_RATE,
+    VAE_HOP,
+)
 
 PRECISE_COMPONENTS = ("dit", "vae")
 """Where fp16 overflows on pre-Ampere cards (NaN/Inf reported on Titan X, T4, Quadro RTX 6000)."""
@@ -334,10 +343,54 @@ def _vllm_found(find: Finder) -> str | None:
     return next((names[module] for module in VLLM_MODULES if find(module)), None)
 
 
-def checked_override(key: str, value: object, reading: MemoryReading) -> str | None:
-    """Why a user's value for ``key`` is impossible on this device; None when it is acceptable."""
+def checked_override(
+    key: str, value: object, reading: MemoryReading, plan: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why a user's value for ``key`` is impossible on this device; None when it is acceptable.
+
+    ``plan`` is the plan as it would be with every user value applied: a tile size is judged with
+    the overlap it would run with."""
     if key == "lm.backend":
         return lm_backend_problem(value, reading)
+    if key in ("attention", "attention.dit") and value in ("flash_attention_2", "flash"):
+        return flash_attention_problem(reading)
+    window = abilities(reading.device).max_vae_window
+    if window is None:
+        return None
+    if key == "vae.decode" and value == "full":
+        return (
+            f"{reading.device.backend}: a convolution's output may hold at most {MPS_CONV_OUTPUT_LIMIT:,} samples "
+            f"({window} latent frames), and a clip of {MIN_DURATION_S} s is already "
+            f"{MIN_DURATION_S * SAMPLE_RATE:,}: every decode is tiled"
+        )
+    if key in ("vae.tile_frames", "vae.tile_overlap") and isinstance(value, int):
+        wanted = dict(plan or {}) | {key: value}
+        tile, overlap = wanted.get("vae.tile_frames", MPS_VAE_TILE[0]), wanted.get("vae.tile_overlap", MPS_VAE_TILE[1])
+        if isinstance(tile, int) and isinstance(overlap, int) and tile + 2 * overlap > window:
+            return (
+                f"{reading.device.backend}: a tile of {tile} + 2×{overlap} latent frames decodes "
+                f"{(tile + 2 * overlap) * VAE_HOP:,} samples at once, over the {MPS_CONV_OUTPUT_LIMIT:,} a "
+                f"convolution's output may hold (at most {window} frames a window)"
+            )
+    return None
+
+
+FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)
+"""Flash Attention 2's minimum NVIDIA compute capability (Ampere)."""
+
+
+def flash_attention_problem(reading: MemoryReading) -> str | None:
+    """Why Flash Attention 2 cannot run on this reading's device; None where it may (CUDA of a known
+    capability ≥ 8.0, or unknown: a simulated card; ROCm, which has a flash-attn build)."""
+    device = reading.device
+    if device.backend in ("mps", "xpu", "cpu"):
+        return f"flash-attn has kernels for CUDA and ROCm only, and this is {device.backend}"
+    capability = device.compute_capability
+    if device.backend == "cuda" and capability is not None and capability < FLASH_ATTENTION_MIN_CAPABILITY:
+        return (
+            f"Flash Attention 2 needs compute capability {_cc(FLASH_ATTENTION_MIN_CAPABILITY)} or newer; "
+            f"this GPU is {_cc(capability)}"
+        )
     return None
 
 
@@ -354,6 +407,7 @@ __all__ = [
     "budget_for",
     "checked_override",
     "compile_setting",
+    "flash_attention_problem",
     "host_budget",
     "lm_backend",
     "lm_backend_problem",
