@@ -30,6 +30,28 @@ LmSize = Literal["0.6B", "1.7B", "4B"]
 LM_SIZES: tuple[LmSize, ...] = get_args(LmSize)
 """The 5Hz LM sizes ACE-Step 1.5 ships, smallest first."""
 
+DitModel = Literal["turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft"]
+DIT_MODELS: tuple[DitModel, ...] = get_args(DitModel)
+"""ACE-Step 1.5's DiTs: the 2B (24 layers, hidden 2048) and the XL (32 layers, hidden 2560, upstream's
+Gradio default since 2026-04) in turbo (CFG-distilled: one forward a step), base and sft (two: CFG)."""
+DEFAULT_DIT: DitModel = "turbo"
+"""The DiT a request gets when it names none and the tier allows it (upstream's default 2B turbo)."""
+CFG_DITS: tuple[DitModel, ...] = ("base", "sft", "xl-base", "xl-sft")
+"""DiTs that run classifier-free guidance: a conditional and an unconditional forward every step."""
+
+QWEN3_VOCAB = 151_936
+"""Qwen3's own embedding rows (transformers' ``Qwen3Config`` default)."""
+AUDIO_CODE_BASE = 151_669
+"""The id of ``<|audio_code_0|>`` in the 5Hz LM's tokenizer."""
+AUDIO_CODE_COUNT = 65_535
+"""``<|audio_code_N|>`` tokens the 5Hz LM's tokenizer appends (its FSQ codebook uses the first 64,000)."""
+LM_VOCAB = AUDIO_CODE_BASE + AUDIO_CODE_COUNT
+LM_VOCAB_SOURCE = (
+    "217,204 rows = 151,669 (first audio-code id) + 65,535 <|audio_code_N|> tokens: acestep.cpp src/prompt.h "
+    "(AUDIO_CODE_BASE, AUDIO_CODE_COUNT) and src/qwen3-lm.h (vocab_size 217204), commit fa33775"
+)
+"""The 5Hz LM's vocabulary when no checkpoint says otherwise, and where the figure comes from."""
+
 LmMode = Literal["auto", "on", "off"]
 LM_MODES: tuple[LmMode, ...] = get_args(LmMode)
 

@@ -24,7 +24,7 @@ from acestep_core.optimize.memory import (
     DIT_DECODER_SHAPE,
     DIT_STANDIN_SHAPE,
     DTYPE_BYTES,
-    LM_SHAPES,
+    QWEN3_LM_SHAPES,
     VAE_SHAPE,
     dit_activation_bytes,
     dit_weight_bytes,
@@ -132,7 +132,7 @@ def lm_rows() -> list[Row]:
     label = label_of(LM_READINGS)
     rows = []
     for size, measured in data["lm"].items():
-        shape = LM_SHAPES[size]
+        shape = QWEN3_LM_SHAPES[size]
         for quantization, prefix in (("none", ""), ("int8", "int8_")):
             name = "bf16" if quantization == "none" else "int8"
             # The readings quantized every Linear, lm_head included (plain quantize(weights=qint8)).
@@ -254,7 +254,7 @@ def calibrate_rows() -> list[Row]:
         name = f"{phase} {duration} s ×{batch} ({trial['card_gb']:g} GB cap)"
         if phase.startswith("lm:"):
             estimate = lm_estimate(
-                LM_SHAPES[phase.split(":")[1]],
+                QWEN3_LM_SHAPES[phase.split(":")[1]],
                 batch=batch,
                 prompt_tokens=duration * 5 + CALIBRATE_PROMPT_OVERHEAD,
                 generated_tokens=GENERATED_TOKENS_IN_READINGS,
@@ -306,7 +306,7 @@ def optimize_rows() -> list[Row]:
             continue
         quantize_head = "lm_head" not in run["exclude"]
         estimate = lm_estimate(
-            LM_SHAPES[run["lm"]],
+            QWEN3_LM_SHAPES[run["lm"]],
             batch=run["batch"],
             prompt_tokens=run["tokens"] - GENERATED_TOKENS_IN_READINGS,
             generated_tokens=GENERATED_TOKENS_IN_READINGS,
