@@ -568,9 +568,10 @@ class Catalogue(Record):
     """(folder, why) for folders that hold no ACE-Step component."""
 
     def find(self, component: str, name: str | None = None) -> FoundModel | None:
-        """The folder for ``component`` (a DiT variant, an LM size), preferring upstream's original layout."""
+        """The folder for ``component`` (a DiT variant, an LM size), preferring upstream's original layout and
+        top-level folders (a diffusers pipeline's own ``vae/`` last)."""
         found = [m for m in self.models if m.component == component and (name is None or m.name == name)]
-        found.sort(key=lambda m: m.layout == "diffusers")
+        found.sort(key=lambda m: (m.layout == "diffusers", len(Path(m.path).parts)))
         return found[0] if found else None
 
     def missing(self, dit: str, lm: str | None) -> list[str]:

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from acestep_core.checkpoints import CHECKPOINTS_ENV, checkpoints_dir
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
@@ -209,6 +210,12 @@ def resolve(
     manager = manager or get_plugin_manager()
     problems: list[PluginProblem] = list(manager.load_problems())
     decisions: list[Decision] = []
+    if request.checkpoints is None and environ.get(CHECKPOINTS_ENV, "").strip():
+        folder, ignored = checkpoints_dir(None, environ)
+        if folder is not None:
+            request = dataclasses.replace(request, checkpoints=folder)
+        else:
+            problems.append(PluginProblem("acestep_core", None, str(ignored), "invalid-setting", CHECKPOINTS_ENV))
 
     hooks = Hooks(manager)
     tables, table_problems = available_tables(manager, hooks)
@@ -251,6 +258,7 @@ def resolve(
         adjusted,
         changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
         lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"),
+        checkpoints=request.checkpoints,
     )
     decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
 

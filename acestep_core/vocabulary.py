@@ -229,6 +229,21 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         nullable=True,
         settable=False,
     ),
+    "memory.components": PlanKey(
+        "what each component the run loads holds: component → {model, parameters, weight_bytes (parameters and "
+        "buffers in its dtype, before quantization), dtype, source} (the LM's also its vocabulary, the DiT's its "
+        "forwards a step)",
+        "mapping",
+        settable=False,
+    ),
+    "dit.forwards_per_step": PlanKey(
+        "DiT forwards a denoising step: 1 (turbo: guidance distilled), 2 (base, sft: classifier-free guidance, "
+        "run as one forward of twice the batch)",
+        "int",
+        minimum=1,
+        maximum=2,
+        settable=False,
+    ),
     "memory.predicted_peak_gib": PlanKey(
         "the largest phase's predicted peak (GiB); None on a CPU (not predicted)",
         "float",

@@ -110,3 +110,24 @@ def test_the_real_files_tensor_names_are_the_builds_names(variant: str) -> None:
     assert ours - expected == (set() if variant.startswith("xl-") else {"encoder.timbre_encoder.special_token"})
     assert expected - ours == set()
     assert len(expected) == (829 if variant.startswith("xl-") else 676)
+
+
+def test_the_plans_components_are_the_meta_builds_to_the_byte() -> None:
+    """``plan --dit X --lm S --json``'s memory.components against the loader's classes built on the meta device."""
+    from acestep_core import DetectOptions, GenerationRequest, resolve
+
+    builds = {}
+    with torch.device("meta"):
+        for variant in DIT_MODELS:
+            builds[variant] = _bytes(dit_from_config(dit_config(variant, "real")).to(torch.bfloat16))
+        for size in LM_SIZES:
+            builds[size] = _bytes(build_lm(size).to(torch.bfloat16))
+        text, vae = _bytes(build_text_encoder("real").to(torch.bfloat16)), _bytes(build_vae("real").to(torch.bfloat16))
+    for variant, size in zip(DIT_MODELS, [*LM_SIZES, *LM_SIZES], strict=True):
+        request = GenerationRequest(duration_s=60, dit_model=variant, lm_model=size)
+        resolution = resolve(request, detect_options=DetectOptions(vram_gb="80", environ={}), environ={})
+        components = resolution.plan.value("memory.components")
+        assert {c: row["dtype"] for c, row in components.items()} == dict.fromkeys(components, "bf16")
+        assert components["dit"]["weight_bytes"] == builds[variant], variant
+        assert components["lm"]["weight_bytes"] == builds[size], size
+        assert components["text_encoder"]["weight_bytes"] == text and components["vae"]["weight_bytes"] == vae
