@@ -94,12 +94,14 @@ def test_dtype_names_and_errors() -> None:
 
 
 def test_load_component_round_trips_a_local_checkpoint(tmp_path) -> None:
+    from acestep_core.checkpoints import CheckpointError
+    from acestep_core.runtime.models.fixtures import write_lm
+
     vae = build_vae("tiny")
-    vae.save_pretrained(tmp_path / "vae")
+    vae.save_pretrained(tmp_path / "vae")  # diffusers' own layout is the VAE's real one
     loaded = load_component("vae", tmp_path / "vae")
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), loaded.state_dict().values(), strict=True))
-    lm = build_lm("tiny")
-    lm.save_pretrained(tmp_path / "lm")
-    assert parameter_count(load_component("lm", tmp_path / "lm")) == parameter_count(lm)
-    with pytest.raises(FileNotFoundError):
+    lm = write_lm(tmp_path / "acestep-5Hz-lm-0.6B")
+    assert parameter_count(load_component("lm", tmp_path / "acestep-5Hz-lm-0.6B")) == parameter_count(lm)
+    with pytest.raises(CheckpointError, match="not a folder"):
         load_component("dit", tmp_path / "missing")

@@ -5,7 +5,7 @@ Nothing is downloaded: each builder instantiates the real class (``transformers.
 from a JSON config in ``acestep_core/runtime/models/configs/``. Memory depends on shapes, not on values, so the
 real-size builds measure what the tiers budget; the ``tiny`` builds run the whole flow on a CPU in
 seconds. **Random weights make noise**: the audio of a run built here demonstrates and measures the
-flow, it is not music. Users with checkpoints load them with :func:`load_component`.
+flow, it is not music. Checkpoints load with :func:`acestep_core.runtime.models.loader.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from diffusers.pipelines.ace_step.modeling_ace_step import (
 )
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
-from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
+from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
 from acestep_core.checkpoints import dit_part_configs
 from acestep_core.vocabulary import (
@@ -230,27 +230,12 @@ def build_text_encoder(size: str = "tiny", *, dtype: Any = None) -> Any:
 
 
 def load_component(kind: str, path: str | Path, *, dtype: Any = None) -> Any:
-    """Load a real checkpoint of component ``kind`` from a local directory (``from_pretrained``; no download).
+    """The model of component ``kind`` (``lm``, ``text_encoder``, ``dit``, ``vae``) loaded from the checkpoint
+    folder ``path`` in any of the layouts :func:`acestep_core.runtime.models.loader.load_checkpoint` reads
+    (which also gives the tokenizer and what was read)."""
+    from acestep_core.runtime.models.loader import load_checkpoint
 
-    :param kind: ``lm`` (a Qwen3 causal LM), ``dit``, ``vae`` or ``text_encoder``.
-    :param path: a directory holding the component's config and weights.
-    """
-    directory = Path(path)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{kind}: {directory} is not a directory (load_component reads local checkpoints only)")
-    torch_dtype = _torch_dtype(dtype)
-    extra: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    if kind == "lm":
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "text_encoder":
-        model = AutoModel.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "dit":
-        model = AceStepTransformer1DModel.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "vae":
-        model = AutoencoderOobleck.from_pretrained(directory, local_files_only=True, **extra)
-    else:
-        raise ValueError(f"unknown component {kind!r}; known: {', '.join(COMPONENT_KINDS)}")
-    return model.eval()
+    return load_checkpoint(path, component=kind, dtype=dtype).model
 
 
 def parameter_count(model: Any) -> int:
