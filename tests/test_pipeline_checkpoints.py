@@ -102,3 +102,14 @@ def test_a_folder_without_what_the_run_needs_is_refused_by_name(checkpoints, tmp
     assert code == 1
     assert "a run of DiT turbo, LM 1.7B needs acestep-5Hz-lm-1.7B, which the folder lacks" in err
     assert "acestep-core models --checkpoints" in err and "Traceback" not in err
+
+
+def test_the_gpu_check_runs_dry_on_a_cpu(tmp_path) -> None:
+    import runpy
+
+    module = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "gpu_checkpoints.py"))
+    assert module["main"]([str(tmp_path), "--dry-run"]) == 0
+    report = json.loads((tmp_path / "gpu_checkpoints.json").read_text())
+    assert report["dry_run"] and report["lm"]["vocabulary"] == 217_204
+    assert report["xl"]["weights_planned_bytes"] == 9_976_541_560
+    assert {row["variant"]: row["rows"] for row in report["xl"]["forwards"]} == {"xl-turbo": 1, "xl-sft": 2}

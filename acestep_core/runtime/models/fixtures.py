@@ -80,11 +80,13 @@ def write_dit(
     seed: int = 0,
     dtype: torch.dtype | None = None,
     size: str = "tiny",
+    config: Mapping[str, Any] | None = None,
 ) -> Any:
     """Write DiT ``variant`` in ``layout`` (``original``; ``original-sharded``, the XL default: four fp32
-    shards; ``diffusers``). Returns the :class:`AceStepDiT` written (in the written dtype)."""
+    shards; ``diffusers``), from ``config`` (an original ``config.json``) or the variant's at ``size``.
+    Returns the :class:`AceStepDiT` written (in the written dtype)."""
     folder = Path(folder)
-    config = dit_config(variant, size)
+    config = dict(config) if config is not None else dit_config(variant, size)
     layout = layout or ("original-sharded" if variant.startswith("xl-") else "original")
     dtype = dtype or (torch.float32 if layout == "original-sharded" else torch.bfloat16)
     _seeded(seed)

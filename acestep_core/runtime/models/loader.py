@@ -29,6 +29,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -326,9 +327,13 @@ def _fill(
     count = read = 0
     for file, _ in sources:
         state = {}
-        for target, (owner, name) in found.items():
-            if owner is file:
-                state[target] = _read_tensor(file, name, dtype)
+        wanted = sorted(
+            ((target, name) for target, (owner, name) in found.items() if owner is file),
+            key=lambda item: file.tensors[item[1]].start,
+        )
+        with open(file.path, "rb") as handle:
+            for target, name in wanted:
+                state[target] = _read_tensor(handle, file, name, dtype)
                 read += file.tensors[name].nbytes
         model.load_state_dict(state, strict=False, assign=True)
         count += len(state)
@@ -345,15 +350,14 @@ def _fill(
     return count + len(extra), read
 
 
-def _read_tensor(file: SafetensorsFile, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+def _read_tensor(handle: BufferedReader, file: SafetensorsFile, name: str, dtype: torch.dtype | None) -> torch.Tensor:
     """One tensor, read into its own buffer (no memory map: the file's pages never count against this
-    process) and cast to ``dtype``."""
+    process) and cast to ``dtype``: at most one source tensor exists beside the cast weights."""
     info = file.tensors[name]
     buffer = bytearray(info.nbytes)
-    with open(file.path, "rb") as handle:
-        handle.seek(file.data_start + info.start)
-        if handle.readinto(buffer) != info.nbytes:
-            raise CheckpointError(f"{file.path}: truncated while reading {name}")
+    handle.seek(file.data_start + info.start)
+    if handle.readinto(buffer) != info.nbytes:
+        raise CheckpointError(f"{file.path}: truncated while reading {name}")
     source = TORCH_DTYPES[info.dtype]
     tensor = torch.frombuffer(buffer, dtype=source) if info.nbytes else torch.empty(0, dtype=source)
     tensor = tensor.reshape(info.shape)
