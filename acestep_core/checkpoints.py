@@ -1,6 +1,6 @@
 """ACE-Step 1.5's checkpoint folders as users have them: what each holds, read without torch.
 
-Pure Python (``json`` and ``struct``): ``acestep-core models`` and ``plan --checkpoints DIR`` read a folder
+Pure Python (``json`` only): ``acestep-core models`` and ``plan --checkpoints DIR`` read a folder
 here, and the loader (:mod:`acestep_core.runtime.models.loader`) reads the same headers before it reads a
 byte of weights. Sources of the facts below:
 
@@ -26,27 +26,50 @@ import json
 import math
 import os
 import re
-import struct
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from acestep_core.record import Record
-from acestep_core.vocabulary import DIT_MODELS, LM_SIZES, QWEN3_VOCAB
+from acestep_core.vocabulary import (
+    CHECKPOINTS_ENV,
+    DIT_FOLDERS,
+    DIT_MODELS,
+    DIT_PREFIX,
+    LM_FOLDERS,
+    LM_PREFIX,
+    QWEN3_VOCAB,
+    TEXT_ENCODER_FOLDER,
+    VAE_FOLDER,
+)
+
+__all__ = [
+    "CHECKPOINTS_ENV",
+    "DIT_FOLDERS",
+    "LM_FOLDERS",
+    "TEXT_ENCODER_FOLDER",
+    "VAE_FOLDER",
+    "Catalogue",
+    "CheckpointError",
+    "FoundModel",
+    "SafetensorsFile",
+    "Sniffed",
+    "TensorInfo",
+    "catalogue",
+    "checkpoints_dir",
+    "describe_folder",
+    "dit_module_name",
+    "dit_original_name",
+    "dit_part_configs",
+    "read_safetensors_header",
+    "scan",
+    "sniff",
+    "weight_files",
+]
 
 # --------------------------------------------------------------------------------------------- names
-CHECKPOINTS_ENV = "ACESTEP_CHECKPOINTS_DIR"
-"""Upstream's variable naming the checkpoints folder (``--checkpoints`` wins over it)."""
-DIT_PREFIX = "acestep-v15-"
-LM_PREFIX = "acestep-5Hz-lm-"
-VAE_FOLDER = "vae"
-TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
 DIFFUSERS_SUFFIX = "-diffusers"
-
-DIT_FOLDERS: Mapping[str, str] = {variant: DIT_PREFIX + variant for variant in DIT_MODELS}
-"""``--dit`` name → upstream's folder (``turbo`` → ``acestep-v15-turbo``, ``xl-sft`` → ``acestep-v15-xl-sft``)."""
-LM_FOLDERS: Mapping[str, str] = {size: LM_PREFIX + size for size in LM_SIZES}
 TURBO_FAMILY = ("turbo-shift1", "turbo-shift3", "turbo-continuous")
 """Upstream's other turbo DiTs: the 2B turbo's architecture and one forward a step (budgeted as ``turbo``)."""
 
@@ -123,7 +146,7 @@ def read_safetensors_header(path: str | Path) -> SafetensorsFile:
             prefix = handle.read(8)
             if len(prefix) < 8:
                 raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors file (truncated?)")
-            (length,) = struct.unpack("<Q", prefix)
+            length = int.from_bytes(prefix, "little")
             if length > MAX_HEADER_BYTES or 8 + length > size:
                 raise CheckpointError(
                     f"{path}: not a safetensors file, or truncated (its header claims {length:,} bytes of "

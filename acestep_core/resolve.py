@@ -13,7 +13,6 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from acestep_core.checkpoints import CHECKPOINTS_ENV, checkpoints_dir
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
@@ -35,7 +34,7 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import GIB
+from acestep_core.vocabulary import CHECKPOINTS_ENV, GIB
 
 __all__ = [
     "ResolutionError",
@@ -211,6 +210,8 @@ def resolve(
     problems: list[PluginProblem] = list(manager.load_problems())
     decisions: list[Decision] = []
     if request.checkpoints is None and environ.get(CHECKPOINTS_ENV, "").strip():
+        from acestep_core.checkpoints import checkpoints_dir  # only when the variable is set: not at start-up
+
         folder, ignored = checkpoints_dir(None, environ)
         if folder is not None:
             request = dataclasses.replace(request, checkpoints=folder)

@@ -39,6 +39,18 @@ DEFAULT_DIT: DitModel = "turbo"
 CFG_DITS: tuple[DitModel, ...] = ("base", "sft", "xl-base", "xl-sft")
 """DiTs that run classifier-free guidance: a conditional and an unconditional forward every step."""
 
+# --------------------------------------------------------------------------------------------- checkpoints
+CHECKPOINTS_ENV = "ACESTEP_CHECKPOINTS_DIR"
+"""Upstream's variable naming the checkpoints folder (``--checkpoints`` wins over it)."""
+DIT_PREFIX = "acestep-v15-"
+LM_PREFIX = "acestep-5Hz-lm-"
+VAE_FOLDER = "vae"
+TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
+DIT_FOLDERS: Mapping[str, str] = {variant: DIT_PREFIX + variant for variant in DIT_MODELS}
+"""``--dit`` name → upstream's folder (``turbo`` → ``acestep-v15-turbo``, ``xl-sft`` → ``acestep-v15-xl-sft``)."""
+LM_FOLDERS: Mapping[str, str] = {size: LM_PREFIX + size for size in LM_SIZES}
+"""LM size → upstream's folder (``1.7B`` → ``acestep-5Hz-lm-1.7B``)."""
+
 QWEN3_VOCAB = 151_936
 """Qwen3's own embedding rows (transformers' ``Qwen3Config`` default)."""
 AUDIO_CODE_BASE = 151_669

@@ -7,7 +7,6 @@ import json
 import re
 from typing import Any
 
-from acestep_core.checkpoints import CHECKPOINTS_ENV, folder_problem
 from acestep_core.cli import UsageError, add_json_flag, environ, print_json
 from acestep_core.cli.flags import memory_gb, number
 from acestep_core.inputs import clip
@@ -22,6 +21,7 @@ from acestep_core.types import (
 )
 from acestep_core.vocabulary import (
     ATTENTIONS,
+    CHECKPOINTS_ENV,
     COMPONENTS,
     DIT_MODELS,
     GIB,
@@ -195,7 +195,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
     else:
         raise UsageError(f"--lm must be one of {', '.join(LM_SIZES)}, 'none' or 'auto', not {lm!r}")
     checkpoints = getattr(args, "checkpoints", None)
-    if checkpoints is not None and (problem := folder_problem(checkpoints)):
+    if checkpoints is not None and (problem := _folder_problem(checkpoints)):
         raise UsageError(f"--checkpoints {clip(checkpoints)!r}: {problem}")
     return GenerationRequest(
         duration_s=getattr(args, "duration", None),
@@ -205,6 +205,12 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         dit_model=getattr(args, "dit", None),
         checkpoints=checkpoints,
     )
+
+
+def _folder_problem(path: str) -> str | None:
+    from acestep_core.checkpoints import folder_problem  # only when --checkpoints is given: not at start-up
+
+    return folder_problem(path)
 
 
 def overrides_from_args(args: argparse.Namespace) -> Overrides:

@@ -1,7 +1,8 @@
 """What each component of a run holds: its shape from a checkpoint's ``config.json``, or the documented
 real size, and the plan's ``memory.components`` table (model, parameters, weight bytes, dtype, source).
 
-Pure Python. The counts are the memory model's (:mod:`acestep_core.optimize.memory`), which
+Pure Python; :mod:`acestep_core.checkpoints` is imported only where a folder is read (not at start-up).
+The counts are the memory model's (:mod:`acestep_core.optimize.memory`), which
 ``tests/test_checkpoints_counts.py`` compares, to the byte, with meta-device builds of the classes the
 loader builds (every DiT variant, every LM size with the audio-code vocabulary).
 """
@@ -10,20 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acestep_core.checkpoints import (
-    DIT_FOLDERS,
-    LM_FOLDERS,
-    TEXT_ENCODER_FOLDER,
-    VAE_FOLDER,
-    Catalogue,
-    CheckpointError,
-    FoundModel,
-    budgeted_as,
-    catalogue,
-    dit_part_configs,
-)
 from acestep_core.optimize.memory import (
     DIT_SHAPES,
     DTYPE_BYTES,
@@ -38,7 +27,19 @@ from acestep_core.optimize.memory import (
     dit_weight_bytes,
     lm_weight_bytes,
 )
-from acestep_core.vocabulary import CFG_DITS, DEFAULT_DIT, LM_VOCAB_SOURCE, QWEN3_VOCAB
+from acestep_core.vocabulary import (
+    CFG_DITS,
+    DEFAULT_DIT,
+    DIT_FOLDERS,
+    LM_FOLDERS,
+    LM_VOCAB_SOURCE,
+    QWEN3_VOCAB,
+    TEXT_ENCODER_FOLDER,
+    VAE_FOLDER,
+)
+
+if TYPE_CHECKING:
+    from acestep_core.checkpoints import Catalogue, FoundModel
 
 DOCUMENTED = {
     "dit": "documented shape (acestep_core/optimize/memory.py DIT_SHAPES: upstream's configs)",
@@ -90,12 +91,14 @@ def dit_shape_from_parts(parts: Mapping[str, Mapping[str, Any]], name: str = DEF
         fsq_quantizers=int((tokenizer or {}).get("fsq_input_num_quantizers", 1)),
         condition_encoder=bool(encoder),
         audio_codec=tokenizer is not None and detokenizer is not None,
-        cfg=budgeted_as(name) in CFG_DITS,
+        cfg=name in CFG_DITS,
     )
 
 
 def dit_shape_from_config(config: Mapping[str, Any], name: str = DEFAULT_DIT) -> DiTShape:
     """The shape of an original DiT ``config.json`` (``model_type: acestep``)."""
+    from acestep_core.checkpoints import dit_part_configs
+
     return dit_shape_from_parts(dit_part_configs(config), name)
 
 
@@ -165,6 +168,8 @@ def vae_shape_from_config(config: Mapping[str, Any]) -> VAEShape:
 
 def expected_parameters(layout: str, config: Mapping[str, Any]) -> int | None:
     """The parameters a folder's config describes, counted without torch (None where a config cannot say)."""
+    from acestep_core.checkpoints import CheckpointError
+
     try:
         if layout in ("original", "original-sharded"):
             return dit_shape_from_config(config).params
@@ -207,6 +212,8 @@ def model_set(dit: str = DEFAULT_DIT, checkpoints: str | None = None) -> ModelSe
 def _catalogue(checkpoints: str | None) -> Catalogue | None:
     if not checkpoints:
         return None
+    from acestep_core.checkpoints import CheckpointError, catalogue
+
     try:
         return catalogue(checkpoints)
     except (CheckpointError, OSError):
@@ -216,6 +223,8 @@ def _catalogue(checkpoints: str | None) -> Catalogue | None:
 def _from_folder(
     found: Catalogue, dit: str, shapes: dict[str, Any], models: dict[str, str], sources: dict[str, str]
 ) -> None:
+    from acestep_core.checkpoints import CheckpointError
+
     def use(key: str, model: FoundModel, build: Any) -> None:
         try:
             shapes_value = build(model)
@@ -228,8 +237,10 @@ def _from_folder(
         models[key] = f"{model.path} ({model.layout})"
         sources[key] = f"{model.path}/config.json"
 
+    from acestep_core.checkpoints import budgeted_as
+
     if (model := found.find("dit", dit)) is not None and model.problem is None:
-        use("dit", model, lambda m: _dit_shape_of(m, dit))
+        use("dit", model, lambda m: _dit_shape_of(m, budgeted_as(m.name)))
     if (model := found.find("text_encoder")) is not None and model.problem is None:
         use("text_encoder", model, lambda m: lm_shape_from_config(m.config, lm_head=False))
     if (model := found.find("vae")) is not None and model.problem is None:
