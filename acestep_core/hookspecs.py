@@ -242,6 +242,8 @@ def _within_the_tier(adjusted: AdjustedRequest, call: Call) -> str | None:
     if lm is not None and lm not in tier.lm_models:
         allowed = ", ".join(tier.lm_models) or "none"
         return f"LM {lm!r} is not allowed on {tier.label} (allowed: {allowed}, or off)"
+    if adjusted.dit_model not in tier.dit_models:
+        return f"DiT {adjusted.dit_model!r} is not allowed on {tier.label} (allowed: {', '.join(tier.dit_models)})"
     lm_on = lm is not None
     duration, limit = adjusted.duration_s, tier.max_duration_s(lm_on)
     if duration is not None and not (
@@ -271,7 +273,7 @@ def _is_real(value: Any) -> bool:
 @contract(Contract("an AdjustedRequest", lambda result: isinstance(result, AdjustedRequest), _within_the_tier))
 @hookspec(firstresult=True)
 def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReading) -> AdjustedRequest | None:
-    """Fit a request to a tier: clamp durations and batch sizes, choose or refuse the LM.
+    """Fit a request to a tier: clamp durations and batch sizes, choose or refuse the LM and the DiT.
 
     :param request: what the user asked for.
     :param tier: the selected tier, with the user's overrides already applied to its limits.
@@ -283,7 +285,8 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
 
     **Contract**: the request as it will run fits ``tier``: duration None (the LM chooses) or in
     [10, the tier's maximum for the LM state], batch in [1, the tier's maximum], the LM off or one the
-    tier allows; each change a reasoned :class:`~acestep_core.Adjustment` naming no other plugin.
+    tier allows, a DiT the tier allows (``dit_models``; an ``AdjustedRequest`` that does not say runs the
+    2B turbo); each change a reasoned :class:`~acestep_core.Adjustment` naming no other plugin.
     """
 
 

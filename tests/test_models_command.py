@@ -172,3 +172,18 @@ def test_plan_budgets_the_folders_own_vocabulary(checkpoints: Path) -> None:
     config = json.loads((checkpoints / "acestep-5Hz-lm-0.6B" / "config.json").read_text())
     assert lm["vocabulary"] == config["vocab_size"] and lm["source"].endswith("acestep-5Hz-lm-0.6B/config.json")
     assert resolution.plan.value("memory.components")["dit"]["parameters"] == 406_982
+
+
+def test_an_adjuster_that_runs_a_dit_the_tier_refuses_is_rejected(make_manager, detected) -> None:
+    from acestep_core import AdjustedRequest, hookimpl
+
+    class XLEverywhere:
+        @hookimpl(tryfirst=True)
+        def adjust_request(self, request, tier, reading):
+            return AdjustedRequest(duration_s=30, batch_size=1, lm_model=None, dit_model="xl-sft")
+
+    manager = make_manager(detected(8), ("xl-everywhere", XLEverywhere()))
+    resolution = resolve(GenerationRequest(duration_s=30, lm="off"), manager=manager, environ={})
+    assert resolution.adjusted.dit_model == "turbo"  # the built-in adjuster decided instead
+    problem = next(p for p in resolution.problems if p.plugin == "xl-everywhere")
+    assert problem.kind == "rejected" and "DiT 'xl-sft' is not allowed on Tier 4" in problem.error
