@@ -32,7 +32,7 @@ would run around other plugins' answers and could stop or change them, so a plug
 is refused when it is registered, with a problem naming it and the hook.
 
 Each contract is a list of named rules (:class:`Rule`); :data:`CONTRACTS` holds them by hook, and
-:data:`RULES` names the ten. ``benchmarks/mutate_contracts.py`` switches each rule off in turn and
+:data:`RULES` names them all. ``benchmarks/mutate_contracts.py`` switches each rule off in turn and
 runs the property that lets every plugin lie at once, to show that every rule is needed.
 
 An implementation may raise :class:`acestep_core.SettingIgnored` to reject a user's setting (a bad
@@ -326,6 +326,13 @@ def _lm_allowed(adjusted: AdjustedRequest, call: Call) -> str | None:
     return None
 
 
+def _dit_allowed(adjusted: AdjustedRequest, call: Call) -> str | None:
+    tier: Tier = call.kwargs["tier"]
+    if adjusted.dit_model not in tier.dit_models:
+        return f"DiT {adjusted.dit_model!r} is not allowed on {tier.label} (allowed: {', '.join(tier.dit_models)})"
+    return None
+
+
 def _duration_in_range(adjusted: AdjustedRequest, call: Call) -> str | None:
     tier: Tier = call.kwargs["tier"]
     duration, limit = adjusted.duration_s, tier.max_duration_s(adjusted.lm_model is not None)
@@ -369,7 +376,7 @@ def _is_real(value: Any) -> bool:
 
 @hookspec(firstresult=True)
 def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReading) -> AdjustedRequest | None:
-    """Fit a request to a tier: clamp durations and batch sizes, choose or refuse the LM.
+    """Fit a request to a tier: clamp durations and batch sizes, choose or refuse the LM and the DiT.
 
     :param request: what the user asked for.
     :param tier: the selected tier, with the user's overrides already applied to its limits.
@@ -381,7 +388,8 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
 
     **Contract**: the request as it will run fits ``tier``: duration None (the LM chooses) or in
     [10, the tier's maximum for the LM state], batch in [1, the tier's maximum], the LM off or one the
-    tier allows; each change a reasoned :class:`~acestep_core.Adjustment` naming no other plugin.
+    tier allows, a DiT the tier allows (``dit_models``; an ``AdjustedRequest`` that does not say runs the
+    2B turbo); each change a reasoned :class:`~acestep_core.Adjustment` naming no other plugin.
     """
 
 
@@ -390,6 +398,7 @@ ADJUST_REQUEST: Contract[AdjustedRequest] = contract(
     "an AdjustedRequest",
     lambda result: isinstance(result, AdjustedRequest),
     Rule("lm-allowed", _lm_allowed),
+    Rule("dit-allowed", _dit_allowed),
     Rule("duration-in-range", _duration_in_range),
     Rule("batch-in-range", _batch_in_range),
     Rule("authorship", _changes_authored),
@@ -475,6 +484,6 @@ CONFIGURE_OPTIMIZATIONS: Contract[Setting] = contract(
 RULES: tuple[str, ...] = tuple(dict.fromkeys(rule.name for declared in CONTRACTS.values() for rule in declared.rules))
 """The contracts' rules by name, in hook order: ``table-valid`` (register_tier_tables),
 ``reading-byte-counts`` (detect_memory), ``tier-of-the-table`` (select_tier), ``lm-allowed``,
-``duration-in-range``, ``batch-in-range``, ``authorship`` (adjust_request and configure_optimizations),
+``dit-allowed``, ``duration-in-range``, ``batch-in-range``, ``authorship`` (adjust_request and configure_optimizations),
 ``plan-key-in-schema``, ``ladder-batch-only-lowers``, ``ladder-duration-only-lowers``
 (configure_optimizations)."""

@@ -35,7 +35,7 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import GIB, SIMULATION_VARIABLES
+from acestep_core.vocabulary import CHECKPOINTS_ENV, GIB, SIMULATION_VARIABLES
 
 __all__ = [
     "OverrideError",
@@ -245,6 +245,7 @@ def resolve(
     manager = manager or get_plugin_manager()
     hooks = Hooks(manager)
     trail = _Trail(problems=list(manager.load_problems()))
+    request = _with_checkpoints_from(environ, request, trail)
     table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
     if reading is None:
         options = detect_options or DetectOptions(environ=dict(environ))
@@ -267,6 +268,20 @@ def resolve(
         decisions=tuple(trail.decisions),
         problems=tuple(trail.problems),
     )
+
+
+def _with_checkpoints_from(environ: Mapping[str, str], request: GenerationRequest, trail: _Trail) -> GenerationRequest:
+    """The request with ``ACESTEP_CHECKPOINTS_DIR``'s folder when it names none itself (a folder that
+    is not there is one warning, and ignored)."""
+    if request.checkpoints is not None or not environ.get(CHECKPOINTS_ENV, "").strip():
+        return request
+    from acestep_core.checkpoints import checkpoints_dir  # only when the variable is set: not at start-up
+
+    folder, ignored = checkpoints_dir(None, environ)
+    if folder is None:
+        trail.problems.append(PluginProblem("acestep_core", None, str(ignored), "invalid-setting", CHECKPOINTS_ENV))
+        return request
+    return dataclasses.replace(request, checkpoints=folder)
 
 
 class _Trail:
@@ -332,6 +347,7 @@ def _adjust_request(
         adjusted,
         changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
         lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"),
+        checkpoints=request.checkpoints,
     )
     trail.decided("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)")
     return adjusted

@@ -22,6 +22,7 @@ A table file mirrors :class:`~acestep_core.Tier` field for field::
     lm_default_on = true
     lm_memory_gb = { "0.6B" = 3 }   # optional per size; missing = no fixed allocation
     recommended_lm = "0.6B"         # optional: the LM `auto` loads; default the largest allowed
+    dit_models = ["turbo", "base", "sft"]   # optional: the DiTs allowed; default the 2B ones
     optimizations = { flash_attention = true, cpu_offload = true, compile = true, quantization = "int8" }
     # optional, for tables that reproduce another implementation exactly:
     class_tolerance_gb = 0.5        # a size this much below min_gb counts as min_gb (simulated too)
@@ -48,8 +49,8 @@ from typing import Any
 from acestep_core import cache
 from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core.record import Record
-from acestep_core.types import Tier, TierTable
-from acestep_core.vocabulary import LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
+from acestep_core.types import PRE_XL_DIT_MODELS, Tier, TierTable
+from acestep_core.vocabulary import DIT_MODELS, LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
 
 _TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float, "monotone_limits": bool}
 _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -70,8 +71,10 @@ _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
     "class_tolerance_gb": float,
     "lm_memory_ratio_min": (int, float, list),
     "lm_memory_ratio_max": float,
+    "dit_models": list,
 }
 _OPTIONAL_TIER_KEYS = {
+    "dit_models",
     "max_gb",
     "max_inclusive",
     "lm_memory_gb",
@@ -244,6 +247,7 @@ def table_as_data(table: TierTable) -> dict[str, Any]:
             row["class_tolerance_gb"] = tier.class_tolerance_gb
         row["lm_memory_ratio_min"] = [list(step) for step in tier.lm_memory_ratio_min]
         row["lm_memory_ratio_max"] = tier.lm_memory_ratio_max
+        row["dit_models"] = list(tier.dit_models) if isinstance(tier.dit_models, (list, tuple)) else tier.dit_models
         rows.append(row)
     if not table.monotone_limits:
         header["monotone_limits"] = False
@@ -388,6 +392,15 @@ def _keeps_lm_models(shape: TableShape) -> Iterator[TableProblem]:
             )
 
 
+def _keeps_dit_models(shape: TableShape) -> Iterator[TableProblem]:
+    for lower, upper in shape.pairs():
+        lost = [m for m in lower.dit_models if m not in upper.dit_models]
+        if lost:
+            yield TableProblem(
+                upper.name, "dit_models", f"drops {lost} that {lower.name} allows", f"add {lost} to dit_models"
+            )
+
+
 def _last_unbounded(shape: TableShape) -> Iterator[TableProblem]:
     last = shape.tiers[-1] if shape.tiers else None
     if last is not None and last.max_gb is not None:
@@ -481,6 +494,7 @@ SANITY_RULES: tuple[SanityRule, ...] = (
     _real_card_tolerance_within_the_tier_below,
     _monotone_limits,
     _keeps_lm_models,
+    _keeps_dit_models,
     _last_unbounded,
     _max_above_min,
     _inclusive_needs_a_bound,
@@ -518,6 +532,23 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
             problems.append(
                 TableProblem(
                     name, "lm_models", "sizes not listed smallest first, or repeated", f"order them as {list(LM_SIZES)}"
+                )
+            )
+    dits = row.get("dit_models", list(PRE_XL_DIT_MODELS))
+    if isinstance(dits, list):
+        unknown = [d for d in dits if d not in DIT_MODELS]
+        if unknown:
+            problems.append(
+                TableProblem(name, "dit_models", f"unknown DiT {unknown[0]!r}", f"use names from {list(DIT_MODELS)}")
+            )
+        elif not dits:
+            problems.append(
+                TableProblem(name, "dit_models", "allows no DiT (every run needs one)", 'list at least "turbo"')
+            )
+        elif [d for d in DIT_MODELS if d in dits] != dits:
+            problems.append(
+                TableProblem(
+                    name, "dit_models", "not listed in order, or repeated", f"order them as {list(DIT_MODELS)}"
                 )
             )
     memory = row.get("lm_memory_gb", {})
@@ -593,6 +624,7 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
         class_tolerance_gb=float(row.get("class_tolerance_gb", 0.0)),
         lm_memory_ratio_min=floors,
         lm_memory_ratio_max=float(ceiling),
+        dit_models=tuple(dits),
     )
 
 
@@ -767,6 +799,8 @@ def table_to_toml(table: TierTable, *, header_comment: str = "") -> str:
         lines.append(f"lm_default_on = {_toml(tier.lm_default_on)}")
         if tier.recommended_lm is not None:
             lines.append(f"recommended_lm = {_toml(tier.recommended_lm)}")
+        if tier.dit_models != PRE_XL_DIT_MODELS:
+            lines.append(f"dit_models = {_toml(list(tier.dit_models))}")
         if tier.class_tolerance_gb:
             lines.append(f"class_tolerance_gb = {_toml(tier.class_tolerance_gb)}")
         if tier.lm_memory_ratio_min:

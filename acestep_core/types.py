@@ -17,7 +17,17 @@ from typing import Any, Literal, TypeVar
 
 from acestep_core.inputs import MAX_NESTING, nesting_depth
 from acestep_core.record import Record
-from acestep_core.vocabulary import COMPONENTS, GIB, LM_MODES, LM_SIZES, MIN_DURATION_S, PLAN_KEYS, LmMode
+from acestep_core.vocabulary import (
+    COMPONENTS,
+    DEFAULT_DIT,
+    DIT_MODELS,
+    GIB,
+    LM_MODES,
+    LM_SIZES,
+    MIN_DURATION_S,
+    PLAN_KEYS,
+    LmMode,
+)
 
 __all__ = ["COMPONENTS", "GIB", "LM_SIZES", "LmMode"]  # re-exported: defined in acestep_core.vocabulary
 
@@ -186,6 +196,10 @@ class MemoryReading(Record):
 
 
 # --------------------------------------------------------------------------------------------- select
+PRE_XL_DIT_MODELS: tuple[str, ...] = ("turbo", "base", "sft")
+"""The DiTs a tier allows when its table does not say: the 2B ones, all that shipped before the XL."""
+
+
 class Tier(Record):
     """One row of a tier table: the limits and defaults for a range of device memory (GiB).
 
@@ -226,6 +240,9 @@ class Tier(Record):
     ``from_gb`` on, the LM's share is at least ``floor`` (the last step reached applies). Empty: none."""
     lm_memory_ratio_max: float = 0.9
     """Ceiling of ``lm.gpu_memory_ratio``."""
+    dit_models: tuple[str, ...] = PRE_XL_DIT_MODELS
+    """DiTs this tier may run (:data:`acestep_core.vocabulary.DIT_MODELS` order). A table written before the
+    field existed allows the 2B DiTs, the only ones there were."""
 
     def __post_init__(self) -> None:
         if self.recommended_lm is None and self.lm_models:
@@ -262,6 +279,12 @@ class Tier(Record):
 
     def max_batch(self, lm_on: bool) -> int:
         return self.max_batch_with_lm if lm_on else self.max_batch_without_lm
+
+    @property
+    def default_dit(self) -> str:
+        """The DiT a request that names none gets: upstream's default (the 2B turbo) where allowed, else the
+        first this tier allows."""
+        return DEFAULT_DIT if DEFAULT_DIT in self.dit_models else (self.dit_models or (DEFAULT_DIT,))[0]
 
     def vram_label(self) -> str:
         """The range as the seed's table writes it: ``≤4GB``, ``4-6GB``, ``≥24GB``."""
@@ -325,6 +348,11 @@ class GenerationRequest(Record):
     """An LM size (``"1.7B"``); None = the tier's recommended size when the LM runs."""
     lm: LmMode = "auto"
     """``on`` / ``off``, or ``auto`` = the tier's default."""
+    dit_model: str | None = None
+    """The DiT (``turbo``, ``base``, ``sft``, ``xl-turbo``, ``xl-base``, ``xl-sft``); None = the tier's default
+    (the 2B turbo where allowed, as upstream)."""
+    checkpoints: str | None = None
+    """A checkpoints folder as upstream lays it out: the plan budgets what its files hold."""
 
     def __post_init__(self) -> None:
         """Refuse a request no tier could be fitted to, at the API boundary, with the value named."""
@@ -340,6 +368,10 @@ class GenerationRequest(Record):
             raise ValueError(f"batch_size must be an integer of 1 or more, not {self.batch_size!r}")
         if self.lm not in LM_MODES:
             raise ValueError(f"lm must be 'auto', 'on' or 'off', not {self.lm!r}")
+        if self.dit_model is not None and self.dit_model not in DIT_MODELS:
+            raise ValueError(f"dit_model must be one of {', '.join(DIT_MODELS)} or None, not {self.dit_model!r}")
+        if self.checkpoints is not None and not isinstance(self.checkpoints, str):
+            raise ValueError(f"checkpoints must be a folder path (str) or None, not {self.checkpoints!r}")
 
 
 _D = TypeVar("_D", bound="Decided")
@@ -401,6 +433,10 @@ class AdjustedRequest(Record):
     """What the user asked of the LM: ``size`` (a specific size: never changed by the memory ladder),
     ``on`` (the LM, any size: the ladder may pick a smaller one) or ``auto`` (it may also turn it off).
     Set by :func:`acestep_core.resolve` from the request."""
+    dit_model: str = DEFAULT_DIT
+    """The DiT that will run (the adjuster refuses one the tier does not allow)."""
+    checkpoints: str | None = None
+    """The request's checkpoints folder (set by :func:`acestep_core.resolve` from the request)."""
 
     @property
     def lm_on(self) -> bool:

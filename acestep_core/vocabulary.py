@@ -30,6 +30,42 @@ LmSize = Literal["0.6B", "1.7B", "4B"]
 LM_SIZES: tuple[LmSize, ...] = get_args(LmSize)
 """The 5Hz LM sizes ACE-Step 1.5 ships, smallest first."""
 
+DitModel = Literal["turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft"]
+DIT_MODELS: tuple[DitModel, ...] = get_args(DitModel)
+"""ACE-Step 1.5's DiTs: the 2B (24 layers, hidden 2048) and the XL (32 layers, hidden 2560, upstream's
+Gradio default since 2026-04) in turbo (CFG-distilled: one forward a step), base and sft (two: CFG)."""
+DEFAULT_DIT: DitModel = "turbo"
+"""The DiT a request gets when it names none and the tier allows it (upstream's default 2B turbo)."""
+CFG_DITS: tuple[DitModel, ...] = ("base", "sft", "xl-base", "xl-sft")
+"""DiTs that run classifier-free guidance: a conditional and an unconditional forward every step."""
+
+# --------------------------------------------------------------------------------------------- checkpoints
+CHECKPOINTS_ENV = "ACESTEP_CHECKPOINTS_DIR"
+"""Upstream's variable naming the checkpoints folder (``--checkpoints`` wins over it)."""
+DIT_PREFIX = "acestep-v15-"
+LM_PREFIX = "acestep-5Hz-lm-"
+VAE_FOLDER = "vae"
+TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
+DIT_FOLDERS: Mapping[str, str] = {variant: DIT_PREFIX + variant for variant in DIT_MODELS}
+"""``--dit`` name → upstream's folder (``turbo`` → ``acestep-v15-turbo``, ``xl-sft`` → ``acestep-v15-xl-sft``)."""
+LM_FOLDERS: Mapping[str, str] = {size: LM_PREFIX + size for size in LM_SIZES}
+"""LM size → upstream's folder (``1.7B`` → ``acestep-5Hz-lm-1.7B``)."""
+
+QWEN3_VOCAB = 151_936
+"""Qwen3's own embedding rows (transformers' ``Qwen3Config`` default)."""
+QWEN3_TOKENS = 151_669
+"""Tokens of Qwen3's tokenizer: Qwen3-Embedding-0.6B's ``vocab_size`` (the text encoder's rows)."""
+AUDIO_CODE_BASE = QWEN3_TOKENS
+"""The id of ``<|audio_code_0|>`` in the 5Hz LM's tokenizer: the codes follow Qwen3's own tokens."""
+AUDIO_CODE_COUNT = 65_535
+"""``<|audio_code_N|>`` tokens the 5Hz LM's tokenizer appends (its FSQ codebook uses the first 64,000)."""
+LM_VOCAB = AUDIO_CODE_BASE + AUDIO_CODE_COUNT
+LM_VOCAB_SOURCE = (
+    "217,204 rows = 151,669 (first audio-code id) + 65,535 <|audio_code_N|> tokens: acestep.cpp src/prompt.h "
+    "(AUDIO_CODE_BASE, AUDIO_CODE_COUNT) and src/qwen3-lm.h (vocab_size 217204), commit fa33775"
+)
+"""The 5Hz LM's vocabulary when no checkpoint says otherwise, and where the figure comes from."""
+
 LmMode = Literal["auto", "on", "off"]
 LM_MODES: tuple[LmMode, ...] = get_args(LmMode)
 
@@ -209,6 +245,21 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         "predicted peak device memory per phase (GiB): lm, text_encoder, dit, vae; None on a CPU (not predicted)",
         "mapping",
         nullable=True,
+        settable=False,
+    ),
+    "memory.components": PlanKey(
+        "what each component the run loads holds: component → {model, parameters, weight_bytes (parameters and "
+        "buffers in its dtype, before quantization), dtype, source} (the LM's also its vocabulary, the DiT's its "
+        "forwards a step)",
+        "mapping",
+        settable=False,
+    ),
+    "dit.forwards_per_step": PlanKey(
+        "DiT forwards a denoising step: 1 (turbo: guidance distilled), 2 (base, sft: classifier-free guidance, "
+        "run as one forward of twice the batch)",
+        "int",
+        minimum=1,
+        maximum=2,
         settable=False,
     ),
     "memory.predicted_peak_gib": PlanKey(

@@ -41,7 +41,7 @@ from acestep_core.cli import main
 from acestep_core.hookspecs import CONTRACTS
 from acestep_core.plugins import BUILTINS
 from acestep_core.tables import TableError, validate_table
-from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, PLAN_KEYS
+from acestep_core.vocabulary import DIT_MODELS, LM_SIZES, MIN_DURATION_S, PLAN_KEYS
 
 GROUP = "acestep_core"
 SIM8 = {"MAX_CUDA_VRAM": "8"}
@@ -606,16 +606,17 @@ def adjusted_anything(name: str) -> st.SearchStrategy[object]:
         ),
         max_size=2,
     ).map(tuple)
-    return st.one_of(
-        st.none(),
-        st.builds(
-            AdjustedRequest,
-            duration_s=st.one_of(numbers, st.integers(10, 60)),
-            batch_size=st.one_of(st.integers(-5, 10**7), st.integers(1, 2), st.booleans()),
-            lm_model=st.one_of(st.none(), st.sampled_from([*LM_SIZES, "13B", ""])),
-            changes=changes,
-        ),
+    lies = {
+        "duration_s": st.one_of(numbers, st.integers(10, 60)),
+        "batch_size": st.one_of(st.integers(-5, 10**7), st.integers(1, 2), st.booleans()),
+        "lm_model": st.sampled_from(["13B", "", None, *LM_SIZES]),
+        "dit_model": st.sampled_from(["xl-sft", "sd3", *DIT_MODELS]),
+    }
+    honest = AdjustedRequest(duration_s=30, batch_size=1, lm_model=None)
+    one_lie = st.sampled_from(sorted(lies)).flatmap(
+        lambda field: lies[field].map(lambda value: dataclasses.replace(honest, **{field: value}))
     )
+    return st.one_of(st.none(), st.builds(AdjustedRequest, changes=changes, **lies), one_lie)
 
 
 def settings_anything(name: str) -> st.SearchStrategy[list[Setting]]:
@@ -680,7 +681,7 @@ class Liar:
 
 
 def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[TierTable]) -> None:
-    """What the ten contract rules guarantee, read off the resolution alone."""
+    """What the contract rules guarantee, read off the resolution alone."""
     device = resolution.reading.device  # reading-byte-counts
     for figure, least in ((device.total_bytes, 1), (device.free_bytes, 0), (device.reserved_bytes, 0)):
         assert figure is None or (type(figure) is int and figure >= least), device
@@ -691,6 +692,7 @@ def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[T
     tier, adjusted = resolution.tier, resolution.adjusted
     lm_on = adjusted.lm_model is not None
     assert adjusted.lm_model is None or adjusted.lm_model in tier.lm_models  # lm-allowed
+    assert adjusted.dit_model in tier.dit_models  # dit-allowed
     if adjusted.duration_s is not None:  # duration-in-range
         assert math.isfinite(adjusted.duration_s) and MIN_DURATION_S <= adjusted.duration_s <= tier.max_duration_s(
             lm_on
@@ -728,7 +730,7 @@ def test_whatever_a_plugin_answers_the_resolution_keeps_every_contract(
     data: st.DataObject, name: str, vram: str, tiers: str | None, request: GenerationRequest
 ) -> None:
     """A plugin of any name lies in every hook at once (tables, reading, tier, request, plan, authors);
-    the resolution still keeps every rule. ``benchmarks/mutate_contracts.py`` switches each of the ten
+    the resolution still keeps every rule. ``benchmarks/mutate_contracts.py`` switches each of the
     rules off in turn and shows that this property then fails."""
     liar = Liar()
     liar.tables = data.draw(

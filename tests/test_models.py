@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from acestep_core.optimize.memory import DIT_SHAPE  # noqa: E402
+from acestep_core.optimize.memory import DIT_SHAPE, LM_SHAPES  # noqa: E402
 from acestep_core.runtime.models import (  # noqa: E402
     CODES_PER_SECOND,
     LATENT_CHANNELS,
@@ -38,10 +38,13 @@ def test_constants_agree() -> None:
 )
 def test_real_lm_sizes_match_the_measured_models(size: str, expected: int) -> None:
     with torch.device("meta"):
+        measured = build_lm(size, vocab_size=151_936)  # the builds the H100 readings measured
         lm = build_lm(size)
-    assert parameter_count(lm) == expected
+    assert parameter_count(measured) == expected
     assert lm.config.tie_word_embeddings and lm.config.num_key_value_heads == 8 and lm.config.head_dim == 128
-    assert lm.config.vocab_size == 151_936
+    # the real LM's vocabulary: Qwen3's ids and 65,535 audio-code tokens
+    assert lm.config.vocab_size == 217_204
+    assert parameter_count(lm) == expected + (217_204 - 151_936) * lm.config.hidden_size == LM_SHAPES[size].params
 
 
 def test_real_vae_dit_and_text_encoder_shapes() -> None:
@@ -52,9 +55,9 @@ def test_real_vae_dit_and_text_encoder_shapes() -> None:
     assert parameter_count(vae) == 168_695_426  # measurements/h100-vae-2026-11-26.json: 168.7 M
     assert vae.config.sampling_rate == SAMPLE_RATE and vae.hop_length == VAE_HOP
     assert dit.config.num_hidden_layers == 24 and dit.config.hidden_size == 2048
-    # the DiT with its condition encoder, ≈2.2 B (the shared reference's 2.35 B adds the audio code
-    # tokenizer/detokenizer, which the pipeline stands in for): what the plan budgets, to the parameter
-    assert type(dit).__name__ == "AceStepDiT" and parameter_count(dit) == DIT_SHAPE.params == 2_183_828_544
+    # the DiT as its file holds it: decoder, condition encoder, audio tokenizer and detokenizer (the shared
+    # reference inferred ≈2,393,874,566; the build holds 2,048 fewer: null_condition_emb counted once)
+    assert type(dit).__name__ == "AceStepDiT" and parameter_count(dit) == DIT_SHAPE.params == 2_393_872_518
     assert text.config.hidden_size == 1024 and type(text).__name__ == "Qwen3Model"
 
 
@@ -91,12 +94,14 @@ def test_dtype_names_and_errors() -> None:
 
 
 def test_load_component_round_trips_a_local_checkpoint(tmp_path) -> None:
+    from acestep_core.checkpoints import CheckpointError
+    from acestep_core.runtime.models.fixtures import write_lm
+
     vae = build_vae("tiny")
-    vae.save_pretrained(tmp_path / "vae")
+    vae.save_pretrained(tmp_path / "vae")  # diffusers' own layout is the VAE's real one
     loaded = load_component("vae", tmp_path / "vae")
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), loaded.state_dict().values(), strict=True))
-    lm = build_lm("tiny")
-    lm.save_pretrained(tmp_path / "lm")
-    assert parameter_count(load_component("lm", tmp_path / "lm")) == parameter_count(lm)
-    with pytest.raises(FileNotFoundError):
+    lm = write_lm(tmp_path / "acestep-5Hz-lm-0.6B")
+    assert parameter_count(load_component("lm", tmp_path / "acestep-5Hz-lm-0.6B")) == parameter_count(lm)
+    with pytest.raises(CheckpointError, match="not a folder"):
         load_component("dit", tmp_path / "missing")

@@ -33,6 +33,7 @@ BROKEN: dict[str, Callable[[list[Tier]], list[Tier]]] = {
     "_class_tolerance_within_the_tier_below": _edit(4, class_tolerance_gb=5.0),
     "_monotone_limits": _edit(4, max_batch_without_lm=1),
     "_keeps_lm_models": _edit(4, lm_models=()),
+    "_keeps_dit_models": _edit(6, dit_models=("turbo",)),
     "_last_unbounded": _edit(6, max_gb=80.0),
     "_max_above_min": _edit(2, max_gb=6.0),
     "_inclusive_needs_a_bound": _edit(6, max_inclusive=True),

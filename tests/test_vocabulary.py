@@ -32,6 +32,13 @@ DISTINCTIVE = 1000
 value does not occur by chance. Smaller numbers (5, 10, 25, 32, 256, 600) are flagged where a constant,
 a class field or a parameter default is bound to one."""
 COINCIDENCES = {
+    (
+        "acestep_core/optimize/memory.py",
+        "vocab",
+    ): "Qwen3-Embedding's tokenizer length, where the LM's audio codes begin",
+    ("acestep_core/optimize/memory.py", "pool_window"): "latent frames the DiT's attention pooler folds into one code",
+    ("acestep_core/runtime/models/loader.py", "LISTED"): "names shown in a message, not codes per second",
+    ("benchmarks/gpu_checkpoints.py", "TENSOR_ROUNDING"): "the caching allocator's block size in bytes, not MiB",
     ("plugins/cuda/acestep_core_cuda/replay.py", "MAX_GPUS"): "GPUs a recording may list, not latent frames",
     ("acestep_core/compat/gpu_config.py", "MLX_VAE_CHUNK_DEFAULT"): "upstream's MLX VAE chunk in frames, not MiB",
     ("acestep_core/compat/gpu_config.py", "HALF"): "the LM's share of a device (a fraction), not GiB",

@@ -23,7 +23,9 @@ from acestep_core.types import (
 )
 from acestep_core.vocabulary import (
     ATTENTIONS,
+    CHECKPOINTS_ENV,
     COMPONENTS,
+    DIT_MODELS,
     GIB,
     LM_BACKENDS,
     LM_SIZES,
@@ -57,6 +59,10 @@ examples:
       the user's settings are re-predicted: refused (the VAE needs 17.3 GiB of a 6.7 GiB budget), exit 1
   MAX_CUDA_VRAM=8 acestep-core plan --duration 240 --set vae.decode=full --force
       kept anyway: recorded in memory.forced and warned, exit 0
+  MAX_CUDA_VRAM=16 acestep-core plan --dit xl-sft --json
+      the XL sft DiT: memory.components counts its 4,987,310,726 parameters; dit.forwards_per_step is 2 (CFG)
+  acestep-core plan --checkpoints ~/ACE-Step-1.5/checkpoints --lm 1.7B
+      budget what the folder's files hold (the LM's vocabulary from its config.json)
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
 device budget and not forced, or refused by --set ladder.refused; one line on stderr says why), 2 bad usage.
@@ -104,6 +110,18 @@ def add_request_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default "
         "(default)",
+    )
+    group.add_argument(
+        "--dit",
+        choices=DIT_MODELS,
+        help="the DiT: the 2B or XL (4B) turbo (one forward a step), base or sft (two: CFG); default the tier's "
+        "(the 2B turbo where allowed, as upstream)",
+    )
+    group.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        help=f"a checkpoints folder as upstream lays it out (acestep-v15-*, vae, Qwen3-Embedding-0.6B, "
+        f"acestep-5Hz-lm-*): the plan budgets what its files hold (default: {CHECKPOINTS_ENV})",
     )
 
 
@@ -180,9 +198,23 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         mode, model = "on", lm
     else:
         raise UsageError(f"--lm must be one of {', '.join(LM_SIZES)}, 'none' or 'auto', not {lm!r}")
+    checkpoints = getattr(args, "checkpoints", None)
+    if checkpoints is not None and (problem := _folder_problem(checkpoints)):
+        raise UsageError(f"--checkpoints {clip(checkpoints)!r}: {problem}")
     return GenerationRequest(
-        duration_s=getattr(args, "duration", None), batch_size=getattr(args, "batch", 1), lm_model=model, lm=mode
+        duration_s=getattr(args, "duration", None),
+        batch_size=getattr(args, "batch", 1),
+        lm_model=model,
+        lm=mode,
+        dit_model=getattr(args, "dit", None),
+        checkpoints=checkpoints,
     )
+
+
+def _folder_problem(path: str) -> str | None:
+    from acestep_core.checkpoints import folder_problem  # only when --checkpoints is given: not at start-up
+
+    return folder_problem(path)
 
 
 def overrides_from_args(args: argparse.Namespace) -> Overrides:
@@ -350,7 +382,7 @@ def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
     duration = "chosen by the LM" if adjusted.duration_s is None else f"{adjusted.duration_s:g} s"
     lm = adjusted.lm_model or "off"
     label = "request  " if show_request else "defaults "
-    lines.append(f"{label}  duration {duration}, batch {adjusted.batch_size}, LM {lm}")
+    lines.append(f"{label}  duration {duration}, batch {adjusted.batch_size}, LM {lm}, DiT {adjusted.dit_model}")
     lines.append("plan")
     width = max((len(s.key) for s in resolution.plan), default=0)
     for setting in resolution.plan:
@@ -383,11 +415,12 @@ def _device_line(device: Any) -> str:
 
 
 def _limits_line(tier: Any) -> str:
+    dits = f"; DiT {', '.join(tier.dit_models)}"
     if not tier.lm_models:
-        return f"duration ≤ {tier.max_duration_without_lm_s} s, batch ≤ {tier.max_batch_without_lm}; no LM"
+        return f"duration ≤ {tier.max_duration_without_lm_s} s, batch ≤ {tier.max_batch_without_lm}; no LM{dits}"
     memory = ", ".join(f"{m} {tier.lm_memory_gb[m]:g} GB" if m in tier.lm_memory_gb else m for m in tier.lm_models)
     return (
         f"duration ≤ {tier.max_duration_with_lm_s} s with LM / {tier.max_duration_without_lm_s} s without; "
         f"batch ≤ {tier.max_batch_with_lm} / {tier.max_batch_without_lm}; LM {memory} "
-        f"({'on' if tier.lm_default_on else 'off'} by default)"
+        f"({'on' if tier.lm_default_on else 'off'} by default){dits}"
     )

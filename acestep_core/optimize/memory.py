@@ -35,16 +35,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import field
+from dataclasses import field, replace
 
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
+    CFG_DITS,
     CODES_PER_SECOND,
     CUDA_CONTEXT_BYTES,
+    DIT_MODELS,
     GIB,
     LATENT_RATE_HZ,
+    LM_VOCAB,
     MIB,
     PHASES,
+    QWEN3_TOKENS,
+    QWEN3_VOCAB,
     SAFETY_MARGIN_BYTES,
     VAE_HOP,
     VAE_TILE_FRAMES,
@@ -101,7 +106,9 @@ class LMShape(Record):
     kv_heads: int
     head_dim: int
     intermediate: int
-    vocab: int = 151936
+    vocab: int = LM_VOCAB
+    """Embedding (and, tied, logits) rows: the 5Hz LM's 217,204 (:data:`acestep_core.vocabulary.LM_VOCAB_SOURCE`)
+    unless a checkpoint's config says otherwise."""
     tied_embeddings: bool = True
     lm_head: bool = True
 
@@ -133,6 +140,12 @@ class LMShape(Record):
         return self.embedding_params + self.linear_params + self.norm_params + self.head_params
 
     @property
+    def buffer_values(self) -> int:
+        """transformers' rotary ``inv_freq`` and ``original_inv_freq`` buffers (head_dim / 2 values each),
+        converted with the weights by ``.to(dtype)``."""
+        return self.head_dim
+
+    @property
     def kv_bytes_per_token(self) -> int:
         """KV cache a token costs at 2 bytes a value (the cache stays in the compute dtype)."""
         return self.layers * 2 * self.kv_heads * self.head_dim
@@ -143,19 +156,26 @@ LM_SHAPES: Mapping[str, LMShape] = {
     "1.7B": LMShape(hidden=2048, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=6144),
     "4B": LMShape(hidden=2560, layers=36, heads=32, kv_heads=8, head_dim=128, intermediate=9728),
 }
-"""ACE-Step 1.5's 5Hz LM sizes (``acestep_core/models/configs/lm.json``)."""
+"""ACE-Step 1.5's 5Hz LM sizes (Qwen3 shapes, ``acestep_core/runtime/models/configs/lm.json``) with the
+audio-code vocabulary of 217,204 rows."""
+QWEN3_LM_SHAPES: Mapping[str, LMShape] = {size: replace(shape, vocab=QWEN3_VOCAB) for size, shape in LM_SHAPES.items()}
+"""The same with Qwen3's own 151,936 rows: the builds the H100 readings measured (like with like)."""
 
 TEXT_ENCODER_SHAPE = LMShape(
-    hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=151669, lm_head=False
+    hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, intermediate=3072, vocab=QWEN3_TOKENS, lm_head=False
 )
 """Qwen3-Embedding-0.6B."""
 
 
 class DiTShape(Record):
-    """ACE-Step 1.5's DiT as ``--size real`` builds it: diffusers' ``AceStepTransformer1DModel`` (the
-    decoder, whose shape drives activations) and its ``AceStepConditionEncoder`` (text projector, lyric
-    and timbre encoders), counted from their shapes."""
+    """ACE-Step 1.5's DiT as its checkpoint holds it, counted from its shape: diffusers'
+    ``AceStepTransformer1DModel`` (the decoder, whose shape drives activations), its
+    ``AceStepConditionEncoder`` (text projector, lyric and timbre encoders, ``null_condition_emb``, the
+    ``silence_latent`` buffer), and the audio tokenizer and detokenizer that carry the LM's codes to the DiT.
+    The defaults are the 2B; :data:`DIT_SHAPES` has every variant (``tests/test_checkpoints_counts.py``
+    builds each on the meta device and compares, to the byte)."""
 
+    name: str = "turbo"
     hidden: int = 2048
     intermediate: int = 6144
     layers: int = 24
@@ -166,13 +186,27 @@ class DiTShape(Record):
     acoustic_channels: int = 64
     patch: int = 2
     time_freq: int = 256
+    encoder_hidden: int | None = None
+    """Width of the condition encoder, tokenizer and detokenizer (XL: 2048 under a 2560-wide DiT); None: ``hidden``."""
+    encoder_intermediate: int | None = None
+    encoder_heads: int | None = None
+    encoder_kv_heads: int | None = None
     text_hidden: int = 1024
     lyric_layers: int = 8
     timbre_layers: int = 4
     timbre_channels: int = 64
     silence_frames: int = 15000
+    pooler_layers: int = 2
+    pool_window: int = 5
+    fsq_levels: int = 6
+    fsq_quantizers: int = 1
     condition_encoder: bool = True
     """False: the decoder alone (what calibrate's ``dit`` trials of 2026-11-27 built)."""
+    audio_codec: bool = True
+    """The audio tokenizer and detokenizer (the checkpoint's ``tokenizer.`` / ``detokenizer.`` parts)."""
+    cfg: bool = False
+    """Classifier-free guidance (base, sft): the conditional and unconditional passes run as one forward of
+    twice the batch each step, as upstream and diffusers batch them."""
     mask_build_bytes_per_t2: float = 18.0
     """diffusers' ``_create_4d_mask``: int64 index differences, their int64 ``abs`` and two bool masks."""
     mask_kept: bool = True
@@ -182,68 +216,134 @@ class DiTShape(Record):
         return math.ceil(duration_s * LATENT_RATE_HZ / self.patch)
 
     @property
-    def _attention_params(self) -> int:
-        return self.hidden * self.head_dim * (2 * self.heads + 2 * self.kv_heads) + 2 * self.head_dim
+    def forwards_per_step(self) -> int:
+        return 2 if self.cfg else 1
 
     @property
-    def _mlp_params(self) -> int:
-        return 3 * self.hidden * self.intermediate
+    def activation_scale(self) -> float:
+        """Per-token activations relative to the fitted 2B: the MLP's width (XL 9728 / 6144 = 1.58; upstream's
+        batch guard allows ×1.7 for XL). Not measured on an XL."""
+        return self.intermediate / DIT_FITTED_INTERMEDIATE
+
+    # the condition encoder, tokenizer and detokenizer: encoder widths
+    @property
+    def _e(self) -> int:
+        return self.encoder_hidden or self.hidden
+
+    def _attention_params(self, width: int, heads: int, kv_heads: int) -> int:
+        return width * self.head_dim * (2 * heads + 2 * kv_heads) + 2 * self.head_dim
+
+    def _encoder_layer(self) -> tuple[int, int]:
+        """(parameters, Linear weights) of one ``AceStepEncoderLayer`` at the encoder widths."""
+        e, inter = self._e, self.encoder_intermediate or self.intermediate
+        attention = self._attention_params(e, self.encoder_heads or self.heads, self.encoder_kv_heads or self.kv_heads)
+        linear = attention - 2 * self.head_dim + 3 * e * inter
+        return attention + 2 * e + 3 * e * inter, linear
 
     @property
     def decoder_linear_params(self) -> int:
         """Weights of the decoder layers' Linear modules: what int8 quantizes (the timestep and condition
         embedders are excluded, ``plan.DIT_QUANTIZATION_EXCLUDE``)."""
-        return self.layers * (2 * (self._attention_params - 2 * self.head_dim) + self._mlp_params)
+        attention = self._attention_params(self.hidden, self.heads, self.kv_heads) - 2 * self.head_dim
+        return self.layers * (2 * attention + 3 * self.hidden * self.intermediate)
 
     @property
     def decoder_params(self) -> int:
         h = self.hidden
-        layer = 9 * h + 2 * self._attention_params + self._mlp_params
+        attention = self._attention_params(h, self.heads, self.kv_heads)
+        layer = 9 * h + 2 * attention + 3 * h * self.intermediate
         time_embed = 2 * (h * self.time_freq + h + h * h + h + 6 * h * h + 6 * h)
         proj = h * self.in_channels * self.patch + h + h * self.acoustic_channels * self.patch + self.acoustic_channels
-        return self.layers * layer + 2 * h + proj + time_embed + (h * h + h) + h
+        condition_embedder = self._e * h + h
+        return self.layers * layer + 2 * h + proj + time_embed + condition_embedder + h
 
     @property
     def condition_encoder_params(self) -> int:
         if not self.condition_encoder:
             return 0
-        h = self.hidden
-        layer = self._attention_params + 2 * h + self._mlp_params
-        lyric = h * self.text_hidden + h + h + self.lyric_layers * layer
-        timbre = h + h * self.timbre_channels + h + h + self.timbre_layers * layer
-        return h + self.text_hidden * h + lyric + timbre
+        e = self._e
+        layer, _ = self._encoder_layer()
+        lyric = self.text_hidden * e + e + e + self.lyric_layers * layer
+        timbre = e + self.timbre_channels * e + e + e + self.timbre_layers * layer
+        return e + self.text_hidden * e + lyric + timbre
 
     @property
     def condition_encoder_linear_params(self) -> int:
         if not self.condition_encoder:
             return 0
-        h = self.hidden
-        layer = self._attention_params - 2 * self.head_dim + self._mlp_params
-        return (
-            self.text_hidden * h
-            + h * self.text_hidden
-            + self.lyric_layers * layer
-            + h * self.timbre_channels
-            + self.timbre_layers * layer
-        )
+        e = self._e
+        _, linear = self._encoder_layer()
+        embeds = self.text_hidden * e + e * self.text_hidden + e * self.timbre_channels
+        return embeds + (self.lyric_layers + self.timbre_layers) * linear
+
+    @property
+    def codec_params(self) -> int:
+        """The audio tokenizer (projection, attention pooler, FSQ projections) and detokenizer."""
+        if not self.audio_codec:
+            return 0
+        e, a, levels = self._e, self.acoustic_channels, self.fsq_levels
+        layer, _ = self._encoder_layer()
+        pooler = e * e + e + e + e + self.pooler_layers * layer
+        fsq = e * levels + levels + levels * e + e
+        tokenizer = a * e + e + pooler + fsq
+        detokenizer = e * e + e + e + self.pool_window * e + e * a + a + self.pooler_layers * layer
+        return tokenizer + detokenizer
+
+    @property
+    def codec_linear_params(self) -> int:
+        """Linear weights of the tokenizer and detokenizer, the FSQ projections excepted (kept in the compute
+        dtype: its code book is read through them in fp32)."""
+        if not self.audio_codec:
+            return 0
+        e, a = self._e, self.acoustic_channels
+        _, linear = self._encoder_layer()
+        return a * e + e * e + e * e + e * a + 2 * self.pooler_layers * linear
 
     @property
     def buffer_values(self) -> int:
-        """The condition encoder's ``silence_latent`` buffer (in the compute dtype)."""
-        return self.silence_frames * self.timbre_channels if self.condition_encoder else 0
+        """Floating-point buffers (converted to the compute dtype): the condition encoder's ``silence_latent``
+        and the FSQ's ``scales``."""
+        silence = self.silence_frames * self.timbre_channels if self.condition_encoder else 0
+        return silence + (self.fsq_quantizers * self.fsq_levels if self.audio_codec else 0)
+
+    @property
+    def int_buffer_bytes(self) -> int:
+        """The FSQ's int64 ``_levels`` and ``_basis`` (never converted)."""
+        return 2 * 8 * self.fsq_levels if self.audio_codec else 0
 
     @property
     def params(self) -> int:
-        return self.decoder_params + self.condition_encoder_params
+        return self.decoder_params + self.condition_encoder_params + self.codec_params
 
     @property
     def linear_params(self) -> int:
-        return self.decoder_linear_params + self.condition_encoder_linear_params
+        return self.decoder_linear_params + self.condition_encoder_linear_params + self.codec_linear_params
 
 
-DIT_SHAPE = DiTShape()
-DIT_DECODER_SHAPE = DiTShape(condition_encoder=False)
-DIT_STANDIN_SHAPE = DiTShape(condition_encoder=False, mask_build_bytes_per_t2=15.86, mask_kept=False)
+DIT_FITTED_INTERMEDIATE = 6144
+"""The MLP width of the DiT whose activations were fitted (the 2B stand-in of ``h100-dit-standin``)."""
+XL_SHAPE = DiTShape(
+    name="xl-turbo",
+    hidden=2560,
+    intermediate=9728,
+    layers=32,
+    heads=32,
+    kv_heads=8,
+    encoder_hidden=2048,
+    encoder_intermediate=6144,
+    encoder_heads=16,
+)
+"""XL's shape (upstream's ``acestep-v15-xl-*`` config; acestep.cpp docs/ARCHITECTURE.md "32L, H=2560"):
+its condition encoder, tokenizer and detokenizer keep the 2B's 2048 width, 6144 MLP and 16 heads
+(``encoder_*`` keys; the KV heads, 8, are the DiT's)."""
+DIT_SHAPES: Mapping[str, DiTShape] = {
+    name: replace(XL_SHAPE if name.startswith("xl-") else DiTShape(), name=name, cfg=name in CFG_DITS)
+    for name in DIT_MODELS
+}
+"""Every DiT ACE-Step 1.5 ships, at its real size."""
+DIT_SHAPE = DIT_SHAPES["turbo"]
+DIT_DECODER_SHAPE = DiTShape(condition_encoder=False, audio_codec=False)
+DIT_STANDIN_SHAPE = DiTShape(condition_encoder=False, audio_codec=False, mask_build_bytes_per_t2=15.86, mask_kept=False)
 """The hand-built decoder stand-in of ``h100-dit-standin-2026-11-26.json`` (its own mask: 15.86 bytes a
 T² entry, fitted on its 600 s batch 1 and 2 readings)."""
 
@@ -292,12 +392,13 @@ def lm_weight_bytes(
     """Weights of an LM. quanto leaves the embedding in ``dtype``; quantizing a tied lm_head gives it
     its own quantized copy (the tie is broken), so it *adds* vocab × hidden quantized bytes."""
     full = DTYPE_BYTES[dtype]
+    buffers = shape.buffer_values * full
     if quantization == "none":
-        return shape.params * full
+        return shape.params * full + buffers
     per_weight = QUANTIZED_BYTES_PER_WEIGHT[quantization]
     head = shape.embedding_params if shape.lm_head and quantize_lm_head else 0
     unquantized = shape.embedding_params + shape.norm_params + (shape.head_params if not quantize_lm_head else 0)
-    return round((shape.linear_params + head) * per_weight + unquantized * full)
+    return round((shape.linear_params + head) * per_weight + unquantized * full) + buffers
 
 
 def lm_estimate(
@@ -332,25 +433,29 @@ def lm_estimate(
 def dit_activation_bytes(
     duration_s: float, batch: int, *, attention: str = "sdpa", dtype: str = "bf16", shape: DiTShape = DIT_SHAPE
 ) -> int:
-    """Peak activations of one DiT forward over ``duration_s`` seconds, ``batch`` items.
+    """Peak activations of one DiT forward over ``duration_s`` seconds, ``batch`` items (twice as many rows
+    under CFG: base and sft run the conditional and unconditional passes as one batch).
 
     ``attention``: ``sdpa`` (efficient kernels, a dense banded mask), ``flash`` (no mask) or ``eager``
-    (materialised scores)."""
+    (materialised scores). A wider DiT (XL) scales the per-token terms by :attr:`DiTShape.activation_scale`."""
     tokens = shape.tokens(duration_s)
     scale = DTYPE_BYTES[dtype] / 2
+    rows = batch * shape.forwards_per_step
+    width = shape.activation_scale
     masked = attention != "flash"
     build = shape.mask_build_bytes_per_t2 * tokens**2 / scale if masked else 0.0
     kept = 2 * tokens**2 if masked and shape.mask_kept else 0.0
-    mask_phase = build + DIT_MASK_PHASE_BYTES_PER_TOKEN_FITTED * batch * tokens
-    activations = kept + DIT_BYTES_PER_TOKEN_FITTED * batch * tokens
+    mask_phase = build + DIT_MASK_PHASE_BYTES_PER_TOKEN_FITTED * width * rows * tokens
+    activations = kept + DIT_BYTES_PER_TOKEN_FITTED * width * rows * tokens
     work = DIT_FIXED_BYTES_FITTED + max(mask_phase, activations)
     if attention == "eager":
-        work += DIT_MATH_SCORE_BYTES_FITTED * batch * shape.heads * tokens**2
+        work += DIT_MATH_SCORE_BYTES_FITTED * rows * shape.heads * tokens**2
     return round(work * scale)
 
 
 def dit_weight_bytes(shape: DiTShape = DIT_SHAPE, *, dtype: str = "bf16", quantization: str = "none") -> int:
-    buffers = shape.buffer_values * DTYPE_BYTES[dtype]
+    """Parameters and buffers of the DiT in ``dtype`` (Linear weights quantized by ``quantization``)."""
+    buffers = shape.buffer_values * DTYPE_BYTES[dtype] + shape.int_buffer_bytes
     return weight_bytes(shape.params, shape.linear_params, dtype, quantization) + buffers
 
 
@@ -365,7 +470,8 @@ def dit_estimate(
 ) -> ComponentEstimate:
     weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
-    detail = f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})"
+    cfg = f" ×2 (CFG: {shape.name})" if shape.cfg else ""
+    detail = f"activations {_gib(work)} for batch {batch}{cfg} × {shape.tokens(duration_s)} tokens ({attention})"
     return ComponentEstimate("dit", weights, work, detail)
 
 
@@ -430,6 +536,21 @@ def text_encoder_estimate(
 
 
 # --------------------------------------------------------------------------------------------- a run
+class ModelSet(Record):
+    """The shapes a run's components have: the documented real sizes, or what a checkpoints folder holds
+    (:func:`acestep_core.optimize.components.model_set`)."""
+
+    dit: DiTShape = DIT_SHAPE
+    lm: Mapping[str, LMShape] = field(default_factory=lambda: dict(LM_SHAPES))
+    """LM size → shape (every size, so that the ladder can step down)."""
+    text_encoder: LMShape = TEXT_ENCODER_SHAPE
+    vae: VAEShape = VAE_SHAPE
+    models: Mapping[str, str] = field(default_factory=dict)
+    """Component (``lm:<size>`` for LMs) → what it is, e.g. ``acestep-v15-turbo (documented shape)``."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Component → where its shape comes from (a config file, or the documented default and its source)."""
+
+
 class RunShape(Record):
     """What a run asks of the device: ``duration_s`` of audio, ``batch`` clips, the LM size or None."""
 
@@ -440,6 +561,8 @@ class RunShape(Record):
     cot_tokens: int = DEFAULT_COT_TOKENS
     lm_choice: str = "auto"
     """``size``: the user named this LM (the ladder keeps it); ``on``: any size; ``auto``: it may go off."""
+    models: ModelSet = field(default_factory=ModelSet)
+    """The components' shapes (the DiT variant the request chose; a checkpoint's where one was given)."""
 
 
 class Choices(Record):
@@ -500,9 +623,10 @@ and timbre encoders' layers too (``runtime.apply``), each smaller than a decoder
 
 def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentEstimate]:
     estimates: dict[str, ComponentEstimate] = {}
+    models = run.models
     if run.lm_model is not None:
         estimates["lm"] = lm_estimate(
-            LM_SHAPES[run.lm_model],
+            models.lm.get(run.lm_model, LM_SHAPES[run.lm_model]),
             batch=run.batch,
             prompt_tokens=run.prompt_tokens,
             generated_tokens=run.cot_tokens + math.ceil(run.duration_s * CODES_PER_SECOND),
@@ -511,7 +635,9 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
             quantize_lm_head=choices.quantize_lm_head,
         )
     estimates["text_encoder"] = text_encoder_estimate(
-        dtype=choices.precision["text_encoder"], quantization=choices.quantization["text_encoder"]
+        dtype=choices.precision["text_encoder"],
+        quantization=choices.quantization["text_encoder"],
+        shape=models.text_encoder,
     )
     dit_attention = {"eager": "eager", "flash_attention_2": "flash"}.get(choices.attention, "sdpa")
     estimates["dit"] = dit_estimate(
@@ -520,6 +646,7 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
         dtype=choices.precision["dit"],
         quantization=choices.quantization["dit"],
         attention=dit_attention,
+        shape=models.dit,
     )
     estimates["vae"] = vae_estimate(
         run.duration_s,
@@ -529,6 +656,7 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
         tiled=choices.vae_decode == "tiled",
         tile_frames=choices.tile_frames,
         tile_overlap=choices.tile_overlap,
+        shape=models.vae,
     )
     return estimates
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from acestep_core.optimize import platforms
+from acestep_core.optimize.components import components_table, model_set
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
 from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
@@ -22,7 +23,7 @@ from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TI
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
 LM_QUANTIZATION_EXCLUDE = ("lm_head",)
-DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder")
+DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder", "audio_tokenizer.quantizer.*")
 
 
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
@@ -49,6 +50,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     settings += _quantization_settings(final, taken, start)
     settings += _quantization_exclude_settings()
     settings += _vae_settings(final, taken, start, fitted=result is not None)
+    settings += _model_settings(final_run, final)
     settings += _lm_settings(adjusted, tier, reading)
     if not device.is_accelerator:
         return settings + _host_settings(device)
@@ -170,7 +172,7 @@ def _quantization_exclude_settings() -> list[Setting]:
             "quantization.exclude.dit",
             list(DIT_QUANTIZATION_EXCLUDE),
             "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% "
-            "and costs accuracy",
+            "and costs accuracy; the FSQ's projections read the code book in fp32",
         ),
     ]
 
@@ -208,7 +210,11 @@ def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
     """The run to budget for: the adjusted request, or the tier's longest clip when the LM chooses."""
     duration = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
     return RunShape(
-        duration_s=float(duration), batch=adjusted.batch_size, lm_model=adjusted.lm_model, lm_choice=adjusted.lm_choice
+        duration_s=float(duration),
+        batch=adjusted.batch_size,
+        lm_model=adjusted.lm_model,
+        lm_choice=adjusted.lm_choice,
+        models=model_set(adjusted.dit_model, adjusted.checkpoints),
     )
 
 
@@ -236,6 +242,7 @@ def planned_run(plan: OptimizationPlan, adjusted: AdjustedRequest, tier: Tier) -
         batch=int(plan.value("ladder.batch_size", run.batch)),
         lm_model=plan.value("ladder.lm_model", run.lm_model) if "ladder.lm_model" in plan else run.lm_model,
         lm_choice=run.lm_choice,
+        models=run.models,
     )
 
 
@@ -422,6 +429,27 @@ class PlanCheck(Record):
 
 
 # --------------------------------------------------------------------------------------------- pieces
+def _model_settings(run: RunShape, choices: Choices) -> list[Setting]:
+    """What the run loads, counted from its files or the documented shapes, and how the DiT steps."""
+    table = components_table(run, choices.precision)
+    listed = "; ".join(
+        f"{component} {row['model']}: {row['parameters']:,} parameters, {gib(row['weight_bytes'])} in {row['dtype']}"
+        for component, row in table.items()
+    )
+    dit = run.models.dit
+    steps = (
+        f"{dit.name}: classifier-free guidance, the conditional and unconditional passes as one forward of twice "
+        "the batch each step (as upstream and diffusers run base / sft); the DiT's activations are budgeted at "
+        "twice the batch"
+        if dit.cfg
+        else f"{dit.name}: guidance distilled into the weights, one forward a step"
+    )
+    return [
+        Setting("memory.components", table, f"weights before quantization: {listed}"),
+        Setting("dit.forwards_per_step", dit.forwards_per_step, steps),
+    ]
+
+
 def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: LadderResult | None) -> list[Setting]:
     prediction = result.prediction if result else predict(run, choices)
     phases = {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases}

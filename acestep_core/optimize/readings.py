@@ -22,9 +22,11 @@ from typing import Any
 
 from acestep_core.optimize.memory import (
     DIT_DECODER_SHAPE,
+    DIT_SHAPE,
     DIT_STANDIN_SHAPE,
     DTYPE_BYTES,
     LM_SHAPES,
+    QWEN3_LM_SHAPES,
     VAE_SHAPE,
     dit_activation_bytes,
     dit_weight_bytes,
@@ -132,7 +134,7 @@ def lm_rows() -> list[Row]:
     label = label_of(LM_READINGS)
     rows = []
     for size, measured in data["lm"].items():
-        shape = LM_SHAPES[size]
+        shape = QWEN3_LM_SHAPES[size]
         for quantization, prefix in (("none", ""), ("int8", "int8_")):
             name = "bf16" if quantization == "none" else "int8"
             # The readings quantized every Linear, lm_head included (plain quantize(weights=qint8)).
@@ -239,9 +241,13 @@ def fit_rows() -> list[Row]:
 
 
 # --------------------------------------------------------------------------------------------- held-out
-def calibrate_rows() -> list[Row]:
+def calibrate_rows(*, real_counts: bool = False) -> list[Row]:
     """calibrate's trials (``max_memory_allocated`` after loading, so weights included), each predicted
-    for what the trial ran: the component built on the device in bf16, then the phase's workload."""
+    for what the trial ran: the component built on the device in bf16, then the phase's workload.
+    ``real_counts``: predict with the real checkpoints' counts instead (the 217,204-row LMs, the whole
+    2B DiT file) — not like with like, it shows how far the real counts move each row."""
+    lm_shapes = LM_SHAPES if real_counts else QWEN3_LM_SHAPES
+    dit_shape = DIT_SHAPE if real_counts else DIT_DECODER_SHAPE
     data = readings(CALIBRATE_READINGS)
     label = label_of(CALIBRATE_READINGS)
     bf16 = DTYPE_BYTES["bf16"]
@@ -254,7 +260,7 @@ def calibrate_rows() -> list[Row]:
         name = f"{phase} {duration} s ×{batch} ({trial['card_gb']:g} GB cap)"
         if phase.startswith("lm:"):
             estimate = lm_estimate(
-                LM_SHAPES[phase.split(":")[1]],
+                lm_shapes[phase.split(":")[1]],
                 batch=batch,
                 prompt_tokens=duration * 5 + CALIBRATE_PROMPT_OVERHEAD,
                 generated_tokens=GENERATED_TOKENS_IN_READINGS,
@@ -262,11 +268,9 @@ def calibrate_rows() -> list[Row]:
             predicted = estimate.peak_bytes + batch * (duration * 5 + CALIBRATE_PROMPT_OVERHEAD) * 8
         elif phase == "dit":
             # the decoder alone (no condition encoder), fed random inputs: latents, context, condition
-            inputs = batch * (frames * (64 + 128 + 64) + CALIBRATE_CONDITION_TOKENS * DIT_DECODER_SHAPE.hidden)
+            inputs = batch * (frames * (64 + 128 + 64) + CALIBRATE_CONDITION_TOKENS * dit_shape.hidden)
             predicted = (
-                dit_weight_bytes(DIT_DECODER_SHAPE)
-                + inputs * bf16
-                + dit_activation_bytes(duration, batch, shape=DIT_DECODER_SHAPE)
+                dit_weight_bytes(dit_shape) + inputs * bf16 + dit_activation_bytes(duration, batch, shape=dit_shape)
             )
         else:
             # built on the device: weight-norm's computed encoder weights stay there in fp32 (.to(bf16)
@@ -295,9 +299,11 @@ def calibrate_rows() -> list[Row]:
     return rows
 
 
-def optimize_rows() -> list[Row]:
+def optimize_rows(*, real_counts: bool = False) -> list[Row]:
     """gpu_optimize's LM runs under tier caps: a prefill of ``tokens − 4``, then 4 generated tokens, int8
-    with lm_head excluded. Figures are GiB rounded to 3 decimals (±0.5 MiB)."""
+    with lm_head excluded. Figures are GiB rounded to 3 decimals (±0.5 MiB). ``real_counts``: as
+    :func:`calibrate_rows`."""
+    lm_shapes = LM_SHAPES if real_counts else QWEN3_LM_SHAPES
     data = readings(OPTIMIZE_READINGS)
     label = label_of(OPTIMIZE_READINGS)
     rows = []
@@ -306,7 +312,7 @@ def optimize_rows() -> list[Row]:
             continue
         quantize_head = "lm_head" not in run["exclude"]
         estimate = lm_estimate(
-            LM_SHAPES[run["lm"]],
+            lm_shapes[run["lm"]],
             batch=run["batch"],
             prompt_tokens=run["tokens"] - GENERATED_TOKENS_IN_READINGS,
             generated_tokens=GENERATED_TOKENS_IN_READINGS,
@@ -344,8 +350,8 @@ def optimize_rows() -> list[Row]:
     return rows
 
 
-def held_out_rows() -> list[Row]:
-    return calibrate_rows() + optimize_rows()
+def held_out_rows(*, real_counts: bool = False) -> list[Row]:
+    return calibrate_rows(real_counts=real_counts) + optimize_rows(real_counts=real_counts)
 
 
 # --------------------------------------------------------------------------------------------- output

@@ -199,11 +199,13 @@ def _place(applied: AppliedComponent, offload: str, chain_after: AppliedComponen
                 f"group offload is not offered for the {applied.component} (autoregressive decoding would stream "
                 "every layer at every token)"
             )
-        # the DiT's condition encoder runs once, before the denoising steps: its lyric and timbre encoders
-        # stream their layers as the decoder does (without this it would ride, whole, with the decoder's
-        # top-level group at every step)
+        # the DiT's condition encoder and its audio tokenizer / detokenizer run once, before the denoising
+        # steps: their layers stream as the decoder's do (without this they would ride, whole, with the
+        # decoder's top-level group at every step)
         blocks = (
-            ["condition_encoder", "lyric_encoder", "timbre_encoder"] if hasattr(model, "condition_encoder") else None
+            ["condition_encoder", "lyric_encoder", "timbre_encoder", "audio_tokenizer", "audio_token_detokenizer"]
+            if hasattr(model, "condition_encoder")
+            else None
         )
         apply_group_offloading(
             model,

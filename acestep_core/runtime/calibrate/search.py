@@ -45,6 +45,7 @@ from acestep_core.tables import parse_table, table_to_toml
 from acestep_core.types import Tier, TierTable
 from acestep_core.vocabulary import (
     CUDA_CONTEXT_BYTES,
+    DIT_MODELS,
     GIB,
     LM_SIZES,
     SAFETY_MARGIN_BYTES,
@@ -469,8 +470,13 @@ def build_table(
             "--durations)"
         )
     first, last = measured[0], measured[-1]
+    # calibrate measures the 2B DiT: which DiTs a measured tier allows is the base table's at that size
     measured_tiers = [
-        _measured_tier(card, measured[i + 1].card_gb if i + 1 < len(measured) else None)
+        _measured_tier(
+            card,
+            measured[i + 1].card_gb if i + 1 < len(measured) else None,
+            _base_dits(base, card.card_gb),
+        )
         for i, card in enumerate(measured)
     ]
     below = [_clamped_below(t, first.card_gb, measured_tiers[0]) for t in base.tiers if t.min_gb < first.card_gb]
@@ -491,7 +497,12 @@ def build_table(
     return parse_table(text, source="calibrate")  # raises TableError if what we built breaks a rule
 
 
-def _measured_tier(card: CardResult, next_gb: float | None) -> Tier:
+def _base_dits(base: TierTable, card_gb: float) -> tuple[str, ...]:
+    tier = base.tier_for(card_gb)
+    return tier.dit_models if tier is not None else base.tiers[0].dit_models
+
+
+def _measured_tier(card: CardResult, next_gb: float | None, dit_models: tuple[str, ...]) -> Tier:
     assert card.without_lm is not None
     with_lm = card.with_lm or card.without_lm
     return Tier(
@@ -508,6 +519,7 @@ def _measured_tier(card: CardResult, next_gb: float | None) -> Tier:
         lm_memory_gb=dict(card.lm_memory_gb),
         lm_default_on=bool(card.lm_models),
         optimizations=dict(MEASURED_OPTIMIZATIONS),
+        dit_models=dit_models,
     )
 
 
@@ -523,6 +535,7 @@ def _clamped_below(tier: Tier, first_gb: float, first: Tier) -> Tier:
         tier.allowing(models),
         max_gb=min(tier.max_gb, first_gb) if tier.max_gb is not None else first_gb,
         lm_default_on=tier.lm_default_on and bool(models),
+        dit_models=tuple(d for d in tier.dit_models if d in first.dit_models) or first.dit_models[:1],
         **limits,
     )
 
@@ -530,7 +543,10 @@ def _clamped_below(tier: Tier, first_gb: float, first: Tier) -> Tier:
 def _raised_above(tier: Tier, last: Tier) -> Tier:
     models = tuple(m for m in LM_SIZES if m in tier.lm_models or m in last.lm_models)
     limits = {f: max(getattr(tier, f), getattr(last, f)) for f in _LIMITS}
-    return dataclasses.replace(tier.allowing(models), lm_default_on=tier.lm_default_on or bool(models), **limits)
+    dits = tuple(d for d in DIT_MODELS if d in tier.dit_models or d in last.dit_models)
+    return dataclasses.replace(
+        tier.allowing(models), lm_default_on=tier.lm_default_on or bool(models), dit_models=dits, **limits
+    )
 
 
 _LIMITS = ("max_duration_with_lm_s", "max_duration_without_lm_s", "max_batch_with_lm", "max_batch_without_lm")

@@ -5,7 +5,7 @@ Nothing is downloaded: each builder instantiates the real class (``transformers.
 from a JSON config in ``acestep_core/runtime/models/configs/``. Memory depends on shapes, not on values, so the
 real-size builds measure what the tiers budget; the ``tiny`` builds run the whole flow on a CPU in
 seconds. **Random weights make noise**: the audio of a run built here demonstrates and measures the
-flow, it is not music. Users with checkpoints load them with :func:`load_component`.
+flow, it is not music. Checkpoints load with :func:`acestep_core.runtime.models.loader.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,25 @@ from typing import Any
 
 import torch
 from diffusers import AceStepTransformer1DModel, AutoencoderOobleck
-from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+from diffusers.pipelines.ace_step.modeling_ace_step import (
+    AceStepAudioTokenDetokenizer,
+    AceStepAudioTokenizer,
+    AceStepConditionEncoder,
+)
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
-from transformers import AutoModel, AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3Model
+from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
-from acestep_core.vocabulary import CODES_PER_SECOND, COMPONENTS, LATENT_RATE_HZ, SAMPLE_RATE, VAE_HOP
+from acestep_core.checkpoints import dit_part_configs
+from acestep_core.vocabulary import (
+    CODES_PER_SECOND,
+    COMPONENTS,
+    DEFAULT_DIT,
+    DIT_MODELS,
+    LATENT_RATE_HZ,
+    SAMPLE_RATE,
+    VAE_HOP,
+)
 
 LATENT_CHANNELS = 64
 
@@ -99,40 +112,105 @@ def build_lm(
     return _finish(Qwen3ForCausalLM(qwen_config), dtype)
 
 
-def condition_encoder_config(size: str) -> dict[str, Any]:
-    """The ``AceStepConditionEncoder`` arguments built with the DiT at ``size``."""
-    encoders = _configs("dit")["condition_encoder"]
-    if size not in encoders:
-        raise ValueError(f"unknown dit size {size!r}; known: {', '.join(encoders)}")
-    return dict(encoders[size])
+def dit_config(variant: str = DEFAULT_DIT, size: str = "tiny") -> dict[str, Any]:
+    """An original-layout ``config.json`` (``model_type: acestep``) for DiT ``variant`` at ``size``: ``tiny`` or
+    ``real`` (the XL variants take the XL family's widths: ``tiny-xl`` / ``real-xl`` in ``configs/dit.json``)."""
+    if variant not in DIT_MODELS:
+        raise ValueError(f"unknown DiT {variant!r}; known: {', '.join(DIT_MODELS)}")
+    if size not in COMPONENT_BUILD_SIZES:
+        raise ValueError(f"unknown dit size {size!r}; known: {', '.join(COMPONENT_BUILD_SIZES)}")
+    config = model_config("dit", f"{size}-xl" if variant.startswith("xl-") else size)
+    layers = config["num_hidden_layers"]
+    config["layer_types"] = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    config["is_turbo"] = variant.endswith("turbo")
+    config["model_version"] = variant
+    return config
+
+
+class AceStepAudioCodes(AceStepAudioTokenizer):
+    """diffusers' ``AceStepAudioTokenizer`` (the same weights), whose ``forward(indices=...)`` also turns 5 Hz
+    code indices into the quantized vectors the detokenizer reads (``quantizer.get_output_from_indices``):
+    called as a forward so that offload hooks place it."""
+
+    def forward(self, hidden_states: Any = None, *, indices: Any = None) -> Any:
+        if indices is not None:
+            return self.quantizer.get_output_from_indices(indices)
+        return super().forward(hidden_states)
 
 
 class AceStepDiT(AceStepTransformer1DModel):
     """ACE-Step 1.5's DiT as its checkpoint holds it: the decoder (diffusers' ``AceStepTransformer1DModel``)
-    with its ``condition_encoder`` (``AceStepConditionEncoder``: text projector, lyric and timbre encoders).
+    with its ``condition_encoder`` (``AceStepConditionEncoder``: text projector, lyric and timbre encoders,
+    ``null_condition_emb``, ``silence_latent``) and, where the checkpoint has them, the ``audio_tokenizer``
+    and ``audio_token_detokenizer`` that turn the LM's 5 Hz codes into 25 Hz source latents.
 
-    ``model(condition={...})`` runs the condition encoder through the model's own ``forward``, so that
-    offload hooks (which wrap ``forward``) place it; every other call is the decoder's forward.
+    ``model(condition={...})`` runs the condition encoder and ``model(codes=indices)`` the codes' path through
+    the model's own ``forward``, so that offload hooks (which wrap ``forward``) place them; every other call
+    is the decoder's forward.
     """
 
-    def __init__(self, condition_encoder: dict[str, Any] | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        condition_encoder: dict[str, Any] | None = None,
+        audio_tokenizer: dict[str, Any] | None = None,
+        audio_token_detokenizer: dict[str, Any] | None = None,
+        **config: Any,
+    ) -> None:
         super().__init__(**config)
         self.condition_encoder = AceStepConditionEncoder(**(condition_encoder or {}))
+        self.audio_tokenizer = None if audio_tokenizer is None else AceStepAudioCodes(**audio_tokenizer)
+        self.audio_token_detokenizer = (
+            None if audio_token_detokenizer is None else AceStepAudioTokenDetokenizer(**audio_token_detokenizer)
+        )
 
-    def forward(self, *args: Any, condition: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, condition: dict[str, Any] | None = None, codes: Any = None, **kwargs: Any) -> Any:
         if condition is not None:
             return self.condition_encoder(**condition)
+        if codes is not None:
+            return self.decode_codes(codes)
         return super().forward(*args, **kwargs)  # type: ignore[misc]  # diffusers' forward, untyped
 
+    def decode_codes(self, codes: Any) -> Any:
+        """5 Hz code indices ``[batch, n]`` → source latents ``[batch, 5 n, 64]`` (FSQ code book, then the
+        detokenizer), as diffusers' ``AceStepPipeline.prepare_src_latents`` does."""
+        if self.audio_tokenizer is None or self.audio_token_detokenizer is None:
+            raise ValueError("this DiT has no audio tokenizer / detokenizer: the LM's codes cannot reach it")
+        dtype = self.audio_token_detokenizer.proj_out.weight.dtype
+        quantized = self.audio_tokenizer(indices=codes.unsqueeze(-1)).to(dtype)
+        return self.audio_token_detokenizer(quantized)
 
-def build_dit(size: str = "tiny", *, dtype: Any = None, condition_encoder: bool = True) -> Any:
-    """ACE-Step 1.5's DiT with random weights: :class:`AceStepDiT` (``tiny``, or ``real``: 24 layers, hidden
-    2048, 1,575,458,880 decoder + 608,369,664 condition-encoder parameters); ``condition_encoder=False``
-    builds diffusers' ``AceStepTransformer1DModel`` alone."""
-    config = model_config("dit", size)
+    @property
+    def codebook_size(self) -> int | None:
+        return None if self.audio_tokenizer is None else self.audio_tokenizer.quantizer.codebook_size
+
+
+def dit_from_config(config: dict[str, Any], *, audio_codec: bool = True) -> AceStepDiT:
+    """:class:`AceStepDiT` from an original ``config.json`` (diffusers' converter rules for its parts)."""
+    parts = dit_part_configs(config)
+    return AceStepDiT(
+        condition_encoder=parts["condition_encoder"],
+        audio_tokenizer=parts["audio_tokenizer"] if audio_codec else None,
+        audio_token_detokenizer=parts["audio_token_detokenizer"] if audio_codec else None,
+        **parts["transformer"],
+    )
+
+
+def build_dit(
+    size: str = "tiny",
+    *,
+    variant: str = DEFAULT_DIT,
+    dtype: Any = None,
+    condition_encoder: bool = True,
+    audio_codec: bool = True,
+) -> Any:
+    """ACE-Step 1.5's DiT with random weights: :class:`AceStepDiT` (``tiny``, or ``real``: the 2B is
+    2,393,872,518 parameters, the XL 4,987,310,726 — decoder, condition encoder, audio tokenizer and
+    detokenizer). ``condition_encoder=False`` builds diffusers' ``AceStepTransformer1DModel`` alone;
+    ``audio_codec=False`` leaves out the tokenizer and detokenizer."""
+    config = dit_config(variant, size)
     if not condition_encoder:
-        return _finish(AceStepTransformer1DModel(**config), dtype)
-    return _finish(AceStepDiT(condition_encoder=condition_encoder_config(size), **config), dtype)
+        return _finish(AceStepTransformer1DModel(**dit_part_configs(config)["transformer"]), dtype)
+    return _finish(dit_from_config(config, audio_codec=audio_codec), dtype)
 
 
 def build_vae(size: str = "tiny", *, dtype: Any = None) -> Any:
@@ -152,27 +230,12 @@ def build_text_encoder(size: str = "tiny", *, dtype: Any = None) -> Any:
 
 
 def load_component(kind: str, path: str | Path, *, dtype: Any = None) -> Any:
-    """Load a real checkpoint of component ``kind`` from a local directory (``from_pretrained``; no download).
+    """The model of component ``kind`` (``lm``, ``text_encoder``, ``dit``, ``vae``) loaded from the checkpoint
+    folder ``path`` in any of the layouts :func:`acestep_core.runtime.models.loader.load_checkpoint` reads
+    (which also gives the tokenizer and what was read)."""
+    from acestep_core.runtime.models.loader import load_checkpoint
 
-    :param kind: ``lm`` (a Qwen3 causal LM), ``dit``, ``vae`` or ``text_encoder``.
-    :param path: a directory holding the component's config and weights.
-    """
-    directory = Path(path)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{kind}: {directory} is not a directory (load_component reads local checkpoints only)")
-    torch_dtype = _torch_dtype(dtype)
-    extra: dict[str, Any] = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    if kind == "lm":
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "text_encoder":
-        model = AutoModel.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "dit":
-        model = AceStepTransformer1DModel.from_pretrained(directory, local_files_only=True, **extra)
-    elif kind == "vae":
-        model = AutoencoderOobleck.from_pretrained(directory, local_files_only=True, **extra)
-    else:
-        raise ValueError(f"unknown component {kind!r}; known: {', '.join(COMPONENT_KINDS)}")
-    return model.eval()
+    return load_checkpoint(path, component=kind, dtype=dtype).model
 
 
 def parameter_count(model: Any) -> int:
@@ -189,13 +252,15 @@ __all__ = [
     "LM_BUILD_SIZES",
     "SAMPLE_RATE",
     "VAE_HOP",
+    "AceStepAudioCodes",
     "AceStepDiT",
     "build_dit",
     "build_lm",
     "build_text_encoder",
     "build_tokenizer",
     "build_vae",
-    "condition_encoder_config",
+    "dit_config",
+    "dit_from_config",
     "latent_frames",
     "load_component",
     "model_config",

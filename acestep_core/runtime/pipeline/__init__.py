@@ -11,11 +11,12 @@
 
 :mod:`.session` holds a run's device, components and measurements; :mod:`.report` renders the result.
 
-**The embedded models have random weights: the audio is noise.** The run shows and measures the flow;
-with checkpoints (``checkpoints={"vae": DIR, ...}``) the same code runs trained models. Two stand-ins
-are stated in every report: the random-weight LM gets its prompt up to ``duration:`` (a trained LM
-writes the whole chain of thought itself), and the LM's codes reach the DiT through a fixed random
-code embedding rather than ACE-Step's trained detokenizer.
+**Without checkpoints the models have random weights: the audio is noise.** The run shows and measures the
+flow; with a checkpoints folder (``--checkpoints DIR``, ``checkpoints=DIR``) the same code loads trained
+models (:func:`acestep_core.runtime.models.loader.load_checkpoint`). The LM's codes reach the DiT through
+its audio tokenizer (FSQ code book) and detokenizer, as upstream's; one stand-in is stated in every
+report: the prompt is written up to ``duration:`` and ``</think>`` forced (a trained LM writes the whole
+chain of thought itself).
 """
 
 from acestep_core.runtime.pipeline.records import (

@@ -42,15 +42,20 @@ def run_lm(
     size = session.options.size
     lm_model = session.resolution.plan.value("ladder.lm_model", session.resolution.adjusted.lm_model)
     forced = None if duration_s is None else max(1, round(duration_s))
+    loading = "lm" in session.sources
     with session.phase("lm") as phase:
-        tokenizer = build_tokenizer(TINY_CODES if size == "tiny" else REAL_CODES)
-        texts = token_texts(tokenizer)
+        built = None if loading else build_tokenizer(TINY_CODES if size == "tiny" else REAL_CODES)
         lm_size = "tiny" if size == "tiny" else lm_model
-        lm = session.component("lm", lambda: build_lm(lm_size, vocab_size=len(texts) if lm_size == "tiny" else None))
+        vocab = built.get_vocab_size() if built is not None and lm_size == "tiny" else None
+        lm = session.component("lm", lambda: build_lm(lm_size, vocab_size=vocab))
+        tokenizer = built if built is not None else session.tokenizer("lm")
+        texts = token_texts(tokenizer)
         eos = tokenizer.token_to_id("<|endoftext|>")
+        code_tokens = audio_code_range(texts)
+        codebook = session.codebook_size()
         constraint = DurationConstraint(
             texts,
-            code_token_ids=audio_code_range(texts),
+            code_token_ids=range(code_tokens.start, code_tokens.start + min(len(code_tokens), codebook)),
             think_open_id=tokenizer.token_to_id("<think>"),
             think_close_id=tokenizer.token_to_id("</think>"),
             eos_token_id=eos,
@@ -60,7 +65,8 @@ def run_lm(
             max_cot_tokens=COT_TOKEN_BUDGET,
             codes_per_second=CODES_PER_SECOND,
         )
-        prompt = f"{clean_caption(session.options.caption)}\n<think>\nduration:"
+        caption = session.options.caption if loading else clean_caption(session.options.caption)
+        prompt = f"{caption}\n<think>\nduration:"
         ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device)
         budget = COT_TOKEN_BUDGET + 8 + (forced or max_duration_s) * CODES_PER_SECOND + 2
         bar = session.bar("lm", budget, "tokens")
@@ -79,19 +85,22 @@ def run_lm(
         bar.close()
         session.cancel.check()
         session.notes.append(
-            "random-weight LM: the prompt is written up to `duration:` and `</think>` is forced after "
-            f"{COT_TOKEN_BUDGET} tokens of chain of thought (a trained LM writes both itself); "
-            "its codes reach the DiT through a fixed random code embedding"
+            "the prompt is written up to `duration:` and `</think>` is forced after "
+            f"{COT_TOKEN_BUDGET} tokens of chain of thought (a random-weight LM writes neither); "
+            "its codes reach the DiT through the DiT's audio tokenizer (FSQ code book) and detokenizer"
         )
         rows = output[:, ids.shape[1] :].tolist()
         del output, ids
         codes = [_codes_after_thinking(row, constraint) for row in rows]
         durations = [len(c) / CODES_PER_SECOND for c in codes]
-        stand_in = f" (stand-in for {lm_model})" if lm_size == "tiny" else ""
+        stand_in = f" (stand-in for {lm_model})" if lm_size == "tiny" and not loading else ""
         chosen = f"chosen by the LM within [{constraint.min_duration_s}, {max_duration_s}] s"
         phase.details.update(
             {
-                "model": f"Qwen3ForCausalLM {lm_size}{stand_in}",
+                "model": f"Qwen3ForCausalLM {session.loaded['lm'].name if loading else lm_size}{stand_in}",
+                "vocabulary": int(lm.config.vocab_size),
+                "audio_codes": f"{len(constraint.code_ids)} of the tokenizer's {len(code_tokens)} "
+                "(the DiT's code book)",
                 "duration_field": "forced to the request" if forced else chosen,
                 "max_duration_s": max_duration_s,
                 "durations_s": durations,

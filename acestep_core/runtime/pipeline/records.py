@@ -56,8 +56,10 @@ class RunOptions:
     steps: int = 8
     """Denoising steps (8: the turbo DiT)."""
     caption: str = DEFAULT_CAPTION
-    checkpoints: Mapping[str, str | Path] = field(default_factory=dict)
-    """Component → local directory of a trained checkpoint (see ``load_component``)."""
+    checkpoints: str | Path | Mapping[str, str | Path] | None = None
+    """A checkpoints folder as upstream lays it out (every component the run loads comes from it), or a
+    mapping component → its own folder; None: the resolution's request's folder, if any, else random
+    weights at ``size``."""
     device: str | None = None
     """``cpu`` / ``cuda:0``; None: the resolution's device when torch can reach it."""
     progress: bool = True

@@ -71,7 +71,7 @@ def run(
     cancel: CancelHandle | None = None,
     progress: bool = True,
     on_progress: ProgressCallback | None = None,
-    checkpoints: Mapping[str, str | Path] | None = None,
+    checkpoints: str | Path | Mapping[str, str | Path] | None = None,
     device: str | None = None,
 ) -> GenerationResult:
     """Run a resolved request through LM → text encoder → DiT → VAE and write one WAV per batch item.
@@ -85,13 +85,13 @@ def run(
         seed=seed,
         steps=steps,
         caption=caption,
-        checkpoints=dict(checkpoints or {}),
+        checkpoints=checkpoints,
         device=device,
         progress=progress,
     )
     check_before_loading(resolution)
     started = time.perf_counter()
-    session = RunSession(resolution, options, cancel or CancelHandle(), on_progress)
+    session = RunSession(resolution, options, cancel or CancelHandle(), on_progress, lm=lm_to_run(resolution))
     try:
         with torch.inference_mode():
             phases, clips = _execute(session, Path(out_dir))

@@ -1,26 +1,31 @@
 """What one run holds while it runs: its device, its components, the phase being measured.
 
-Each component is built (or loaded from a local checkpoint) on the CPU, has the plan applied, runs its
-phase on the device and leaves it as the plan's ``offload.<component>`` says. Every phase is measured
-(:class:`PeakMemory`) and reported as a :class:`PhaseReport`.
+Each component is built (or loaded from a checkpoint folder, :func:`load_checkpoint`) on the CPU, has the
+plan applied, runs its phase on the device and leaves it as the plan's ``offload.<component>`` says. Every
+phase is measured (:class:`PeakMemory`) and reported as a :class:`PhaseReport`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
+from acestep_core.checkpoints import CheckpointError, dit_part_configs, scan, sniff
 from acestep_core.runtime.apply import apply_plan
-from acestep_core.runtime.models import TOKENIZER_CHARS, load_component
+from acestep_core.runtime.models import TOKENIZER_CHARS, dit_config
+from acestep_core.runtime.models.loader import LoadedCheckpoint, load_checkpoint
 from acestep_core.runtime.pipeline.records import CancelHandle, PhaseReport, ProgressCallback, RunOptions
 from acestep_core.types import Resolution
 
@@ -38,6 +43,8 @@ class RunSession:
         options: RunOptions,
         cancel: CancelHandle,
         on_progress: ProgressCallback | None = None,
+        *,
+        lm: str | None = None,
     ) -> None:
         self.resolution = resolution
         self.options = options
@@ -47,10 +54,15 @@ class RunSession:
         self.plan: dict[str, Any] = resolution.plan.as_dict()
         self.models: dict[str, Any] = {}
         self.applied: dict[str, Any] = {}
+        self.loaded: dict[str, LoadedCheckpoint] = {}
+        self.sources = checkpoint_sources(resolution, options, lm)
+        """Component → the folder it is loaded from (the others are built with random weights)."""
+        needed = 4 if lm is not None else 3
         self.notes: list[str] = [
-            "random weights: the audio is noise; this run demonstrates and measures the flow"
-            if len(options.checkpoints) < 4
-            else "trained checkpoints loaded for every component"
+            f"checkpoints loaded for every component: {', '.join(sorted(self.sources))}"
+            if len(self.sources) >= needed
+            else "random weights: the audio is noise; this run demonstrates and measures the flow"
+            + (f" (loaded from checkpoints: {', '.join(sorted(self.sources))})" if self.sources else "")
         ]
         self._current: Phase | None = None
         if resolution.reading.device.is_accelerator and self.device.type == "cpu":
@@ -81,14 +93,51 @@ class RunSession:
 
         Typed ``Any``: the components are transformers' and diffusers' classes, each with its own API
         (``generate``, ``config``, ``decode``), which ``torch.nn.Module`` does not describe."""
-        path = self.options.checkpoints.get(name)
+        path = self.sources.get(name)
         with quiet_diffusers():
-            model = load_component(name, path) if path else build()
+            if path:
+                loaded = load_checkpoint(path, component=name, dtype=self.plan.get(f"precision.{name}"))
+                self.loaded[name] = loaded
+                model = loaded.model
+                self.details(name)["checkpoint"] = {
+                    "path": loaded.path,
+                    "layout": loaded.layout,
+                    "tensors": loaded.tensors,
+                    "bytes_read": loaded.bytes_read,
+                    "seconds": round(loaded.seconds, 4),
+                }
+            else:
+                model = build()
             self.models[name] = model
             applied = apply_plan(model, name, self.plan, device=self.device)
         self.applied[name] = applied
         self.details(name)["applied"] = list(applied.steps)
         return applied.model
+
+    def codebook_size(self) -> int:
+        """Codes the DiT's FSQ code book holds: the LM may write only those (the real LM's tokenizer has
+        65,535 code tokens, the code book 64,000)."""
+        path = self.sources.get("dit")
+        if path is None:
+            config = dit_config(self.resolution.adjusted.dit_model, self.options.size)
+            return math.prod(config["fsq_input_levels"])
+        sniffed = sniff(path)
+        if sniffed.layout == "diffusers":
+            tokenizer = Path(path) / "audio_tokenizer" / "config.json"
+            if not tokenizer.is_file():
+                raise CheckpointError(
+                    f"{path}: no audio_tokenizer/ (an older conversion): the LM's codes cannot reach this DiT; "
+                    "run without the LM (--lm none) or convert again"
+                )
+            levels = json.loads(tokenizer.read_text(encoding="utf-8")).get("fsq_input_levels") or [8, 8, 8, 5, 5, 5]
+        else:
+            levels = dit_part_configs(sniffed.config)["audio_tokenizer"]["fsq_input_levels"]
+        return math.prod(levels)
+
+    def tokenizer(self, name: str) -> Any:
+        """The tokenizer loaded with component ``name``'s checkpoint, or None (built components)."""
+        loaded = self.loaded.get(name)
+        return None if loaded is None else loaded.tokenizer
 
     def leave(self, name: str) -> None:
         """End of a phase: the component leaves the device if the plan offloads it, or is freed if
@@ -97,6 +146,7 @@ class RunSession:
         if offload == "release":
             self.models.pop(name, None)
             self.applied.pop(name, None)
+            self.loaded.pop(name, None)
             gc.collect()
             empty_cache(self.device)
             self.details(name)["released"] = "freed after its phase (offload.release)"
@@ -114,6 +164,7 @@ class RunSession:
         """Drop every model and tensor this run holds; return device memory to the allocator's pool."""
         self.models.clear()
         self.applied.clear()
+        self.loaded.clear()
         gc.collect()
         empty_cache(self.device)
 
@@ -210,6 +261,39 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self._observe(rss_bytes())
+
+
+def checkpoint_sources(resolution: Resolution, options: RunOptions, lm: str | None) -> dict[str, str]:
+    """Component → folder for a run: ``options.checkpoints`` as a mapping is taken as given; a folder (the
+    options', else the request's ``--checkpoints``) must hold every component the run loads — the DiT the
+    request chose, the VAE, the text encoder and, when it runs, the LM of the plan's size.
+
+    :raises CheckpointError: naming what the folder lacks, or why one of its folders cannot load."""
+    given = options.checkpoints
+    if isinstance(given, Mapping):
+        return {str(k): str(v) for k, v in given.items()}
+    folder = given if given is not None else resolution.request.checkpoints
+    if folder is None:
+        return {}
+    catalogue = scan(folder)
+    dit = resolution.adjusted.dit_model
+    missing = catalogue.missing(dit, lm)
+    if missing:
+        wanted = f"DiT {dit}" + (f", LM {lm}" if lm else "")
+        raise CheckpointError(
+            f"{folder}: a run of {wanted} needs {', '.join(missing)}, which the folder lacks "
+            f"(`acestep-core models --checkpoints {folder}` lists what it holds)"
+        )
+    sources = {}
+    for component, name in (("dit", dit), ("vae", None), ("text_encoder", None), ("lm", lm)):
+        if component == "lm" and lm is None:
+            continue
+        found = catalogue.find(component, name)
+        assert found is not None  # missing() said every one is there
+        if found.problem:
+            raise CheckpointError(found.problem)
+        sources[component] = found.path
+    return sources
 
 
 def rss_bytes() -> int | None:

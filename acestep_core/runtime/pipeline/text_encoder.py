@@ -15,9 +15,14 @@ def run_text_encoder(session: RunSession, batch: int) -> tuple[PhaseReport, torc
     size = session.options.size
     with session.phase("text_encoder") as phase:
         encoder = session.component("text_encoder", lambda: build_text_encoder(size))
-        tokens = build_tokenizer(0).encode(clean_caption(session.options.caption)).ids[:MAX_CAPTION_TOKENS] or [0]
+        tokenizer = session.tokenizer("text_encoder")
+        caption = session.options.caption
+        if tokenizer is None:
+            tokenizer, caption = build_tokenizer(0), clean_caption(caption)
+        tokens = tokenizer.encode(caption).ids[:MAX_CAPTION_TOKENS] or [0]
         ids = torch.tensor([tokens], device=session.device)
         hidden = encoder(ids).last_hidden_state.expand(batch, -1, -1).contiguous()
-        phase.details.update({"caption_tokens": ids.shape[1], "model": f"Qwen3Model {size}"})
+        name = session.loaded["text_encoder"].name if "text_encoder" in session.loaded else size
+        phase.details.update({"caption_tokens": ids.shape[1], "model": f"Qwen3Model {name}"})
         session.leave("text_encoder")
     return phase.finished(), hidden

@@ -26,6 +26,7 @@ def run_vae(session: RunSession, latents: torch.Tensor) -> tuple[PhaseReport, to
         session.cancel.check()
         audio = decode_with_plan(vae, latents, session.plan, on_item=done).float()
         bar.close()
-        phase.details.update({"decode": session.plan.get("vae.decode", "full"), "model": f"AutoencoderOobleck {size}"})
+        name = session.loaded["vae"].path if "vae" in session.loaded else size
+        phase.details.update({"decode": session.plan.get("vae.decode", "full"), "model": f"AutoencoderOobleck {name}"})
         session.leave("vae")
     return phase.finished(), audio

@@ -22,7 +22,8 @@ figure. With the LM on, the tier's with-LM limits apply. An LM size the tier doe
 refused and the tier's recommended size (``recommended_lm``) offered; with no LM allowed the LM is turned
 off. The LM stays off unless asked for on tiers whose table says ``lm_default_on = false``, and on
 any device of 6 GB or less (the seed's "≤6GB" note; a 6 GB device is Tier 3 by range, so this is a
-rule on the memory figure, not on the tier).
+rule on the memory figure, not on the tier). A DiT the tier does not allow (``dit_models``) is refused
+and the tier's default DiT (the 2B turbo where allowed) runs instead.
 """
 
 from __future__ import annotations
@@ -136,7 +137,28 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
             )
         )
         batch = limit
-    return AdjustedRequest(duration_s=duration, batch_size=batch, lm_model=lm_model, changes=tuple(changes))
+    dit = _choose_dit(request, tier, where, changes)
+    return AdjustedRequest(
+        duration_s=duration, batch_size=batch, lm_model=lm_model, changes=tuple(changes), dit_model=dit
+    )
+
+
+def _choose_dit(request: GenerationRequest, tier: Tier, where: str, changes: list[Adjustment]) -> str:
+    default = tier.default_dit
+    if request.dit_model is None or request.dit_model == default:
+        return default
+    if request.dit_model not in tier.dit_models:
+        allowed = ", ".join(tier.dit_models)
+        changes.append(
+            Adjustment(
+                "dit_model",
+                request.dit_model,
+                default,
+                f"DiT {request.dit_model} is not allowed on {where} (allowed: {allowed}); using {default}",
+            )
+        )
+        return default
+    return request.dit_model
 
 
 def _small_device(reading: MemoryReading) -> bool:
