@@ -8,14 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 import wave
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from conftest import interruptible_python, wait_until_said  # noqa: E402
 
 from acestep_core import GenerationRequest, Overrides, ResolutionError  # noqa: E402
 from acestep_core.cli import main  # noqa: E402
@@ -27,6 +27,8 @@ LENGTH_TOLERANCE = VAE_HOP
 """A clip may differ from duration × 48 kHz by less than one latent frame (1,920 samples, 40 ms)."""
 RSS_MARGIN = 64 * 2**20
 """Ten runs may leave host RSS at most 64 MiB above the first run's (allocator caches, not models)."""
+LM_PHASE_STARTED = r"(^|[\r\n])lm\s*:"
+"""The LM phase's progress bar as the CLI draws it on stderr (``lm          :   0%|``): the run is under way."""
 MODEL_CLASSES = ("Qwen3ForCausalLM", "Qwen3Model", "AceStepTransformer1DModel", "AutoencoderOobleck")
 
 
@@ -215,36 +217,23 @@ def test_ten_runs_keep_rss_within_the_margin(tmp_path) -> None:
 
 
 def test_ctrl_c_cancels_the_cli_cleanly(tmp_path) -> None:
+    """Ctrl-C in the middle of the LM phase, sent once the child's progress shows that phase running."""
     env = {k: v for k, v in os.environ.items() if k != "MAX_CUDA_VRAM"} | {"OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
+        interruptible_python(
             "import sys; from acestep_core.cli import main; sys.exit(main())",
-            "generate",
-            "--duration",
-            "600",
-            "--max-duration",
-            "600",
-            "--vram",
-            "24",
-            "--steps",
-            "50",
-            "--out",
-            str(tmp_path),
-        ],
+            *("generate", "--duration", "600", "--max-duration", "600", "--vram", "24", "--steps", "50"),
+            *("--out", str(tmp_path)),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
     )
     assert process.stderr is not None
-    buffer = b""
-    deadline = time.monotonic() + 90
-    while b"lm" not in buffer and time.monotonic() < deadline and process.poll() is None:
-        buffer += os.read(process.stderr.fileno(), 4096)
+    said = wait_until_said(process, process.stderr, LM_PHASE_STARTED)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, (buffer + stderr).decode(errors="replace")[-2000:]
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, (said + stderr).decode(errors="replace")[-2000:]
     assert b"generation cancelled" in stderr
     assert list(tmp_path.glob("*.wav")) == []
 
