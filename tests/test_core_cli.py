@@ -293,3 +293,19 @@ def test_the_help_width_is_what_shutil_would_read(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("COLUMNS", columns)
     assert terminal_width() == shutil.get_terminal_size().columns
+
+
+def test_the_generate_help_examples_say_what_plan_decides_for_them(cli) -> None:
+    """generate resolves exactly as plan does, so plan checks what generate's help promises."""
+    code, out, _ = cli("generate", "--help")
+    assert code == 0
+    examples = " ".join(out.split("examples:")[1].split())
+    cpu_example = "acestep-core generate --duration 30 --batch 2 --out out/ the embedded tiny models on this"
+    assert cpu_example in examples and "(on a CPU: Tier 1, batch clamped to 1, LM off)" in examples
+    assert "MAX_CUDA_VRAM=16 acestep-core generate --duration 30 --batch 2 --out out/" in examples
+    assert "(Tier 6: LM on, the recommended 1.7B, batch 2)" in examples
+    _, on_cpu, _ = cli("plan", "--duration", "30", "--batch", "2", "--json", "--replay", "cpu-only", cuda=True)
+    _, on_16, _ = cli("plan", "--duration", "30", "--batch", "2", "--json", env={"MAX_CUDA_VRAM": "16"})
+    for data, tier, batch, lm in ((json.loads(on_cpu), "Tier 1", 1, None), (json.loads(on_16), "Tier 6", 2, "1.7B")):
+        adjusted = data["adjusted"]
+        assert (data["tier"]["label"], adjusted["batch_size"], adjusted["lm_model"]) == (tier, batch, lm)
