@@ -26,6 +26,7 @@ HOSTILE = [
     pytest.param(b'{"duration_s": NaN}', 400, "NaN is not a number JSON allows", id="NaN"),
     pytest.param(b'{"duration_s": -Infinity}', 400, "-Infinity is not a number JSON allows", id="-Infinity"),
     pytest.param(b'{"duration_s": 1' + b"0" * 4400 + b"}", 400, "an integer of 4,401 digits", id="4,401 digits"),
+    pytest.param(b'{"duration_s": 1' + b"0" * 309 + b"}", 400, "an integer of 310 digits", id="10**309"),
     pytest.param(b'{"duration_s": 30, "seed": 18446744073709551616}', 400, "integers are limited", id="seed 2**64"),
     pytest.param(b'{"duration_s": 30, "seed": 9223372036854775808}', 400, "integers are limited", id="seed 2**63"),
     pytest.param(b'{"duration_s": 30, "seed": -1}', 400, "seed must be between 0", id="negative seed"),

@@ -332,10 +332,13 @@ def run_serve(args: argparse.Namespace) -> int:
         from acestep_core.runtime.fleet.serve import simulated_specs
 
         return _print_config(args, name, _specs(args, simulated_specs(sizes, tiers=args.tiers)), arguments)
+    import ray
+
     from acestep_core.runtime.fleet.scan import connect, render, scan
     from acestep_core.runtime.fleet.serve import classes_from_scan
 
     address = cluster_address(args, sizes)
+    ours = not ray.is_initialized() and address is None
     connect(address, simulate=sizes, log_to_driver=not args.json)
     stop = _stop_on_sigterm()
     try:
@@ -352,9 +355,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("stopped (SIGTERM)", file=sys.stderr)
         return EXIT_OK
     finally:
-        if address is None:
-            import ray
-
+        if ours:  # the local instance this command started (and only that)
             ray.shutdown()
 
 

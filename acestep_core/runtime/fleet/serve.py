@@ -335,6 +335,9 @@ class LmStage(_Worker):
     async def run(self, fields: Mapping[str, Any], run: Mapping[str, Any], request_id: str) -> AsyncIterator[Any]:
         yield {"event": "accepted", "replica": self.identity["replica"]}
         resolution = self._resolve(fields)
+        if self.options.plan_only or run.get("plan_only"):
+            yield {"event": "result", "replica": self.identity, "resolution": resolution.to_dict(), "clips": []}
+            return
         if self.options.stand_in_s is not None:
             work = self._stand_in(self.options.stand_in_s, None)
         else:
