@@ -27,7 +27,7 @@ anything else can call it too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from acestep_core.plugins import PluginManager
@@ -168,12 +168,26 @@ def route_soonest(
     tiers: str | None = None,
     manager: PluginManager | None = None,
     environ: Mapping[str, str] | None = None,
+    cache: MutableMapping[tuple[GenerationRequest, str], Resolution] | None = None,
 ) -> RouteDecision:
     """As :func:`route`, but among the classes that run ``request`` unclamped, the one that can start
     it soonest (:attr:`FleetClass.wait_s`: its replicas, requests in flight and queued seconds); between
     equal waits, the smallest, then the least loaded. A request no class runs unclamped goes to the
-    largest class, as with :func:`route` (the one place it runs as asked for the most)."""
-    return _decide(request, classes, soonest=True, overrides=overrides, tiers=tiers, manager=manager, environ=environ)
+    largest class, as with :func:`route` (the one place it runs as asked for the most).
+
+    :param cache: resolutions by (request, class name), kept by a caller that routes many requests over
+        the same classes, tiers and plugins (a resolution depends on nothing else; queues are not in it).
+    """
+    return _decide(
+        request,
+        classes,
+        soonest=True,
+        overrides=overrides,
+        tiers=tiers,
+        manager=manager,
+        environ=environ,
+        cache=cache,
+    )
 
 
 def expected_work(resolution: Resolution) -> float:
@@ -199,6 +213,7 @@ def _decide(
     tiers: str | None,
     manager: PluginManager | None,
     environ: Mapping[str, str] | None,
+    cache: MutableMapping[tuple[GenerationRequest, str], Resolution] | None = None,
 ) -> RouteDecision:
     if not classes:
         raise NoReplicaError("the fleet has no replica classes")
@@ -208,9 +223,14 @@ def _decide(
         if fleet_class.replicas <= 0:
             verdicts.append(_verdict(fleet_class))
             continue
-        resolution = resolve(
-            request, overrides=overrides, tiers=tiers, manager=manager, environ=environ, reading=fleet_class.reading
-        )
+        key = (request, fleet_class.name)
+        resolution = cache.get(key) if cache is not None else None
+        if resolution is None:
+            resolution = resolve(
+                request, overrides=overrides, tiers=tiers, manager=manager, environ=environ, reading=fleet_class.reading
+            )
+            if cache is not None:
+                cache[key] = resolution
         resolutions[fleet_class.name] = resolution
         verdicts.append(_verdict(fleet_class, resolution, soonest=soonest))
     by_name = {c.name: c for c in classes}

@@ -194,3 +194,15 @@ def test_expected_work_is_the_audio_the_plan_will_produce(manager) -> None:
     assert expected_work(chosen_by_lm) == chosen_by_lm.tier.max_duration_with_lm_s, "the LM may choose the ceiling"
     clamped = resolve(GenerationRequest(duration_s=600, batch_size=8), manager=manager, reading=device_reading(8))
     assert expected_work(clamped) == 240 * clamped.adjusted.batch_size
+
+
+def test_a_routers_cache_of_resolutions_is_used_and_filled_per_request_and_class(manager) -> None:
+    classes = [queued("gb8", 8), queued("gb24", 24)]
+    cache: dict = {}
+    request = GenerationRequest(duration_s=120)
+    first = route_soonest(request, classes, manager=manager, cache=cache)
+    assert set(cache) == {(request, "gb8"), (request, "gb24")} and first.target == "gb8"
+    clamped = resolve(GenerationRequest(duration_s=600), manager=manager, reading=classes[0].reading)
+    cache[(request, "gb8")] = clamped  # what the class made of the request, as the router remembers it
+    assert route_soonest(request, classes, manager=manager, cache=cache).target == "gb24", "the cached answer is used"
+    assert route_soonest(request, classes, manager=manager).target == "gb8", "without the cache, resolved afresh"

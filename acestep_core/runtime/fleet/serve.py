@@ -81,6 +81,8 @@ LOST_NOTICE_S = 2.0
 again (Serve's controller marks a crashed replica unhealthy within about a second)."""
 HISTORY = 512
 """Generations a replica remembers (start, stop, outcome)."""
+RESOLUTIONS_KEPT = 4096
+"""Distinct (request, class) resolutions a router keeps before starting afresh."""
 DEFAULT_RATE = 1.0
 """Seconds per clip-second assumed for a class before one of its generations has been measured."""
 
@@ -219,10 +221,15 @@ class _Worker:
         self.waiting = 0
         self._lock = asyncio.Lock()
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
-        if options.torch_threads and not options.plan_only and options.stand_in_s is None:
-            from acestep_core.runtime.fleet.generation import set_threads
+        self.generation: Any = None
+        if not options.plan_only:
+            # torch and the pipeline load here, while the replica starts, never on its event loop while it
+            # serves: an import of several seconds there would keep every other request from being accepted.
+            from acestep_core.runtime.fleet import generation
 
-            set_threads(options.torch_threads)
+            self.generation = generation
+            if options.torch_threads and options.stand_in_s is None:
+                generation.set_threads(options.torch_threads)
 
     async def describe(self) -> dict[str, Any]:
         return self.identity | {"generating": self.generating, "waiting": self.waiting}
@@ -247,9 +254,8 @@ class _Worker:
 
         If this coroutine is cancelled (the caller went away), the cancel handle is set, the lock is
         held until the thread has returned, the output folder is removed, and the cancellation goes on."""
-        from acestep_core.runtime.fleet.generation import CancelHandle, GenerationCancelledError, remove_output
-
-        cancel = CancelHandle()
+        generation = self.generation
+        cancel = generation.CancelHandle()
         record: dict[str, Any] = {"request_id": request_id, "stage": stage, "out_dir": out_dir}
         self.waiting += 1
         try:
@@ -263,7 +269,7 @@ class _Worker:
                 record["started"] = time.time()
                 try:
                     return work(cancel)
-                except GenerationCancelledError:
+                except generation.GenerationCancelledError:
                     record["raised"] = "GenerationCancelledError"
                     raise
                 finally:
@@ -276,7 +282,7 @@ class _Worker:
                 cancel.cancel()
                 await _until_done(task)
                 record["outcome"] = "cancelled"
-                record["removed_output"] = remove_output(out_dir) if out_dir else False
+                record["removed_output"] = generation.remove_output(out_dir) if out_dir else False
                 raise
             except BaseException as error:
                 record["outcome"] = f"failed: {type(error).__name__}"
@@ -289,7 +295,7 @@ class _Worker:
             self._lock.release()
 
     def _stand_in(self, seconds: float, out_dir: str | None) -> Callable[[Any], dict[str, Any]]:
-        from acestep_core.runtime.fleet.generation import stand_in
+        stand_in = self.generation.stand_in
 
         def work(cancel: Any) -> dict[str, Any]:
             if out_dir:
@@ -316,8 +322,7 @@ class FleetReplica(_Worker):
         if self.options.stand_in_s is not None:
             work = self._stand_in(2 * self.options.stand_in_s, out_dir)
         else:
-            from acestep_core.runtime.fleet.generation import run_request
-
+            run_request = self.generation.run_request
             size = self.options.size
 
             def work(cancel: Any) -> dict[str, Any]:
@@ -341,8 +346,7 @@ class LmStage(_Worker):
         if self.options.stand_in_s is not None:
             work = self._stand_in(self.options.stand_in_s, None)
         else:
-            from acestep_core.runtime.fleet.generation import run_lm_stage
-
+            run_lm_stage = self.generation.run_lm_stage
             size = self.options.size
 
             def work(cancel: Any) -> dict[str, Any]:
@@ -366,8 +370,7 @@ class RenderStage(_Worker):
         if self.options.stand_in_s is not None:
             work = self._stand_in(self.options.stand_in_s, out_dir)
         else:
-            from acestep_core.runtime.fleet.generation import run_render_stage
-
+            run_render_stage = self.generation.run_render_stage
             size = self.options.size
 
             def work(cancel: Any) -> dict[str, Any]:
@@ -448,6 +451,8 @@ class FleetRouter:
         self._mine: dict[str, tuple[str, float]] = {}
         self._finished: deque[str] = deque(maxlen=4096)
         self._losses: deque[tuple[str, str, float]] = deque(maxlen=256)
+        self._resolutions: dict[tuple[GenerationRequest, str], Any] = {}
+        """What each class makes of a request, by (request, class): fixed for the application's life."""
 
     async def __call__(self, http: Request) -> JSONResponse:
         if http.method == "GET":
@@ -528,8 +533,13 @@ class FleetRouter:
                 for c in await self._classes(running)
             ]
             try:
-                decision = route_soonest(request, classes, tiers=self.options.tiers)
+                if len(self._resolutions) > RESOLUTIONS_KEPT:
+                    self._resolutions.clear()
+                decision = route_soonest(request, classes, tiers=self.options.tiers, cache=self._resolutions)
             except NoReplicaError as error:
+                if attempts:
+                    tried = "; ".join(a["error"] for a in attempts if "error" in a)
+                    return 503, {"error": f"no class that can run the request took it: {tried}", "attempts": attempts}
                 states = "; ".join(
                     f"{d}: {running[d][1]}" for s in self.specs for d in s.deployments(self.options.stages)
                 )
