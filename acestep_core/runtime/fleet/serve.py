@@ -551,11 +551,10 @@ class FleetRouter:
             ticket = f"{request_id}-{len(attempts)}"
             if work:
                 self._admit(ticket, target, work)
-            began = time.perf_counter()
             seconds = None
             try:
                 result = await self._attempt(target, request, run, request_id)
-                seconds = time.perf_counter() - began
+                seconds = result.get("seconds")  # the work's own, without its wait in the queue
             except ReplicaLost as lost:
                 attempts.append({"class": target, "tier": decision.tier, "error": str(lost), "replica": lost.replica})
                 if lost.kind == "died":
