@@ -56,6 +56,8 @@ class Field(Record):
     placeholder: str = ""
     option: Option | None = None
     plan_key: str | None = None
+    spec: PlanKey | None = None
+    """A plan key's schema entry: its type, range and description."""
 
     @property
     def flag(self) -> str:
@@ -90,7 +92,7 @@ class Field(Record):
             return option.argv(raw == "on")
         if self.widget == "subset":
             return option.argv(option.separator.join(v for v in option.accepted if v in raw))
-        return option.argv(str(raw))
+        return option.argv(str(raw).strip())
 
     def problem(self, raw: Any) -> str | None:
         """Why what the control holds cannot be used, in words for the note beside it; None when it can."""
@@ -100,11 +102,11 @@ class Field(Record):
             return f"{clip(str(raw))!r} is not one of {', '.join(value for _, value in self.choices if value)}"
         if self.widget in ("switch", "on-off", "subset"):
             return _subset_problem(self, raw) if self.widget == "subset" else None
-        text = str(raw)
+        text = str(raw).strip()
         if len(text) > MAX_TEXT:
             return f"{len(text):,} characters: give at most {MAX_TEXT:,}"
-        if self.plan_key is not None:
-            return _plan_value_problem(PLAN_KEYS[self.plan_key], text)
+        if self.spec is not None:
+            return _plan_value_problem(self.spec, text)
         assert self.option is not None
         try:
             value = self.option.parse(text)
@@ -276,6 +278,7 @@ def _plan_key_field(name: str, key: PlanKey) -> Field:
         "help": key.description,
         "panel": component_of(name),
         "plan_key": name,
+        "spec": key,
     }
     if key.kind == "choice":
         choices = (("the plan's", NOT_GIVEN), *((str(c), str(c)) for c in key.choices))

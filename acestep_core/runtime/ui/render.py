@@ -196,30 +196,37 @@ def plan_chart(resolution: Resolution) -> str:
             f'<span class="ac-val">{_gib(gib)}</span></div>'
         )
     parts = [f'<div class="ac-chart" id="plan-chart">{"".join(rows)}<div class="ac-legend">{esc(legend)}</div></div>']
+    room = budget is None or budget > 0
     if "memory.predicted_peak_gib" in plan and phases:
-        parts.append(f'<p class="ac-peak">{esc(plan["memory.predicted_peak_gib"].reason)}</p>')
-    parts.append(_ladder(resolution))
+        peak = plan.value("memory.predicted_peak_gib")
+        said = plan["memory.predicted_peak_gib"].reason if room else f"predicted peak {_gib(peak)}: more than no room"
+        parts.append(f'<p class="ac-peak">{esc(said)}</p>')
+    parts.append(_ladder(resolution, room=room))
     return "\n".join(parts)
 
 
-def _ladder(resolution: Resolution) -> str:
+def _ladder(resolution: Resolution, *, room: bool) -> str:
+    """The rungs taken, each with its reason (named only, when the device has no room: their reasons
+    measure against the negative budget the core computed)."""
     plan = resolution.plan
     rungs = plan.value("ladder.rungs") or []
     parts = []
     if rungs:
-        items = "".join(f"<li>{esc(reason)}</li>" for reason in plan["ladder.rungs"].reason.split(" | "))
+        reasons = plan["ladder.rungs"].reason.split(" | ") if room else [str(rung) for rung in rungs]
+        items = "".join(f"<li>{esc(reason)}</li>" for reason in reasons)
         parts.append(f'<div id="ladder"><b>ladder: {len(rungs)} rung(s) taken to fit</b><ol>{items}</ol></div>')
     else:
         parts.append('<div id="ladder"><b>ladder:</b> no rung needed — the plan fits as the tier gives it</div>')
     for key in ("ladder.lm_model", "ladder.batch_size", "ladder.duration_s"):
-        if key in plan:
+        if key in plan and room:
             parts.append(f'<p class="ac-lowered">⚠ {esc(plan[key].reason)}</p>')
     if plan.value("ladder.refused"):
         refused = plan.value("ladder.refused")
         phase = refused.get("phase", "?") if isinstance(refused, Mapping) else "?"
         needs = refused.get("predicted_gib") if isinstance(refused, Mapping) else None
         budget, _ = budget_words(resolution)
-        short = "" if needs is None or budget is None else f": {phase} needs {needs:.2f} GiB of {_gib(budget)}"
+        of = f"of {_gib(budget)}" if room and budget is not None else "and the device leaves none"
+        short = "" if needs is None or budget is None else f": the {phase} phase needs {needs:.2f} GiB {of}"
         parts.append(
             f'<div id="refused" class="ac-refused">✗ plan refused{esc(short)}; nothing will be loaded. '
             "Tick <b>force</b> to keep it anyway.</div>"
