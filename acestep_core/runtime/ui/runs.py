@@ -329,7 +329,10 @@ def run_generation(request: RunRequest, runs: Runs) -> Iterator[tuple[str, str, 
         (runs.publish(request.session, request.browser, Path(clip.path)), clip.duration_s, Path(clip.path).name)
         for clip in result.clips
     ]
-    status = f"done: {len(result.clips)} clip(s) in {result.seconds:.1f} s"
+    status = (
+        f"done: {len(result.clips)} clip(s) in {result.seconds:.1f} s "
+        f"({request.size} models, {counted(request.steps, 'step')}, seed {request.seed})"
+    )
     yield progress.html(status), players_html(players), render_report(result)
 
 
