@@ -713,6 +713,9 @@ def test_the_page_at_a_desktop_and_a_laptop_size(browser: Any, server: Server, w
     person.plan_tab("VAE")
     person.choose("plan-vae-decode", "tiled")
     wait_for_argv(page, ["--vram", "8", "--duration", "600", "--batch", "3", "--set", "vae.decode=tiled"])
+    for close in page.locator("[data-testid=toast-close]").all():
+        close.click()
+    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
     page.evaluate("window.scrollTo(0, 0)")
     page.mouse.move(0, 0)
     assert page.evaluate("document.documentElement.scrollWidth") <= width

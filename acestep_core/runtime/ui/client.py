@@ -56,6 +56,7 @@ CSS = """
 .ac-forced { color: #7c2d12; font-weight: bold; }
 .ac-none { color: #666; margin: 2px 0; }
 .ac-note-box { min-height: 0 !important; padding: 0 !important; }
+div.block.ac-note-box:has(.prose:empty) { display: none !important; }
 .ac-note { font-size: 12px; color: #444; margin: -4px 2px 6px; line-height: 1.35; }
 .ac-note code { font-size: 11px; }
 .ac-note.ac-problem, .ac-problem { color: #b91c1c; font-weight: 600; }
