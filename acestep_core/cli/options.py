@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from acestep_core.cli.flags import memory_gb, number
 from acestep_core.record import Record
@@ -38,6 +38,12 @@ GROUP_TITLES: Mapping[OptionGroup, str | None] = {
     "overrides": "overrides (each wins over the tier's default)",
 }
 """Each group's title in ``--help`` (None: the parser's own "options")."""
+
+
+class _AddsArguments(Protocol):
+    """An argparse parser or argument group."""
+
+    def add_argument(self, *names: str, **kwargs: Any) -> Any: ...
 
 
 class OptionValueError(ValueError):
@@ -91,8 +97,8 @@ class Option(Record):
             return number(kind, least=self.least, above=self.above, most=self.most)
         return None
 
-    def add_to(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        """Add this option to an argparse parser or group."""
+    def add_to(self, parser: _AddsArguments) -> None:
+        """Add this option to an argparse parser or argument group."""
         kwargs: dict[str, Any] = {"help": self.help}
         if self.kind == "switch":
             kwargs["action"] = "store_true"
@@ -151,7 +157,7 @@ def _single_option_parser(option: Option) -> argparse.ArgumentParser:
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     """Add ``options`` to ``parser``, each in its group (groups created in the order first met)."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups: dict[str, _AddsArguments] = {}
     for option in options:
         title = GROUP_TITLES[option.group]
         if title is None:

@@ -12,10 +12,14 @@ from __future__ import annotations
 PAUSE_MS = 600
 """A pause in typing this long (ms) decides the value typed so far: longer than the gap between two
 keystrokes of a person typing a number (~100-300 ms), short enough to feel immediate."""
+PAUSE_RANGE_MS = (100, 10_000)
+"""A slower typist opens the page as ``/?pause=1500``: any pause in this range (ms) replaces :data:`PAUSE_MS`."""
 
-CLIENT_JS = """
+CLIENT_JS = (
+    """
 () => {
-  const PAUSE_MS = {pause};
+  const asked = Number(new URLSearchParams(window.location.search).get("pause"));
+  const PAUSE_MS = asked >= {least} && asked <= {most} ? asked : {pause};
   let timer = null;
   let dirty = false;
   const press = (id) => {
@@ -41,6 +45,9 @@ CLIENT_JS = """
   document.addEventListener("keydown", (event) => { if (event.key === "Enter") commit(event); });
 }
 """.replace("{pause}", str(PAUSE_MS))
+    .replace("{least}", str(PAUSE_RANGE_MS[0]))
+    .replace("{most}", str(PAUSE_RANGE_MS[1]))
+)
 
 CSS = """
 .ac-title { font-size: 15px; color: #555; margin: 0; }
