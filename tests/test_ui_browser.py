@@ -209,6 +209,17 @@ class Person:
         self.page.locator("#plan-keys").get_by_role("tab", name=title).click()
 
 
+def close_toasts(page: Any) -> None:
+    """Close every pop-up (one may close itself meanwhile: its time is up)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    toasts = page.locator("[data-testid=toast-close]")
+    while toasts.count():
+        with contextlib.suppress(PlaywrightError):
+            toasts.first.click(timeout=2000)
+    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+
+
 def typed_value(page: Any, field_id: str) -> str:
     return page.locator(f"#{field_id} input, #{field_id} textarea").first.input_value()
 
@@ -684,15 +695,10 @@ def test_warnings_pop_up_once_when_a_value_is_committed(page: Any, screenshots: 
     def toasts(text: str) -> Any:
         return page.locator("[data-testid=toast-text]").filter(has_text=text)
 
-    def close_toasts() -> None:
-        for close in page.locator("[data-testid=toast-close]").all():
-            close.click()
-        expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
-
     person = Person(page, seed=9)
     person.type("vram", "8", then="enter")
     expect(toasts("simulation is on (--vram=8)")).to_have_count(1)
-    close_toasts()
+    close_toasts(page)
     person.type("duration", "500", then="tab")
     expect(toasts("duration 500 s exceeds")).to_have_count(1)
     expect(toasts("simulation is on")).to_have_count(0)
@@ -728,9 +734,7 @@ def test_the_page_at_a_desktop_and_a_laptop_size(browser: Any, server: Server, w
     person.plan_tab("VAE")
     person.choose("plan-vae-decode", "tiled")
     wait_for_argv(page, ["--vram", "8", "--duration", "600", "--batch", "3", "--set", "vae.decode=tiled"])
-    for close in page.locator("[data-testid=toast-close]").all():
-        close.click()
-    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+    close_toasts(page)
     page.evaluate("window.scrollTo(0, 0)")
     page.mouse.move(0, 0)
     assert page.evaluate("document.documentElement.scrollWidth") <= width
