@@ -437,3 +437,31 @@ def test_fields_are_records_of_the_public_description() -> None:
     for field in FIELDS:
         assert isinstance(field, Field) and (field.option is None) != (field.plan_key is None)
         assert field.problem(field.default) is None and field.argv(field.default) == []
+
+
+def test_the_pipeline_reports_each_phase_from_its_start_to_its_end(tmp_path: Path) -> None:
+    """What the page's progress rows follow: (phase, 0, 0) at the start, its count as it goes (the LM's own
+    token count, also with progress bars off), (phase, n, n) at the end; phases in their order."""
+    pytest.importorskip("torch")
+    from acestep_core import DetectOptions, GenerationRequest
+    from acestep_core.runtime.pipeline import generate
+
+    events: list[tuple[str, int, int]] = []
+    request = GenerationRequest(duration_s=10, batch_size=1, lm="on")
+    generate(
+        request,
+        out_dir=tmp_path / "run",
+        detect_options=DetectOptions(vram_gb="8"),
+        steps=2,
+        progress=False,
+        on_progress=lambda *event: events.append(event),
+    )
+    phases = list(dict.fromkeys(phase for phase, _, _ in events))
+    assert phases == list(COMPONENTS)
+    for phase in phases:
+        mine = [(done, total) for name, done, total in events if name == phase]
+        assert mine[0] == (0, 0), (phase, mine[:3])
+        assert mine[-1][0] == mine[-1][1] > 0, (phase, mine[-3:])
+    tokens = [done for name, done, total in events if name == "lm" and total]
+    assert tokens[:3] == [1, 2, 3] and tokens == sorted(tokens), "the LM counts its own tokens"
+    assert [done for name, done, _ in events if name == "dit"] == [0, 1, 2, 2]
