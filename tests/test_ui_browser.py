@@ -608,6 +608,18 @@ def test_an_uploaded_table_is_checked_escaped_and_compared_without_leaving_files
     expect(page.locator("#injected")).to_have_count(0)
     assert not [p for p in server.out.rglob("*") if p.suffix == ".png"], "a Compare click left a file"
     shot(page, screenshots, "table-compare-escaped")
+    evil.write_text(evil.read_text().replace('label = "Tier 1"', 'label = "<i id=\\"label-injected\\">T1</i>"', 1))
+    page.get_by_role("tab", name="Decide").click()
+    Person(page).type("vram", "2", then="tab")
+    tiers = page.locator("#tiers input[role=combobox]")
+    tiers.click()
+    tiers.press("Control+a")
+    tiers.press_sequentially(str(evil), delay=20)
+    tiers.press("Enter")
+    wait_for_argv(page, ["--vram", "2", "--tiers", str(evil)])
+    expect(page.locator("#tier h2")).to_contain_text('<i id="label-injected">T1</i> (≤4GB)')
+    expect(page.locator("#tier")).to_contain_text('table <b id="injected">x</b>')
+    expect(page.locator("#label-injected, #injected")).to_have_count(0)
 
 
 # --------------------------------------------------------------------------------------------- generate
@@ -676,6 +688,10 @@ def test_cancel_and_one_run_per_device(browser: Any, server: Server, screenshots
     Person(first).type("steps", "1000", clear=True)
     first.locator("#generate").click()
     expect(first.locator("#progress [data-phase=dit] .ac-val")).to_contain_text("/1000 steps", timeout=240_000)
+    Person(second).type("steps", "0", clear=True)
+    second.locator("#generate").click()
+    expect(second.locator("#progress")).to_contain_text("steps: '0' is out of range: give an integer >= 1")
+    Person(second).type("steps", "8", clear=True)
     second.locator("#generate").click()
     expect(second.locator("#gen-status")).to_contain_text("queued: another run is using cpu")
     shot(second, screenshots, "generate-queued")
