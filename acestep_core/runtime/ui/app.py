@@ -28,6 +28,7 @@ from starlette.middleware import Middleware
 from acestep_core.cli import UsageError
 from acestep_core.cli.flags import number
 from acestep_core.compare import compare_tables, plot_comparison, render_comparison
+from acestep_core.inputs import clip
 from acestep_core.runtime.ui import render
 from acestep_core.runtime.ui.client import CLIENT_JS, CSS
 from acestep_core.runtime.ui.fields import NOT_GIVEN, PANELS, Field
@@ -44,6 +45,8 @@ PANEL_TITLES = {"pipeline": "whole pipeline", "lm": "LM", "text_encoder": "text 
 STEPS = number(int, least=1, most=1000)
 SEED = number(int, least=0, most=2**63 - 1)
 """The Generate tab's steps and seed, checked as ``acestep-core generate --steps / --seed`` checks them."""
+MODEL_SIZES = ("tiny", "real")
+"""The models a run builds (``acestep-core generate --size``), random weights either way."""
 
 
 # --------------------------------------------------------------------------------------------- controls
@@ -278,7 +281,7 @@ def _generate_tab() -> GenerateTab:
         "Random weights either way: the audio is noise.</p>"
     )
     with gr.Row():
-        size = gr.Radio(["tiny", "real"], value="tiny", label="models", elem_id="size")
+        size = gr.Radio(list(MODEL_SIZES), value="tiny", label="models", elem_id="size")
         steps = gr.Textbox("8", label="denoising steps (1-1000)", elem_id="steps", max_lines=1)
         seed = gr.Textbox("0", label="seed (0 or more)", elem_id="seed", max_lines=1)
     with gr.Row():
@@ -517,7 +520,7 @@ def _wire_generate(decide_tab: DecideTab, tab: GenerateTab, runs: Runs) -> None:
 def _generate(
     values: dict[str, Any], size: str, steps: str, seed: str, request: gr.Request, runs: Runs
 ) -> Iterator[list[Any]]:
-    problems = []
+    problems = [] if size in MODEL_SIZES else [f"models: {clip(str(size))!r} is not one of {', '.join(MODEL_SIZES)}"]
     numbers = {}
     for name, text, check in (("steps", steps, STEPS), ("seed", seed, SEED)):
         try:
