@@ -1,8 +1,11 @@
 """acestep-core: decide how the ACE-Step pipeline runs on the hardware it finds.
 
-The public surface for plugins and the pipeline::
+The public surface for the pipeline and tools::
 
-    from acestep_core import hookimpl, resolve, GenerationRequest
+    from acestep_core import resolve, GenerationRequest
+
+Plugins import from :mod:`acestep_core.plugin_api`, the stable API for plugin authors (the names
+below that plugins use are the same objects there).
 
 ``import acestep_core`` imports neither torch nor NVML and opens no CUDA context.
 """

@@ -11,6 +11,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from acestep_core.inputs import write_file
 from acestep_core.record import Record
 from acestep_core.types import Tier, TierTable
 
@@ -147,8 +148,16 @@ def render_comparison(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
-    """Max duration and max batch against memory for both tables (with and without the LM), as a PNG."""
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+"""The file formats :func:`plot_comparison` writes, by extension (matplotlib's Agg, SVG and PDF backends)."""
+
+
+def plot_comparison(comparison: Comparison, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Max duration and max batch against memory for both tables (with and without the LM), as a
+    PNG, SVG or PDF (by ``path``'s extension). Written whole or not at all; an existing file is
+    replaced only with ``overwrite`` (:func:`acestep_core.inputs.write_file`)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,8 +186,10 @@ def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
     durations.set_title(f"tier tables: {comparison.a.name!r} vs {comparison.b.name!r}")
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=100, format=path.suffix.lower().lstrip("."))
     plt.close(figure)
+    write_file(path, image.getvalue(), overwrite=overwrite)
     return path
 
 

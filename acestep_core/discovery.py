@@ -66,19 +66,37 @@ def discover(
     path = sys.path if path is None else path
     key = environment_key(path)
     name = f"entry-points-{group}-{layout_hash(key):08x}.json"
-    rows = cache.read(name, key, environ)
+    rows = cache.read(name, key, environ, valid=valid_rows)
     if rows is not None:
-        try:
-            return tuple(
-                PluginEntryPoint(row["name"], row["value"], Distribution(**row["dist"]) if row["dist"] else None)
-                for row in rows
-            )
-        except (TypeError, KeyError):
-            pass  # a malformed file: scanned again and replaced
+        return tuple(
+            PluginEntryPoint(row["name"], row["value"], Distribution(**row["dist"]) if row["dist"] else None)
+            for row in rows
+        )
     found = scan(group)
     rows = [{"name": ep.name, "value": ep.value, "dist": None if ep.dist is None else vars(ep.dist)} for ep in found]
     cache.write(name, key, rows, environ)
     return found
+
+
+def valid_rows(rows: Any) -> bool:
+    """Whether cached ``rows`` have the form :func:`discover` writes (strings where strings belong);
+    any other value is a miss, scanned again, never a crash in every later command."""
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def valid(row: Any) -> bool:
+        if not isinstance(row, dict) or set(row) != {"name", "value", "dist"}:
+            return False
+        dist = row["dist"]
+        dist_ok = dist is None or (
+            isinstance(dist, dict)
+            and set(dist) == {"name", "version"}
+            and all(isinstance(v, str) for v in dist.values())
+        )
+        return text(row["name"]) and text(row["value"]) and dist_ok
+
+    return isinstance(rows, list) and all(valid(row) for row in rows)
 
 
 def scan(group: str) -> tuple[PluginEntryPoint, ...]:

@@ -6,23 +6,34 @@ A resolution runs the hooks in one direction::
     detect_memory ────────┴─▶ select_tier ─▶ adjust_request ─▶ configure_optimizations ─▶ apply
 
 Implement a hook by writing a function of the same name (any subset of its arguments) decorated with
-:data:`acestep_core.hookimpl`, in a module your distribution names under the ``acestep_core``
-entry-point group.
+:data:`acestep_core.plugin_api.hookimpl`, in a module your distribution names under the
+``acestep_core`` entry-point group; import what you need from :mod:`acestep_core.plugin_api` only.
 
 Each spec below says, as pytest's ``hookspec.py`` does: its arguments, what it returns, whether the
 first result wins or all results are collected, and its **contract** — the rule every answer must
 keep. The contract is code, declared beside the spec with :func:`contract`, and the core checks every
-answer against it before using it (:class:`acestep_core.plugins.Hooks`, called as
+answer against it before using it (:class:`acestep_core.plugins.Hooks`, one per resolution, called as
 ``hooks.select_tier(reading=..., table=...)``).
 
+A new hook is three things: its spec here, its contract beside it (``NAME = contract(spec, expected,
+accepts, *rules)``, whose first-result or collected kind follows the spec's ``firstresult``), and one
+typed method on :class:`~acestep_core.plugins.Hooks` that names the contract and the arguments.
+
 How the core calls hooks differs from plain pluggy in one way: **one plugin can never stop or
-mislead the pipeline.** The implementations of a hook are called one at a time, in pluggy's order
-(last registered first; ``tryfirst`` / ``trylast`` reorder), through pluggy's own hook execution (so
-``ACESTEP_CORE_TRACE_PLUGINS=1`` and pluggy's hook-call monitoring see each call). An implementation
+mislead the pipeline.** The implementations of a hook are called one plugin at a time, in pluggy's
+order (last registered first; ``tryfirst`` / ``trylast`` reorder), each through pluggy's public
+calling (:meth:`pluggy.PluginManager.subset_hook_caller`), so ``ACESTEP_CORE_TRACE_PLUGINS=1`` and
+pluggy's hook-call monitoring see each call. An implementation
 that raises (``KeyboardInterrupt`` and ``SystemExit`` included, unless the user pressed Ctrl-C),
 returns a value of the wrong type, breaks its hook's contract, or — for ``detect_memory`` — does not
 answer within the deadline, is reported by name (``acestep-core plugins``, ``Resolution.problems``)
-and skipped, and the next implementation decides. Wrappers (``wrapper=True``) are not supported.
+and skipped, and the next implementation decides. Wrappers (``wrapper=True``, ``hookwrapper=True``)
+would run around other plugins' answers and could stop or change them, so a plugin that declares one
+is refused when it is registered, with a problem naming it and the hook.
+
+Each contract is a list of named rules (:class:`Rule`); :data:`CONTRACTS` holds them by hook, and
+:data:`RULES` names the ten. ``benchmarks/mutate_contracts.py`` switches each rule off in turn and
+runs the property that lets every plugin lie at once, to show that every rule is needed.
 
 An implementation may raise :class:`acestep_core.SettingIgnored` to reject a user's setting (a bad
 ``MAX_CUDA_VRAM``, say): the core shows its message as a warning, with no traceback, and goes on.
@@ -33,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
@@ -50,9 +61,20 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import MIN_DURATION_S, PLAN_KEYS
+from acestep_core.vocabulary import MIN_DURATION_S, PLAN_KEYS, PRECISIONS
 
-__all__ = ["CONTRACTS", "PLAN_KEYS", "PROJECT", "Call", "Contract", "contract", "hookimpl", "hookspec"]
+__all__ = [
+    "CONTRACTS",
+    "PLAN_KEYS",
+    "PROJECT",
+    "RULES",
+    "Call",
+    "Contract",
+    "Rule",
+    "contract",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT = "acestep_core"
 
@@ -70,42 +92,63 @@ class Call(Record):
     """The valid tables each plugin registered in this resolution (plugin name → tables)."""
 
 
-Rule = Callable[[Any, Call], str | None]
-"""A contract's rule: None when the answer (or one item of a collected answer) keeps it, else why not."""
+ItemT = TypeVar("ItemT")
 
 
-class Contract(Record):
-    """What an answer to one hook must be.
+class Rule(Record, Generic[ItemT]):
+    """One rule of a contract: ``check(item, call)`` is None when the answer (or one item of a
+    collected answer) keeps it, else why not, in words; a broken rule is reported as ``kind``."""
 
-    ``accepts`` is the type check (a failure is reported as ``wrong-type``); ``rule`` the meaning
-    (a failure is reported as ``kind``). With ``per_item`` the answer is a list whose items are checked
-    one by one: a bad item is reported and dropped, the rest are kept.
-    """
+    name: str
+    check: Callable[[ItemT, Call], str | None]
+    kind: Literal["rejected", "invalid-table", "wrong-type"] = "rejected"
 
+
+class Contract(Record, Generic[ItemT]):
+    """What an answer to one hook must be: of the expected type (``accepts``; a failure is reported as
+    ``wrong-type``) and keeping every rule. With ``collected`` the answer is a list whose items are
+    checked one by one: a bad item is reported and dropped, the rest are kept."""
+
+    hook: str
     expected: str
     accepts: Callable[[Any], bool]
-    rule: Rule | None = None
-    per_item: bool = False
-    kind: Literal["rejected", "invalid-table"] = "rejected"
+    rules: tuple[Rule[ItemT], ...] = ()
+    collected: bool = False
 
-    def items(self, result: Any) -> list[Any]:
-        if not self.per_item:
+    def items(self, result: Any) -> list[ItemT]:
+        if not self.collected:
             return [result]
         return list(result) if isinstance(result, (list, tuple)) else [result]
 
+    def broken(self, item: ItemT, call: Call) -> tuple[Rule[ItemT], str] | None:
+        """The first rule ``item`` breaks and why, or None; a value no rule can read breaks it too."""
+        for rule in self.rules:
+            try:
+                why = rule.check(item, call)
+            except Exception as error:  # noqa: BLE001 - a plugin's value must not crash the check
+                why = f"unreadable answer ({type(error).__name__}: {error})"
+            if why is not None:
+                return rule, why
+        return None
 
-CONTRACTS: dict[str, Contract] = {}
+
+CONTRACTS: dict[str, Contract[Any]] = {}
 """Hook name → its contract, filled by :func:`contract` beside each spec."""
 
 
-def contract(declared: Contract) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare the contract of the hookspec it decorates."""
-
-    def attach(spec: Callable[..., Any]) -> Callable[..., Any]:
-        CONTRACTS[spec.__name__] = declared
-        return spec
-
-    return attach
+def contract(
+    spec: Callable[..., Any], expected: str, accepts: Callable[[Any], bool], *rules: Rule[ItemT]
+) -> Contract[ItemT]:
+    """Declare the contract of the hookspec ``spec``: whether it is collected follows from the spec
+    (``firstresult``), so a contract and its spec cannot disagree."""
+    options = getattr(spec, f"{PROJECT}_spec", None)
+    if options is None:
+        raise TypeError(f"{spec.__name__} is not a hookspec of {PROJECT}")
+    declared: Contract[ItemT] = Contract(
+        spec.__name__, expected, accepts, rules, collected=not options.get("firstresult", False)
+    )
+    CONTRACTS[spec.__name__] = declared
+    return declared
 
 
 # --------------------------------------------------------------------------------------------- register_tier_tables
@@ -138,7 +181,6 @@ def _table_is_valid(table: TierTable, call: Call) -> str | None:
     return None
 
 
-@contract(Contract("a TierTable or a list of them", _is_tables, _table_is_valid, per_item=True, kind="invalid-table"))
 @hookspec
 def register_tier_tables() -> TierTable | list[TierTable] | None:
     """Offer tier tables: the data a tier plugin ships.
@@ -161,17 +203,43 @@ def register_tier_tables() -> TierTable | list[TierTable] | None:
     """
 
 
+REGISTER_TIER_TABLES: Contract[TierTable] = contract(
+    register_tier_tables,
+    "a TierTable or a list of them",
+    _is_tables,
+    Rule("table-valid", _table_is_valid, kind="invalid-table"),
+)
+
+
 # --------------------------------------------------------------------------------------------- detect_memory
 def is_valid_reading(result: Any) -> bool:
     """A reading a tier may be chosen from: garbage (a negative, zero, fractional or non-numeric
     total) is refused here, so that no plugin can put a device in a tier by accident."""
-    if not isinstance(result, MemoryReading) or not isinstance(result.device, DeviceMemory):
-        return False
-    device = result.device
-    for figure in (device.free_bytes, device.reserved_bytes):
-        if figure is not None and not _is_byte_count(figure, minimum=0):
-            return False
-    return device.total_bytes is None or _is_byte_count(device.total_bytes, minimum=1)
+    return _is_reading(result) and _byte_counts(result, None) is None
+
+
+def _is_reading(result: Any) -> bool:
+    return isinstance(result, MemoryReading) and isinstance(result.device, DeviceMemory)
+
+
+def _byte_counts(reading: MemoryReading, call: Call | None) -> str | None:
+    device = reading.device
+    for name, minimum in (("total_bytes", 1), ("free_bytes", 0), ("reserved_bytes", 0)):
+        figure = getattr(device, name)
+        if figure is not None and not _is_byte_count(figure, minimum=minimum):
+            least = "positive" if minimum else "non-negative"
+            return f"{name} {figure!r:.40} is not a {least} integer byte count (or None)"
+    reserved, allocated = device.allocator_reserved_bytes, device.allocator_allocated_bytes
+    if reserved is not None or allocated is not None:
+        if reserved is None or allocated is None:
+            return "allocator_reserved_bytes and allocator_allocated_bytes come together (or both None)"
+        if not (_is_byte_count(reserved, minimum=0) and _is_byte_count(allocated, minimum=0)):
+            return f"allocator figures {reserved!r:.40} / {allocated!r:.40} are not non-negative integer byte counts"
+        if allocated > reserved:
+            return f"the allocator's allocated bytes ({allocated}) exceed its reserved bytes ({reserved})"
+    if device.weights_dtype is not None and device.weights_dtype not in PRECISIONS:
+        return f"weights_dtype {device.weights_dtype!r:.40} is not one of {', '.join(PRECISIONS)}"
+    return None
 
 
 def _is_byte_count(value: Any, *, minimum: int) -> bool:
@@ -185,9 +253,6 @@ torch fallback in 3.9 s there (``benchmarks/results/h100-2026-11-27/``); 10 s le
 on a slow disk room, and stops a hung driver from holding the command forever."""
 
 
-@contract(
-    Contract("a MemoryReading whose device has a positive integer total_bytes (or None for a CPU)", is_valid_reading)
-)
 @hookspec(firstresult=True)
 def detect_memory(options: DetectOptions) -> MemoryReading | None:
     """Read the memory of the device the pipeline will use.
@@ -201,11 +266,23 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
     assumes a CPU. Implementations must not import torch or open a CUDA context unless nothing
     cheaper can answer: detection runs at every start-up.
 
-    **Contract**: a reading of integer byte counts, the total positive (or None: no device memory).
-    Each implementation runs with a deadline (``DetectOptions.timeout_s``, else
+    **Contract**: a reading of integer byte counts, the total positive (or None: no device memory);
+    the allocator figures (``allocator_reserved_bytes`` / ``allocator_allocated_bytes``) both or neither,
+    allocated at most reserved — detection leaves them None: only a process that runs torch has them,
+    and passes them in with :meth:`~acestep_core.MemoryReading.with_allocator`; ``weights_dtype`` None or
+    one of the plan's precisions. Each implementation runs with a deadline (``DetectOptions.timeout_s``, else
     ``ACESTEP_CORE_DETECT_TIMEOUT``, else 10 s); one that does not answer in time is reported
     (``timeout``) and the next decides.
     """
+
+
+DETECT_MEMORY: Contract[MemoryReading] = contract(
+    detect_memory,
+    "a MemoryReading whose device has a positive integer total_bytes (or None for a CPU), consistent "
+    "allocator figures and a known weights_dtype",
+    _is_reading,
+    Rule("reading-byte-counts", _byte_counts, kind="wrong-type"),
+)
 
 
 # --------------------------------------------------------------------------------------------- select_tier
@@ -219,7 +296,6 @@ def _tier_of_the_table(tier: Tier, call: Call) -> str | None:
     )
 
 
-@contract(Contract("a Tier", lambda result: isinstance(result, Tier), _tier_of_the_table))
 @hookspec(firstresult=True)
 def select_tier(reading: MemoryReading, table: TierTable) -> Tier | None:
     """Choose the tier for a reading from the active table.
@@ -235,29 +311,52 @@ def select_tier(reading: MemoryReading, table: TierTable) -> Tier | None:
     """
 
 
+SELECT_TIER: Contract[Tier] = contract(
+    select_tier, "a Tier", lambda result: isinstance(result, Tier), Rule("tier-of-the-table", _tier_of_the_table)
+)
+
+
 # --------------------------------------------------------------------------------------------- adjust_request
-def _within_the_tier(adjusted: AdjustedRequest, call: Call) -> str | None:
+def _lm_allowed(adjusted: AdjustedRequest, call: Call) -> str | None:
     tier: Tier = call.kwargs["tier"]
     lm = adjusted.lm_model
     if lm is not None and lm not in tier.lm_models:
         allowed = ", ".join(tier.lm_models) or "none"
         return f"LM {lm!r} is not allowed on {tier.label} (allowed: {allowed}, or off)"
-    lm_on = lm is not None
-    duration, limit = adjusted.duration_s, tier.max_duration_s(lm_on)
+    return None
+
+
+def _duration_in_range(adjusted: AdjustedRequest, call: Call) -> str | None:
+    tier: Tier = call.kwargs["tier"]
+    duration, limit = adjusted.duration_s, tier.max_duration_s(adjusted.lm_model is not None)
     if duration is not None and not (
         _is_real(duration) and math.isfinite(duration) and MIN_DURATION_S <= duration <= limit
     ):
         return f"duration {duration!r} is outside [{MIN_DURATION_S}, {limit}] s of {tier.label}"
-    batch, most = adjusted.batch_size, tier.max_batch(lm_on)
+    return None
+
+
+def _batch_in_range(adjusted: AdjustedRequest, call: Call) -> str | None:
+    tier: Tier = call.kwargs["tier"]
+    batch, most = adjusted.batch_size, tier.max_batch(adjusted.lm_model is not None)
     if not (isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= most):
         return f"batch {batch!r} is outside [1, {most}] of {tier.label}"
+    return None
+
+
+def _changes_authored(adjusted: AdjustedRequest, call: Call) -> str | None:
     changes = adjusted.changes
     if not isinstance(changes, tuple) or not all(isinstance(c, Adjustment) for c in changes):
         return f"changes must be a tuple of Adjustment, not {changes!r:.80}"
     return _authors(changes, call)
 
 
+def _setting_authored(setting: Setting, call: Call) -> str | None:
+    return _authors([setting], call)
+
+
 def _authors(records: Any, call: Call) -> str | None:
+    """Each record reasoned and naming no plugin but the one answering (the core names it after)."""
     for record in records:
         if not isinstance(record.reason, str) or record.plugin not in ("", call.plugin):
             return f"{record.subject!r} claims to be decided by {record.plugin!r}"
@@ -268,7 +367,6 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-@contract(Contract("an AdjustedRequest", lambda result: isinstance(result, AdjustedRequest), _within_the_tier))
 @hookspec(firstresult=True)
 def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReading) -> AdjustedRequest | None:
     """Fit a request to a tier: clamp durations and batch sizes, choose or refuse the LM.
@@ -287,33 +385,55 @@ def adjust_request(request: GenerationRequest, tier: Tier, reading: MemoryReadin
     """
 
 
+ADJUST_REQUEST: Contract[AdjustedRequest] = contract(
+    adjust_request,
+    "an AdjustedRequest",
+    lambda result: isinstance(result, AdjustedRequest),
+    Rule("lm-allowed", _lm_allowed),
+    Rule("duration-in-range", _duration_in_range),
+    Rule("batch-in-range", _batch_in_range),
+    Rule("authorship", _changes_authored),
+)
+
+
 # --------------------------------------------------------------------------------------------- configure_optimizations
 def _is_settings(result: Any) -> bool:
     return isinstance(result, (list, tuple)) and all(isinstance(s, Setting) for s in result)
 
 
-def _setting_in_range(setting: Setting, call: Call) -> str | None:
+def _plan_key_in_schema(setting: Setting, call: Call) -> str | None:
     spec = PLAN_KEYS.get(setting.key) if isinstance(setting.key, str) else None
     if spec is None:
         own = isinstance(setting.key, str) and setting.key.startswith(f"{call.plugin}.")
         return None if own else f"unknown plan key {setting.key!r} (a plugin's own keys start with its name)"
     problem = spec.check(setting.value)
-    if problem is not None:
-        return f"{setting.key}: {problem}"
-    problem = ladder_problem(setting.key, setting.value, call.kwargs["adjusted"], call.kwargs["tier"])
-    if problem is not None:
-        return problem
-    return _authors([setting], call)
+    return None if problem is None else f"{setting.key}: {problem}"
+
+
+def _ladder_batch_lowers(setting: Setting, call: Call) -> str | None:
+    return _ladder_batch_problem(setting.key, setting.value, call.kwargs["adjusted"])
+
+
+def _ladder_duration_lowers(setting: Setting, call: Call) -> str | None:
+    return _ladder_duration_problem(setting.key, setting.value, call.kwargs["adjusted"], call.kwargs["tier"])
 
 
 def ladder_problem(key: str, value: Any, adjusted: AdjustedRequest, tier: Tier) -> str | None:
     """The ladder only ever lowers the run: None when ``key = value`` keeps to that, else why not
     (the same rule for a plugin's setting and a user's override)."""
+    return _ladder_batch_problem(key, value, adjusted) or _ladder_duration_problem(key, value, adjusted, tier)
+
+
+def _ladder_batch_problem(key: Any, value: Any, adjusted: AdjustedRequest) -> str | None:
     if key == "ladder.batch_size" and value > adjusted.batch_size:
         return (
             f"ladder.batch_size {value} is above the adjusted batch {adjusted.batch_size} (the ladder may only "
             "lower it)"
         )
+    return None
+
+
+def _ladder_duration_problem(key: Any, value: Any, adjusted: AdjustedRequest, tier: Tier) -> str | None:
     if key == "ladder.duration_s":
         longest = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(adjusted.lm_on)
         if value > longest:
@@ -321,7 +441,6 @@ def ladder_problem(key: str, value: Any, adjusted: AdjustedRequest, tier: Tier) 
     return None
 
 
-@contract(Contract("a list of Setting", _is_settings, _setting_in_range, per_item=True))
 @hookspec
 def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting] | None:
     """Propose optimization settings for the run.
@@ -340,3 +459,22 @@ def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: Memo
     adjusted duration), or a key of the plugin's own (``<plugin>.<name>``). A setting that breaks it
     is reported (``rejected``) and dropped, so the next plugin proposing that key decides.
     """
+
+
+CONFIGURE_OPTIMIZATIONS: Contract[Setting] = contract(
+    configure_optimizations,
+    "a list of Setting",
+    _is_settings,
+    Rule("plan-key-in-schema", _plan_key_in_schema),
+    Rule("ladder-batch-only-lowers", _ladder_batch_lowers),
+    Rule("ladder-duration-only-lowers", _ladder_duration_lowers),
+    Rule("authorship", _setting_authored),
+)
+
+
+RULES: tuple[str, ...] = tuple(dict.fromkeys(rule.name for declared in CONTRACTS.values() for rule in declared.rules))
+"""The contracts' rules by name, in hook order: ``table-valid`` (register_tier_tables),
+``reading-byte-counts`` (detect_memory), ``tier-of-the-table`` (select_tier), ``lm-allowed``,
+``duration-in-range``, ``batch-in-range``, ``authorship`` (adjust_request and configure_optimizations),
+``plan-key-in-schema``, ``ladder-batch-only-lowers``, ``ladder-duration-only-lowers``
+(configure_optimizations)."""

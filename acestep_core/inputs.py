@@ -11,13 +11,15 @@ import os
 import stat
 from pathlib import Path
 
+from acestep_core.vocabulary import MIB
+
 MIN_MEMORY_GB = 0.001
 """The smallest simulated device, about 1 MiB (a smaller figure rounds towards zero bytes)."""
 MAX_MEMORY_GB = 1024.0**2
 """The largest simulated device: 1 PiB (larger figures overflow what a device reading can hold)."""
 MEMORY_ACCEPTED = f"give a positive number of GB from {MIN_MEMORY_GB:g} to {MAX_MEMORY_GB:.0f}, such as 8"
 
-TABLE_SIZE_LIMIT = 1 << 20
+TABLE_SIZE_LIMIT = MIB
 """A tier table is a few KB; 1 MiB leaves room for comments and refuses /dev/zero-like inputs."""
 RECORDING_SIZE_LIMIT = 8 << 20
 """A recording of a few GPUs is a few KB; 8 MiB leaves room for large multi-GPU MIG boxes."""
@@ -45,6 +47,8 @@ def parse_memory_gb(raw: object) -> float:
     """
     text = str(raw)
     try:
+        if not text.isascii():  # float() would read '８' (full-width) or '٨' as 8
+            raise ValueError(text)
         gb = float(text.strip())
     except ValueError:
         reason = "not a number"
@@ -61,33 +65,48 @@ def parse_memory_gb(raw: object) -> float:
 def read_text_limited(path: str | Path, *, limit: int, what: str) -> str:
     """The UTF-8 text of a regular file no larger than ``limit`` bytes.
 
-    A FIFO, a device (``/dev/zero``), a directory or a socket is refused before it is opened, so a
-    read can neither hang nor run out of memory.
+    A FIFO, a device (``/dev/zero``), a directory or a socket is refused before it is read, so a
+    read can neither hang nor run out of memory. The file is opened without blocking and judged by
+    what was opened (``fstat``), so a FIFO swapped in after a look at the path cannot hang it either.
 
     :raises InputFileError: naming ``path`` and the problem.
     """
     path = Path(path)
     try:
-        info = path.stat()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except IsADirectoryError:  # where a folder cannot be opened at all
+        raise InputFileError(f"{path}: cannot read a folder as a {what} file") from None
     except OSError as error:
         raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputFileError(f"{path}: cannot read a folder as a {what} file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputFileError(f"{path}: not a regular file (a pipe, device or socket); give a {what} file")
-    if info.st_size > limit:
-        raise InputFileError(f"{path}: {info.st_size} bytes is too large for a {what} (limit {limit} bytes)")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
-    if len(data) > limit:
-        raise InputFileError(f"{path}: too large for a {what} (limit {limit} bytes)")
-    try:
-        return data.decode("utf-8")
+        return _read_limited(descriptor, path, limit=limit, what=what).decode("utf-8")
     except UnicodeDecodeError:
         raise InputFileError(f"{path}: not a text file (not UTF-8); give a {what} file") from None
+    finally:
+        os.close(descriptor)
+
+
+def _read_limited(descriptor: int, path: Path, *, limit: int, what: str) -> bytes:
+    try:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputFileError(f"{path}: cannot read a folder as a {what} file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(f"{path}: not a regular file (a pipe, device or socket); give a {what} file")
+        if info.st_size > limit:
+            raise InputFileError(f"{path}: {info.st_size} bytes is too large for a {what} (limit {limit} bytes)")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(descriptor, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot read the {what}: {error.strerror or error}") from None
+    if size > limit:
+        raise InputFileError(f"{path}: too large for a {what} (limit {limit} bytes)")
+    return b"".join(chunks)
 
 
 def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
@@ -105,6 +124,29 @@ def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
         elif isinstance(item, (list, tuple)):
             stack.extend((child, depth + 1) for child in item)
     return deepest
+
+
+def parse_index(text: str) -> int | None:
+    """A device index written in ASCII digits (``"0"``, ``"12"``), else None.
+
+    ``str.isdigit`` also accepts ``'²'`` and ``'١'``, and ``int`` reads a full-width ``'１'`` as 1: an
+    index is held to ASCII digits, as CUDA and every driver read them."""
+    stripped = text.strip()
+    if not stripped or not stripped.isascii() or not stripped.isdigit():
+        return None
+    return int(stripped)
+
+
+TRUE_SPELLINGS = ("1", "true", "yes", "on")
+"""What switches on an ``ACESTEP_CORE_*`` switch variable (case and surrounding spaces ignored); any
+other value, empty included, leaves it off."""
+
+
+def env_flag(value: str | None) -> bool:
+    """Whether a switch variable's value turns it on: one of :data:`TRUE_SPELLINGS`. The one reader of
+    every ``ACESTEP_CORE_*`` switch (``DEBUG``, ``NO_CACHE``, ``DISABLE_PLUGIN_AUTOLOAD``,
+    ``TRACE_PLUGINS``), so they all agree on what "on" is."""
+    return value is not None and value.strip().lower() in TRUE_SPELLINGS
 
 
 # --------------------------------------------------------------------------------------------- output paths
@@ -126,16 +168,29 @@ def output_dir_problem(path: str | Path, *, must_be_empty: bool = False) -> str 
     return _creatable(folder)
 
 
-def output_file_problem(path: str | Path) -> str | None:
-    """Why file ``path`` cannot be written (its folder must exist), or None."""
+def output_file_problem(
+    path: str | Path, *, overwrite: bool = False, suffixes: tuple[str, ...] | None = None
+) -> str | None:
+    """Why file ``path`` cannot be written (its folder must exist), or None.
+
+    Nothing of the user's is replaced unless ``overwrite``: an existing file, or a symbolic link
+    (whose target would be written through), is a problem without it. ``suffixes`` (``(".png",
+    ".svg")``) are the formats the writer can produce, judged by the name's extension."""
     if str(path).strip() == "":
         return "an empty path; name a file"
     target = Path(path)
     if target.is_dir():
         return "is a folder; name a file"
+    if suffixes is not None and target.suffix.lower() not in suffixes:
+        found = f"the extension {target.suffix!r}" if target.suffix else "no extension"
+        return f"{found} names no format this can write; use {', '.join(suffixes)}"
+    if target.is_symlink() and not overwrite:
+        return "is a symbolic link; give another name, or --overwrite to replace the link (not its target)"
     if target.exists():
         if not target.is_file():
             return "exists and is not a regular file"
+        if not overwrite:
+            return "exists; give a new name, or --overwrite to replace it"
         return None if os.access(target, os.W_OK) else "is not writable"
     parent = target.parent
     if not parent.exists():
@@ -143,6 +198,38 @@ def output_file_problem(path: str | Path) -> str | None:
     if not parent.is_dir():
         return f"{str(parent)!r} is not a folder"
     return _unwritable(parent, f"its folder {str(parent)!r} is not writable")
+
+
+def write_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file beside it, then a rename).
+
+    Without ``overwrite`` the rename never replaces anything: a file or link that appeared at
+    ``path`` since it was checked raises :class:`FileExistsError`. With it, a link at ``path`` is
+    replaced by the file, its target left alone."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(descriptor, "wb") as handle:
+            handle.write(data)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            _link_new(temporary, target, data)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _link_new(temporary: Path, target: Path, data: bytes) -> None:
+    """``target`` made from ``temporary`` only if nothing is there: a hard link (atomic, refuses an
+    existing name) or, on a file system without links, an exclusive create."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        with open(target, "xb") as handle:
+            handle.write(data)
 
 
 def _creatable(folder: Path) -> str | None:

@@ -27,14 +27,15 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, TextIO, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Generic, Literal, TextIO, TypeVar
 
 import pluggy
 
 from acestep_core import hookspecs
 from acestep_core.discovery import PluginEntryPoint, discover
-from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV
+from acestep_core.hookspecs import DEFAULT_DETECT_TIMEOUT_S, DETECT_TIMEOUT_ENV, Contract
+from acestep_core.inputs import env_flag
 from acestep_core.record import Record
 from acestep_core.tables import TableError
 from acestep_core.types import (
@@ -44,6 +45,7 @@ from acestep_core.types import (
     MemoryReading,
     PluginProblem,
     ProblemKind,
+    Setting,
     Tier,
     TierTable,
 )
@@ -104,17 +106,12 @@ class PluginInfo(Record):
 
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager, plus a record of every plugin found (loaded, blocked, disabled, refused or
-    failed) and :attr:`hooks`, the checked way to call them."""
+    failed). Hooks are called through :class:`Hooks` (one per resolution), never ``manager.hook``."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
-
-    @property
-    def hooks(self) -> Hooks:
-        """``manager.hooks.select_tier(reading=..., table=...)``: see :class:`Hooks`."""
-        return Hooks(self)
 
     def register_plugin(
         self,
@@ -127,7 +124,8 @@ class PluginManager(pluggy.PluginManager):
         module: str | None = None,
     ) -> None:
         """Register ``plugin`` and record it; a plugin whose hooks do not match the specs is recorded
-        as failed instead of raising."""
+        as failed instead of raising, one that takes a name the core gives its own decisions or wraps a
+        hook (:func:`refusal`) as refused."""
         try:
             self.register(plugin, name=name)
             self.check_pending()
@@ -136,6 +134,13 @@ class PluginManager(pluggy.PluginManager):
                 self.unregister(plugin)
             self.infos[name] = PluginInfo(
                 name, distribution, version, "failed", error=_describe(error), builtin=builtin, module=module
+            )
+            return
+        refused = refusal(self, plugin, name)
+        if refused is not None:
+            self.unregister(plugin)
+            self.infos[name] = PluginInfo(
+                name, distribution, version, "refused", error=refused, builtin=builtin, module=module
             )
             return
         hooks = tuple(sorted(impl.name for impl in self.get_hookcallers(plugin) or []))
@@ -149,6 +154,36 @@ class PluginManager(pluggy.PluginManager):
             for info in self.infos.values()
             if info.status in ("failed", "refused")
         )
+
+
+RESERVED_NAMES = frozenset({"acestep_core", "user", "caller", "file"})
+"""Names the core gives its own decisions (``Decision.plugin``, ``Setting.plugin``): the core's checks,
+the user's overrides, a reading the caller gave, a table file. A plugin by one of these names could
+pass its answers off as theirs, so none may take one."""
+
+
+def refusal(manager: pluggy.PluginManager, plugin: object, name: str) -> str | None:
+    """Why a registered plugin may not stay, or None.
+
+    A hook wrapper (``wrapper=True``, ``hookwrapper=True``) runs around the other plugins'
+    implementations and can stop the call or replace its result: it would be one plugin deciding for
+    all, which :class:`Hooks` exists to prevent. Rather than be listed as loaded and never run, such a
+    plugin is refused, with the hooks it wraps."""
+    if name in RESERVED_NAMES:
+        return f"the name {name!r} is the core's own (reserved: {', '.join(sorted(RESERVED_NAMES))})"
+    wrapped = sorted(
+        caller.name
+        for caller in manager.get_hookcallers(plugin) or []
+        for impl in caller.get_hookimpls()
+        if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+    )
+    if wrapped:
+        return (
+            f"it wraps {', '.join(wrapped)} (wrapper=True or hookwrapper=True): acestep-core calls each plugin's "
+            "implementation on its own, checked against the hook's contract, so that no plugin can stop or "
+            "change another's answer, and runs no wrappers; implement the hook itself instead"
+        )
+    return None
 
 
 def build_plugin_manager(
@@ -165,9 +200,9 @@ def build_plugin_manager(
     """
     environ = os.environ if environ is None else environ
     blocked = {name.strip() for name in environ.get(BLOCK_ENV, "").split(",") if name.strip()}
-    autoload = not _is_on(environ.get(DISABLE_AUTOLOAD_ENV, ""))
+    autoload = not env_flag(environ.get(DISABLE_AUTOLOAD_ENV))
     manager = PluginManager()
-    if _is_on(environ.get(TRACE_ENV, "")):
+    if env_flag(environ.get(TRACE_ENV)):
         enable_trace(manager)
     for name, plugin in plugins:
         if name in blocked:
@@ -180,10 +215,6 @@ def build_plugin_manager(
     for entry_point, builtin in sorted(found, key=lambda pair: (pair[1] is None, pair[0].name)):
         _load_entry_point(manager, entry_point, builtin, blocked=blocked, autoload=autoload)
     return manager
-
-
-def _is_on(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def builtin_identity(entry_point: PluginEntryPoint) -> BuiltinPlugin | None:
@@ -232,6 +263,9 @@ def _load_entry_point(
             ),
         )
         return
+    if name in RESERVED_NAMES:
+        manager.infos[f"{name} ({distribution or module})"] = record("refused", f"the name {name!r} is the core's own")
+        return
     if name in manager.infos:
         previous = manager.infos[name]
         manager.infos[f"{name} ({distribution})"] = record(
@@ -268,14 +302,18 @@ def _load_entry_point(
 
 
 # --------------------------------------------------------------------------------------------- calling
-class Answer(Record):
-    """The outcome of calling one hook: results with the plugin that gave each, and problems."""
+T = TypeVar("T")
 
-    results: tuple[tuple[str, Any], ...]
+
+class Answer(Record, Generic[T]):
+    """The outcome of calling one hook: the results that kept the hook's contract, each with the
+    plugin that gave it, in call order, and the problems of the rest."""
+
+    results: tuple[tuple[str, T], ...]
     problems: tuple[PluginProblem, ...]
 
     @property
-    def first(self) -> tuple[str, Any] | None:
+    def first(self) -> tuple[str, T] | None:
         return self.results[0] if self.results else None
 
 
@@ -286,112 +324,157 @@ class _DeadlineError(Exception):
 class Hooks:
     """The hooks, called by attribute and checked: ``hooks.select_tier(reading=r, table=t)``.
 
-    Each call runs the hook's implementations one at a time, in pluggy's order and through pluggy's
-    own execution (so tracing and hook-call monitoring see every call). An implementation that
-    raises, returns the wrong type or breaks the contract declared beside its spec
+    One ``Hooks`` serves one resolution: it remembers the tables each plugin registered
+    (:meth:`register_tier_tables`), which ``select_tier``'s contract accepts tiers from.
+
+    Each call runs the hook's implementations one plugin at a time, in pluggy's order, each through
+    pluggy's public calling (:meth:`pluggy.PluginManager.subset_hook_caller`: the hook as if only that
+    plugin implemented it, so spec defaults, argument checks and hook-call monitoring apply). An
+    answer that raises, is of the wrong type or breaks a rule of the contract declared beside its spec
     (:data:`acestep_core.hookspecs.CONTRACTS`) is reported by name and skipped; the next one decides.
+
+    Adding a hook takes its spec and contract in :mod:`acestep_core.hookspecs` and one method here,
+    which names the contract and the arguments (``self._first(...)`` or ``self._collected(...)``).
     """
 
-    def __init__(self, manager: pluggy.PluginManager) -> None:
+    def __init__(self, manager: PluginManager) -> None:
         self._manager = manager
         self.tables: dict[str, tuple[TierTable, ...]] = {}
-        """The valid tables each plugin registered at the last ``register_tier_tables`` call."""
+        """The valid tables each plugin registered at this object's ``register_tier_tables`` call."""
 
-    def register_tier_tables(self) -> Answer:
-        answer = self._call("register_tier_tables", {})
+    @property
+    def manager(self) -> PluginManager:
+        return self._manager
+
+    def register_tier_tables(self) -> Answer[tuple[TierTable, ...]]:
+        answer = self._collected(hookspecs.REGISTER_TIER_TABLES)
         self.tables = {}
         for plugin, tables in answer.results:
-            self.tables[plugin] = self.tables.get(plugin, ()) + tuple(tables)
+            self.tables[plugin] = self.tables.get(plugin, ()) + tables
         return answer
 
-    def detect_memory(self, *, options: DetectOptions) -> Answer:
-        return self._call("detect_memory", {"options": options}, deadline_s=detect_timeout(options))
+    def detect_memory(self, *, options: DetectOptions) -> Answer[MemoryReading]:
+        return self._first(hookspecs.DETECT_MEMORY, deadline_s=detect_timeout(options), options=options)
 
-    def select_tier(self, *, reading: MemoryReading, table: TierTable) -> Answer:
-        return self._call("select_tier", {"reading": reading, "table": table})
+    def select_tier(self, *, reading: MemoryReading, table: TierTable) -> Answer[Tier]:
+        return self._first(hookspecs.SELECT_TIER, reading=reading, table=table)
 
-    def adjust_request(self, *, request: GenerationRequest, tier: Tier, reading: MemoryReading) -> Answer:
-        return self._call("adjust_request", {"request": request, "tier": tier, "reading": reading})
+    def adjust_request(
+        self, *, request: GenerationRequest, tier: Tier, reading: MemoryReading
+    ) -> Answer[AdjustedRequest]:
+        return self._first(hookspecs.ADJUST_REQUEST, request=request, tier=tier, reading=reading)
 
-    def configure_optimizations(self, *, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> Answer:
-        return self._call("configure_optimizations", {"adjusted": adjusted, "tier": tier, "reading": reading})
+    def configure_optimizations(
+        self, *, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading
+    ) -> Answer[tuple[Setting, ...]]:
+        return self._collected(hookspecs.CONFIGURE_OPTIMIZATIONS, adjusted=adjusted, tier=tier, reading=reading)
 
-    def _call(self, name: str, kwargs: dict[str, Any], *, deadline_s: float | None = None) -> Answer:
-        caller = getattr(self._manager.hook, name)
-        declared = hookspecs.CONTRACTS[name]
-        first_only = bool(caller.spec and caller.spec.opts.get("firstresult"))
-        results: list[tuple[str, Any]] = []
+    # ----------------------------------------------------------------------------------------- the calling
+    def _first(self, contract: Contract[T], *, deadline_s: float | None = None, **kwargs: Any) -> Answer[T]:
+        """A first-result hook: the first answer that keeps the contract decides."""
+        results: list[tuple[str, T]] = []
         problems: list[PluginProblem] = []
-        for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            plugin = impl.plugin_name
-            try:
-                result = self._run_one(name, impl, kwargs, deadline_s)
-            except SettingIgnored as ignored:
-                problems.append(PluginProblem(plugin, name, str(ignored), "invalid-setting", ignored.setting))
-                continue
-            except _DeadlineError:
-                problems.append(
-                    PluginProblem(plugin, name, f"no answer within {deadline_s:g} s ({DETECT_TIMEOUT_ENV})", "timeout")
-                )
-                continue
-            except _PluginInterruptError as interrupt:
-                problems.append(PluginProblem(plugin, name, str(interrupt), "raised"))
-                continue
-            except KeyboardInterrupt:  # the user's Ctrl-C (a plugin's own became _PluginInterruptError)
-                raise
-            except BaseException as error:  # noqa: BLE001 - even SystemExit from a plugin must not stop us
-                kind: ProblemKind = "invalid-table" if isinstance(error, TableError) else "raised"
-                problems.append(PluginProblem(plugin, name, _describe(error), kind))
-                continue
-            if result is None:
-                continue
-            if not declared.accepts(result):
-                got = f"expected {declared.expected}, got {type(result).__name__}: {_short(result)}"
-                problems.append(PluginProblem(plugin, name, got, "wrong-type"))
-                continue
-            call = hookspecs.Call(plugin, kwargs, self.tables)
-            kept = []
-            for item in declared.items(result):
-                try:
-                    broken = declared.rule(item, call) if declared.rule else None
-                except Exception as error:  # noqa: BLE001 - a value no rule can read is broken too
-                    broken = f"unreadable answer ({_describe(error)})"
-                if broken is None:
-                    kept.append(item)
-                else:
-                    problems.append(PluginProblem(plugin, name, _short(broken, 600), declared.kind))
-            if not declared.per_item:
-                if not kept:
-                    continue
+        for plugin, kept in self._answers(contract, kwargs, deadline_s, problems):
+            if kept:
                 results.append((plugin, kept[0]))
-                if first_only:
-                    break
+                break
+        return self._answer(contract, tuple(results), problems)
+
+    def _collected(self, contract: Contract[T], **kwargs: Any) -> Answer[tuple[T, ...]]:
+        """A collected hook: every plugin's answer, each item that keeps the contract."""
+        problems: list[PluginProblem] = []
+        results = tuple((plugin, tuple(kept)) for plugin, kept in self._answers(contract, kwargs, None, problems))
+        return self._answer(contract, results, problems)
+
+    def _answers(
+        self, contract: Contract[T], kwargs: dict[str, Any], deadline_s: float | None, problems: list[PluginProblem]
+    ) -> Iterator[tuple[str, list[T]]]:
+        """Each plugin that answered, in call order, with the items of its answer that keep the
+        contract; what it got wrong goes to ``problems``."""
+        hook = contract.hook
+        caller: pluggy.HookCaller = getattr(self._manager.hook, hook)
+        implementations = caller.get_hookimpls()
+        for plugin, name in dict.fromkeys((impl.plugin, impl.plugin_name) for impl in reversed(implementations)):
+            others = [impl.plugin for impl in implementations if impl.plugin is not plugin]
+            alone = self._manager.subset_hook_caller(hook, remove_plugins=others)
+            try:
+                result = _call_isolated(alone, name, kwargs, deadline_s)
+            except _NoAnswerError as problem:
+                problems.append(problem.of(name, hook, deadline_s))
+                continue
+            answers = [result] if not contract.collected else result
+            for answer in answers:
+                if answer is None:
+                    continue
+                if not contract.accepts(answer):
+                    got = f"expected {contract.expected}, got {type(answer).__name__}: {_short(answer)}"
+                    problems.append(PluginProblem(name, hook, got, "wrong-type"))
+                    continue
+                yield name, self._kept(contract, name, answer, kwargs, problems)
+
+    def _kept(
+        self, contract: Contract[T], plugin: str, answer: Any, kwargs: dict[str, Any], problems: list[PluginProblem]
+    ) -> list[T]:
+        call = hookspecs.Call(plugin, kwargs, self.tables)
+        kept = []
+        for item in contract.items(answer):
+            broken = contract.broken(item, call)
+            if broken is None:
+                kept.append(item)
             else:
-                results.append((plugin, kept))
+                rule, why = broken
+                problems.append(PluginProblem(plugin, contract.hook, _short(why, 600), rule.kind))
+        return kept
+
+    def _answer(
+        self, contract: Contract[Any], results: tuple[tuple[str, T], ...], problems: list[PluginProblem]
+    ) -> Answer[T]:
         tracer = getattr(self._manager, "acestep_trace", None)
         if tracer is not None:
             for problem in problems:
-                tracer(f"{name} ✗ {problem.plugin}: {problem.kind}: {_short(problem.error, 200)}")
-        return Answer(tuple(results), tuple(problems))
+                tracer(f"{contract.hook} ✗ {problem.plugin}: {problem.kind}: {_short(problem.error, 200)}")
+        return Answer(results, tuple(problems))
 
-    def _run_one(self, name: str, impl: Any, kwargs: dict[str, Any], deadline_s: float | None) -> Any:
-        """One implementation, through pluggy's execution; a KeyboardInterrupt the user did not cause
-        (no SIGINT arrived) is a plugin's own and is reported like any other exception."""
+
+class _NoAnswerError(Exception):
+    """Why one plugin's call gave no answer: it raised, rejected a setting, or ran past the deadline."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    def of(self, plugin: str, hook: str, deadline_s: float | None) -> PluginProblem:
+        error = self.error
+        if isinstance(error, SettingIgnored):
+            return PluginProblem(plugin, hook, str(error), "invalid-setting", error.setting)
+        if isinstance(error, _DeadlineError):
+            return PluginProblem(plugin, hook, f"no answer within {deadline_s:g} s ({DETECT_TIMEOUT_ENV})", "timeout")
+        if isinstance(error, _PluginInterruptError):
+            return PluginProblem(plugin, hook, str(error), "raised")
+        kind: ProblemKind = "invalid-table" if isinstance(error, TableError) else "raised"
+        if kind == "raised":
+            _debug_traceback(error, f"{hook} of plugin {plugin!r}")
+        return PluginProblem(plugin, hook, _describe(error), kind)
+
+
+def _call_isolated(alone: pluggy.HookCaller, plugin: str, kwargs: dict[str, Any], deadline_s: float | None) -> Any:
+    """``alone(**kwargs)``: one plugin's implementation, through pluggy. Whatever it raises becomes a
+    :class:`_NoAnswerError` (SystemExit included), except the user's own Ctrl-C: a KeyboardInterrupt
+    when no SIGINT arrived is the plugin's, and is reported like any other exception."""
+    try:
         if deadline_s is not None:
-            return _with_deadline(lambda: self._exec(name, impl, kwargs), deadline_s, f"{name} of {impl.plugin_name}")
+            return _with_deadline(lambda: alone(**kwargs), deadline_s, f"{alone.name} of {plugin}")
         with _SigintWatch() as watch:
             try:
-                return self._exec(name, impl, kwargs)
+                return alone(**kwargs)
             except KeyboardInterrupt:
                 if watch.arrived:
                     raise
                 raise _PluginInterruptError.of(sys.exc_info()[1]) from None
-
-    def _exec(self, name: str, impl: Any, kwargs: dict[str, Any]) -> Any:
-        results = cast(list[Any], self._manager._hookexec(name, [impl], kwargs, False))
-        return results[0] if results else None
+    except KeyboardInterrupt:  # the user's Ctrl-C (a plugin's own became _PluginInterruptError)
+        raise
+    except BaseException as error:  # noqa: BLE001 - even SystemExit from a plugin must not stop us
+        raise _NoAnswerError(error) from None
 
 
 class _PluginInterruptError(Exception):
@@ -465,7 +548,7 @@ def detect_timeout(options: DetectOptions) -> float:
         return float(options.timeout_s)
     raw = options.environ.get(DETECT_TIMEOUT_ENV, "").strip()
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() else math.nan  # float() reads '１０' (full-width) as 10
     except ValueError:
         return DEFAULT_DETECT_TIMEOUT_S
     return value if math.isfinite(value) and value > 0 else DEFAULT_DETECT_TIMEOUT_S
@@ -499,11 +582,28 @@ def enable_trace(manager: pluggy.PluginManager, stream: TextIO | None = None) ->
         plugins = ", ".join(impl.plugin_name for impl in hook_impls)
         if outcome.exception is not None:
             write(f"{hook_name} ← {plugins}: raised {_describe(outcome.exception)}")
+            return
+        result = outcome.get_result()
+        contract = hookspecs.CONTRACTS.get(hook_name)
+        if contract is not None and not contract.collected:
+            write(f"{hook_name} ← {plugins}: {_short(result, 200)}")
         else:
-            result = outcome.get_result()
-            write(f"{hook_name} ← {plugins}: {_short(result[0] if len(result) == 1 else None, 200)}")
+            write(f"{hook_name} ← {plugins}: {_short(result[0] if len(result) == 1 else result or None, 200)}")
 
     manager.add_hookcall_monitoring(before, after)
+
+
+DEBUG_ENV = "ACESTEP_CORE_DEBUG"
+
+
+def _debug_traceback(error: BaseException, where: str) -> None:
+    """With ``ACESTEP_CORE_DEBUG`` on, a plugin's exception (a bug, reported and skipped) also prints
+    its traceback to stderr, as the command line does for its own bugs."""
+    if env_flag(os.environ.get(DEBUG_ENV)):
+        import traceback  # only when debugging
+
+        print(f"acestep-core debug: {where} raised:", file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
 
 
 def _describe(error: BaseException) -> str:

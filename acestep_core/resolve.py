@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.inputs import clip
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
@@ -34,9 +35,10 @@ from acestep_core.types import (
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import GIB
+from acestep_core.vocabulary import GIB, SIMULATION_VARIABLES
 
 __all__ = [
+    "OverrideError",
     "ResolutionError",
     "TableChoice",
     "available_tables",
@@ -48,11 +50,24 @@ __all__ = [
 
 TIERS_ENV = "ACESTEP_CORE_TIERS"
 DEFAULT_TABLE = "default"
+CORE = "acestep_core"
+"""The name the core's own decisions and problems carry (no plugin made them)."""
 
 
 class ResolutionError(RuntimeError):
     """The framework cannot decide (no tier table, an unknown table name, no plugin selecting a
     tier). The message says what to install or choose."""
+
+
+class OverrideError(ResolutionError, ValueError):
+    """A user override that cannot apply to this request (``ladder.batch_size`` above the adjusted
+    batch): the caller's input, so also a :class:`ValueError`; ``key`` is the plan key and ``value``
+    the value asked for. The command line reports it as a usage error naming ``--set KEY=VALUE``."""
+
+    def __init__(self, message: str, *, key: str, value: Any) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -65,7 +80,8 @@ class TableChoice(Record):
 def available_tables(
     manager: PluginManager, hooks: Hooks | None = None
 ) -> tuple[list[tuple[str, TierTable]], tuple[PluginProblem, ...]]:
-    """Every valid table the plugins register, with the plugin that registered it."""
+    """Every valid table the plugins register, with the plugin that registered it (through ``hooks``,
+    the resolution's own, when given: its ``select_tier`` then accepts tiers of these tables)."""
     answer = (hooks or Hooks(manager)).register_tier_tables()
     tables = [(plugin, table) for plugin, registered in answer.results for table in registered]
     return tables, answer.problems
@@ -136,9 +152,11 @@ _detections_lock = threading.RLock()
 which itself resolves cannot deadlock."""
 
 
-def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = False) -> _Detected:
+def detect(
+    manager: PluginManager, options: DetectOptions, *, redetect: bool = False, hooks: Hooks | None = None
+) -> _Detected:
     """The memory reading for ``options``, cached per process and per manager (thread-safe);
-    ``redetect`` reads again.
+    ``redetect`` reads again, through ``hooks`` (the resolution's) when given.
 
     The cache is keyed by the manager object itself (weakly), never by ``id()``: a new manager that
     happens to reuse a dead one's address must not inherit its reading.
@@ -148,18 +166,37 @@ def detect(manager: PluginManager, options: DetectOptions, *, redetect: bool = F
         cache = _detections.setdefault(manager, {})
         if not redetect and key in cache:
             return cache[key]
-        answer = Hooks(manager).detect_memory(options=options)
+        answer = (hooks or Hooks(manager)).detect_memory(options=options)
         if answer.first is None:
-            detected = (
-                MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)),
-                "acestep_core",
-                answer.problems,
-            )
+            reading, plugin = MemoryReading(device=CPU, notes=("no detection plugin answered; assuming a CPU",)), CORE
         else:
             plugin, reading = answer.first
-            detected = (reading, plugin, answer.problems)
+        detected = (reading, plugin, answer.problems + _unapplied_simulation(options, reading, answer.problems))
         cache[key] = detected
         return detected
+
+
+def _unapplied_simulation(
+    options: DetectOptions, reading: MemoryReading, problems: tuple[PluginProblem, ...]
+) -> tuple[PluginProblem, ...]:
+    """A simulation asked for (``--vram``, ``MAX_CUDA_VRAM``…) that no plugin applied and none
+    answered for (the ``simulated`` plugin blocked or not installed): said, never silently dropped."""
+    asked = [("--vram", options.vram_gb)] if options.vram_gb is not None else []
+    asked += [(name, options.environ[name]) for name in SIMULATION_VARIABLES if name in options.environ]
+    if reading.simulated or any(problem.setting in dict(asked) for problem in problems):
+        return ()  # a plugin simulated, or said why it did not
+    return tuple(
+        PluginProblem(
+            CORE,
+            "detect_memory",
+            f"{setting}={clip(value.strip(), 40)} is not applied: no detection plugin simulates a device (is "
+            "acestep-core-simulated blocked or not installed? see `acestep-core plugins`); the device "
+            f"{'replayed' if options.replay else 'detected'} is used",
+            "invalid-setting",
+            setting,
+        )
+        for setting, value in asked
+    )
 
 
 def clear_detection_cache() -> None:
@@ -205,45 +242,89 @@ def resolve(
     overrides = overrides or Overrides()
     if force and not overrides.force:
         overrides = dataclasses.replace(overrides, force=True)
-    detect_options = detect_options or DetectOptions(environ=dict(environ))
     manager = manager or get_plugin_manager()
-    problems: list[PluginProblem] = list(manager.load_problems())
-    decisions: list[Decision] = []
-
     hooks = Hooks(manager)
-    tables, table_problems = available_tables(manager, hooks)
-    problems += table_problems
-    choice = choose_table(tables, tiers or environ.get(TIERS_ENV) or None)
-    decisions.append(Decision("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}"))
-
+    trail = _Trail(problems=list(manager.load_problems()))
+    table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
     if reading is None:
-        reading, detector, detect_problems = detect(manager, detect_options, redetect=redetect)
-    elif is_valid_reading(reading):
-        detector, detect_problems = "caller", ()
+        options = detect_options or DetectOptions(environ=dict(environ))
+        reading = _detect_memory(hooks, options, redetect, trail)
     else:
+        _given_reading(reading, trail)
+    table_tier = _select_tier(hooks, reading, table, trail)
+    tier = _with_limit_overrides(table_tier, overrides)
+    adjusted = _adjust_request(hooks, request, tier, reading, trail)
+    plan = _configure_optimizations(hooks, adjusted, tier, reading, trail)
+    plan, overridden = _overridden(plan, adjusted, table_tier, tier, reading, overrides, trail)
+    return Resolution(
+        reading=reading,
+        table=table.name,
+        tier=tier,
+        request=request,
+        adjusted=adjusted,
+        plan=plan,
+        overrides=overridden,
+        decisions=tuple(trail.decisions),
+        problems=tuple(trail.problems),
+    )
+
+
+class _Trail:
+    """What a resolution records as it goes: each hook's decision, and every plugin's problem."""
+
+    def __init__(self, problems: list[PluginProblem]) -> None:
+        self.problems = problems
+        self.decisions: list[Decision] = []
+
+    def decided(self, hook: str, plugin: str, summary: str) -> None:
+        self.decisions.append(Decision(hook, plugin, summary))
+
+
+def _register_tier_tables(hooks: Hooks, wanted: str | None, trail: _Trail) -> TierTable:
+    """The active table, from the tables the plugins register (:func:`choose_table`)."""
+    tables, problems = available_tables(hooks.manager, hooks)
+    trail.problems += problems
+    choice = choose_table(tables, wanted)
+    trail.decided("register_tier_tables", choice.plugin, f"table {choice.table.name!r}: {choice.reason}")
+    return choice.table
+
+
+def _detect_memory(hooks: Hooks, options: DetectOptions, redetect: bool, trail: _Trail) -> MemoryReading:
+    """The device's reading (cached per manager: :func:`detect`)."""
+    reading, detector, problems = detect(hooks.manager, options, redetect=redetect, hooks=hooks)
+    trail.problems += problems
+    trail.decided("detect_memory", detector, _describe_reading(reading))
+    return reading
+
+
+def _given_reading(reading: MemoryReading, trail: _Trail) -> None:
+    """A reading the caller gave instead of detection: held to detection's contract."""
+    if not is_valid_reading(reading):
         raise ValueError(
             "reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not "
             f"{reading!r:.120}"
         )
-    problems += detect_problems
-    decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
+    trail.decided("detect_memory", "caller", _describe_reading(reading))
 
-    answer = hooks.select_tier(reading=reading, table=choice.table)
-    problems += answer.problems
+
+def _select_tier(hooks: Hooks, reading: MemoryReading, table: TierTable, trail: _Trail) -> Tier:
+    answer = hooks.select_tier(reading=reading, table=table)
+    trail.problems += answer.problems
     if answer.first is None:
         raise ResolutionError(
             "no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)"
         )
-    selector, table_tier = answer.first
-    decisions.append(
-        Decision(
-            "select_tier", selector, f"{table_tier.label} ({table_tier.vram_label()}) for {_describe_size(reading)}"
-        )
-    )
+    selector, tier = answer.first
+    trail.decided("select_tier", selector, f"{tier.label} ({tier.vram_label()}) for {_describe_size(reading)}")
+    return tier
 
-    tier = _with_limit_overrides(table_tier, overrides)
+
+def _adjust_request(
+    hooks: Hooks, request: GenerationRequest, tier: Tier, reading: MemoryReading, trail: _Trail
+) -> AdjustedRequest:
+    """The request fitted to the tier, each change attributed to the plugin that made it."""
     answer = hooks.adjust_request(request=request, tier=tier, reading=reading)
-    problems += answer.problems
+    trail.problems += answer.problems
     if answer.first is None:
         raise ResolutionError("no plugin adjusted the request (is acestep-core-tiers-default blocked or failing?)")
     adjuster, adjusted = answer.first
@@ -252,38 +333,45 @@ def resolve(
         changes=tuple(c.attributed(adjuster) for c in adjusted.changes),
         lm_choice="size" if request.lm_model is not None else ("on" if request.lm == "on" else "auto"),
     )
-    decisions.append(Decision("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)"))
+    trail.decided("adjust_request", adjuster, f"{len(adjusted.changes)} change(s)")
+    return adjusted
 
+
+def _configure_optimizations(
+    hooks: Hooks, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading, trail: _Trail
+) -> OptimizationPlan:
+    """Every plugin's settings, merged key by key (the first plugin in call order that proposes a key
+    decides it)."""
     answer = hooks.configure_optimizations(adjusted=adjusted, tier=tier, reading=reading)
-    problems += answer.problems
+    trail.problems += answer.problems
     plan = _merge_settings(answer.results)
     for plugin in dict.fromkeys(s.plugin for s in plan):
-        keys = [s.key for s in plan if s.plugin == plugin]
-        decisions.append(Decision("configure_optimizations", plugin, _summarise_keys(keys)))
+        trail.decided("configure_optimizations", plugin, _summarise_keys([s.key for s in plan if s.plugin == plugin]))
+    return plan
 
+
+def _overridden(
+    plan: OptimizationPlan,
+    adjusted: AdjustedRequest,
+    table_tier: Tier,
+    tier: Tier,
+    reading: MemoryReading,
+    overrides: Overrides,
+    trail: _Trail,
+) -> tuple[OptimizationPlan, tuple[Override, ...]]:
+    """The user's plan values applied, the final plan checked against the device budget
+    (:func:`~acestep_core.optimize.plan.check_plan`), and every override recorded."""
     for key, value in overrides.plan.items():
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
-            raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
+            raise OverrideError(f"override {problem}", key=key, value=value)
     plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
     plan = check_plan(plan, adjusted, tier, reading, user_keys=tuple(overrides.plan), force=overrides.force)
     if overrides.force:
         plan_overrides += (Override("force", True, False),)
     overridden = _limit_overrides(table_tier, adjusted, overrides) + plan_overrides
     if overridden:
-        decisions.append(
-            Decision("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden))
-        )
-    return Resolution(
-        reading=reading,
-        table=choice.table.name,
-        tier=tier,
-        request=request,
-        adjusted=adjusted,
-        plan=plan,
-        overrides=overridden,
-        decisions=tuple(decisions),
-        problems=tuple(problems),
-    )
+        trail.decided("overrides", "user", ", ".join(f"{o.key} = {o.value!r} (was {o.default!r})" for o in overridden))
+    return plan, overridden
 
 
 def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
@@ -296,7 +384,8 @@ def _with_limit_overrides(tier: Tier, overrides: Overrides) -> Tier:
     if overrides.max_batch is not None:
         changes |= {"max_batch_with_lm": overrides.max_batch, "max_batch_without_lm": overrides.max_batch}
     if overrides.lm_models is not None:
-        changes |= {"lm_models": tuple(overrides.lm_models), "lm_memory_gb": {}}
+        tier = tier.allowing(tuple(overrides.lm_models))
+        changes["lm_memory_gb"] = {}  # the user's sizes have no fixed allotment
     return dataclasses.replace(tier, **changes) if changes else tier
 
 
@@ -328,10 +417,11 @@ def _with_plan_overrides(
     if not overrides.plan:
         return plan, ()
     settings = {s.key: s for s in plan}
+    wanted = plan.as_dict() | dict(overrides.plan)
     found = []
     for key, value in overrides.plan.items():
         default = plan.value(key)
-        impossible = checked_override(key, value, reading)
+        impossible = checked_override(key, value, reading, wanted)
         if impossible is not None:
             why = f"{key}={value!r} refused: {impossible}; using {default!r}"
             settings[key] = Setting(key, default, why, "user", warning=True)

@@ -41,7 +41,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,19 +130,33 @@ def load_table(path: str | Path) -> TierTable:
     return parse_table(text, source=str(path))
 
 
+TABLE_CACHE_FORMAT = 1
+"""Part of every cached table's origin: raise it when parsing or validation changes what a text gives,
+so that no table parsed by older code is taken from the cache."""
+
+
 def parse_table(text: str, source: str = "<string>", *, environ: Mapping[str, str] | None = None) -> TierTable:
-    """Parse and validate a table from TOML text. The parsed data is kept in the cache
-    (:mod:`acestep_core.cache`, under ``source``, with ``text`` as its origin), so that a start-up
-    that reads the same tables as the last one imports no TOML parser; validation always runs."""
+    """Parse and validate a table from TOML text.
+
+    The parsed data is kept in the cache (:mod:`acestep_core.cache`, one file per ``source``, keyed
+    by a content hash of ``text``), so that a start-up that reads the same tables as the last one
+    imports no TOML parser. A cached value is validated exactly as parsed text is; one that fails,
+    or any other bad file, is a miss: the text is parsed again. Only a valid table is cached."""
     if not text.strip():
         raise TableError(source, [TableProblem(None, None, "the file is empty", "start from `acestep-core tiers new`")])
     environ = os.environ if environ is None else environ
     name = f"toml-{zlib.crc32(source.encode()):08x}.json"
-    data = cache.read(name, text, environ)
-    if not isinstance(data, dict) or nesting_depth(data) > MAX_NESTING:
-        data = _parse_toml(text, source)
-        cache.write(name, text, data, environ)
-    return table_from_dict(data, source=source)
+    origin = [TABLE_CACHE_FORMAT, cache.content_hash(text)]
+    cached = cache.read(name, origin, environ)
+    if isinstance(cached, dict) and nesting_depth(cached) <= MAX_NESTING:
+        try:
+            return table_from_dict(cached, source=source)
+        except Exception:  # noqa: BLE001 - a cached value its text would not give: a miss
+            pass
+    data = _parse_toml(text, source)
+    table = table_from_dict(data, source=source)
+    cache.write(name, origin, data, environ)
+    return table
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -180,11 +194,18 @@ def table_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TierTabl
         tier_rows = []
     tiers = [_tier(row, position, problems) for position, row in enumerate(tier_rows)]
     tolerance = header.get("real_card_tolerance", 0.05)
-    if _is_number(tolerance) and not 0 <= tolerance < 0.5:  # also refuses nan
+    tolerance_ok = _is_number(tolerance) and 0 <= tolerance < 0.5  # also refuses nan
+    if _is_number(tolerance) and not tolerance_ok:
         problems.append(TableProblem(None, "real_card_tolerance", f"{tolerance} is outside [0, 0.5)", "use 0.05"))
     built = [tier for tier in tiers if tier is not None]
     if len(built) == len(tiers):
-        problems.extend(check_table_sanity(built, monotone_limits=header.get("monotone_limits", True) is not False))
+        problems.extend(
+            check_table_sanity(
+                built,
+                monotone_limits=header.get("monotone_limits", True) is not False,
+                real_card_tolerance=float(tolerance) if tolerance_ok else 0.0,
+            )
+        )
     if problems:
         raise TableError(source, problems)
     return TierTable(
@@ -245,159 +266,231 @@ def validate_table(table: Any, source: str = "<code>") -> TierTable:
     return table_from_dict(table_as_data(table), source=table.source or source)
 
 
-def check_table_sanity(tiers: list[Tier], *, monotone_limits: bool = True) -> list[TableProblem]:
-    """The rules a table must keep beyond its schema: coverage, monotone limits, LMs that fit."""
-    problems: list[TableProblem] = []
-    names = [t.name for t in tiers]
+class TableShape(Record):
+    """What the sanity rules look at: the tiers in order, and the table-wide parameters."""
+
+    tiers: tuple[Tier, ...]
+    monotone_limits: bool = True
+    real_card_tolerance: float = 0.0
+
+    def pairs(self) -> Iterator[tuple[Tier, Tier]]:
+        """Each tier with the one above it."""
+        return itertools.pairwise(self.tiers)
+
+
+SanityRule = Callable[[TableShape], Iterator[TableProblem]]
+
+
+def check_table_sanity(
+    tiers: Sequence[Tier], *, monotone_limits: bool = True, real_card_tolerance: float = 0.0
+) -> list[TableProblem]:
+    """The rules a table must keep beyond its schema (:data:`SANITY_RULES`, each one function):
+    coverage, ranges, monotone limits, tolerances that stay within a tier, LMs that fit."""
+    shape = TableShape(tuple(tiers), monotone_limits, real_card_tolerance)
+    return [problem for rule in SANITY_RULES for problem in rule(shape)]
+
+
+def _unique_names(shape: TableShape) -> Iterator[TableProblem]:
+    names = [t.name for t in shape.tiers]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(TableProblem(name, "name", "name used by more than one tier", "give every tier its own name"))
-    if tiers and tiers[0].min_gb != 0:
-        problems.append(
-            TableProblem(
-                tiers[0].name,
-                "min_gb",
-                f"first tier starts at {tiers[0].min_gb} GB, leaving a gap from 0",
-                "set min_gb = 0",
-            )
+        yield TableProblem(name, "name", "name used by more than one tier", "give every tier its own name")
+
+
+def _starts_at_zero(shape: TableShape) -> Iterator[TableProblem]:
+    first = shape.tiers[0] if shape.tiers else None
+    if first is not None and first.min_gb != 0:
+        yield TableProblem(
+            first.name, "min_gb", f"first tier starts at {first.min_gb} GB, leaving a gap from 0", "set min_gb = 0"
         )
-    for lower, upper in itertools.pairwise(tiers):
+
+
+def _contiguous(shape: TableShape) -> Iterator[TableProblem]:
+    for lower, upper in shape.pairs():
         if lower.max_gb is None:
-            problems.append(
-                TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}")
-            )
+            yield TableProblem(lower.name, "max_gb", "unbounded tier is not the last", f"set max_gb = {upper.min_gb}")
         elif upper.min_gb > lower.max_gb:
-            problems.append(
-                TableProblem(
-                    upper.name,
-                    "min_gb",
-                    f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
-                    f"set min_gb = {lower.max_gb}",
-                )
+            yield TableProblem(
+                upper.name,
+                "min_gb",
+                f"gap: {lower.name} ends at {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
+                f"set min_gb = {lower.max_gb}",
             )
         elif upper.min_gb < lower.max_gb:
-            problems.append(
-                TableProblem(
-                    upper.name,
-                    "min_gb",
-                    f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
-                    f"set min_gb = {lower.max_gb}",
-                )
+            yield TableProblem(
+                upper.name,
+                "min_gb",
+                f"overlap: {lower.name} runs to {lower.max_gb} GB, {upper.name} starts at {upper.min_gb} GB",
+                f"set min_gb = {lower.max_gb}",
             )
-        if upper.class_tolerance_gb:
-            if lower.max_inclusive:
-                problems.append(
-                    TableProblem(
-                        upper.name,
-                        "class_tolerance_gb",
-                        f"{lower.name} includes {lower.max_gb} GB, so sizes below it cannot belong to {upper.name}",
-                        f"set max_inclusive = false on {lower.name} or remove class_tolerance_gb",
-                    )
-                )
-            if upper.class_tolerance_gb >= upper.min_gb - lower.min_gb:
-                problems.append(
-                    TableProblem(
-                        upper.name,
-                        "class_tolerance_gb",
-                        f"{upper.class_tolerance_gb:g} GB reaches past {lower.name}'s whole range",
-                        f"use less than {upper.min_gb - lower.min_gb:g}",
-                    )
-                )
-        for limit in _comparable_limits(lower, upper) if monotone_limits else ():
+
+
+def _class_tolerance_within_the_tier_below(shape: TableShape) -> Iterator[TableProblem]:
+    for lower, upper in shape.pairs():
+        if not upper.class_tolerance_gb:
+            continue
+        if lower.max_inclusive:
+            yield TableProblem(
+                upper.name,
+                "class_tolerance_gb",
+                f"{lower.name} includes {lower.max_gb} GB, so sizes below it cannot belong to {upper.name}",
+                f"set max_inclusive = false on {lower.name} or remove class_tolerance_gb",
+            )
+        if upper.class_tolerance_gb >= upper.min_gb - lower.min_gb:
+            yield TableProblem(
+                upper.name,
+                "class_tolerance_gb",
+                f"{upper.class_tolerance_gb:g} GB reaches past {lower.name}'s whole range",
+                f"use less than {upper.min_gb - lower.min_gb:g}",
+            )
+
+
+def _real_card_tolerance_within_the_tier_below(shape: TableShape) -> Iterator[TableProblem]:
+    """The fractional tolerance widens every boundary a tier below does not include: at each, it must
+    stay inside that tier's range, as ``class_tolerance_gb`` must, or a detected card jumps a tier."""
+    widened = [(lower, upper) for lower, upper in shape.pairs() if upper.min_gb > 0 and not lower.max_inclusive]
+    if not shape.real_card_tolerance or not widened:
+        return
+    largest = min((upper.min_gb - lower.min_gb) / upper.min_gb for lower, upper in widened)
+    for lower, upper in widened:
+        slack = shape.real_card_tolerance * upper.min_gb
+        if slack >= upper.min_gb - lower.min_gb:
+            yield TableProblem(
+                None,
+                "real_card_tolerance",
+                f"{shape.real_card_tolerance:g} of {upper.name}'s boundary {upper.min_gb:g} GB is {slack:g} GB, "
+                f"which reaches past {lower.name}'s whole range ({lower.min_gb:g}-{upper.min_gb:g} GB): a detected "
+                f"{lower.min_gb:g} GB card would get {upper.name}",
+                f"use less than {largest:.4g}",
+            )
+
+
+def _monotone_limits(shape: TableShape) -> Iterator[TableProblem]:
+    if not shape.monotone_limits:
+        return
+    for lower, upper in shape.pairs():
+        for limit in _comparable_limits(lower, upper):
             if getattr(upper, limit) < getattr(lower, limit):
-                problems.append(
-                    TableProblem(
-                        upper.name,
-                        limit,
-                        f"{getattr(upper, limit)} is below {lower.name}'s "
-                        f"{getattr(lower, limit)}: limits must not fall as "
-                        "memory grows",
-                        f"set {limit} >= {getattr(lower, limit)}",
-                    )
+                yield TableProblem(
+                    upper.name,
+                    limit,
+                    f"{getattr(upper, limit)} is below {lower.name}'s {getattr(lower, limit)}: limits must not fall "
+                    "as memory grows",
+                    f"set {limit} >= {getattr(lower, limit)}",
                 )
+
+
+def _keeps_lm_models(shape: TableShape) -> Iterator[TableProblem]:
+    for lower, upper in shape.pairs():
         lost = [m for m in lower.lm_models if m not in upper.lm_models]
         if lost:
-            problems.append(
-                TableProblem(
-                    upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"
-                )
+            yield TableProblem(
+                upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"
             )
-    if tiers and tiers[-1].max_gb is not None:
-        problems.append(
-            TableProblem(
-                tiers[-1].name,
-                "max_gb",
-                f"last tier ends at {tiers[-1].max_gb} GB: larger devices match no tier",
-                "remove max_gb from the last tier",
-            )
+
+
+def _last_unbounded(shape: TableShape) -> Iterator[TableProblem]:
+    last = shape.tiers[-1] if shape.tiers else None
+    if last is not None and last.max_gb is not None:
+        yield TableProblem(
+            last.name,
+            "max_gb",
+            f"last tier ends at {last.max_gb} GB: larger devices match no tier",
+            "remove max_gb from the last tier",
         )
-    for tier in tiers:
+
+
+def _max_above_min(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
         if tier.max_gb is not None and tier.max_gb <= tier.min_gb:
-            problems.append(
-                TableProblem(
-                    tier.name,
-                    "max_gb",
-                    f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}",
-                    "make max_gb > min_gb",
-                )
+            yield TableProblem(
+                tier.name, "max_gb", f"max_gb {tier.max_gb} is not above min_gb {tier.min_gb}", "make max_gb > min_gb"
             )
+
+
+def _inclusive_needs_a_bound(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
         if tier.max_inclusive and tier.max_gb is None:
-            problems.append(
-                TableProblem(
-                    tier.name,
-                    "max_inclusive",
-                    "an unbounded tier has no upper bound to include",
-                    "remove max_inclusive",
-                )
+            yield TableProblem(
+                tier.name, "max_inclusive", "an unbounded tier has no upper bound to include", "remove max_inclusive"
             )
+
+
+def _limits_in_range(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
         for limit in _LIMIT_FIELDS:
             value = getattr(tier, limit)
             if limit.startswith("max_duration") and not MIN_DURATION_S <= value <= MAX_DURATION_S:
-                problems.append(
-                    TableProblem(
-                        tier.name,
-                        limit,
-                        f"{value} s is outside {MIN_DURATION_S}-{MAX_DURATION_S} s",
-                        f"use a value in {MIN_DURATION_S}..{MAX_DURATION_S}",
-                    )
+                yield TableProblem(
+                    tier.name,
+                    limit,
+                    f"{value} s is outside {MIN_DURATION_S}-{MAX_DURATION_S} s",
+                    f"use a value in {MIN_DURATION_S}..{MAX_DURATION_S}",
                 )
             if limit.startswith("max_batch") and value < 1:
-                problems.append(TableProblem(tier.name, limit, f"batch {value} is below 1", "use 1 or more"))
-        for model, gb in tier.lm_memory_gb.items():
+                yield TableProblem(tier.name, limit, f"batch {value} is below 1", "use 1 or more")
+
+
+def _lm_memory_for_allowed_models(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
+        for model in tier.lm_memory_gb:
             if model not in tier.lm_models:
-                problems.append(
-                    TableProblem(
-                        tier.name,
-                        "lm_memory_gb",
-                        f"allocation for {model}, which lm_models does not allow",
-                        f"add {model} to lm_models or drop its allocation",
-                    )
-                )
-            smallest_card = tier.min_gb
-            if gb > smallest_card:
-                problems.append(
-                    TableProblem(
-                        tier.name,
-                        "lm_memory_gb",
-                        f"{model} gets {gb} GB but the smallest device in this tier has {smallest_card} GB",
-                        f"lower lm_memory_gb.{model} to at most {smallest_card}",
-                    )
-                )
-        if tiers and tier is tiers[0] and tier.class_tolerance_gb:
-            problems.append(
-                TableProblem(
+                yield TableProblem(
                     tier.name,
-                    "class_tolerance_gb",
-                    "the first tier has no lower boundary to widen",
-                    "remove class_tolerance_gb",
+                    "lm_memory_gb",
+                    f"allocation for {model}, which lm_models does not allow",
+                    f"add {model} to lm_models or drop its allocation",
                 )
-            )
+
+
+def _lm_memory_fits_the_smallest_card(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
+        for model, gb in tier.lm_memory_gb.items():
+            if gb > tier.min_gb:
+                yield TableProblem(
+                    tier.name,
+                    "lm_memory_gb",
+                    f"{model} gets {gb} GB but the smallest device in this tier has {tier.min_gb} GB",
+                    f"lower lm_memory_gb.{model} to at most {tier.min_gb}",
+                )
+
+
+def _first_tier_has_no_class_tolerance(shape: TableShape) -> Iterator[TableProblem]:
+    first = shape.tiers[0] if shape.tiers else None
+    if first is not None and first.class_tolerance_gb:
+        yield TableProblem(
+            first.name,
+            "class_tolerance_gb",
+            "the first tier has no lower boundary to widen",
+            "remove class_tolerance_gb",
+        )
+
+
+def _lm_default_needs_an_lm(shape: TableShape) -> Iterator[TableProblem]:
+    for tier in shape.tiers:
         if tier.lm_default_on and not tier.lm_models:
-            problems.append(
-                TableProblem(
-                    tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"
-                )
+            yield TableProblem(
+                tier.name, "lm_default_on", "LM on by default but no LM allowed", "set lm_default_on = false"
             )
-    return problems
+
+
+SANITY_RULES: tuple[SanityRule, ...] = (
+    _unique_names,
+    _starts_at_zero,
+    _contiguous,
+    _class_tolerance_within_the_tier_below,
+    _real_card_tolerance_within_the_tier_below,
+    _monotone_limits,
+    _keeps_lm_models,
+    _last_unbounded,
+    _max_above_min,
+    _inclusive_needs_a_bound,
+    _limits_in_range,
+    _lm_memory_for_allowed_models,
+    _lm_memory_fits_the_smallest_card,
+    _first_tier_has_no_class_tolerance,
+    _lm_default_needs_an_lm,
+)
+"""Every rule a table keeps beyond its schema, in the order their problems are listed."""
 
 
 def _comparable_limits(lower: Tier, upper: Tier) -> tuple[str, ...]:

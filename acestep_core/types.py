@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import field
 from typing import Any, Literal, TypeVar
 
+from acestep_core.inputs import MAX_NESTING, nesting_depth
 from acestep_core.record import Record
 from acestep_core.vocabulary import COMPONENTS, GIB, LM_MODES, LM_SIZES, MIN_DURATION_S, PLAN_KEYS, LmMode
 
@@ -41,9 +42,30 @@ class DetectOptions(Record):
     ``ACESTEP_CORE_DETECT_TIMEOUT`` from ``environ``, else 10."""
 
     def __post_init__(self) -> None:
+        """Refuse, at construction, options no detection could read, each with the field named (as
+        :class:`GenerationRequest` and :class:`Overrides` do)."""
+        problems = []
+        for name, what in (
+            ("device", "an index such as '1' or a UUID prefix"),
+            ("vram_gb", "a size such as '8'"),
+            ("replay", "a recording's path or name"),
+        ):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{name} must be a string ({what}) or None, not {value!r:.80}")
+        environ = self.environ
+        if not isinstance(environ, Mapping):
+            problems.append(f"environ must be a mapping of variable name to value, not {environ!r:.80}")
+        else:
+            wrong = [(k, v) for k, v in environ.items() if not (isinstance(k, str) and isinstance(v, str))]
+            if wrong:
+                key, value = wrong[0]
+                problems.append(f"environ must map strings to strings, not {key!r:.40} to {value!r:.40}")
         timeout = self.timeout_s
         if timeout is not None and not (_is_real(timeout) and math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout_s must be a positive, finite number of seconds or None, not {timeout!r}")
+            problems.append(f"timeout_s must be a positive, finite number of seconds or None, not {timeout!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def cache_key(self) -> tuple[Any, ...]:
         return (self.device, self.vram_gb, self.replay, self.timeout_s, tuple(sorted(self.environ.items())))
@@ -71,6 +93,16 @@ class DeviceMemory(Record):
     unified_memory: bool = False
     """True where host and device share memory (Apple MPS): figures are a recommended ceiling."""
     simulated: bool = False
+    allocator_reserved_bytes: int | None = None
+    """Bytes this process's torch caching allocator holds on the device (``memory_reserved``), given by
+    a process that already runs torch (:meth:`MemoryReading.with_allocator`); None = not given.
+    Detection never reads it: that needs torch, and on a device torch has not touched, a CUDA context."""
+    allocator_allocated_bytes: int | None = None
+    """Of those, bytes live tensors use (``memory_allocated``); given with ``allocator_reserved_bytes``."""
+    weights_dtype: str | None = None
+    """The dtype the caller's environment asks this platform to load the DiT, text encoder and VAE in
+    (``ACESTEP_ROCM_DTYPE`` on ROCm, read by the detection plugin; ``sources`` says from where):
+    ``fp32``, ``fp16`` or ``bf16``. None = the platform's own rule."""
 
     @property
     def total_gib(self) -> float | None:
@@ -79,6 +111,39 @@ class DeviceMemory(Record):
     @property
     def free_gib(self) -> float | None:
         return None if self.free_bytes is None else self.free_bytes / GIB
+
+    @property
+    def allocator_cached_bytes(self) -> int:
+        """What this process's allocator holds but no tensor uses (reserved − allocated): memory a
+        new tensor of this process gets without asking the driver. 0 where not given."""
+        if self.allocator_reserved_bytes is None or self.allocator_allocated_bytes is None:
+            return 0
+        return max(0, self.allocator_reserved_bytes - self.allocator_allocated_bytes)
+
+    @property
+    def effective_free_bytes(self) -> int | None:
+        """Device free + this process's allocator cache (upstream ACE-Step #822: after models load,
+        the driver's free memory reads near 0 on a card whose allocator can still serve gigabytes).
+        The driver's figure (NVML) already leaves out every process's usage, this one's included,
+        so the cache is added back, never counted twice. None where free memory is unknown."""
+        if self.free_bytes is None:
+            return None
+        return self.free_bytes + self.allocator_cached_bytes
+
+    def free_basis(self) -> str:
+        """Which free-memory figure a decision uses, in words, with where each part came from."""
+        free = self.free_bytes
+        if free is None:
+            return "free memory unknown"
+        where = self.sources.get("free_bytes", "the detection plugin")
+        if self.allocator_reserved_bytes is None or self.allocator_allocated_bytes is None:
+            return f"free {free / GIB:.2f} GiB ({where}; no allocator figures given)"
+        cached = self.allocator_cached_bytes
+        given = self.sources.get("allocator", "given by the caller")
+        return (
+            f"effective free {(free + cached) / GIB:.2f} GiB = device free {free / GIB:.2f} GiB ({where}) + this "
+            f"process's allocator cache {cached / GIB:.2f} GiB (reserved − allocated, {given})"
+        )
 
     @property
     def is_accelerator(self) -> bool:
@@ -99,6 +164,25 @@ class MemoryReading(Record):
     @property
     def simulated(self) -> bool:
         return self.device.simulated
+
+    def with_allocator(self, reserved_bytes: int, allocated_bytes: int, source: str) -> MemoryReading:
+        """This reading with the chosen device's allocator figures (a process that runs torch reads
+        them: ``torch.cuda.memory_reserved`` / ``memory_allocated``), so that every decision sized
+        from free memory uses the effective free memory. ``source`` says who read them, and how."""
+        for name, value in (("reserved_bytes", reserved_bytes), ("allocated_bytes", allocated_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number of bytes, 0 or more, not {value!r}")
+        if allocated_bytes > reserved_bytes:
+            raise ValueError(f"allocated_bytes ({allocated_bytes}) cannot exceed reserved_bytes ({reserved_bytes})")
+        old = self.device
+        new = dataclasses.replace(
+            old,
+            allocator_reserved_bytes=reserved_bytes,
+            allocator_allocated_bytes=allocated_bytes,
+            sources={**old.sources, "allocator": source},
+        )
+        visible = tuple(new if device == old else device for device in self.visible)
+        return dataclasses.replace(self, device=new, visible=visible)
 
 
 # --------------------------------------------------------------------------------------------- select
@@ -131,8 +215,9 @@ class Tier(Record):
     ``compile``, ``quantization``), as the table states them; ``configure_optimizations`` turns them
     into a plan."""
     recommended_lm: str | None = None
-    """The LM size ``auto`` loads when the LM runs (the table's advice for this tier); None, or a size
-    this tier does not allow, means the largest allowed."""
+    """The LM size ``auto`` loads when the LM runs (the table's advice for this tier); None means the
+    largest allowed. A size this tier does not allow is kept as given, and refused by validation
+    (:func:`acestep_core.tables.validate_table`), exactly as in a TOML table."""
     class_tolerance_gb: float = 0.0
     """A size up to this many GB below ``min_gb`` counts as ``min_gb`` (simulated or detected):
     upstream's "15.5 GB is a 16 GB card". Added to the table's fractional real-card tolerance."""
@@ -143,8 +228,15 @@ class Tier(Record):
     """Ceiling of ``lm.gpu_memory_ratio``."""
 
     def __post_init__(self) -> None:
-        if self.recommended_lm not in self.lm_models:
-            object.__setattr__(self, "recommended_lm", self.lm_models[-1] if self.lm_models else None)
+        if self.recommended_lm is None and self.lm_models:
+            object.__setattr__(self, "recommended_lm", self.lm_models[-1])
+
+    def allowing(self, lm_models: tuple[str, ...]) -> Tier:
+        """This tier with other LM sizes allowed: the allotments of sizes no longer allowed are dropped,
+        and the recommendation is kept where still allowed, else the largest allowed."""
+        recommended = self.recommended_lm if self.recommended_lm in lm_models else None
+        memory = {size: gb for size, gb in self.lm_memory_gb.items() if size in lm_models}
+        return dataclasses.replace(self, lm_models=lm_models, lm_memory_gb=memory, recommended_lm=recommended)
 
     @property
     def id(self) -> str:
@@ -193,16 +285,13 @@ class TierTable(Record):
     """Where the table was loaded from (a file path or a package resource)."""
     monotone_limits: bool = True
     """Whether limits must not fall as memory grows (validated). False only for tables that
-    reproduce another implementation whose limits do fall (upstream's April 2026 table)."""
+    reproduce another implementation whose limits do fall (upstream main's 8-tier table)."""
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:
             if tier.name == name:
                 return tier
         raise KeyError(f"table {self.name!r} has no tier {name!r}; it has {[t.name for t in self.tiers]}")
-
-    def boundaries(self) -> tuple[float, ...]:
-        return tuple(t.min_gb for t in self.tiers if t.min_gb > 0)
 
     def nominal_size(self, gib: float, *, detected: bool) -> float:
         """The class a device of ``gib`` belongs to: a size just below a tier's lower boundary counts
@@ -211,7 +300,8 @@ class TierTable(Record):
         for tier in self.tiers[1:]:
             boundary = tier.min_gb
             slack = max(tier.class_tolerance_gb, boundary * self.real_card_tolerance if detected else 0.0)
-            if boundary - slack - 1e-9 <= gib < boundary:
+            # 1e-9 GiB absorbs float rounding of a tolerance's edge; with no tolerance a size is exact
+            if slack > 0 and boundary - slack - 1e-9 <= gib < boundary:
                 return boundary
         return gib
 
@@ -386,6 +476,8 @@ def plan_override_problem(key: Any, value: Any) -> str | None:
         return f"unknown plan key {key!r} (known: {', '.join(k for k, s in PLAN_KEYS.items() if s.settable)})"
     if not spec.settable:
         return f"{key} is computed by the memory plan and cannot be set (set the request or the limits instead)"
+    if nesting_depth(value) > MAX_NESTING:
+        return f"{key}: the value nests more than {MAX_NESTING} levels deep"
     problem = spec.check(value)
     return None if problem is None else f"{key}: {problem}"
 

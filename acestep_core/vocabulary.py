@@ -2,8 +2,8 @@
 audio rates, the optimization values and the plan's keys with the type and range of each value.
 
 Pure Python and import-free (``typing`` only), so any module, plugin or tool may import it at
-start-up. A value that appears here must not be redefined elsewhere (``tests/test_vocabulary.py``
-checks the old duplicates are gone).
+start-up. A value that appears here must not be written again elsewhere, under any name
+(``tests/test_vocabulary.py`` compares the values of every package and benchmark with these).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ CUDA_CONTEXT_BYTES = 808 * MIB
 808 MiB after the first convolution; ``acestep_core/optimize/measurements/h100-context-2026-11-26.json``)."""
 SAFETY_MARGIN_BYTES = 512 * MIB
 """Device memory left unused on purpose (upstream's 0.5 GB margin)."""
+
+SIMULATION_VARIABLES: Mapping[str, str] = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
+"""The variables that simulate a device of a given size (GB), in the order they win, with the backend
+each simulates."""
 
 # --------------------------------------------------------------------------------------------- optimization values
 Quantization = Literal["none", "int8", "int4", "fp8"]

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from acestep_core import DetectOptions, GenerationRequest, MemoryReading, resolve
 from acestep_core.routing import FleetClass, route
+from acestep_core.vocabulary import MIB
 
 SIZES = ("8", "16", "24")
 REQUEST = GenerationRequest(duration_s=120, batch_size=1)
@@ -85,7 +86,7 @@ def throughput(requests: int, concurrency: int) -> None:
         _node_ip_address="127.0.0.1",
         logging_level="ERROR",
         log_to_driver=False,
-        object_store_memory=100 * 2**20,
+        object_store_memory=100 * MIB,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}/"

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from acestep_core.vocabulary import GIB
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +53,7 @@ def main() -> int:
     peaks: dict[str, dict[str, object]] = {}
     for m in raw["measurements"]:
         peaks.setdefault(f"{m['card_gb']:g} GB", {})[f"{m['phase']} {m['duration_s']}s x{m['batch']}"] = (
-            f"{m['peak_bytes'] / 2**30:.2f} GiB" if m["fits"] else "OOM"
+            f"{m['peak_bytes'] / GIB:.2f} GiB" if m["fits"] else "OOM"
         )
     summary = {
         "exit_code": code,
@@ -96,7 +98,7 @@ def main() -> int:
     print(f"  driver {raw['environment'].get('driver')}, versions {raw['environment'].get('versions')}")
     for card in summary["cards"]:
         print(
-            f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / 2**30:.2f}): without LM {card['without_lm']}, "
+            f"  {card['card_gb']:g} GB (cap {card['cap_bytes'] / GIB:.2f}): without LM {card['without_lm']}, "
             f"with LM {card['with_lm']} "
             f"LMs {card['lm_models']} {card['lm_memory_gb']} {card['notes'] or ''}"
         )

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from acestep_core.vocabulary import GIB, MIB
+
 PLUGIN_CHILD = r"""
 import time
 start = time.perf_counter()
@@ -206,17 +208,15 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
-    gib = 1024**3
-
     def size(value: Any) -> str:
-        return "-" if value is None else f"{value / gib:.3f} GiB ({value:,} B)"
+        return "-" if value is None else f"{value / GIB:.3f} GiB ({value:,} B)"
 
     rows = [
         ("mode", "DRY RUN (replayed H100, no torch)" if results["dry_run"] else "real GPU"),
         ("runs per path", results["runs"]),
         ("plugin: wall, fresh process (median)", f"{summary['plugin_wall_s_median']:.3f} s"),
         ("plugin: inside the process (median)", f"{summary['plugin_in_process_s_median']:.3f} s"),
-        ("plugin: VRAM taken (max)", f"{summary['plugin_vram_taken_bytes_max'] / 2**20:.0f} MiB"),
+        ("plugin: VRAM taken (max)", f"{summary['plugin_vram_taken_bytes_max'] / MIB:.0f} MiB"),
         (
             "plugin: torch imported / libcuda loaded",
             f"{summary['plugin_imported_torch']} / {summary['plugin_loaded_libcuda']}",
@@ -230,7 +230,7 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
         rows += [
             ("torch: wall, fresh process (median)", f"{summary['torch_wall_s_median']:.3f} s"),
             ("torch: inside the process (median)", f"{summary['torch_in_process_s_median']:.3f} s"),
-            ("torch: VRAM taken (median)", f"{summary['torch_vram_taken_bytes_median'] / 2**20:.0f} MiB"),
+            ("torch: VRAM taken (median)", f"{summary['torch_vram_taken_bytes_median'] / MIB:.0f} MiB"),
             ("torch: total_memory", size(summary["torch_total_memory"])),
             ("torch: tier", summary["torch_tier"]),
             ("torch: cuda:0 UUID (matches plugin)", f"{summary['torch_uuid']} ({summary['uuid_match']})"),

@@ -48,7 +48,7 @@ from acestep_core.optimize.memory import (
     reserved_bytes,
 )
 from acestep_core.optimize.plan import planned_run
-from acestep_core.vocabulary import CODES_PER_SECOND
+from acestep_core.vocabulary import CODES_PER_SECOND, COMPONENTS
 
 TIERS_GIB = {t.name: t.min_gb for t in default_table().tiers if t.name in ("tier3", "tier4", "tier5", "tier6")}
 """Default tiers 3 to 6, each at its smallest size, from the shipped table."""
@@ -236,11 +236,7 @@ def tier_runs(runner: Runner, started: float) -> list[dict[str, Any]]:
                 run = RunShape(min(run.duration_s, 10), min(run.batch, 2), run.lm_model)
             predictions = predicted(run, plan)
             runner.cap(gib)
-            phases = [
-                runner.phase(kind, plan, run)
-                for kind in ("lm", "text_encoder", "dit", "vae")
-                if kind != "lm" or run.lm_model
-            ]
+            phases = [runner.phase(kind, plan, run) for kind in COMPONENTS if kind != "lm" or run.lm_model]
             runner.cap(None)
             for row in phases:
                 guess = predictions[row["phase"]]

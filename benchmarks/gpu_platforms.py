@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acestep_core import GIB, DetectOptions, GenerationRequest, resolve
+from acestep_core import COMPONENTS, GIB, DetectOptions, GenerationRequest, resolve
 from acestep_core.optimize import platforms
 
 
@@ -43,7 +43,7 @@ def decisions(environ: dict[str, str]) -> dict[str, Any]:
         "backend": device.backend,
         "compute_capability": device.compute_capability,
         "tier": resolution.tier.label,
-        "precision": {c: plan.value(f"precision.{c}") for c in ("lm", "text_encoder", "dit", "vae")},
+        "precision": {c: plan.value(f"precision.{c}") for c in COMPONENTS},
         "precision_reason": plan["precision.dit"].reason,
         "bf16_supported_by_torch": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
         "attention": plan.value("attention"),

@@ -53,6 +53,51 @@ def test_the_core_never_imports_torch_the_runtime_or_a_plugin() -> None:
     assert offenders == []
 
 
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of ``path`` that are code (docstrings left out): import strings hide here."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    prose = {
+        id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose
+    ]
+
+
+def test_the_core_names_no_runtime_module_even_in_a_string() -> None:
+    """``importlib.import_module("acestep_core.runtime...")`` is an import the test above cannot see:
+    the runtime's commands reach the CLI through the ``acestep_core.commands`` entry points instead.
+    (The built-in plugins' module names are data there: ``plugins.BUILTINS`` recognises them, never
+    imports them.)"""
+    hidden = re.compile(r"\bacestep_core\.runtime\b")
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{line}: {text[:60]!r}"
+        for path in _core_modules()
+        for line, text in _code_strings(path)
+        if hidden.search(text)
+    ]
+    assert offenders == []
+
+
+def test_the_runtime_commands_are_entry_points_whose_modules_depend_on_the_core_cli() -> None:
+    import tomllib
+
+    from acestep_core.cli import COMMAND_GROUP
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    commands = project["entry-points"][COMMAND_GROUP]
+    assert set(commands) == {"generate", "calibrate", "fleet", "ui"}
+    for name, target in commands.items():
+        module, _, function = target.partition(":")
+        assert module.startswith("acestep_core.runtime.") and function == "add_parser", (name, target)
+        path = PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body), target
+        assert any(imported.startswith("acestep_core.cli") for imported, _ in _imports(path)), target
+
+
 def test_runtime_imports_torch_at_module_top_only() -> None:
     offenders = [
         f"{path.relative_to(PACKAGE)}: {name}"

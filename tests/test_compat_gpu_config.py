@@ -181,9 +181,9 @@ def test_default_unlimited_has_no_fixed_lm_allotment_so_the_ratio_is_the_plans()
     assert (ratio, target) == (0.5, 40.0)  # the plan's "no fixed allocation: half of the device"
 
 
-def test_the_built_in_default_stays_active_with_both_built_in_tables() -> None:
+def test_the_built_in_default_stays_active_with_the_built_in_upstream_tables() -> None:
     names = [t.name for t in acestep_core.plugins.get_plugin_manager().hook.register_tier_tables()[0]]
-    assert names == ["default", UPSTREAM]
+    assert names == ["default", UPSTREAM, "upstream-2026-04"]
     assert gc.get_gpu_config(8).decided_by["table"] == "default"
 
 
@@ -291,8 +291,8 @@ def test_lm_module_memory_ratio_for_its_allocator(monkeypatch: pytest.MonkeyPatc
     plan = resolve(reading=device_reading(16, simulated=True), request=None)
     assert target == 8 and ratio == pytest.approx(8 / 16)
     assert plan.tier.lm_memory_ratio(target, 16) == ratio
-    with pytest.raises(ValueError, match="positive"):
-        gc.get_lm_gpu_memory_ratio(f"{LM}1.7B", 0)
+    # no GPU (0 GB, where upstream divides by zero): the LM gets no share of a GPU, and no exception
+    assert gc.get_lm_gpu_memory_ratio(f"{LM}1.7B", 0) == (0.0, 8.0)
 
 
 @pytest.mark.parametrize(("gb", "warned"), [("3", True), ("8", True), ("12", True), ("12.5", False), ("24", False)])
@@ -324,13 +324,22 @@ def test_global_config_round_trip_and_manual_tier(
         assert gc.get_gpu_config_for_tier(tier).tier == tier
 
 
-def test_april_fields_map_onto_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_april_fields_are_the_tiers_defaults_and_the_plans_decisions_are_recorded(monkeypatch) -> None:
+    """Issue #19: the GPUConfig fields give the tier's per-tier defaults (upstream's meaning); where the
+    plan differs on this machine (no triton: no compile; no nano-vllm or vllm: pt), its decision and
+    reason are in decided_by["plan"]."""
     monkeypatch.setenv("MAX_CUDA_VRAM", "8")
     config = gc.get_gpu_config()
-    plan = resolve().plan
-    assert config.offload_dit_to_cpu_default is (plan.value("offload.dit") != "none")
-    assert config.quantization_default is (plan.value("quantization.dit") != "none")
-    assert config.compile_model_default is plan.value("compile")
+    resolution = resolve()
+    defaults = resolution.tier.optimizations
+    assert config.offload_to_cpu_default is defaults["cpu_offload"]
+    assert config.offload_dit_to_cpu_default is defaults.get("dit_cpu_offload", defaults["cpu_offload"])
+    assert config.quantization_default is (defaults["quantization"] != "none")
+    assert config.compile_model_default is defaults["compile"] is True
+    plan = config.decided_by["plan"]
+    for key in ("compile", "lm.backend", "offload.dit", "quantization.dit"):
+        assert plan[key] == {"value": resolution.plan.value(key), "reason": resolution.plan[key].reason}
+    assert plan["compile"]["value"] is False and "triton" in plan["compile"]["reason"]  # this machine has no triton
     assert config.recommended_lm_model == f"{LM}0.6B"
 
 
@@ -389,36 +398,126 @@ def test_resolve_refuses_a_given_reading_no_tier_could_come_from() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "gb", "backend", "restriction"),
+    ("variable", "gb", "backend", "restriction", "recommended"),
     [
-        ("MAX_CUDA_VRAM", "8", "cuda", "all"),
-        ("MAX_CUDA_VRAM", "6", "cuda", "all"),
-        ("MAX_MPS_VRAM", "16", "mps", "pt_mlx_only"),
+        ("MAX_CUDA_VRAM", "8", "cuda", "all", "vllm"),
+        ("MAX_CUDA_VRAM", "6", "cuda", "all", "vllm"),
+        ("MAX_MPS_VRAM", "16", "mps", "pt_mlx_only", "mlx"),
     ],
 )
-def test_lm_backend_fields_are_the_plans_lm_backend(
-    monkeypatch: pytest.MonkeyPatch, variable, gb, backend, restriction
+def test_lm_backend_fields_follow_upstreams_platform_rule(
+    monkeypatch: pytest.MonkeyPatch, variable, gb, backend, restriction, recommended
 ) -> None:
-    """recommended_backend is the LM backend acestep-core decides (also when the LM is off by
-    default); the restriction says whether the platform may run vllm at all."""
-    from acestep_core.optimize.platforms import lm_backend
-
+    """Upstream recommends vllm (its vendored nano-vllm) on every tier and mlx on Apple silicon, as a
+    default: what this machine can run (pt here, with neither installed) is the plan's, recorded."""
     monkeypatch.setenv(variable, gb)
     config = gc.get_gpu_config()
     resolution = resolve()
     assert resolution.reading.device.backend == backend
-    assert config.recommended_backend == (resolution.plan.value("lm.backend") or lm_backend(resolution.reading).value)
-    assert config.lm_backend_restriction == restriction
+    assert (config.recommended_backend, config.lm_backend_restriction) == (recommended, restriction)
+    assert gc.resolve_lm_backend(None, config) == recommended
+    if "lm.backend" in resolution.plan:
+        assert config.decided_by["plan"]["lm.backend"]["value"] == resolution.plan.value("lm.backend")
     if backend == "mps":
-        assert config.recommended_backend in ("mlx", "pt") and not config.compile_model_default
+        assert not (config.compile_model_default or config.quantization_default or config.offload_to_cpu_default)
+        assert config.mlx_vae_chunk_size == 256  # upstream's size for 16 GB of unified memory
 
 
-def test_an_old_card_is_restricted_to_pt_and_mlx(monkeypatch: pytest.MonkeyPatch, make_manager) -> None:
-    """vllm needs compute capability 7.0: a GTX 1080 Ti (6.1) gets pt, restricted as upstream's MPS is."""
+def test_an_old_card_is_restricted_to_pt(monkeypatch: pytest.MonkeyPatch, make_manager) -> None:
+    """Upstream main (eddb621, #932): below compute capability 7.0 the LM runs on pt only."""
     import dataclasses
 
     reading = device_reading(11)
     old = dataclasses.replace(reading, device=dataclasses.replace(reading.device, compute_capability=(6, 1)))
     monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(FixedDevice(old)))
     config = gc.get_gpu_config()
-    assert (config.recommended_backend, config.lm_backend_restriction) == ("pt", "pt_mlx_only")
+    assert (config.recommended_backend, config.lm_backend_restriction) == ("pt", "pt_only")
+    assert gc.resolve_lm_backend("vllm", config) == "pt"
+    assert gc.get_gpu_config(24).lm_backend_restriction == "pt_only"  # a size given on that card: still that card
+
+
+# ------------------------------------------------------------------------------------ constants that follow the table
+def _detected_card(monkeypatch: pytest.MonkeyPatch, make_manager, gib: float, **fields) -> None:
+    import dataclasses
+
+    reading = device_reading(gib)
+    card = dataclasses.replace(reading.device, **fields)
+    monkeypatch.setattr(acestep_core.plugins, "_default", make_manager(FixedDevice(type(reading)(card, (card,)))))
+
+
+@pytest.mark.parametrize(
+    ("table", "simulated", "start", "offload_threshold"),
+    [
+        ("default", False, 15.2, float("inf")),
+        ("default", True, 16.0, float("inf")),
+        (UPSTREAM, False, 15.5, float("inf")),
+        ("upstream-2026-04", False, 15.5, 20.0),
+        ("upstream-2026-04", True, 15.5, 20.0),
+    ],
+)
+def test_the_16gb_class_constant_follows_the_active_tables_placement(
+    monkeypatch: pytest.MonkeyPatch, make_manager, table, simulated, start, offload_threshold
+) -> None:
+    """Issue #19 item 4: a caller's ``gb < VRAM_16GB_MIN_GB`` must draw the line where the table puts the
+    16 GB class for this process's device: the default table counts a detected card from 5 % below
+    (16 × 0.95 = 15.2), a simulated size exactly; upstream's tables from 15.5 either way."""
+    monkeypatch.setenv("ACESTEP_CORE_TIERS", table)
+    if simulated:
+        monkeypatch.setenv("MAX_CUDA_VRAM", "15.3")
+    else:
+        _detected_card(monkeypatch, make_manager, 15.3)
+    assert pytest.approx(start) == gc.VRAM_16GB_MIN_GB
+    assert offload_threshold == gc.VRAM_AUTO_OFFLOAD_THRESHOLD_GB
+    # a 15.3 GiB device: where the constant says "16 GB class", the tier says so too
+    sixteen_class = not gc.get_gpu_memory_gb() < gc.VRAM_16GB_MIN_GB
+    tier = gc.get_gpu_config().tier
+    assert sixteen_class is (tier in ("tier6", "tier6a"))
+
+
+# --------------------------------------------------------------------------------------------- effective free
+class FakeCuda:
+    """torch.cuda as a process that already runs models sees it (initialised; 12 GiB reserved, 9 allocated)."""
+
+    def __init__(self, initialised: bool) -> None:
+        self.initialised = initialised
+        self.asked: list[str] = []
+
+    def is_initialized(self) -> bool:
+        self.asked.append("is_initialized")
+        return self.initialised
+
+    def memory_reserved(self, index: int) -> int:
+        self.asked.append(f"memory_reserved({index})")
+        return 12 * GIB
+
+    def memory_allocated(self, index: int) -> int:
+        self.asked.append(f"memory_allocated({index})")
+        return 9 * GIB
+
+
+@pytest.mark.parametrize("initialised", [True, False])
+def test_effective_free_counts_this_processs_allocator_cache_only_from_a_running_torch(
+    monkeypatch: pytest.MonkeyPatch, make_manager, initialised: bool
+) -> None:
+    """Upstream #822: NVML says 2 GiB free on a 24 GB card whose own allocator caches 3 GiB: 5 GiB can be
+    used. The figures come from a torch this process already runs; an uninitialised CUDA is not asked
+    for them (that would create a context), and torch is never imported here."""
+    import types
+
+    _detected_card(monkeypatch, make_manager, 24, free_bytes=2 * GIB, sources={"free_bytes": "NVML v2, live"})
+    cuda = FakeCuda(initialised)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    free = gc.get_effective_free_vram_gb()
+    assert cuda.asked[0] == "is_initialized"
+    if initialised:
+        assert free == 5.0 and cuda.asked[1:] == ["memory_reserved(0)", "memory_allocated(0)"]
+    else:
+        assert free == 2.0 and cuda.asked == ["is_initialized"]
+    assert gc.get_effective_free_vram_gb(3) == 0.0  # no cuda:3
+
+
+def test_effective_free_without_torch_imports_nothing(monkeypatch: pytest.MonkeyPatch, make_manager) -> None:
+    _detected_card(monkeypatch, make_manager, 24, free_bytes=2 * GIB)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert gc.get_effective_free_vram_gb() == 2.0
+    assert "torch" not in sys.modules

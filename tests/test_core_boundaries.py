@@ -40,6 +40,7 @@ from acestep_core import (
 from acestep_core.cli import main
 from acestep_core.hookspecs import CONTRACTS
 from acestep_core.plugins import BUILTINS
+from acestep_core.tables import TableError, validate_table
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, PLAN_KEYS
 
 GROUP = "acestep_core"
@@ -227,6 +228,7 @@ def _doctored(**changes: object) -> TierTable:
         (_doctored(lm_memory_gb={"0.6B": float("nan")}), "lm_memory_gb.0.6B"),
         (_doctored(lm_models=("13B",)), "unknown LM size '13B'"),
         (_doctored(max_duration_without_lm_s=100_000), "outside 10-600 s"),
+        (_doctored(recommended_lm="4B"), "'4B' is not among this tier's lm_models"),
         (TierTable(name="empty", tiers=()), "not a non-empty tuple of Tier"),
     ],
 )
@@ -242,6 +244,22 @@ def test_a_table_built_in_code_is_validated_like_a_toml_one(make_manager, table:
     [problem] = resolution.problems
     assert (problem.plugin, problem.hook, problem.kind) == ("maker", "register_tier_tables", "invalid-table")
     assert why in problem.error
+
+
+def test_a_tier_keeps_the_recommended_lm_it_is_given_and_validation_refuses_it_as_in_toml() -> None:
+    """Tier used to rewrite a recommendation its tier does not allow to the largest allowed size, so a
+    table built in code passed validation where the same TOML was refused (issue #20)."""
+    toml = SMALL_TABLE.replace("lm_default_on = true", 'lm_default_on = true\nrecommended_lm = "4B"')
+    with pytest.raises(TableError) as from_toml:
+        parse_table(toml)
+    built = _doctored(recommended_lm="4B")
+    assert built.tiers[0].recommended_lm == "4B"  # kept as given, not rewritten
+    with pytest.raises(TableError) as from_code:
+        validate_table(dataclasses.replace(built, name="small"))
+    assert [str(p) for p in from_code.value.problems] == [str(p) for p in from_toml.value.problems]
+    assert "recommended_lm: '4B' is not among this tier's lm_models" in str(from_code.value)
+    # None still means the largest allowed, in code as in TOML
+    assert _doctored(recommended_lm=None).tiers[0].recommended_lm == parse_table(SMALL_TABLE).tiers[0].recommended_lm
 
 
 def test_every_hook_has_a_contract_declared_beside_its_spec() -> None:
@@ -321,8 +339,10 @@ def test_cli_overrides_follow_the_api_rules(cli, argv: list[str], why: str) -> N
 
 
 def test_a_ladder_override_may_only_lower_the_run(cli) -> None:
+    """A usage error (exit 2), as the README says for a bad --set; it once exited 1 (issue #18)."""
     code, _, err = cli("plan", "--vram", "2", "--set", "ladder.batch_size=3")  # Tier 1: batch 1
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert "--set ladder.batch_size=3" in err
     assert "ladder.batch_size 3 is above the adjusted batch 1 (the ladder may only lower it)" in err
     code, _, _ = cli("plan", "--vram", "8", "--batch", "2", "--lm", "none", "--json", "--set", "ladder.batch_size=1")
     assert code == 0
@@ -495,43 +515,48 @@ def test_trace_prints_every_hook_call_with_its_plugin_and_result(
 
 # --------------------------------------------------------------------------------------------- property
 TABLE = default_table()
-tiers_anywhere = st.one_of(
-    st.sampled_from(TABLE.tiers),
-    st.builds(
-        lambda tier, batch, duration, lms: dataclasses.replace(
-            tier, max_batch_with_lm=batch, max_batch_without_lm=batch, max_duration_with_lm_s=duration, lm_models=lms
-        ),
-        st.sampled_from(TABLE.tiers),
-        st.integers(-5, 10_000),
-        st.integers(-5, 10_000),
-        st.lists(st.sampled_from([*LM_SIZES, "13B"]), max_size=4).map(tuple),
-    ),
-    st.just("tier4"),
-    st.none(),
+LIE = "lying"
+"""The reason every setting a liar proposes gives, and the ``asked`` of every change it makes: how the
+property tells the liar's records from the built-ins' when it checks who they name as their author."""
+CLAIMS = ("tiers_default", "simulated", "user", "acestep_core", "someone")
+"""Authors a liar may claim besides itself and "" (the core then names the plugin that answered)."""
+
+
+def _doctored_copy(name: str, position: int = 0, **changes: object) -> TierTable:
+    table = parse_table(SMALL_TABLE.replace('name = "small"', f'name = "{name}"'))
+    tiers = list(table.tiers)
+    tiers[position] = dataclasses.replace(tiers[position], **changes)
+    return dataclasses.replace(table, tiers=tuple(tiers))
+
+
+OWN_TABLE = parse_table(SMALL_TABLE.replace('name = "small"', 'name = "liar-own"'), source="liar")
+"""A valid table a liar may register: its tiers are then the liar's to select."""
+LYING_TABLES = (
+    _doctored_copy("liar-batch", max_batch_with_lm=-3),
+    _doctored_copy("liar-gap", min_gb=4.0),
+    _doctored_copy("liar-lm", lm_models=("13B",)),
+    _doctored_copy("liar-recommends", recommended_lm="4B"),
+    _doctored_copy("liar-long", max_duration_without_lm_s=100_000),
+    dataclasses.replace(TABLE, tiers=TABLE.tiers[1:]),  # "default", from 4 GB up: a gap from 0
+)
+"""Tables built in code that TOML validation refuses (checked below, so the strategy is what it says)."""
+
+
+def is_valid(table: TierTable) -> bool:
+    try:
+        validate_table(table)
+    except TableError:
+        return False
+    return True
+
+
+assert not any(is_valid(table) for table in LYING_TABLES) and is_valid(OWN_TABLE)
+
+plugin_names = st.one_of(
+    st.sampled_from(["liar", "cuda", "ladder", "attention", "vae", *CLAIMS]),
+    st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
 )
 numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10**7))
-adjusted_anything = st.one_of(
-    st.none(),
-    st.builds(
-        AdjustedRequest,
-        duration_s=numbers,
-        batch_size=st.one_of(st.integers(-5, 10**7), st.booleans()),
-        lm_model=st.one_of(st.none(), st.sampled_from([*LM_SIZES, "13B", ""])),
-    ),
-)
-settings_anything = st.lists(
-    st.builds(
-        Setting,
-        key=st.one_of(st.sampled_from(list(PLAN_KEYS)), st.text(max_size=8)),
-        value=st.one_of(
-            numbers, st.booleans(), st.text(max_size=6), st.sampled_from(["none", "int8", "tiled", "sdpa"])
-        ),
-        reason=st.just("lying"),
-    ),
-    max_size=6,
-)
-
-
 readings_anything = st.one_of(
     st.none(),
     st.text(max_size=4),
@@ -545,12 +570,97 @@ readings_anything = st.one_of(
 )
 
 
+def tiers_anywhere(tables: list[TierTable]) -> st.SearchStrategy[object]:
+    """The active table's tiers, the liar's own tables' tiers (valid or not), doctored tiers, junk."""
+    return st.one_of(
+        st.sampled_from(TABLE.tiers),
+        st.sampled_from([tier for table in [OWN_TABLE, *tables] for tier in table.tiers]),
+        st.builds(
+            lambda tier, batch, duration, lms: dataclasses.replace(
+                tier,
+                max_batch_with_lm=batch,
+                max_batch_without_lm=batch,
+                max_duration_with_lm_s=duration,
+                lm_models=lms,
+            ),
+            st.sampled_from(TABLE.tiers),
+            st.integers(-5, 10_000),
+            st.integers(-5, 10_000),
+            st.lists(st.sampled_from([*LM_SIZES, "13B"]), max_size=4).map(tuple),
+        ),
+        st.just("tier4"),
+        st.none(),
+    )
+
+
+def adjusted_anything(name: str) -> st.SearchStrategy[object]:
+    claims = st.sampled_from(["", name, *CLAIMS])
+    changes = st.lists(
+        st.builds(
+            Adjustment,
+            field=st.sampled_from(["duration_s", "batch_size", "lm_model"]),
+            asked=st.just(LIE),
+            granted=st.none(),
+            reason=st.sampled_from([LIE, LIE, None]),
+            plugin=claims,
+        ),
+        max_size=2,
+    ).map(tuple)
+    return st.one_of(
+        st.none(),
+        st.builds(
+            AdjustedRequest,
+            duration_s=st.one_of(numbers, st.integers(10, 60)),
+            batch_size=st.one_of(st.integers(-5, 10**7), st.integers(1, 2), st.booleans()),
+            lm_model=st.one_of(st.none(), st.sampled_from([*LM_SIZES, "13B", ""])),
+            changes=changes,
+        ),
+    )
+
+
+def settings_anything(name: str) -> st.SearchStrategy[list[Setting]]:
+    claims = st.sampled_from(["", name, *CLAIMS])
+    anything = st.builds(
+        Setting,
+        key=st.one_of(
+            st.sampled_from(list(PLAN_KEYS)),
+            st.sampled_from([f"{name}.own", "tiers_default.x", "someone.x"]),
+            st.text(max_size=8),
+        ),
+        value=st.one_of(
+            numbers, st.booleans(), st.text(max_size=6), st.sampled_from(["none", "int8", "tiled", "sdpa"])
+        ),
+        reason=st.just(LIE),
+        plugin=claims,
+    )
+    ladder = st.builds(
+        Setting,
+        key=st.sampled_from(["ladder.batch_size", "ladder.duration_s"]),
+        value=st.integers(1, 10_000),
+        reason=st.just(LIE),
+        plugin=claims,
+    )
+    in_schema = st.builds(
+        lambda key_value, plugin: Setting(*key_value, LIE, plugin=plugin),
+        st.sampled_from([("compile", False), ("attention", "sdpa"), ("vae.decode", "tiled"), ("offload.vae", "model")]),
+        claims,
+    )
+    return st.lists(st.one_of(anything, ladder, in_schema), max_size=6)
+
+
 class Liar:
+    """Lies in every hook at once: what it answers is drawn anew for each example."""
+
     def __init__(self) -> None:
+        self.tables: list[TierTable] = []
         self.reading: object = None
         self.tier: object = None
         self.adjusted: object = None
         self.settings: list[Setting] = []
+
+    @hookimpl
+    def register_tier_tables(self) -> list[TierTable]:
+        return self.tables
 
     @hookimpl(tryfirst=True)
     def detect_memory(self) -> object:
@@ -569,25 +679,44 @@ class Liar:
         return self.settings
 
 
-LIAR = Liar()
-LIAR_MANAGER = build_plugin_manager(
-    environ={},
-    entry_points=[],
-    plugins=[
-        ("tiers_default", __import__("acestep_core_tiers_default")),
-        ("simulated", __import__("acestep_core_simulated")),
-        ("liar", LIAR),
-    ],
-)
+def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[TierTable]) -> None:
+    """What the ten contract rules guarantee, read off the resolution alone."""
+    device = resolution.reading.device  # reading-byte-counts
+    for figure, least in ((device.total_bytes, 1), (device.free_bytes, 0), (device.reserved_bytes, 0)):
+        assert figure is None or (type(figure) is int and figure >= least), device
+    valid = [table for table in tables if is_valid(table)]  # table-valid
+    active = {table.name: table for table in [TABLE, *valid]}[resolution.table]
+    own = [tier for table in valid for tier in table.tiers] if resolution.decided_by("select_tier") == liar else []
+    assert resolution.tier in active.tiers or resolution.tier in own  # tier-of-the-table
+    tier, adjusted = resolution.tier, resolution.adjusted
+    lm_on = adjusted.lm_model is not None
+    assert adjusted.lm_model is None or adjusted.lm_model in tier.lm_models  # lm-allowed
+    if adjusted.duration_s is not None:  # duration-in-range
+        assert math.isfinite(adjusted.duration_s) and MIN_DURATION_S <= adjusted.duration_s <= tier.max_duration_s(
+            lm_on
+        )
+    assert type(adjusted.batch_size) is int and 1 <= adjusted.batch_size <= tier.max_batch(lm_on)  # batch-in-range
+    for setting in resolution.plan:  # plan-key-in-schema
+        if setting.key not in PLAN_KEYS:
+            assert setting.key.startswith(f"{setting.plugin}."), setting  # a plugin's own key
+            continue
+        assert PLAN_KEYS[setting.key].check(setting.value) is None, setting
+    assert resolution.plan.value("ladder.batch_size", 1) <= adjusted.batch_size  # ladder-batch-only-lowers
+    longest = adjusted.duration_s if adjusted.duration_s is not None else tier.max_duration_s(lm_on)
+    assert resolution.plan.value("ladder.duration_s", MIN_DURATION_S) <= longest  # ladder-duration-only-lowers
+    for change in adjusted.changes:  # authorship: what the liar wrote names the liar, reasoned
+        assert isinstance(change.reason, str)
+        assert change.asked != LIE or change.plugin == liar, change
+    for setting in resolution.plan:
+        assert setting.reason != LIE or setting.plugin == liar, setting
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    readings_anything,
-    tiers_anywhere,
-    adjusted_anything,
-    settings_anything,
+    st.data(),
+    plugin_names,
     st.sampled_from(["2", "4", "8", "12", "16", "24", "80", "abc"]),
+    st.sampled_from([None, "default"]),
     st.builds(
         GenerationRequest,
         duration_s=st.one_of(st.none(), st.integers(1, 1000)),
@@ -595,13 +724,37 @@ LIAR_MANAGER = build_plugin_manager(
         lm=st.sampled_from(["auto", "on", "off"]),
     ),
 )
-def test_whatever_a_plugin_answers_the_resolution_satisfies_the_active_table(
-    reading: object, tier: object, adjusted: object, settings_: list[Setting], vram: str, request: GenerationRequest
+def test_whatever_a_plugin_answers_the_resolution_keeps_every_contract(
+    data: st.DataObject, name: str, vram: str, tiers: str | None, request: GenerationRequest
 ) -> None:
-    LIAR.reading, LIAR.tier, LIAR.adjusted, LIAR.settings = reading, tier, adjusted, settings_
-    resolution = resolve(request, manager=LIAR_MANAGER, environ={"MAX_CUDA_VRAM": vram}, redetect=True)
-    assert_within_active_table(resolution, TABLE)
-    assert resolution.decided_by("select_tier") in ("liar", "tiers_default")
+    """A plugin of any name lies in every hook at once (tables, reading, tier, request, plan, authors);
+    the resolution still keeps every rule. ``benchmarks/mutate_contracts.py`` switches each of the ten
+    rules off in turn and shows that this property then fails."""
+    liar = Liar()
+    liar.tables = data.draw(
+        st.builds(
+            lambda lying, own: lying + ([OWN_TABLE] if own else []),
+            st.lists(st.sampled_from(LYING_TABLES), max_size=2),
+            st.booleans(),
+        ),
+        label="tables",
+    )
+    liar.reading = data.draw(readings_anything, label="reading")
+    liar.tier = data.draw(tiers_anywhere(liar.tables), label="tier")
+    liar.adjusted = data.draw(adjusted_anything(name), label="adjusted")
+    liar.settings = data.draw(settings_anything(name), label="settings")
+    manager = build_plugin_manager(
+        environ={},
+        entry_points=[],
+        plugins=[
+            ("tiers_default", __import__("acestep_core_tiers_default")),
+            ("simulated", __import__("acestep_core_simulated")),
+            (name, liar),
+        ],
+    )
+    resolution = resolve(request, manager=manager, tiers=tiers, environ={"MAX_CUDA_VRAM": vram}, redetect=True)
+    assert_every_contract_kept(resolution, name, liar.tables if manager.is_registered(liar) else [])
+    assert resolution.decided_by("select_tier") in (name, "tiers_default")
 
 
 def test_validating_a_table_from_code_rebuilds_every_field_of_every_shipped_table() -> None:
@@ -612,8 +765,13 @@ def test_validating_a_table_from_code_rebuilds_every_field_of_every_shipped_tabl
     from acestep_core.tables import load_table, validate_table
 
     examples = Path(__file__).resolve().parents[1] / "examples"
-    tables = [shipped.default_table(), shipped.upstream_table(), *map(load_table, sorted(examples.rglob("tiers.toml")))]
-    assert len(tables) >= 3
+    tables = [
+        shipped.default_table(),
+        shipped.upstream_table(),
+        shipped.upstream_main_table(),
+        *map(load_table, sorted(examples.rglob("tiers.toml"))),
+    ]
+    assert len(tables) >= 4
     for table in tables:
         rebuilt = validate_table(table)
         assert dataclasses.replace(rebuilt, source=table.source) == table, table.name

@@ -281,7 +281,10 @@ def test_block_names_plugins_builtins_included(make_manager) -> None:
     assert manager.infos["missing"].status == "blocked"  # never imported, so never failed
     resolution = resolve(manager=manager, environ={"MAX_CUDA_VRAM": "8"})
     assert not resolution.reading.simulated and resolution.tier.name == "tier1"
-    assert resolution.problems == ()
+    # the variable nothing applied is said, once (issue #18: it was ignored without a word)
+    [problem] = resolution.problems
+    assert (problem.setting, problem.kind) == ("MAX_CUDA_VRAM", "invalid-setting")
+    assert "MAX_CUDA_VRAM=8 is not applied" in problem.error
 
     blocked_in_code = make_manager(
         ("always_unlimited", AlwaysUnlimited()), environ={"ACESTEP_CORE_BLOCK_PLUGINS": "always_unlimited"}

@@ -81,7 +81,10 @@ def test_info_replay_in_a_subprocess() -> None:
         (None, "no such file, nor a bundled recording"),
         ("{not json", "cannot read it"),
         ('{"format": "something-else", "nvml": {}}', "not a recording"),
-        ('{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x"}]}}', "nvml.gpus[0] lacks uuid"),
+        (
+            '{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x"}]}}',
+            "nvml.gpus[0].uuid is missing; it must be a string",
+        ),
     ],
 )
 def test_a_bad_recording_is_refused_with_its_name(tmp_path, content: str | None, problem: str) -> None:

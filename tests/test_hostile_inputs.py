@@ -231,9 +231,9 @@ RECORDING = {"format": "acestep-core-recording/1", "nvml": {"error": None, "driv
         (
             '{"format": "acestep-core-recording/1", "nvml": {"gpus": [{"name": "x", "uuid": "GPU-1", '
             '"memory_v1": {}}]}}',
-            "is malformed (KeyError: 'total')",
+            "nvml.gpus[0].memory_v1.total is missing; it must be an integer from 1 to",
         ),
-        ('{"format": "acestep-core-recording/1", "nvml": {"gpus": 5}}', "is not a list"),
+        ('{"format": "acestep-core-recording/1", "nvml": {"gpus": 5}}', "nvml.gpus is 5; it must be a list"),
         ('{"format": "acestep-core-recording/1", "nvml": {"gpus": [', "not JSON"),
         ("[" * 100_000 + "]" * 100_000, "nests"),
         (json.dumps(RECORDING | {"pad": "x" * (9 << 20)}), "too large"),

@@ -17,9 +17,9 @@ DEFAULT = ROOT / "plugins" / "tiers_default" / "acestep_core_tiers_default" / "t
 EIGHT_TIER = ROOT / "examples" / "tiers_8tier" / "acestep_core_tiers_8tier" / "tiers.toml"
 
 
-def test_default_vs_8tier_shows_upstreams_april_changes() -> None:
-    """The guide's table against upstream's April 2026 table: longer clips everywhere, upper-inclusive
-    bounds (8 GB is Tier 3 there), 15.5 GB counted as 16 GB, and the 16-24 GB tier split at 20 GB."""
+def test_default_vs_8tier_shows_upstreams_8_tier_changes() -> None:
+    """The guide's table against upstream's 8-tier table (14c9d010, equal to main's): longer clips everywhere,
+    upper-inclusive bounds (8 GB is Tier 3 there), 15.5 GB counted as 16 GB, and the 16-24 GB tier split at 20 GB."""
     comparison = compare_tables(load_table(DEFAULT), load_table(EIGHT_TIER))
     ranges = {(r.from_gb, r.to_gb): r for r in comparison.ranges}
     first = comparison.ranges[0]

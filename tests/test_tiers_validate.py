@@ -197,7 +197,10 @@ def test_no_mutation_of_a_table_crashes_the_validator(data: st.DataObject) -> No
         assert error.problems and all(p.message and p.fix for p in error.problems)
 
 
-@pytest.mark.parametrize("path", [DEFAULT, DEFAULT.with_name("upstream-2026-02.toml"), EIGHT_TIER])
+@pytest.mark.parametrize(
+    "path",
+    [DEFAULT, DEFAULT.with_name("upstream-2026-02.toml"), DEFAULT.with_name("upstream-2026-04.toml"), EIGHT_TIER],
+)
 def test_shipped_tables_round_trip_with_their_new_fields(path: Path) -> None:
     """recommended_lm, class_tolerance_gb, the LM ratio bounds and monotone_limits survive writing
     and re-reading, and validation of a table built in code."""

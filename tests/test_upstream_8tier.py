@@ -1,8 +1,11 @@
-"""examples/tiers_8tier is upstream's April 2026 table, number for number.
+"""examples/tiers_8tier is upstream's 8-tier table at commit 14c9d010, number for number.
 
 The fixture is transcribed from ace-step/ACE-Step-1.5, acestep/gpu_config.py at commit
 14c9d010162455d2825d625fc0321b49e3139d6a (GPU_TIER_CONFIGS and get_gpu_tier), in upstream's own
-names; this test maps each upstream field onto the table's and compares them one by one.
+names; this test maps each upstream field onto the table's and compares them one by one. That commit
+is a branch built on early-March 2026 main, not April main; its table equals main's (592c315, which
+the built-in ``upstream-2026-04`` ships and ``tests/test_upstream_2026_04.py`` checks), as the last
+test here shows.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from acestep_core import load_table, resolve
 from acestep_core.compat import gpu_config as gc
 
 ROOT = Path(__file__).parents[1]
-FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "upstream_gpu_config_2026_04.json").read_text(encoding="utf-8"))
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "upstream_gpu_config_14c9d010.json").read_text(encoding="utf-8"))
+MAIN = json.loads((ROOT / "tests" / "fixtures" / "upstream_gpu_config_592c315.json").read_text(encoding="utf-8"))
 EIGHT_TIER = ROOT / "examples" / "tiers_8tier" / "acestep_core_tiers_8tier" / "tiers.toml"
 TABLE = load_table(EIGHT_TIER)
 UPSTREAM = FIXTURE["GPU_TIER_CONFIGS"]
@@ -97,3 +101,17 @@ def test_the_compat_api_on_the_8tier_table_gives_upstreams_config(monkeypatch: p
     assert config.init_lm_default == up["init_lm_default"]
     assert gc.VRAM_16GB_MIN_GB == 15.5
     assert gc.GPU_TIER_LABELS["tier6a"] == "tier6a (16-20GB)"
+
+
+def test_the_branchs_table_equals_mains_and_the_built_in_upstream_2026_04() -> None:
+    """14c9d010's transcribed GPU_TIER_CONFIGS equals what main's module (592c315) returned when run, and
+    the example's table equals the built-in one tier for tier, but for the LM ratio floors (0.1; 0.2 from
+    24 GB) the built-in adds from upstream's get_lm_gpu_memory_ratio."""
+    import dataclasses
+
+    import acestep_core_tiers_default
+
+    assert MAIN["constants"]["GPU_TIER_CONFIGS"] == UPSTREAM
+    built_in = acestep_core_tiers_default.upstream_main_table().tiers
+    assert {t.lm_memory_ratio_min for t in built_in} == {((0.0, 0.1), (24.0, 0.2))}
+    assert tuple(dataclasses.replace(t, lm_memory_ratio_min=()) for t in built_in) == TABLE.tiers

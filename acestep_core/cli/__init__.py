@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from acestep_core.cli.terminal import TerminalWriter, terminal_text, terminal_width
-from acestep_core.plugins import SettingIgnored
+from acestep_core.inputs import env_flag
+from acestep_core.plugins import DEBUG_ENV, SettingIgnored
 from acestep_core.resolve import ResolutionError
 from acestep_core.tables import TableError
 
@@ -26,7 +27,6 @@ EXIT_INTERRUPTED = 130
 """128 + SIGINT, as a shell reports a command stopped by Ctrl-C."""
 EXIT_PIPE_CLOSED = 141
 """128 + SIGPIPE, as a shell reports a writer whose reader closed the pipe (``| head``)."""
-DEBUG_ENV = "ACESTEP_CORE_DEBUG"
 EXIT_STATUS = """\
 exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the flag), 130 interrupted,
 141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
@@ -55,14 +55,12 @@ class UsageError(Exception):
     """Bad input on the command line: exit 2."""
 
 
-OPTIONAL_COMMAND_MODULES = (
-    "acestep_core.runtime.cli.generate",
-    "acestep_core.runtime.cli.calibrate",
-    "acestep_core.runtime.fleet.cli",
-    "acestep_core.runtime.ui.command",
-)
-"""Command modules outside the deciding core (running, serving): each adds its command with
-``add_parser(subparsers)`` and imports what it drives (torch, Ray) only when its command runs."""
+COMMAND_GROUP = "acestep_core.commands"
+"""The entry-point group of the commands outside the deciding core (running, serving): each entry
+point names a function ``add_parser(subparsers)`` that adds its command, whose module imports what the
+command drives (torch, Ray, Gradio) only when it runs. acestep-core's own (``generate``, ``calibrate``,
+``fleet``, ``ui``) are declared in its ``pyproject.toml``: the runtime depends on this module, never
+the reverse, and the core names no module of the runtime."""
 
 CORE_COMMAND_MODULES = {
     "info": "acestep_core.cli.resolution",
@@ -100,10 +98,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command in CORE_COMMAND_MODULES:
         modules = [importlib.import_module(CORE_COMMAND_MODULES[command])]
     else:
-        core = [importlib.import_module(name) for name in dict.fromkeys(CORE_COMMAND_MODULES.values())]
-        modules = [*core, *_optional_command_modules()]
+        modules = [importlib.import_module(name) for name in dict.fromkeys(CORE_COMMAND_MODULES.values())]
     for module in modules:
         module.add_parser(subparsers)
+    if command not in CORE_COMMAND_MODULES:
+        for add_parser in registered_commands():
+            add_parser(subparsers)
     return parser
 
 
@@ -111,16 +111,20 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def _optional_command_modules() -> list[Any]:
-    """Command modules that need an extra add themselves only where their module exists."""
-    modules = []
-    for name in OPTIONAL_COMMAND_MODULES:
+def registered_commands() -> list[Callable[[Any], None]]:
+    """The ``add_parser`` of every command registered under :data:`COMMAND_GROUP`, by name (the
+    entry-point scan is cached: :mod:`acestep_core.discovery`); one whose module is not installed is
+    left out."""
+    from acestep_core.discovery import discover
+
+    adders = []
+    for entry_point in sorted(discover(COMMAND_GROUP), key=lambda entry_point: entry_point.name):
         try:
-            modules.append(importlib.import_module(name))
+            adders.append(entry_point.load())
         except ModuleNotFoundError as error:
-            if error.name != name:
+            if error.name != entry_point.module:
                 raise
-    return modules
+    return adders
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unexpected(args: argparse.Namespace | None, error: BaseException) -> int:
-    if os.environ.get(DEBUG_ENV, "").strip() in ("1", "true", "yes"):
+    if env_flag(os.environ.get(DEBUG_ENV)):
         raise error
     _fail(args, f"internal error: {type(error).__name__}: {error} (a bug: {DEBUG_ENV}=1 shows the traceback)")
     return EXIT_FAILURE

@@ -11,7 +11,10 @@ from acestep_core.inputs import clip, parse_memory_gb
 
 
 def _number(text: str, kind: type) -> float:
+    """``text`` as ``kind``, written in ASCII: ``int`` and ``float`` also read '８' (full-width) and '٨'."""
     try:
+        if not text.isascii():
+            raise ValueError(text)
         value: float = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(

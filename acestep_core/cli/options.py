@@ -91,10 +91,7 @@ class Option(Record):
         if self.kind == "memory":
             return memory_gb
         if self.kind in ("number", "integer"):
-            kind = int if self.kind == "integer" else float
-            if self.least is None and self.above is None and self.most is None:
-                return kind
-            return number(kind, least=self.least, above=self.above, most=self.most)
+            return number(int if self.kind == "integer" else float, least=self.least, above=self.above, most=self.most)
         return None
 
     def add_to(self, parser: _AddsArguments) -> None:
@@ -281,7 +278,8 @@ RESOLUTION_OPTIONS: tuple[Option, ...] = (
         "set",
         "overrides",
         "settings",
-        "set any plan key, e.g. --set offload.vae=none (value as JSON, else a string)",
+        "set any settable plan key, e.g. --set offload.vae=none (value as JSON, else a string); "
+        "ladder.batch_size and ladder.duration_s may only lower the request, ladder.refused refuses the plan",
         metavar="KEY=VALUE",
     ),
     Option(

@@ -6,13 +6,15 @@ import argparse
 import functools
 import json
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from acestep_core.cli import Parser, UsageError, environ, print_json
 from acestep_core.cli.options import REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
-from acestep_core.inputs import clip
-from acestep_core.resolve import resolve
+from acestep_core.cli.terminal import terminal_text
+from acestep_core.inputs import MAX_NESTING, clip, nesting_depth, parse_index
+from acestep_core.resolve import OverrideError, resolve
 from acestep_core.types import (
     DetectOptions,
     GenerationRequest,
@@ -55,7 +57,7 @@ examples:
       kept anyway: recorded in memory.forced and warned, exit 0
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
-device budget, not forced), 2 bad usage.
+device budget and not forced, or refused by --set ladder.refused; one line on stderr says why), 2 bad usage.
 """
 
 
@@ -154,11 +156,10 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set takes KEY=VALUE, not {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+            raise UsageError(f"--set takes KEY=VALUE, not {clip(item)!r}")
+        value = set_value(raw)
+        if nesting_depth(value) > MAX_NESTING:
+            raise UsageError(f"--set {clip(item)}: the value nests more than {MAX_NESTING} levels deep")
         problem = plan_override_problem(key, value)
         if problem is not None:
             raise UsageError(f"--set {clip(item)}: {problem}")
@@ -187,6 +188,19 @@ def overrides_from_args(args: argparse.Namespace) -> Overrides:
         raise UsageError(str(error)) from None
 
 
+def set_value(raw: str) -> Any:
+    """``--set KEY=VALUE``'s value: JSON where it parses (``false``, ``128``, ``["lm_head"]``), else the
+    text itself. JSON nested too deeply for the parser is not JSON a plan key takes: a usage error."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    except RecursionError:
+        raise UsageError(
+            f"--set {clip(raw)}: the value nests more than {MAX_NESTING} levels deep (no plan key takes that)"
+        ) from None
+
+
 def resolve_from_args(args: argparse.Namespace) -> Resolution:
     """Resolve as the flags say. What the user typed is held to it: a flag that chose nothing (a
     recording that cannot be replayed, a device that is not there) is a :class:`UsageError`, where the
@@ -198,17 +212,22 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
         raise UsageError(f"--vram {clip(args.vram)} and --replay {clip(args.replay)} both choose the device: give one")
     env = environ()
     options = DetectOptions(device=args.device, vram_gb=args.vram, replay=args.replay, environ=env)
-    resolution = resolve(
-        request_from_args(args),
-        overrides=overrides_from_args(args),
-        detect_options=options,
-        tiers=args.tiers,
-        redetect=args.redetect,
-        environ=env,
-    )
+    try:
+        resolution = resolve(
+            request_from_args(args),
+            overrides=overrides_from_args(args),
+            detect_options=options,
+            tiers=args.tiers,
+            redetect=args.redetect,
+            environ=env,
+        )
+    except OverrideError as error:
+        raise UsageError(f"--set {error.key}={clip(json.dumps(error.value))}: {error}") from None
     for problem in resolution.problems:
         if problem.kind == "invalid-setting" and (problem.setting or "").startswith("--"):
             raise UsageError(problem.error)
+        if args.replay is not None and problem.hook == "detect_memory" and problem.kind == "raised":
+            raise ReplayFailedError(f"while replaying {args.replay}, {problem.message()}")
     if args.device is not None and not resolution.reading.simulated:
         missing = device_problem(args.device, resolution.reading)
         if missing:
@@ -216,16 +235,24 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
     return resolution
 
 
+class ReplayFailedError(RuntimeError):
+    """Replaying a recording that passed validation raised: a bug in the code that replays it, not the
+    file's fault (reported as an internal error; ``ACESTEP_CORE_DEBUG=1`` shows the traceback)."""
+
+
 def device_problem(selector: str, reading: MemoryReading) -> str | None:
-    """Why ``--device selector`` names none of the reading's visible devices (an ordinal, or a unique
-    UUID prefix with or without ``GPU-``/``MIG-``), or None when it names one."""
+    """Why ``--device selector`` names none of the reading's visible devices (an ordinal in ASCII
+    digits, or a unique UUID prefix with or without ``GPU-``/``MIG-``), or None when it names one."""
     devices = [d for d in reading.visible if d.is_accelerator]
     listing = "; ".join(f"{d.index} = {d.name} ({d.uuid or 'no UUID'})" for d in devices)
     wanted = selector.strip().lower()
     if not devices:
         return "no accelerator is visible (the CPU runs); leave --device out"
-    if wanted.isdigit():
-        return None if any(d.index == int(wanted) for d in devices) else f"no such device; visible: {listing}"
+    index = parse_index(wanted)
+    if index is not None:
+        return None if any(d.index == index for d in devices) else f"no such device; visible: {listing}"
+    if not wanted.isascii():
+        return f"not an index (digits 0-9) nor a UUID prefix (hex digits and '-'); visible: {listing}"
 
     def bare(text: str) -> str:
         return re.sub(r"^(gpu|mig)-", "", text.lower())
@@ -247,13 +274,20 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    """Exit 1 for a refused plan (predicted over the device budget and not forced)."""
+    """Exit 1 for a refused plan (predicted over the device budget and not forced, or refused by the
+    user's ``--set ladder.refused``), with one line on stderr saying why."""
     resolution = resolve_from_args(args)
     if args.json:
         print_json(resolution.to_dict())
     else:
         print(render_resolution(resolution, show_request=True))
-    return 1 if resolution.plan.value("ladder.refused") else 0
+    if not resolution.plan.value("ladder.refused"):
+        return 0
+    reason = resolution.plan["ladder.refused"].reason
+    why = reason if reason.startswith("refused") else f"refused: {reason}"
+    sys.stdout.flush()
+    print(f"acestep-core: error: plan {terminal_text(why)}", file=sys.stderr)
+    return 1
 
 
 # --------------------------------------------------------------------------------------------- text

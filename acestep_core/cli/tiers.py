@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from acestep_core.cli import UsageError, add_json_flag, print_json
+from acestep_core.compare import PLOT_FORMATS
 from acestep_core.inputs import clip, output_dir_problem, output_file_problem
 from acestep_core.plugins import get_plugin_manager
 from acestep_core.resolve import TIERS_ENV, TableChoice, available_tables, choose_table
@@ -86,7 +87,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     compare.add_argument("a", metavar="A", help="a table name (installed), a plugin name, or a table file")
     compare.add_argument("b", metavar="B", help="the same, for the other table")
     compare.add_argument(
-        "--plot", metavar="FILE.png", help="also draw max duration and max batch against memory for both (matplotlib)"
+        "--plot",
+        metavar="FILE.png",
+        help="also draw max duration and max batch against memory for both (matplotlib; "
+        f"{', '.join(PLOT_FORMATS)}); an existing file is not replaced without --overwrite",
+    )
+    compare.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --plot file (a link is replaced, not its target)"
     )
     add_json_flag(compare)
     compare.set_defaults(handler=run_compare)
@@ -166,11 +173,14 @@ def run_compare(args: argparse.Namespace) -> int:
     from acestep_core.compare import compare_tables, plot_comparison, render_comparison
 
     if args.plot is not None:
-        problem = output_file_problem(args.plot)
+        problem = output_file_problem(args.plot, overwrite=args.overwrite, suffixes=PLOT_FORMATS)
         if problem:
             raise UsageError(f"--plot {clip(args.plot)!r}: {problem}")
     comparison = compare_tables(table_named(args.a), table_named(args.b))
-    plot = str(plot_comparison(comparison, args.plot)) if args.plot else None
+    try:
+        plot = str(plot_comparison(comparison, args.plot, overwrite=args.overwrite)) if args.plot else None
+    except FileExistsError:
+        raise UsageError(f"--plot {clip(args.plot)!r}: appeared while comparing; --overwrite to replace it") from None
     if args.json:
         print_json({**comparison.to_dict(), "plot": plot})
     else:

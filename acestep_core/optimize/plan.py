@@ -10,11 +10,12 @@ does not fit (:mod:`acestep_core.optimize.ladder`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from acestep_core.optimize import platforms
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import ALLOCATOR, Choices, RunShape, gib, predict
+from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.record import Record
 from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
 from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
@@ -27,28 +28,88 @@ DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder"
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
     """The plan for ``adjusted`` on ``tier`` and ``reading``'s device: the tier's defaults made
     concrete for the hardware, then fitted to the budget."""
-    defaults = tier.optimizations
     device = reading.device
     source = f"{tier.label} default"
-    settings: list[Setting] = []
-
+    defaults = tier.optimizations
     attention = platforms.attention(bool(defaults.get("flash_attention", True)), reading, source)
-    settings.append(attention)
-    backend = DIFFUSERS_BACKENDS[attention.value]
-    settings.append(
-        Setting(
-            "attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"
-        )
-    )
     precision = platforms.precision(reading)
-    settings += [Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()]
-    settings.append(platforms.compile_setting(bool(defaults.get("compile", False)), reading, source))
+    settings = [
+        attention,
+        _dit_attention(attention),
+        *(Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()),
+        platforms.compile_setting(bool(defaults.get("compile", False)), reading, source),
+    ]
+    able = platforms.abilities(device)
+    start = _tier_choices(tier, reading, able, attention.value, {c: v for c, (v, _) in precision.items()})
+    run = run_shape(adjusted, tier)
+    result = _fitted(run, start.choices, _abilities(able, tier), device)
+    final, final_run = (result.choices, result.run) if result else (start.choices, run)
+    taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
+    settings += _offload_settings(final, taken, start)
+    settings += _quantization_settings(final, taken, start)
+    settings += _quantization_exclude_settings()
+    settings += _vae_settings(final, taken, start, fitted=result is not None)
+    settings += _lm_settings(adjusted, tier, reading)
+    if not device.is_accelerator:
+        return settings + _host_settings(device)
+    return settings + _memory_settings(run, final_run, final, result)
 
+
+class _Start(Record):
+    """The tier's defaults made concrete for a device, before the ladder, with the reason for each."""
+
+    choices: Choices
+    offload_why: Mapping[str, str]
+    quantization_why: str
+    vae_why: str | None
+
+
+def _dit_attention(attention: Setting) -> Setting:
+    backend = DIFFUSERS_BACKENDS[attention.value]
+    return Setting(
+        "attention.dit", backend, f"diffusers backend {backend!r} for {attention.value!r} (set_attention_backend)"
+    )
+
+
+def _tier_choices(
+    tier: Tier, reading: MemoryReading, able: platforms.DeviceAbilities, attention: str, precision: Mapping[str, str]
+) -> _Start:
+    """What the tier's defaults ask for on this device: offload, quantization and VAE decode."""
+    defaults, device = tier.optimizations, reading.device
+    source = f"{tier.label} default"
     quantization = str(defaults.get("quantization", "none"))
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
-    able = platforms.abilities(device)
-    abilities = Abilities(
+    vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
+    if able.max_vae_window is not None:
+        tile_frames, tile_overlap = platforms.MPS_VAE_TILE
+        vae_decode = "tiled"
+        vae_why = (
+            f"{device.backend}: every decode is tiled, {tile_frames}+2×{tile_overlap} latent frames "
+            f"({(tile_frames + 2 * tile_overlap) * VAE_HOP:,} samples), under MPS's conv1d output limit of "
+            f"{platforms.MPS_CONV_OUTPUT_LIMIT:,} ({able.max_vae_window} frames)"
+        )
+    choices = Choices(
+        precision=dict(precision),
+        quantization={c: (quantization if able.quantize and c != "vae" else "none") for c in PHASES},
+        offload={c: ("model" if (offload_dit if c == "dit" else offload) and able.offload else "none") for c in PHASES},
+        attention=attention,
+        vae_decode=vae_decode,
+        tile_frames=tile_frames,
+        tile_overlap=tile_overlap,
+    )
+    quantization_why = able.quantize_why or f"{source}: weight quantization {quantization}"
+    if not able.quantize and device.is_accelerator:
+        quantization_why += f" — the tier says {quantization}"
+    offload_why: dict[str, str] = {
+        c: _offload_reason(reading, offload_dit if c == "dit" else offload, source) for c in PHASES
+    }
+    return _Start(choices, offload_why, quantization_why, vae_why)
+
+
+def _abilities(able: platforms.DeviceAbilities, tier: Tier) -> Abilities:
+    """What the ladder may do on this device (and which LMs it may step down to)."""
+    return Abilities(
         offload=able.offload,
         quantize=able.quantize,
         release=able.release,
@@ -62,108 +123,85 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         max_vae_window=able.max_vae_window,
         lm_models=tuple(tier.lm_models),
     )
-    vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
-    if able.max_vae_window is not None:
-        tile_frames, tile_overlap = platforms.MPS_VAE_TILE
-        vae_decode = "tiled"
-        vae_why = (
-            f"{device.backend}: every decode is tiled, {tile_frames}+2×{tile_overlap} latent frames "
-            f"({(tile_frames + 2 * tile_overlap) * VAE_HOP:,} samples), under MPS's conv1d output limit of "
-            f"{platforms.MPS_CONV_OUTPUT_LIMIT:,} ({able.max_vae_window} frames)"
-        )
-    initial = Choices(
-        precision={c: v for c, (v, _) in precision.items()},
-        quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
-        offload={
-            c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES
-        },
-        attention=attention.value,
-        vae_decode=vae_decode,
-        tile_frames=tile_frames,
-        tile_overlap=tile_overlap,
-    )
-    offload_why = {c: _offload_reason(reading, offload_dit if c == "dit" else offload, source) for c in PHASES}
-    quantization_why = able.quantize_why or f"{source}: weight quantization {quantization}"
-    if not able.quantize and device.is_accelerator:
-        quantization_why += f" — the tier says {quantization}"
 
-    run = run_shape(adjusted, tier)
+
+def _fitted(run: RunShape, choices: Choices, abilities: Abilities, device: DeviceMemory) -> LadderResult | None:
+    """The ladder's fit to the device budget; None off an accelerator (no budget to fit)."""
     budget = platforms.budget_for(device) if device.is_accelerator else None
-    if budget is not None:
-        fitted = fit(run, initial, budget, abilities)
-        result: LadderResult | None = fitted
-        final, final_run = fitted.choices, fitted.run
-    else:
-        result, final, final_run = None, initial, run
-    taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
+    return fit(run, choices, budget, abilities) if budget is not None else None
 
-    for component in PHASES:
-        value = final.offload[component]
-        settings.append(
-            Setting(
-                f"offload.{component}",
-                value,
-                f"ladder: {taken[f'offload.{component}']}"
-                if f"offload.{component}" in taken
-                else offload_why[component],
-            )
+
+def _offload_settings(final: Choices, taken: Mapping[str, str], start: _Start) -> list[Setting]:
+    return [
+        Setting(
+            f"offload.{component}",
+            final.offload[component],
+            f"ladder: {taken[f'offload.{component}']}"
+            if f"offload.{component}" in taken
+            else start.offload_why[component],
         )
+        for component in PHASES
+    ]
+
+
+def _quantization_settings(final: Choices, taken: Mapping[str, str], start: _Start) -> list[Setting]:
+    settings = []
     for component in PHASES:
-        value = final.quantization[component]
         why = taken.get(f"quantization.{component}")
         if why is not None:
             why = f"ladder: {why}"
         elif component == "vae":
             why = "the VAE is not quantized unless asked (its convolutions are what quanto handles worst)"
         else:
-            why = quantization_why
-        settings.append(Setting(f"quantization.{component}", value, why))
-    settings.append(
+            why = start.quantization_why
+        settings.append(Setting(f"quantization.{component}", final.quantization[component], why))
+    return settings
+
+
+def _quantization_exclude_settings() -> list[Setting]:
+    return [
         Setting(
             "quantization.exclude.lm",
             list(LM_QUANTIZATION_EXCLUDE),
             "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and "
             "quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
-        )
-    )
-    settings.append(
+        ),
         Setting(
             "quantization.exclude.dit",
             list(DIT_QUANTIZATION_EXCLUDE),
             "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% "
             "and costs accuracy",
-        )
-    )
+        ),
+    ]
 
+
+def _vae_settings(final: Choices, taken: Mapping[str, str], start: _Start, *, fitted: bool) -> list[Setting]:
     tiled = final.vae_decode == "tiled"
-    whole = "the whole clip fits the budget in one decode" if result else "no device budget to check: one decode"
-    why = taken.get("vae.tiled", vae_why or whole)
-    settings.append(Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why))
-    settings.append(
+    whole = "the whole clip fits the budget in one decode" if fitted else "no device budget to check: one decode"
+    why = taken.get("vae.tiled", start.vae_why or whole)
+    return [
+        Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why),
         Setting(
             "vae.tile_frames",
             final.tile_frames,
             f"latent frames a tile ({final.tile_frames / LATENT_RATE_HZ:g} s of audio)"
             + ("" if tiled else "; used only when decode is tiled"),
-        )
-    )
-    settings.append(
+        ),
         Setting(
             "vae.tile_overlap",
             final.tile_overlap,
             "latent frames of context decoded on each side of a tile and cropped away, wider than the decoder's "
             "receptive field",
-        )
-    )
+        ),
+    ]
 
-    if adjusted.lm_model is not None and device.total_bytes:
-        settings.append(_lm_memory_ratio(adjusted.lm_model, tier, reading))
-    if adjusted.lm_model is not None:
-        settings.append(platforms.lm_backend(reading))
-    if not device.is_accelerator:
-        return settings + _host_settings(device)
-    settings += _memory_settings(run, final_run, final, result)
-    return settings
+
+def _lm_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
+    """The LM's memory share and backend, when the LM runs."""
+    if adjusted.lm_model is None:
+        return []
+    settings = [_lm_memory_ratio(adjusted.lm_model, tier, reading)] if reading.device.total_bytes else []
+    return [*settings, platforms.lm_backend(reading)]
 
 
 def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
@@ -229,85 +267,158 @@ def check_plan(
     """The final plan checked against the device budget: re-predicted with the user's settings (``user_keys``
     were set by the user) and refused when over budget (``ladder.refused`` with the phase, predicted,
     budget and shortfall) unless ``force``, which keeps it and records ``memory.forced`` (warned).
-    Off an accelerator there is no device budget and the plan is returned as it is."""
+    A refusal the user or another plugin made stands, said as a warning with what the plan itself
+    predicts. Off an accelerator there is no device budget and the plan is returned as it is."""
     device = reading.device
     budget = platforms.budget_for(device) if device.is_accelerator else None
     if budget is None:
         return plan
-    run = planned_run(plan, adjusted, tier)
-    prediction = predict(run, choices_from_plan(plan))
-    worst = prediction.worst
-    settings = {s.key: s for s in plan}
-    user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
-    if user_keys:
-        settings["memory.phases"] = Setting(
-            "memory.phases",
-            {p.phase: round(p.peak_bytes / GIB, 2) for p in prediction.phases},
-            f"re-predicted with the user's settings ({user}): "
-            + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in prediction.phases),
-            CHECK_PLUGIN,
-        )
-        settings["memory.predicted_peak_gib"] = Setting(
-            "memory.predicted_peak_gib",
-            round(worst.peak_bytes / GIB, 2),
-            f"re-predicted with the user's settings ({user}): {gib(worst.peak_bytes)} reserved peak in the "
-            f"{worst.phase} phase ({ALLOCATOR}), of a {gib(budget.usable_bytes)} budget",
-            CHECK_PLUGIN,
-        )
-        settings.setdefault(
-            "memory.budget_gib",
-            Setting(
-                "memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}", CHECK_PLUGIN
-            ),
-        )
-    existing = plan.value("ladder.refused")
-    ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
-    if existing and not (ours and (user_keys or force)):
-        # a refusal the user or another plugin made stands; the ladder's own is re-judged after user settings
-        return OptimizationPlan(tuple(settings.values()))
-    if worst.peak_bytes <= budget.usable_bytes:
-        if existing or "ladder.refused" not in plan or user_keys:
-            fits = f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"
-            settings["ladder.refused"] = Setting(
-                "ladder.refused", False, fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN
-            )
-        return OptimizationPlan(tuple(settings.values()))
-    shortfall = worst.peak_bytes - budget.usable_bytes
-    numbers = {
-        "predicted_gib": round(worst.peak_bytes / GIB, 2),
-        "budget_gib": round(budget.usable_bytes / GIB, 2),
-        "shortfall_gib": round(shortfall / GIB, 2),
-        "phase": worst.phase,
-        "predicted_bytes": worst.peak_bytes,
-        "budget_bytes": budget.usable_bytes,
-        "shortfall_bytes": shortfall,
-    }
-    words = (
-        f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(shortfall)} more than the "
-        f"{gib(budget.usable_bytes)} budget" + (f" with the user's {user}" if user else "")
-    )
-    if force:
-        settings["ladder.refused"] = Setting(
-            "ladder.refused", False, f"not refused: forced by the user ({words})", CHECK_PLUGIN
-        )
-        settings["memory.forced"] = Setting(
-            "memory.forced",
-            numbers,
-            f"forced by the user: {words}; the run may run out of device memory",
-            CHECK_PLUGIN,
-            warning=True,
-        )
-    elif plan.value("ladder.refused") and not user_keys:
-        return plan  # the ladder's own refusal already says it, with these numbers
-    else:
-        settings["ladder.refused"] = Setting(
-            "ladder.refused",
-            numbers,
-            f"refused: {words} (--force / force=True runs it anyway)",
-            CHECK_PLUGIN,
-            warning=True,
-        )
+    check = PlanCheck.of(plan, adjusted, tier, budget, user_keys=user_keys, force=force)
+    settings = {s.key: s for s in plan} | check.repredicted(plan) | check.verdict(plan)
     return OptimizationPlan(tuple(settings.values()))
+
+
+Refusal = Literal["none", "ladder", "user", "plugin"]
+"""Who refused the plan :func:`check_plan` is given: nobody; the ladder (its own numbers, re-judged when
+the user changed the plan or forces it); the user (``--set ladder.refused=…``); another plugin."""
+
+
+class PlanCheck(Record):
+    """What :func:`check_plan` knows of a plan: its prediction against the budget, who set what."""
+
+    prediction: Prediction
+    budget: Budget
+    user: str
+    """The user's settings as ``key=value, …``; empty when the user set none."""
+    refusal: Refusal
+    force: bool
+
+    @classmethod
+    def of(
+        cls,
+        plan: OptimizationPlan,
+        adjusted: AdjustedRequest,
+        tier: Tier,
+        budget: Budget,
+        *,
+        user_keys: tuple[str, ...],
+        force: bool,
+    ) -> PlanCheck:
+        prediction = predict(planned_run(plan, adjusted, tier), choices_from_plan(plan))
+        user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
+        existing = plan.value("ladder.refused")
+        refusal: Refusal
+        if not existing:
+            refusal = "none"
+        elif "ladder.refused" in user_keys:
+            refusal = "user"
+        elif isinstance(existing, Mapping) and "predicted_bytes" in existing:
+            refusal = "ladder"
+        else:
+            refusal = "plugin"
+        return cls(prediction, budget, user, refusal, force)
+
+    @property
+    def fits(self) -> bool:
+        return self.prediction.worst.peak_bytes <= self.budget.usable_bytes
+
+    def repredicted(self, plan: OptimizationPlan) -> dict[str, Setting]:
+        """The memory figures again, for a plan the user changed (the plan's own are for the plan before)."""
+        if not self.user:
+            return {}
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        again = f"re-predicted with the user's settings ({self.user})"
+        found = {
+            "memory.phases": Setting(
+                "memory.phases",
+                {p.phase: round(p.peak_bytes / GIB, 2) for p in self.prediction.phases},
+                f"{again}: " + "; ".join(f"{p.phase} {gib(p.peak_bytes)}" for p in self.prediction.phases),
+                CHECK_PLUGIN,
+            ),
+            "memory.predicted_peak_gib": Setting(
+                "memory.predicted_peak_gib",
+                round(worst.peak_bytes / GIB, 2),
+                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), of a "
+                f"{gib(usable)} budget",
+                CHECK_PLUGIN,
+            ),
+        }
+        if "memory.budget_gib" not in plan:
+            found["memory.budget_gib"] = Setting(
+                "memory.budget_gib", round(usable / GIB, 2), f"budget = {self.budget.describe()}", CHECK_PLUGIN
+            )
+        return found
+
+    def verdict(self, plan: OptimizationPlan) -> dict[str, Setting]:
+        """``ladder.refused`` (and ``memory.forced``) as the check decides them; empty = the plan's stand."""
+        if self.refusal == "user":
+            return {"ladder.refused": self._users_refusal(plan["ladder.refused"])}
+        if self.refusal == "plugin" or (self.refusal == "ladder" and not (self.user or self.force)):
+            return {}  # another plugin's refusal stands; so does the ladder's own, which says it with these numbers
+        if self.fits:
+            if self.refusal == "none" and "ladder.refused" in plan and not self.user:
+                return {}
+            return {"ladder.refused": Setting("ladder.refused", False, self._fits(), CHECK_PLUGIN)}
+        if self.force:
+            return self._forced()
+        return {
+            "ladder.refused": Setting(
+                "ladder.refused",
+                self._numbers(),
+                f"refused: {self._over()} (--force / force=True runs it anyway)",
+                CHECK_PLUGIN,
+                warning=True,
+            )
+        }
+
+    def _users_refusal(self, setting: Setting) -> Setting:
+        itself = self._fits() if self.fits else f"is over budget: {self._over()}"
+        return Setting(
+            "ladder.refused",
+            setting.value,
+            f"refused because ladder.refused was set by the user (the plan itself {itself}); leave it out to run",
+            setting.plugin,
+            warning=True,
+        )
+
+    def _fits(self) -> str:
+        user = f" with the user's {self.user}" if self.user else ""
+        return f"fits: {gib(self.prediction.worst.peak_bytes)} ≤ {gib(self.budget.usable_bytes)}{user}"
+
+    def _over(self) -> str:
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        return (
+            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(worst.peak_bytes - usable)} more "
+            f"than the {gib(usable)} budget" + (f" with the user's {self.user}" if self.user else "")
+        )
+
+    def _numbers(self) -> dict[str, Any]:
+        worst, usable = self.prediction.worst, self.budget.usable_bytes
+        shortfall = worst.peak_bytes - usable
+        return {
+            "predicted_gib": round(worst.peak_bytes / GIB, 2),
+            "budget_gib": round(usable / GIB, 2),
+            "shortfall_gib": round(shortfall / GIB, 2),
+            "phase": worst.phase,
+            "predicted_bytes": worst.peak_bytes,
+            "budget_bytes": usable,
+            "shortfall_bytes": shortfall,
+        }
+
+    def _forced(self) -> dict[str, Setting]:
+        over = self._over()
+        return {
+            "ladder.refused": Setting(
+                "ladder.refused", False, f"not refused: forced by the user ({over})", CHECK_PLUGIN
+            ),
+            "memory.forced": Setting(
+                "memory.forced",
+                self._numbers(),
+                f"forced by the user: {over}; the run may run out of device memory",
+                CHECK_PLUGIN,
+                warning=True,
+            ),
+        }
 
 
 # --------------------------------------------------------------------------------------------- pieces

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from acestep_core.optimize.memory import Budget, device_budget
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
-from acestep_core.vocabulary import GIB, LM_BACKENDS, PHASES, SAFETY_MARGIN_BYTES, VAE_HOP
+from acestep_core.vocabulary import (
+    GIB,
+    LM_BACKENDS,
+    MIN_DURATION_S,
+    PHASES,
+    SAFETY_MARGIN_BYTES,
+    SAMPLE_RATE,
+    VAE_HOP,
+)
 
 PRECISE_COMPONENTS = ("dit", "vae")
 """Where fp16 overflows on pre-Ampere cards (NaN/Inf reported on Titan X, T4, Quadro RTX 6000)."""
@@ -141,10 +150,12 @@ def precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
                 if capability is None
                 else f"gfx{capability[0]}{capability[1]:x}x: bf16 matrix cores (CDNA2/3, RDNA3 and newer)"
             )
-            return dict.fromkeys(everywhere, ("bf16", f"ROCm, {arch}"))
-        return _fp16_with_fp32_where_it_overflows(
-            f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)"
-        )
+            by_arch: dict[str, tuple[str, str]] = dict.fromkeys(everywhere, ("bf16", f"ROCm, {arch}"))
+        else:
+            by_arch = _fp16_with_fp32_where_it_overflows(
+                f"ROCm gfx{capability[0]}{capability[1]:x}x has no bf16 matrix cores", "(as on pre-Ampere NVIDIA cards)"
+            )
+        return {c: by_arch[c] if c == "lm" else _rocm_weights_dtype(device) for c in everywhere}
     if device.backend == "mps":
         return {
             c: (
@@ -169,6 +180,25 @@ def precision(reading: MemoryReading) -> dict[str, tuple[str, str]]:
             ),
         )
     return dict.fromkeys(everywhere, ("bf16", "CPU: bf16 (supported; halves memory against fp32)"))
+
+
+ROCM_DTYPE_ENV = "ACESTEP_ROCM_DTYPE"
+"""Upstream ACE-Step's variable for the dtype its DiT handler loads in on ROCm (float32, float16 or
+bfloat16; float32 when unset)."""
+
+
+def _rocm_weights_dtype(device: DeviceMemory) -> tuple[str, str]:
+    """The DiT, text encoder and VAE on ROCm: fp32 unless ``ACESTEP_ROCM_DTYPE`` says otherwise, as
+    upstream loads them (its #771: bf16 segfaults at load on some ROCm GPUs, e.g. Strix Halo iGPUs).
+    The LM is upstream's other handler, which keeps bf16 on ROCm."""
+    if device.weights_dtype is not None:
+        where = device.sources.get("weights_dtype", ROCM_DTYPE_ENV)
+        return device.weights_dtype, f"ROCm: {device.weights_dtype} as {where} asks"
+    return (
+        "fp32",
+        f"ROCm: fp32 unless {ROCM_DTYPE_ENV} says otherwise, as upstream ACE-Step loads the DiT handler's models "
+        "there (its #771: bf16 segfaults at load on some ROCm GPUs); the memory plan counts fp32 bytes",
+    )
 
 
 def _fp16_with_fp32_where_it_overflows(no_bf16: str, evidence: str) -> dict[str, tuple[str, str]]:
@@ -257,20 +287,20 @@ def installed(module: str) -> bool:
 
 
 def lm_backend(reading: MemoryReading, *, find: Finder = installed) -> Setting:
-    """The LM's inference backend: vllm on CUDA ≥ 7.0 when installed, mlx on Apple silicon when
+    """The LM's inference backend: vllm on CUDA ≥ 7.0 when nano-vllm or vllm is installed, mlx on Apple silicon when
     mlx-lm is installed, else pt (transformers), with the rule that decided."""
     for candidate in ("vllm", "mlx"):
         if lm_backend_problem(candidate, reading, find=find) is None:
             why = (
-                "vllm is installed and the GPU has compute capability ≥ 7.0"
+                f"{_vllm_found(find)} is installed and the GPU has compute capability ≥ 7.0"
                 if candidate == "vllm"
                 else "Apple silicon with mlx-lm installed: MLX runs the LM natively on the GPU"
             )
             return Setting(
                 "lm.backend",
                 candidate,
-                f"{why} (rule: vllm on CUDA ≥ 7.0 when installed; mlx on Apple silicon when mlx-lm is installed; "
-                "else pt)",
+                f"{why} (rule: vllm on CUDA ≥ 7.0 when nano-vllm or vllm is installed; mlx on Apple silicon when "
+                "mlx-lm is installed; else pt)",
             )
     reasons = "; ".join(f"not {name}: {lm_backend_problem(name, reading, find=find)}" for name in ("vllm", "mlx"))
     return Setting("lm.backend", "pt", f"pt (transformers): {reasons}")
@@ -289,8 +319,11 @@ def lm_backend_problem(value: object, reading: MemoryReading, *, find: Finder = 
         capability = device.compute_capability
         if capability is not None and capability < VLLM_MIN_CAPABILITY:
             return f"vllm needs compute capability {_cc(VLLM_MIN_CAPABILITY)} or newer; this GPU is {_cc(capability)}"
-        if not find("vllm"):
-            return "vllm is not installed (pip install vllm)"
+        if _vllm_found(find) is None:
+            return (
+                "neither nano-vllm (module nanovllm, which upstream ACE-Step vendors as its vllm backend) nor vllm "
+                "is installed"
+            )
         return None
     if device.backend != "mps":
         return f"mlx runs on Apple silicon only, and this is {device.backend}"
@@ -299,10 +332,65 @@ def lm_backend_problem(value: object, reading: MemoryReading, *, find: Finder = 
     return None
 
 
-def checked_override(key: str, value: object, reading: MemoryReading) -> str | None:
-    """Why a user's value for ``key`` is impossible on this device; None when it is acceptable."""
+VLLM_MODULES = ("nanovllm", "vllm")
+"""What runs ``lm.backend = vllm``: upstream ACE-Step's "vllm" is the nano-vllm it vendors (module
+``nanovllm``); the ``vllm`` package serves the same role. Found with ``find_spec``, never imported."""
+
+
+def _vllm_found(find: Finder) -> str | None:
+    """The first of :data:`VLLM_MODULES` installed, in words; None when neither is."""
+    names = {"nanovllm": "nano-vllm (nanovllm)", "vllm": "vllm"}
+    return next((names[module] for module in VLLM_MODULES if find(module)), None)
+
+
+def checked_override(
+    key: str, value: object, reading: MemoryReading, plan: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why a user's value for ``key`` is impossible on this device; None when it is acceptable.
+
+    ``plan`` is the plan as it would be with every user value applied: a tile size is judged with
+    the overlap it would run with."""
     if key == "lm.backend":
         return lm_backend_problem(value, reading)
+    if key in ("attention", "attention.dit") and value in ("flash_attention_2", "flash"):
+        return flash_attention_problem(reading)
+    window = abilities(reading.device).max_vae_window
+    if window is None:
+        return None
+    if key == "vae.decode" and value == "full":
+        return (
+            f"{reading.device.backend}: a convolution's output may hold at most {MPS_CONV_OUTPUT_LIMIT:,} samples "
+            f"({window} latent frames), and a clip of {MIN_DURATION_S} s is already "
+            f"{MIN_DURATION_S * SAMPLE_RATE:,}: every decode is tiled"
+        )
+    if key in ("vae.tile_frames", "vae.tile_overlap") and isinstance(value, int):
+        wanted = dict(plan or {}) | {key: value}
+        tile, overlap = wanted.get("vae.tile_frames", MPS_VAE_TILE[0]), wanted.get("vae.tile_overlap", MPS_VAE_TILE[1])
+        if isinstance(tile, int) and isinstance(overlap, int) and tile + 2 * overlap > window:
+            return (
+                f"{reading.device.backend}: a tile of {tile} + 2×{overlap} latent frames decodes "
+                f"{(tile + 2 * overlap) * VAE_HOP:,} samples at once, over the {MPS_CONV_OUTPUT_LIMIT:,} a "
+                f"convolution's output may hold (at most {window} frames a window)"
+            )
+    return None
+
+
+FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)
+"""Flash Attention 2's minimum NVIDIA compute capability (Ampere)."""
+
+
+def flash_attention_problem(reading: MemoryReading) -> str | None:
+    """Why Flash Attention 2 cannot run on this reading's device; None where it may (CUDA of a known
+    capability ≥ 8.0, or unknown: a simulated card; ROCm, which has a flash-attn build)."""
+    device = reading.device
+    if device.backend in ("mps", "xpu", "cpu"):
+        return f"flash-attn has kernels for CUDA and ROCm only, and this is {device.backend}"
+    capability = device.compute_capability
+    if device.backend == "cuda" and capability is not None and capability < FLASH_ATTENTION_MIN_CAPABILITY:
+        return (
+            f"Flash Attention 2 needs compute capability {_cc(FLASH_ATTENTION_MIN_CAPABILITY)} or newer; "
+            f"this GPU is {_cc(capability)}"
+        )
     return None
 
 
@@ -319,6 +407,7 @@ __all__ = [
     "budget_for",
     "checked_override",
     "compile_setting",
+    "flash_attention_problem",
     "host_budget",
     "lm_backend",
     "lm_backend_problem",

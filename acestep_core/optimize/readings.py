@@ -348,10 +348,6 @@ def held_out_rows() -> list[Row]:
     return calibrate_rows() + optimize_rows()
 
 
-def all_rows() -> list[Row]:
-    return fit_rows() + held_out_rows()
-
-
 # --------------------------------------------------------------------------------------------- output
 def component(row: Row) -> str:
     text = row.reading.lower()

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from acestep_core.vocabulary import CODES_PER_SECOND, MIN_DURATION_S
+
 FIELD = "duration:"
 FIELD_BODY = re.compile(r"( ?)(\d*)(\n?)\Z")
 CANDIDATE = re.compile(r" ?\d*\n?\Z")
@@ -108,10 +110,10 @@ class DurationConstraint:
         think_close_id: int,
         eos_token_id: int,
         max_duration_s: int,
-        min_duration_s: int = 10,
+        min_duration_s: int = MIN_DURATION_S,
         forced_duration_s: int | None = None,
         max_cot_tokens: int | None = None,
-        codes_per_second: int = 5,
+        codes_per_second: int = CODES_PER_SECOND,
     ) -> None:
         if code_token_ids.step != 1 or len(code_token_ids) == 0:
             raise ValueError("code_token_ids must be a non-empty contiguous range")

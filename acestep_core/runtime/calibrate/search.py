@@ -520,10 +520,8 @@ def _clamped_below(tier: Tier, first_gb: float, first: Tier) -> Tier:
             "max_batch_with_lm": limits["max_batch_without_lm"],
         }
     return dataclasses.replace(
-        tier,
+        tier.allowing(models),
         max_gb=min(tier.max_gb, first_gb) if tier.max_gb is not None else first_gb,
-        lm_models=models,
-        lm_memory_gb={m: gb for m, gb in tier.lm_memory_gb.items() if m in models},
         lm_default_on=tier.lm_default_on and bool(models),
         **limits,
     )
@@ -532,7 +530,7 @@ def _clamped_below(tier: Tier, first_gb: float, first: Tier) -> Tier:
 def _raised_above(tier: Tier, last: Tier) -> Tier:
     models = tuple(m for m in LM_SIZES if m in tier.lm_models or m in last.lm_models)
     limits = {f: max(getattr(tier, f), getattr(last, f)) for f in _LIMITS}
-    return dataclasses.replace(tier, lm_models=models, lm_default_on=tier.lm_default_on or bool(models), **limits)
+    return dataclasses.replace(tier.allowing(models), lm_default_on=tier.lm_default_on or bool(models), **limits)
 
 
 _LIMITS = ("max_duration_with_lm_s", "max_duration_without_lm_s", "max_batch_with_lm", "max_batch_without_lm")

@@ -24,7 +24,7 @@ from acestep_core.runtime.calibrate.search import (
 )
 from acestep_core.runtime.models import latent_frames
 from acestep_core.runtime.vae_decode import decode
-from acestep_core.vocabulary import CODES_PER_SECOND, GIB, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.vocabulary import CODES_PER_SECOND, GIB, MIB, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 
 def cuda_available() -> bool:
@@ -71,7 +71,7 @@ class TorchBackend:
         dtype: str = "bf16",
         context_gb: float = CONTEXT_GB,
         margin_gb: float = SAFETY_MARGIN_GB,
-        cpu_unit_bytes: int = 2**20,
+        cpu_unit_bytes: int = MIB,
     ) -> None:
         self.torch = torch
         self.device = torch.device(device)

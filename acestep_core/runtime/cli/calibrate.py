@@ -9,7 +9,7 @@ from acestep_core.cli import UsageError, add_json_flag, print_json
 from acestep_core.cli.flags import number, number_list
 from acestep_core.inputs import MAX_MEMORY_GB, clip, output_dir_problem
 from acestep_core.types import to_jsonable
-from acestep_core.vocabulary import CUDA_CONTEXT_BYTES, GIB, LM_SIZES, SAFETY_MARGIN_BYTES
+from acestep_core.vocabulary import CUDA_CONTEXT_BYTES, GIB, LM_SIZES, MIB, SAFETY_MARGIN_BYTES
 
 CPU_CARDS = (20.0, 40.0)
 CPU_DURATIONS = (10, 20)
@@ -178,7 +178,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         dtype="fp32" if on_cpu else "bf16",
         context_gb=config.context_gb,
         margin_gb=config.margin_gb,
-        cpu_unit_bytes=int(args.cpu_unit_mib * 2**20),
+        cpu_unit_bytes=int(args.cpu_unit_mib * MIB),
     )
     try:
         calibrator = calibrate.Calibrator(
@@ -235,7 +235,7 @@ def render_report(report: dict[str, Any]) -> str:
         with_lm = card["with_lm"]
         lm = f"with LM {with_lm[0]} s x {with_lm[1]} ({', '.join(card['lm_models'])})" if with_lm else "no LM"
         base = f"without LM {without[0]} s x {without[1]}" if without else "nothing runs"
-        lines.append(f"  {card['card_gb']:>5g} GB (cap {card['cap_bytes'] / 2**30:.2f} GiB-units): {base}; {lm}")
+        lines.append(f"  {card['card_gb']:>5g} GB (cap {card['cap_bytes'] / GIB:.2f} GiB-units): {base}; {lm}")
         lines.extend(f"         note: {note}" for note in card["notes"])
     lines.append(f"table written to {report['table_file']} (validated)")
     if "comparison" in report:

@@ -38,6 +38,7 @@ from acestep_core.resolve import resolve
 from acestep_core.routing import FleetClass, NoReplicaError, UnrunnableError, route
 from acestep_core.runtime.fleet.scan import SIMULATE_VARIABLE, FleetScan
 from acestep_core.types import GenerationRequest, MemoryReading
+from acestep_core.vocabulary import GIB
 
 REQUEST_FIELDS = ("duration_s", "batch_size", "lm_model", "lm")
 RUN_FIELDS: Mapping[str, type] = {"plan_only": bool, "steps": int, "seed": int, "caption": str, "audio": bool}
@@ -347,7 +348,7 @@ def build_app(specs: Sequence[ClassSpec], options: ServeOptions = ServeOptions()
 
 
 def _gib(total: int | None) -> str:
-    return "CPU" if total is None else f"{total / 2**30:.2f} GiB"
+    return "CPU" if total is None else f"{total / GIB:.2f} GiB"
 
 
 def _first_line(error: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from acestep_core.types import COMPONENTS, Resolution
+from acestep_core.vocabulary import MIB
 
 if TYPE_CHECKING:
     from acestep_core.runtime.pipeline.records import GenerationResult
@@ -49,7 +50,7 @@ def render_report(result: GenerationResult) -> str:
     ]
     lines.append(f"{'phase':<13}{'device':<9}{'time':>9}  peak memory")
     for phase in result.phases:
-        peak = "?" if phase.peak_bytes is None else f"{phase.peak_bytes / 2**20:,.0f} MiB"
+        peak = "?" if phase.peak_bytes is None else f"{phase.peak_bytes / MIB:,.0f} MiB"
         lines.append(f"{phase.name:<13}{phase.device:<9}{phase.seconds:>8.2f}s  {peak} ({phase.peak_measure})")
         for key, value in phase.details.items():
             lines.append(f"{'':<13}{key}: {value}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from acestep_core import TierTable, hookimpl, parse_table
+from acestep_core.plugin_api import TierTable, hookimpl, parse_table
 
 TABLE_FILE = "tiers.toml"
 

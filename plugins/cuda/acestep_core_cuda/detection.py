@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from acestep_core import CPU, GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored
+from acestep_core.plugin_api import CPU, GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored
 from acestep_core_cuda import memory_in_use
 from acestep_core_cuda.fallbacks import HostSigns, fallback_reading, import_torch, probe_host
 from acestep_core_cuda.mapping import CudaView, cuda_view, select
@@ -33,24 +33,17 @@ def read(options: DetectOptions) -> MemoryReading:
         from acestep_core_cuda.replay import RecordingError, load_recording
 
         try:
-            recording = load_recording(options.replay)
+            recording = load_recording(options.replay)  # checked against the recording form here
         except RecordingError as error:
             raise SettingIgnored(f"{error}; nothing is replayed", setting="--replay") from error
-        try:
-            return detect(
-                options,
-                nvml=recording.nvml,
-                host=recording.host,
-                load_torch=recording.torch,
-                origin=f"replay of {recording.path}: ",
-            )
-        except Exception as error:  # a malformed recording is the file's fault, named as such
-            raise SettingIgnored(
-                f"--replay {options.replay}: {recording.path} is malformed ({type(error).__name__}: "
-                f"{str(error)[:200]}); "
-                "nothing is replayed",
-                setting="--replay",
-            ) from error
+        # past the check, anything raised is this plugin's bug: it propagates as one, the file not blamed
+        return detect(
+            options,
+            nvml=recording.nvml,
+            host=recording.host,
+            load_torch=recording.torch,
+            origin=f"replay of {recording.path}: ",
+        )
     return detect(options)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from acestep_core import CPU, DetectOptions, DeviceMemory, MemoryReading
+from acestep_core.plugin_api import CPU, DetectOptions, DeviceMemory, MemoryReading, parse_index
 from acestep_core_cuda.nvml import NvmlFailure
 
 CUDA_WHEELS = "a CUDA wheel, e.g. cu130, from PyTorch's install selector, matching the driver"
@@ -107,7 +107,7 @@ def torch_build(signs: HostSigns) -> str:
     local = version.partition("+")[2]
     if local == "cpu":
         return "CPU-only"
-    if local.startswith("cu") and local[2:].isdigit():
+    if local.startswith("cu") and parse_index(local[2:]) is not None:
         digits = local[2:]
         return f"CUDA {digits[:-1]}.{digits[-1]}"
     if local.startswith("rocm"):
@@ -296,10 +296,11 @@ def _select_by_uuid(uuids: list[str], selector: str | None, backend: str) -> tup
     if selector is None or not selector.strip():
         return 0, None
     wanted = selector.strip().lower()
-    if wanted.isdigit() and int(wanted) < len(uuids):
-        return int(wanted), None
+    index = parse_index(wanted)
+    if index is not None and index < len(uuids):
+        return index, None
     bare = wanted.removeprefix("gpu-").removeprefix("mig-")
     matches = [i for i, uuid in enumerate(uuids) if uuid and uuid.lower().removeprefix("gpu-").startswith(bare)]
-    if len(matches) == 1 and not wanted.isdigit():
+    if len(matches) == 1 and index is None and wanted.isascii():
         return matches[0], None
     return 0, f"device {selector!r} matches no single visible {backend} device; using {backend}:0"

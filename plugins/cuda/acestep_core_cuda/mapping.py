@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from acestep_core.plugin_api import parse_index
 from acestep_core_cuda.nvml import NvmlGpu
 
 ORDER_ENV = "CUDA_DEVICE_ORDER"
@@ -94,25 +95,48 @@ def cuda_view(gpus: Sequence[NvmlGpu], environ: Mapping[str, str]) -> CudaView:
 
 def parse_visible(raw: str, ordered: Sequence[NvmlGpu]) -> tuple[list[NvmlGpu], bool, str | None]:
     """``CUDA_VISIBLE_DEVICES`` → (devices in its order, whether any entry was an index, a note)."""
-    if not raw.strip():
+    if not raw.strip(ASCII_SPACE):
         return [], False, f"{VISIBLE_ENV} is empty: CUDA sees no GPU"
     chosen: list[NvmlGpu] = []
     by_index = False
-    for entry in (part.strip() for part in raw.split(",")):
+    notes: list[str] = []
+    for entry in (part.strip(ASCII_SPACE) for part in raw.split(",")):
         device, is_index, problem = match_entry(entry, ordered)
         if device is None:
             kept = ", ".join(repr(d.uuid) for d in chosen) or "nothing"
-            return (
-                chosen,
-                by_index,
+            notes.append(
                 f"{VISIBLE_ENV}={raw!r}: entry {entry!r} {problem}, so CUDA ignores it and every entry after it "
-                f"(visible: {kept})",
+                f"(visible: {kept})"
             )
+            return chosen, by_index, "; ".join(notes)
         if any(device.uuid == earlier.uuid for earlier in chosen):
             return [], False, f"{VISIBLE_ENV}={raw!r} names {device.name} ({device.uuid}) twice: CUDA then sees no GPU"
+        if is_index and (note := index_note(entry)):
+            notes.append(f"{VISIBLE_ENV}={raw!r}: {note}")
         chosen.append(device)
         by_index = by_index or is_index
-    return chosen, by_index, None
+    return chosen, by_index, "; ".join(notes) or None
+
+
+ASCII_SPACE = " \t\n\v\f\r"
+"""What C's ``isspace`` (and so ``strtoul``) skips around an entry; a no-break space is no space to it."""
+LEADING_INDEX = re.compile(r"\+?[0-9]+")
+"""An entry's index as CUDA reads it, like C's ``strtoul``: an optional ``+`` and the leading ASCII
+digits, the rest of the entry ignored (``1gpu`` is 1). torch's model of the rule says so
+(``torch/cuda/__init__.py``, ``_parse_visible_devices``: "CUDA_VISIBLE_DEVICES uses something like
+strtoul which makes ``1gpu2,2ampere`` is equivalent to ``1,2``"); ``strtoul`` reads only the digits
+0-9, so ``'１'`` (full-width) or ``'٣'`` is no index and, like ``-1``, ends the list."""
+
+
+def index_note(entry: str) -> str | None:
+    """Said when CUDA reads only the front of an index entry (``0abc`` is index 0)."""
+    digits = LEADING_INDEX.match(entry)
+    if digits is None or digits.end() == len(entry):
+        return None
+    return (
+        f"entry {entry!r} is read as index {int(digits.group())}: CUDA reads the leading digits (as C's strtoul "
+        f"does) and ignores {entry[digits.end() :]!r}"
+    )
 
 
 def match_entry(entry: str, ordered: Sequence[NvmlGpu]) -> tuple[NvmlGpu | None, bool, str]:
@@ -133,9 +157,9 @@ def match_entry(entry: str, ordered: Sequence[NvmlGpu]) -> tuple[NvmlGpu | None,
         if matches:
             return None, False, f"is an ambiguous UUID prefix (it matches {len(matches)} devices)"
         return None, False, "matches no device's UUID"
-    digits = re.match(r"\d+", entry)
+    digits = LEADING_INDEX.match(entry)
     if digits is None:
-        return None, True, "is neither an index nor a GPU-/MIG- UUID"
+        return None, True, "is neither an index nor a GPU-/MIG- UUID (an index is ASCII digits)"
     index = int(digits.group())
     if index >= len(ordered):
         return (
@@ -174,10 +198,13 @@ def select(devices: Sequence[NvmlGpu], selector: str | None) -> tuple[int, str |
     if selector is None or not selector.strip():
         return 0, None
     wanted = selector.strip().lower()
-    if wanted.isdigit():
-        if int(wanted) < len(devices):
-            return int(wanted), None
+    index = parse_index(wanted)
+    if index is not None:
+        if index < len(devices):
+            return index, None
         problem = f"there {'is' if len(devices) == 1 else 'are'} only {len(devices)} visible device(s)"
+    elif not wanted.isascii():
+        problem = "it is neither an index (ASCII digits) nor a UUID prefix"
     else:
         bare = re.sub(r"^(gpu|mig)-", "", wanted)
         matches = [i for i, d in enumerate(devices) if re.sub(r"^(gpu|mig)-", "", d.uuid.lower()).startswith(bare)]

@@ -33,6 +33,12 @@ recording (``acestep-core info --replay h100-80gb``). ``python -m acestep_core_c
 
 A figure that is null or absent is one NVML does not give (the fake raises ``NVMLError_NotSupported``).
 ``host`` and ``torch`` matter only when ``nvml.error`` is set: they drive the fallbacks.
+
+A recording is checked against this form before anything is replayed (:func:`recording_problems`):
+each field of the wrong type or range is named with what it accepts (byte counts are integers from 0,
+totals from 1, both below 2**64 as NVML's are; a compute capability two integers; MIG mode two of 0
+or 1; MIG slots 0-63, each once; at most 256 GPUs). Fields not in the form are ignored. What goes
+wrong after that check is a bug in this plugin, reported as one, never blamed on the file.
 """
 
 # ruff: noqa: N802 - method and attribute names mirror pynvml's API
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,7 +54,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from acestep_core.inputs import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
+from acestep_core.plugin_api import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core_cuda.fallbacks import HostSigns, probe_host
 from acestep_core_cuda.nvml import NvmlLike, classify, load_pynvml, optional, read_memory, text
 
@@ -133,13 +140,190 @@ def load_recording(name_or_path: str) -> Recording:
             f'--replay {name_or_path}: not a recording (expected an object with "format": {FORMAT!r} and an '
             '"nvml" section)'
         )
-    if not isinstance(data["nvml"].get("gpus", []), list):
-        raise RecordingError(f"--replay {name_or_path}: nvml.gpus in {path} is not a list")
-    for position, gpu in enumerate(data["nvml"].get("gpus", [])):
-        missing = [key for key in ("name", "uuid") if not isinstance(gpu, dict) or key not in gpu]
-        if missing:
-            raise RecordingError(f"--replay {name_or_path}: nvml.gpus[{position}] lacks {', '.join(missing)}")
+    problems = recording_problems(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise RecordingError(f"--replay {name_or_path}: {path}: {problems[0]}{more}")
     return Recording(str(path), data)
+
+
+# --------------------------------------------------------------------------------------------- the form
+MAX_BYTES = 2**64 - 1
+"""NVML's byte counts are unsigned 64-bit integers."""
+MAX_GPUS = 256
+MIG_SLOTS = 64
+_ERROR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class _Form:
+    """Checks one recording against the documented form, collecting ``field: problem`` lines."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def bad(self, where: str, value: Any, accepted: str) -> None:
+        self.problems.append(f"{where} is {_shown(value)}; it must be {accepted}")
+
+    def section(self, where: str, value: Any, *, optional: bool = False) -> dict[str, Any] | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, dict):
+            self.bad(where, value, "an object" + (" or null" if optional else ""))
+            return None
+        return value
+
+    def items(self, where: str, value: Any, *, limit: int | None = None) -> list[Any]:
+        if not isinstance(value, list):
+            self.bad(where, value, "a list")
+            return []
+        if limit is not None and len(value) > limit:
+            self.problems.append(f"{where} lists {len(value)} entries; it may list at most {limit}")
+            return []
+        return value
+
+    def text(self, where: str, value: Any, *, optional: bool = False) -> None:
+        if not (isinstance(value, str) or (optional and value is None)):
+            self.bad(where, value, "a string" + (" or null" if optional else ""))
+
+    def flag(self, where: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            self.bad(where, value, "true or false")
+
+    def count(self, where: str, value: Any, *, least: int = 0, most: int = MAX_BYTES, optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+            self.bad(where, value, f"an integer from {least} to {most}" + (" or null" if optional else ""))
+
+    def pair(self, where: str, value: Any, *, most: int) -> None:
+        if value is None:
+            return
+        if not (isinstance(value, list) and len(value) == 2):
+            self.bad(where, value, f"two integers from 0 to {most}, or null")
+            return
+        for position, part in enumerate(value):
+            self.count(f"{where}[{position}]", part, most=most)
+
+    def memory(self, where: str, value: Any, *, reserved: bool) -> None:
+        memory = self.section(where, value, optional=True)
+        if memory is None:
+            return
+        self.count(f"{where}.total", memory.get("total", MISSING), least=1)
+        for figure in ("free", "used"):
+            self.count(f"{where}.{figure}", memory.get(figure, MISSING))
+        if reserved and "reserved" in memory:
+            self.count(f"{where}.reserved", memory["reserved"])
+
+
+MISSING: Any = object()
+"""A required field the recording leaves out (``gpu.get("uuid", MISSING)``)."""
+
+
+def _shown(value: Any) -> str:
+    if value is MISSING:
+        return "missing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = json.dumps(value) if isinstance(value, (int, float, str)) else type(value).__name__
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def recording_problems(data: Mapping[str, Any]) -> list[str]:
+    """Every way ``data`` departs from the recording form above, each ``field: what it must be``."""
+    form = _Form()
+    for key in ("description", "source"):
+        if key in data:
+            form.text(key, data[key])
+    nvml = form.section("nvml", data.get("nvml")) or {}
+    error = nvml.get("error")
+    if error is not None and not (isinstance(error, str) and _ERROR_NAME.fullmatch(error)):
+        form.bad("nvml.error", error, 'null or an NVML error name such as "DriverNotLoaded"')
+    form.text("nvml.driver_version", nvml.get("driver_version"), optional=True)
+    for position, gpu in enumerate(form.items("nvml.gpus", nvml.get("gpus", []), limit=MAX_GPUS)):
+        _check_gpu(form, f"nvml.gpus[{position}]", gpu)
+    if "host" in data:
+        _check_host(form, data["host"])
+    if "torch" in data:
+        _check_torch(form, data["torch"])
+    return form.problems
+
+
+def _check_gpu(form: _Form, where: str, value: Any) -> None:
+    gpu = form.section(where, value)
+    if gpu is None:
+        return
+    for key in ("name", "uuid"):
+        form.text(f"{where}.{key}", gpu.get(key, MISSING))
+    form.text(f"{where}.pci_bus_id", gpu.get("pci_bus_id"), optional=True)
+    form.memory(f"{where}.memory_v1", gpu.get("memory_v1"), reserved=False)
+    form.memory(f"{where}.memory_v2", gpu.get("memory_v2"), reserved=True)
+    form.pair(f"{where}.compute_capability", gpu.get("compute_capability"), most=99)
+    form.pair(f"{where}.mig_mode", gpu.get("mig_mode"), most=1)
+    form.count(f"{where}.cuda_cores", gpu.get("cuda_cores"), optional=True, most=2**31 - 1)
+    form.count(f"{where}.max_sm_clock_mhz", gpu.get("max_sm_clock_mhz"), optional=True, most=2**31 - 1)
+    if "lost" in gpu:
+        form.flag(f"{where}.lost", gpu["lost"])
+    slots: set[int] = set()
+    for position, mig in enumerate(form.items(f"{where}.mig_devices", gpu.get("mig_devices", []), limit=MIG_SLOTS)):
+        inside = f"{where}.mig_devices[{position}]"
+        instance = form.section(inside, mig)
+        if instance is None:
+            continue
+        slot = instance.get("slot", MISSING)
+        form.count(f"{inside}.slot", slot, most=MIG_SLOTS - 1)
+        if slot in slots:
+            form.bad(f"{inside}.slot", slot, "a slot no other instance of this GPU has")
+        if isinstance(slot, int):
+            slots.add(slot)
+        for key in ("name", "uuid"):
+            form.text(f"{inside}.{key}", instance.get(key, MISSING))
+        form.memory(f"{inside}.memory_v1", instance.get("memory_v1"), reserved=False)
+        form.memory(f"{inside}.memory_v2", instance.get("memory_v2"), reserved=True)
+
+
+def _check_host(form: _Form, value: Any) -> None:
+    host = form.section("host", value, optional=True)
+    if host is None:
+        return
+    for key in ("system", "machine"):
+        if key in host:
+            form.text(f"host.{key}", host[key])
+    for key in ("torch_version", "nvidia_driver"):
+        form.text(f"host.{key}", host.get(key), optional=True)
+    for key in ("rocm", "intel_gpu"):
+        if key in host:
+            form.flag(f"host.{key}", host[key])
+    form.count("host.memory_available", host.get("memory_available"), optional=True)
+
+
+def _check_torch(form: _Form, value: Any) -> None:
+    torch = form.section("torch", value, optional=True)
+    if torch is None:
+        return
+    if "version" in torch:
+        form.text("torch.version", torch["version"])
+    for key in ("cuda", "hip"):
+        form.text(f"torch.{key}", torch.get(key), optional=True)
+    for key in ("cuda_devices", "xpu_devices"):
+        for position, device in enumerate(form.items(f"torch.{key}", torch.get(key, []), limit=MAX_GPUS)):
+            where = f"torch.{key}[{position}]"
+            props = form.section(where, device)
+            if props is None:
+                continue
+            form.text(f"{where}.name", props.get("name", MISSING))
+            form.count(f"{where}.total_memory", props.get("total_memory", MISSING), least=1)
+            form.count(f"{where}.free", props.get("free", MISSING))
+            if key == "cuda_devices":
+                form.count(f"{where}.major", props.get("major", MISSING), most=99)
+                form.count(f"{where}.minor", props.get("minor", MISSING), most=99)
+                for optional in ("uuid", "pci_bus_id"):
+                    if optional in props:
+                        form.text(f"{where}.{optional}", props[optional])
+    mps = form.section("torch.mps", torch.get("mps"), optional=True)
+    if mps is not None:
+        form.count("torch.mps.recommended_max_memory", mps.get("recommended_max_memory", MISSING), least=1)
 
 
 # --------------------------------------------------------------------------------------------- NVML

@@ -17,10 +17,19 @@ A simulated device is the only device, so ``--device`` other than 0 is reported 
 
 from __future__ import annotations
 
-from acestep_core import GIB, DetectOptions, DeviceMemory, MemoryReading, SettingIgnored, hookimpl
-from acestep_core.inputs import parse_memory_gb
+from acestep_core.plugin_api import (
+    GIB,
+    SIMULATION_VARIABLES,
+    DetectOptions,
+    DeviceMemory,
+    MemoryReading,
+    SettingIgnored,
+    hookimpl,
+    parse_index,
+    parse_memory_gb,
+)
 
-VARIABLES = {"MAX_CUDA_VRAM": "cuda", "MAX_MPS_VRAM": "mps", "MAX_XPU_VRAM": "xpu"}
+VARIABLES = SIMULATION_VARIABLES
 
 
 @hookimpl(tryfirst=True)
@@ -65,7 +74,7 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
             f"{name}={value.strip()} is ignored: {origin} comes first (order: {', '.join(VARIABLES)})"
             for name, value, _ in valid[1:]
         )
-    if options.device is not None and options.device.strip() not in ("", "0"):
+    if options.device is not None and options.device.strip() and parse_index(options.device) != 0:
         notes.append(
             f"--device {options.device.strip()[:40]} is not applied: the simulated device is the only one (index 0)"
         )
@@ -86,11 +95,3 @@ def detect_memory(options: DetectOptions) -> MemoryReading | None:
         f"of {gb:g} GB, not the real hardware"
     )
     return MemoryReading(device=device, visible=(device,), notes=(note, *notes))
-
-
-def parse_gb(raw: str) -> float | None:
-    """A memory size in GB, or None for anything :func:`acestep_core.inputs.parse_memory_gb` refuses."""
-    try:
-        return parse_memory_gb(raw)
-    except ValueError:
-        return None

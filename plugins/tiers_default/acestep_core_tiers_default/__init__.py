@@ -1,9 +1,11 @@
 """ACE-Step 1.5's tier tables and the rules that apply any tier table.
 
-Two tables ship here: ``default`` (``tiers.toml``: the GPU guide, the seed) and ``upstream-2026-02``
-(``upstream-2026-02.toml``: what upstream's ``acestep/gpu_config.py`` of February 2026 actually
-did, value for value, for callers moving onto acestep-core). ``default`` is active unless another
-is chosen by name (``--tiers upstream-2026-02``, ``ACESTEP_CORE_TIERS``).
+Three tables ship here: ``default`` (``tiers.toml``: the GPU guide, the seed), ``upstream-2026-02``
+(``upstream-2026-02.toml``: what upstream's ``acestep/gpu_config.py`` of February 2026, commit
+f30aee4c, actually did) and ``upstream-2026-04`` (``upstream-2026-04.toml``: upstream main's 8-tier
+table, commit 592c315, unchanged on main since), value for value, for callers moving onto
+acestep-core. ``default`` is active unless another is chosen by name (``--tiers upstream-2026-04``,
+``ACESTEP_CORE_TIERS``).
 
 Tier selection is one rule with the table's parameters. The figure compared is the device's total
 memory in GiB as the detection plugin reports it: NVML's total where NVML answered (the card's full
@@ -28,8 +30,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from acestep_core import (
+from acestep_core.plugin_api import (
     GIB,
+    MIN_DURATION_S,
     AdjustedRequest,
     Adjustment,
     GenerationRequest,
@@ -39,12 +42,12 @@ from acestep_core import (
     TierTable,
     hookimpl,
     parse_table,
+    plan_settings,
 )
-from acestep_core.optimize import plan_settings
-from acestep_core.vocabulary import MIN_DURATION_S
 
 TABLE_FILE = "tiers.toml"
 UPSTREAM_TABLE_FILE = "upstream-2026-02.toml"
+UPSTREAM_MAIN_TABLE_FILE = "upstream-2026-04.toml"
 LM_OFF_BY_DEFAULT_UP_TO_GB = 6.0
 """The seed: "VRAM ≤6GB: the LM is not initialised by default, to keep memory for the DiT". This
 holds on any tier (a 6 GB device is in Tier 3 by range), so it is a rule here, not a table field."""
@@ -52,7 +55,7 @@ holds on any tier (a 6 GB device is in Tier 3 by range), so it is a rule here, n
 
 @hookimpl
 def register_tier_tables() -> list[TierTable]:
-    return [default_table(), upstream_table()]
+    return [default_table(), upstream_table(), upstream_main_table()]
 
 
 @functools.cache
@@ -73,6 +76,11 @@ def default_table() -> TierTable:
 def upstream_table() -> TierTable:
     """``upstream-2026-02``: upstream's February 2026 code, value for value."""
     return _table(UPSTREAM_TABLE_FILE)
+
+
+def upstream_main_table() -> TierTable:
+    """``upstream-2026-04``: upstream main's 8-tier table (commit 592c315), value for value."""
+    return _table(UPSTREAM_MAIN_TABLE_FILE)
 
 
 @hookimpl(trylast=True)
