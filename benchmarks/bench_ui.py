@@ -2,8 +2,8 @@
 
 1. Decide after a change, on the server: the page's handler (its fields' checks, the CLI's parser and
    resolution, the notes and panels rendered), median over N changes cycling the simulated size and the
-   duration; beside it the CLI's own ``parse_plan_args`` + ``resolve_from_args`` in-process on the same
-   arguments, and a cold ``acestep-core plan --json`` process.
+   duration; beside it what ``plan --json`` does in-process on the same arguments (``parse_plan_args``,
+   ``resolve_from_args``, the JSON), and a cold ``acestep-core plan --json`` process.
 2. Typing in a real browser (headless Chromium, a page served by ``acestep-core ui``): a 3-character
    duration typed at a person's pace (70-220 ms between keys), M values in a row —
    - the time from the last keystroke to the decision shown for the value (median; it includes the page's
@@ -23,6 +23,7 @@ import argparse
 import collections
 import contextlib
 import itertools
+import json
 import os
 import random
 import shutil
@@ -79,13 +80,13 @@ def bench_decide(changes: int, cold_runs: int) -> None:
         page_handler(held)
         page.append(time.perf_counter() - started)
         started = time.perf_counter()
-        resolve_from_args(parse_plan_args(argv_of(FIELDS, held)))
+        json.dumps(resolve_from_args(parse_plan_args(argv_of(FIELDS, held))).to_dict(), indent=2, ensure_ascii=False)
         cli.append(time.perf_counter() - started)
     env = clean_env()
     cold = [timed([*CLI, "plan", "--json", *argv_of(FIELDS, values[i % len(values)])], env) for i in range(cold_runs)]
     print(f"decide after a change, on the server (median of {changes} changes: size {'/'.join(SIZES)} GB x duration)")
     print(f"  page handler (check + parse + resolve + render)   {statistics.median(page) * 1e3:8.2f} ms")
-    print(f"  CLI parse_plan_args + resolve_from_args (same)    {statistics.median(cli) * 1e3:8.2f} ms")
+    print(f"  `plan --json`'s own work in-process (same argv)   {statistics.median(cli) * 1e3:8.2f} ms")
     print(
         f"  cold `acestep-core plan --json` process           {statistics.median(cold) * 1e3:8.2f} ms"
         f" (median of {cold_runs})"
