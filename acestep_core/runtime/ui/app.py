@@ -178,8 +178,10 @@ def _device_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Contro
 
 
 def _limits_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Control]:
+    """The overrides, and any option of a group the page does not know yet."""
+    others = [f for f in fields if f.plan_key is None and f.panel not in ("request", "hardware")]
     with gr.Accordion("Tier limits and force (each wins over the tier)", open=True, elem_id="limits-panel"):
-        return _controls_for([f for f in fields if f.panel == "overrides"], tables, columns=2)
+        return _controls_for(others, tables, columns=2)
 
 
 def _plan_keys_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Control]:
@@ -195,7 +197,7 @@ def _plan_keys_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Con
     return controls
 
 
-def _decision_panel() -> DecisionPanel:
+def _decision_panel(headline: Any) -> DecisionPanel:
     command = gr.HTML(elem_id="command", elem_classes=["ac-note-box"])
     message = gr.HTML(elem_id="page-message", elem_classes=["ac-note-box"])
     status = gr.HTML(elem_id="status", elem_classes=["ac-note-box"])
@@ -220,7 +222,7 @@ def _decision_panel() -> DecisionPanel:
             interactive=False,
         )
     return DecisionPanel(
-        None, command, message, status, chart, warnings, overrides, plan_table, hardware, decision_json
+        headline, command, message, status, chart, warnings, overrides, plan_table, hardware, decision_json
     )
 
 
@@ -230,10 +232,9 @@ def _decide_tab(headline: Any, tables: Sequence[str]) -> DecideTab:
             controls = _request_panel(FIELDS, tables)
             controls += _device_panel(FIELDS, tables)
         with gr.Column(scale=6, min_width=400):
-            panel = _decision_panel()
+            panel = _decision_panel(headline)
     controls += _limits_panel(FIELDS, tables)
     controls += _plan_keys_panel(FIELDS, tables)
-    panel.headline = headline
     typing = gr.Button("decide (typing paused)", elem_id="resolve-typing", visible="hidden")
     commit = gr.Button("decide", elem_id="resolve-commit", visible="hidden")
     state = gr.State(PageState())
