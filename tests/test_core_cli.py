@@ -188,7 +188,7 @@ def test_an_unknown_table_typed_as_a_flag_is_bad_usage_naming_the_flag(cli, tmp_
     assert code == 2 and out == ""
     assert err.strip().splitlines()[-1] == (
         f"acestep-core {argv[0]}: error: {argv[-2]} 'nosuch': no tier table named 'nosuch'; installed tables: "
-        "default (from tiers_default), upstream-2026-02 (from tiers_default)"
+        "default (from tiers_default), upstream-2026-02 (from tiers_default), upstream-2026-04 (from tiers_default)"
     )
 
 

@@ -53,6 +53,7 @@ COINCIDENCES = {
     ("acestep_core/optimize/memory.py", "time_freq"): "the DiT's timestep-embedding width, not frames",
     ("acestep_core/runtime/pipeline/lm.py", "COT_TOKEN_BUDGET"): "tokens, not latent frames",
     ("acestep_core/runtime/pipeline/text_encoder.py", "MAX_CAPTION_TOKENS"): "caption tokens, not frames",
+    ("acestep_core/runtime/ui/client.py", "PAUSE_MS"): "milliseconds of a pause in typing, not seconds of audio",
     ("benchmarks/gpu_memory.py", "CAPTION_TOKENS"): "caption tokens, not frames",
 }
 """Constants whose value equals a vocabulary value by coincidence, each with what it counts instead."""
