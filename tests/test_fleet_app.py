@@ -111,6 +111,17 @@ def test_bad_serve_flags_exit_2_naming_the_flag(
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("sizes", ["８,16", "8,١٦", "8,nan", "8,0", "8,1e400", "8,"])
+def test_simulated_sizes_are_read_as_vram_reads_them(sizes: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Full-width and Arabic-Indic digits, NaN, zero and overflow: float() takes several of these, a
+    memory size does not (issue #18, class 5)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", "serve", "--simulate", sizes, "--print-config"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--simulate takes GPU sizes" in err and "is not a memory size" in err and len(err.strip().splitlines()) == 1
+
+
 def test_ray_address_is_the_cluster_and_too_few_slots_for_simulate_is_a_clear_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

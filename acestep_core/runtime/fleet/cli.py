@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 from acestep_core.cli import EXIT_FAILURE, EXIT_OK, UsageError, add_json_flag, print_json
 from acestep_core.cli.flags import number
+from acestep_core.inputs import parse_memory_gb
 
 HIGHEST_PORT = 65535
 """The largest TCP port number."""
@@ -198,13 +198,11 @@ def parse_sizes(raw: str | None) -> list[str]:
     sizes = [part.strip() for part in raw.split(",")]
     for size in sizes:
         try:
-            value = float(size)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
+            parse_memory_gb(size)
+        except ValueError as error:
             raise UsageError(
-                f"--simulate takes GPU sizes in GB separated by commas, such as 8,16,24; {size!r} is not one"
-            )
+                f"--simulate takes GPU sizes in GB separated by commas, such as 8,16,24; {error}"
+            ) from None
     return sizes
 
 
