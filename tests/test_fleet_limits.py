@@ -48,6 +48,8 @@ HOSTILE = [
     pytest.param(b'{"duration_s": 30, "length": 30}', 400, "unknown field(s) length", id="unknown field"),
     pytest.param(b'{"duration_s": 30, "lm": "maybe"}', 400, "lm must be 'auto', 'on' or 'off'", id="lm"),
     pytest.param(b'{"duration_s": 30, "lm_model": 4}', 400, "lm_model must be an LM size", id="lm_model"),
+    pytest.param(b'{"duration_s": 30, "dit_model": 2}', 400, "dit_model must be a DiT", id="dit_model type"),
+    pytest.param(b'{"duration_s": 30, "dit_model": "sd3"}', 400, "dit_model must be one of turbo", id="dit_model"),
     pytest.param(b'{"duration_s": "\xff"}', 400, "the body is not JSON", id="not UTF-8"),
 ]
 
@@ -68,6 +70,7 @@ def test_a_good_body_parses_and_counts_its_tokens() -> None:
     assert parsed.tokens == {"caption": 5, "lyrics": 5} and not parsed.plan_only
     at_the_limit = parse_body(json.dumps({"duration_s": 30, "caption": "a" * 256, "seed": 2**63 - 1}))
     assert at_the_limit.tokens["caption"] == 256
+    assert parse_body(json.dumps({"duration_s": 30, "dit_model": "xl-sft"})).request.dit_model == "xl-sft"
 
 
 def test_non_ascii_text_is_counted_as_its_utf8_bytes_an_upper_bound() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from acestep_core.optimize.memory import DEFAULT_PROMPT_TOKENS
 from acestep_core.types import GenerationRequest
 
-REQUEST_FIELDS = ("duration_s", "batch_size", "lm_model", "lm")
+REQUEST_FIELDS = ("duration_s", "batch_size", "lm_model", "lm", "dit_model")
 RUN_FIELDS: Mapping[str, type] = {
     "plan_only": bool,
     "steps": int,
@@ -154,6 +154,8 @@ def parse_fields(body: Mapping[str, Any], limits: RequestLimits = RequestLimits(
     fields_ = {k: body[k] for k in REQUEST_FIELDS if k in body}
     if fields_.get("lm_model") is not None and not isinstance(fields_["lm_model"], str):
         raise BodyError(f'lm_model must be an LM size such as "1.7B" or null, not {fields_["lm_model"]!r}')
+    if fields_.get("dit_model") is not None and not isinstance(fields_["dit_model"], str):
+        raise BodyError(f'dit_model must be a DiT such as "turbo" or "xl-sft", or null, not {fields_["dit_model"]!r}')
     duration = fields_.get("duration_s")
     if isinstance(duration, (int, float)) and not isinstance(duration, bool) and duration > limits.max_duration_s:
         raise BodyError(f"duration_s must be at most {limits.max_duration_s:g} s, not {duration:g}")
