@@ -78,7 +78,16 @@ def clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
+def cluster(session_home: str) -> Iterator[str]:
+    """A local instance started in the test run's HOME, like every child process the tests start: Ray
+    turns token authentication on when ``~/.ray/auth_token`` exists, and a cluster that found the
+    user's token would refuse the children, which cannot see it."""
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("HOME", session_home)
+        yield from _local_instance()
+
+
+def _local_instance() -> Iterator[str]:
     port = free_port()
     ray.init(
         address="local",
