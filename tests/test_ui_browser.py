@@ -352,7 +352,9 @@ def test_every_numeric_control_holds_what_was_typed_and_decides_like_the_cli(
         decision = decided.after(argv)
         for other, value in held.items():
             assert typed_value(page, other) == value, f"{other} was rewritten"
-    assert decision["request"] == {"duration_s": 240, "batch_size": 3, "lm_model": None, "lm": "auto"}
+    assert decision["request"] == {
+            "duration_s": 240, "batch_size": 3, "lm_model": None, "lm": "auto", "dit_model": None, "checkpoints": None
+        }  # fmt: skip
     person.type("duration", "", then="tab", clear=True)
     argv = [word for word in argv if word not in ("--duration", "240")]
     decided.after(argv)
@@ -698,6 +700,7 @@ def test_cancel_and_one_run_per_device(browser: Any, server: Server, screenshots
     second.locator("#cancel").click()
     expect(second.locator("#progress")).to_contain_text("cancelled while waiting for the device")
     first.locator("#cancel").click()
+    expect(first.locator("#cancel-note")).to_contain_text("cancelling: the run stops at its next step")
     expect(first.locator("#gen-status")).to_contain_text("cancelled: the run stopped", timeout=120_000)
     expect(first.locator("#players audio")).to_have_count(0)
     shot(first, screenshots, "generate-cancelled")

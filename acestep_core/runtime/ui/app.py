@@ -271,6 +271,7 @@ class GenerateTab:
     seed: Any
     start: Any
     cancel: Any
+    cancel_note: Any
     progress: Any
     players: Any
     report: Any
@@ -288,10 +289,11 @@ def _generate_tab() -> GenerateTab:
     with gr.Row():
         start = gr.Button("Generate", variant="primary", elem_id="generate")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+    cancel_note = gr.HTML(elem_id="cancel-note")
     progress = gr.HTML(elem_id="progress")
     players = gr.HTML(elem_id="players")
     report = gr.Code(label="run report", elem_id="report", interactive=False)
-    return GenerateTab(size, steps, seed, start, cancel, progress, players, report)
+    return GenerateTab(size, steps, seed, start, cancel, cancel_note, progress, players, report)
 
 
 # --------------------------------------------------------------------------------------------- deciding
@@ -514,8 +516,11 @@ def _wire_generate(decide_tab: DecideTab, tab: GenerateTab, runs: Runs) -> None:
             return render.page_problem("cancelling: the run stops at its next step and releases its models")
         return render.page_problem("nothing of this session is running")
 
+    # The cancel note is its own element: written into the progress, it could land after the run's own
+    # last word ("cancelled while waiting", "cancelled: the run stopped") and hide it.
     tab.start.click(generate, [*decide_tab.inputs(), tab.size, tab.steps, tab.seed], outputs, concurrency_limit=None)
-    tab.cancel.click(cancel, None, tab.progress, concurrency_limit=None, queue=False)
+    tab.start.click(lambda: "", None, tab.cancel_note, queue=False)
+    tab.cancel.click(cancel, None, tab.cancel_note, concurrency_limit=None, queue=False)
 
 
 def _generate(
