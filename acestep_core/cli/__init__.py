@@ -197,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_FAILURE
 
 
-TABLE_FLAGS = {"tiers": "--tiers", "compare_with": "--compare-with"}
-"""The options that name a tier table (the argparse ``dest`` and the flag as typed)."""
+TABLE_FLAGS = {"tiers": "--tiers", "compare_with": "--compare-with", "a": "A", "b": "B"}
+"""The options and arguments that name a tier table (the argparse ``dest``, and the flag or the metavar
+``tiers compare`` shows in its usage)."""
 
 
 def _table_flag(args: argparse.Namespace | None, wanted: str) -> str | None:
