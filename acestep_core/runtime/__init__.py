@@ -13,3 +13,7 @@ imports the core and torch, at the top of its modules:
 - :mod:`.fleet`: a GPU fleet on Ray (the ``fleet`` extra): ``fleet scan`` and ``fleet serve``.
 - :mod:`.ui`: the ``ui`` command's page (Gradio, the ``ui`` extra), onto the same resolution as the CLI.
 """
+
+from acestep_core.runtime.backend_noise import silence_import_noise
+
+silence_import_noise()
