@@ -232,6 +232,18 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         nullable=True,
         settable=False,
     ),
+    "memory.devices": PlanKey(
+        "present when the components run on several devices: each device's components, predicted peak per phase, "
+        "peak and budget (GiB)",
+        "mapping",
+        settable=False,
+    ),
+    "placement": PlanKey(
+        "which device runs each component: component → device (cuda:N), UUID and name; chosen with --place / "
+        "resolve(place=...), not --set",
+        "mapping",
+        settable=False,
+    ),
     "memory.forced": PlanKey(
         "present when the user forced a plan predicted over budget (--force / force=True): its numbers",
         "mapping",

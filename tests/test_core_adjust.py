@@ -218,6 +218,7 @@ def test_the_plan_has_the_seeds_defaults_and_says_who_decided(make_manager) -> N
         "select_tier",
         "adjust_request",
         "configure_optimizations",
+        "place_components",
     ]
     assert {d.hook: d.plugin for d in resolution.decisions}["detect_memory"] == "simulated"
 

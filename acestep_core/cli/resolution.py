@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from acestep_core.cli import UsageError, add_json_flag, environ, print_json
-from acestep_core.cli.flags import memory_gb, number
+from acestep_core.cli.flags import memory_gb, number, placement
 from acestep_core.inputs import clip
 from acestep_core.resolve import resolve
 from acestep_core.types import (
@@ -55,6 +55,10 @@ examples:
       the user's settings are re-predicted: refused (the VAE needs 17.3 GiB of a 6.7 GiB budget), exit 1
   MAX_CUDA_VRAM=8 acestep-core plan --duration 240 --set vae.decode=full --force
       kept anyway: recorded in memory.forced and warned, exit 0
+  acestep-core plan --vram 8,8 --duration 360 --batch 4 --lm 0.6B
+      two simulated 8 GB cards: the LM on cuda:1 lifts Tier 4's with-LM limits (240 s, batch 2)
+  acestep-core plan --replay two-gpu-3060-4090 --place lm:1,dit:0 --json
+      a placement of your own, checked against each card's budget (refused, with the device, if over)
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
 device budget, not forced), 2 bad usage.
@@ -115,7 +119,17 @@ def add_resolution_options(parser: argparse.ArgumentParser) -> None:
         help="simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)",
     )
     hardware.add_argument(
-        "--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)"
+        "--device",
+        metavar="INDEX|UUID",
+        help="the one device the pipeline will use (default: the first visible; see --place for several)",
+    )
+    hardware.add_argument(
+        "--place",
+        type=placement,
+        metavar="MAP",
+        help="which device runs each component: auto (default with several devices), single:N, or "
+        "lm:1,dit:0,vae:0,text_encoder:0 (a component left out follows the DiT); as ACESTEP_GPU_MAPPING, "
+        "which it wins over",
     )
     hardware.add_argument(
         "--replay",
@@ -240,6 +254,12 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
             raise UsageError(f"{flag} '': an empty value; leave {flag} out for the default")
     if args.vram is not None and args.replay is not None:
         raise UsageError(f"--vram {clip(args.vram)} and --replay {clip(args.replay)} both choose the device: give one")
+    place = getattr(args, "place", None)
+    if place is not None and args.device is not None:
+        raise UsageError(
+            f"--device {clip(args.device)} and --place {clip(place)} both choose devices: give one "
+            f"(--place single:{clip(args.device)} runs everything on that device)"
+        )
     env = environ()
     options = DetectOptions(device=args.device, vram_gb=args.vram, replay=args.replay, environ=env)
     resolution = resolve(
@@ -249,6 +269,7 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
         tiers=args.tiers,
         redetect=args.redetect,
         environ=env,
+        place=place,
     )
     for problem in resolution.problems:
         if problem.kind == "invalid-setting" and (problem.setting or "").startswith("--"):
@@ -310,6 +331,8 @@ def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
         if other != device:
             lines.append(f"           also visible: {_device_line(other)}")
     lines.append(f"tier       {tier.label} ({tier.vram_label()}) from table {resolution.table!r}")
+    if resolution.reading.several_devices:
+        lines.extend(_placement_lines(resolution))
     lines.append(f"limits     {_limits_line(tier)}")
     adjusted = resolution.adjusted
     duration = "chosen by the LM" if adjusted.duration_s is None else f"{adjusted.duration_s:g} s"
@@ -331,6 +354,25 @@ def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
         lines.append("warnings")
         lines.extend(f"  ! {warning}" for warning in resolution.warnings)
     return "\n".join(lines)
+
+
+def _placement_lines(resolution: Resolution) -> list[str]:
+    """Where each component runs, and which device's tier gives what, over several devices."""
+    reading = resolution.reading
+    groups: dict[str, list[str]] = {}
+    for component in COMPONENTS:
+        groups.setdefault(reading.device_of(component).key, []).append(component)
+    lines = [
+        f"{'' if position else 'placement':<10} {', '.join(held)} → {reading.device_of(held[0]).describe()}"
+        for position, held in enumerate(groups.values())
+    ]
+    lm = reading.device_of("lm")
+    if lm.key != reading.device.key:
+        sizes = ", ".join(resolution.tier.lm_models) or "none"
+        lines.append(
+            f"           the tier follows {reading.device.key} (the DiT); the LM's sizes ({sizes}) follow {lm.key}"
+        )
+    return lines
 
 
 def _device_line(device: Any) -> str:
