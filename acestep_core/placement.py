@@ -107,7 +107,7 @@ def device_key(selector: str, readings: Mapping[str, MemoryReading]) -> str:
     if selector.isdigit():
         found = [d for d in devices if d.index == int(selector)]
     else:
-        bare = re.sub(r"^(gpu|mig)-", "", selector)
+        bare = re.sub(r"^(gpu|mig)-", "", selector.lower())
         found = [d for d in devices if d.uuid and re.sub(r"^(gpu|mig)-", "", d.uuid.lower()).startswith(bare)]
     if len(found) == 1:
         return found[0].key

@@ -254,6 +254,7 @@ def resolve(
         decisions=tuple(trail.decisions),
         problems=tuple(trail.problems),
         placement=placement,
+        tiers=dict(chosen.tiers),
     )
 
 
@@ -302,7 +303,7 @@ class _Layouts:
     def _signature(self, layout: Mapping[str, str]) -> tuple[Any, ...]:
         keys = [layout[c] for c in COMPONENTS]
         shape = tuple(keys.index(key) for key in keys)
-        return shape + tuple(_identity(self.readings[key].device) for key in keys)
+        return shape + tuple(device_identity(self.readings[key].device) for key in keys)
 
     def _resolve_on(self, layout: dict[str, str]) -> _Outcome:
         """select → adjust → configure → overrides on ``layout``: the tier from the DiT's device, the LM's
@@ -326,7 +327,7 @@ class _Layouts:
         return _Outcome(placed, tier, tiers, adjusted, plan, overridden, trail)
 
 
-def _identity(device: DeviceMemory) -> tuple[Any, ...]:
+def device_identity(device: DeviceMemory) -> tuple[Any, ...]:
     """What a resolution reads of a device: two devices alike in these give the same outcome."""
     return (
         device.backend,
@@ -358,12 +359,14 @@ def device_readings(reading: MemoryReading) -> dict[str, MemoryReading]:
     return found
 
 
-def layout_outcome(outcome: _Outcome, layout: Mapping[str, str]) -> LayoutOutcome:
-    """What ``place_components`` compares layouts by: what runs, what was clamped, how full the devices are."""
-    plan, adjusted = outcome.plan, outcome.adjusted
-    run = planned_run(plan, adjusted, outcome.tier)
+def layout_outcome(outcome: _Outcome | Resolution, layout: Mapping[str, str] | None = None) -> LayoutOutcome:
+    """What ``place_components`` compares layouts by (:func:`acestep_core.placement.grant`): what runs,
+    every way it is less than the request, how full the most loaded device is. ``outcome``: a layout's
+    resolution (a :class:`~acestep_core.Resolution` too); ``layout``: default, the one it was resolved on."""
+    plan, adjusted, tier = outcome.plan, outcome.adjusted, outcome.tier
+    run = planned_run(plan, adjusted, tier)
     clamps = [f"{c.field} {c.asked} → {c.granted}" for c in adjusted.changes if c.warning]
-    asked = run_shape(adjusted, outcome.tier)
+    asked = run_shape(adjusted, tier)
     if run.lm_model != asked.lm_model:
         clamps.append(f"ladder: LM {asked.lm_model} → {run.lm_model or 'off'}")
     if run.batch != asked.batch:
@@ -372,8 +375,9 @@ def layout_outcome(outcome: _Outcome, layout: Mapping[str, str]) -> LayoutOutcom
         clamps.append(f"ladder: duration {asked.duration_s:g} s → {run.duration_s:g} s")
     shares = [s for s in device_shares(run, choices_from_plan(plan), outcome.reading) if s.device.is_accelerator]
     pressures = [s.pressure for s in shares if s.pressure is not None]
+    placed = layout or {c: outcome.reading.device_of(c).key for c in COMPONENTS}
     return LayoutOutcome(
-        components=dict(layout),
+        components=dict(placed),
         duration_s=run.duration_s,
         batch=run.batch,
         lm_model=run.lm_model,

@@ -668,6 +668,9 @@ class Resolution(Record):
     problems: tuple[PluginProblem, ...] = ()
     placement: Placement | None = None
     """Which device runs each component, who decided and why (``reading.placement`` holds the map)."""
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+    """The tier each device the decision read gives, as selected: the DiT's device's, and the LM's where
+    the LM runs on another (``tier`` is then the DiT's with the LM's sizes: see ``acestep_core.placement``)."""
 
     @property
     def warnings(self) -> tuple[str, ...]:

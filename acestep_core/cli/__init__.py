@@ -48,6 +48,7 @@ examples:
   acestep-core plan --duration 600 --batch 8 --lm 4B  fit a request (clamps are warned about)
   acestep-core tiers                                  the active tier table, as Markdown
   acestep-core plugins --json                         installed plugins and their status
+  acestep-core devices                                every visible device, and what they allow together
 """
 
 
@@ -67,6 +68,7 @@ CORE_COMMAND_MODULES = {
     "plan": "acestep_core.cli.resolution",
     "tiers": "acestep_core.cli.tiers",
     "plugins": "acestep_core.cli.plugins",
+    "devices": "acestep_core.cli.devices",
 }
 """Commands that must start fast and import neither torch nor NVML, and the module that defines each:
 when one of them is asked for, only its module builds its parser (the others are not even imported)."""

@@ -24,10 +24,12 @@ def run_dit(
     frames = latent_frames(max(durations))
     with session.phase("dit") as phase:
         dit = session.component("dit", lambda: build_dit(size))
-        device, dtype = session.device, session.dtype_of(dit)
-        conditioning = encode_condition(dit, conditioning.to(device, dtype))
+        device, dtype = session.device_of("dit"), session.dtype_of(dit)
+        conditioning = encode_condition(dit, session.hand_over(conditioning, "conditioning", "dit", dtype))
         context_channels = dit.config.in_channels - LATENT_CHANNELS
-        context = context_latents(codes, batch, frames, context_channels, seed).to(device, dtype)
+        context = session.hand_over(
+            context_latents(codes, batch, frames, context_channels, seed), "codes", "dit", dtype
+        )
         latents = torch.randn(batch, frames, LATENT_CHANNELS, generator=generator).to(device, dtype)
         schedule = torch.linspace(1.0, 0.0, steps + 1)
         bar = session.bar("dit", steps, "steps")

@@ -61,7 +61,7 @@ def run_lm(
             codes_per_second=CODES_PER_SECOND,
         )
         prompt = f"{clean_caption(session.options.caption)}\n<think>\nduration:"
-        ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device)
+        ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device_of("lm"))
         budget = COT_TOKEN_BUDGET + 8 + (forced or max_duration_s) * CODES_PER_SECOND + 2
         bar = session.bar("lm", budget, "tokens")
         torch.manual_seed(session.options.seed)

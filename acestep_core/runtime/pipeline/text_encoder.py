@@ -16,7 +16,7 @@ def run_text_encoder(session: RunSession, batch: int) -> tuple[PhaseReport, torc
     with session.phase("text_encoder") as phase:
         encoder = session.component("text_encoder", lambda: build_text_encoder(size))
         tokens = build_tokenizer(0).encode(clean_caption(session.options.caption)).ids[:MAX_CAPTION_TOKENS] or [0]
-        ids = torch.tensor([tokens], device=session.device)
+        ids = torch.tensor([tokens], device=session.device_of("text_encoder"))
         hidden = encoder(ids).last_hidden_state.expand(batch, -1, -1).contiguous()
         phase.details.update({"caption_tokens": ids.shape[1], "model": f"Qwen3Model {size}"})
         session.leave("text_encoder")
