@@ -17,7 +17,7 @@ from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.layout import device_shares, placement_setting
 from acestep_core.optimize.plan import check_plan, choices_from_plan, planned_run, run_shape
 from acestep_core.optimize.platforms import checked_override
-from acestep_core.placement import describe_layout, parse_place, single, split_tier
+from acestep_core.placement import DEVICE_ENVS, PLACE_ENV, describe_layout, parse_place, single, split_tier
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.record import Record
 from acestep_core.types import (
@@ -391,7 +391,11 @@ def _place_components(
     hooks: Hooks, request: GenerationRequest, base: _Outcome, layouts: _Layouts, options: PlaceOptions, trail: _Trail
 ) -> Placement:
     """Which device runs each component: the first plugin's answer that keeps the contract, else every
-    component on the default device."""
+    component on the default device. With one device and no placement asked for (``place``, upstream's
+    variables) there is nothing to decide, and no plugin is asked."""
+    if len(layouts.readings) == 1 and options.place is None and not _placement_variables(options.environ):
+        device = base.reading.device
+        return Placement(single(device.key), f"one device: every component on {device.describe()}", "acestep_core")
     answer = hooks.place_components(
         request=request,
         adjusted=base.adjusted,
@@ -610,3 +614,7 @@ def _describe_size(reading: MemoryReading) -> str:
 
 def _gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.2f} GiB"
+
+
+def _placement_variables(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name, "").strip() for name in (PLACE_ENV, *DEVICE_ENVS.values()))

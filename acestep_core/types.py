@@ -176,7 +176,10 @@ class MemoryReading(Record):
     @property
     def several_devices(self) -> bool:
         """Whether the components run on more than one device."""
-        return len({self.device_of(component).key for component in COMPONENTS}) > 1
+        keys = set(self.placement.values())
+        if len(self.placement) < len(COMPONENTS):
+            keys.add(self.device.key)
+        return len(keys) > 1
 
     def placed(self, placement: Mapping[str, str]) -> MemoryReading:
         """This reading with ``placement`` (component → device key, every component named): its

@@ -652,25 +652,32 @@ def settings_anything(name: str) -> st.SearchStrategy[list[Setting]]:
 
 
 def placements_anything(name: str) -> st.SearchStrategy[object]:
-    """Every component on devices that are there or not, some components left out, another plugin named
-    as the author, notes that are not text, or not a placement at all."""
+    """Placements well formed but for one lie (a component left out, a device that is not there, every
+    device visible but not the user's map), placements in every device's form naming another plugin or
+    with notes that are not text, and answers that are not placements at all."""
     visible = st.sampled_from(["cuda:0", "cuda:1", "cuda:2"])
-    devices = st.sampled_from(["cuda:0", "cuda:1", "cuda:2", "cuda:7", "cuda", "cpu", ""])
-    components = st.one_of(
+    whole = st.one_of(
         visible.map(lambda device: dict.fromkeys(COMPONENTS, device)),
         st.fixed_dictionaries({c: visible for c in COMPONENTS}),
-        st.fixed_dictionaries({c: devices for c in COMPONENTS}),
-        st.dictionaries(st.sampled_from([*COMPONENTS, "unet"]), devices, max_size=3),
     )
+    partial = st.dictionaries(st.sampled_from(COMPONENTS), visible, min_size=1, max_size=3)
+    ghosts = st.fixed_dictionaries({c: st.sampled_from(["cuda:7", "cuda", "cpu", "", "cuda:0"]) for c in COMPONENTS})
     return st.one_of(
         st.none(),
         st.text(max_size=4),
         st.builds(
             Placement,
-            components=components,
-            reason=st.sampled_from([LIE, LIE, LIE, None]),
-            plugin=st.sampled_from(["", name, name, name, *CLAIMS]),
-            notes=st.sampled_from([(), (), (LIE,), None, (None,)]),
+            components=st.one_of(whole, partial, ghosts),
+            reason=st.just(LIE),
+            plugin=st.sampled_from(["", name]),
+            notes=st.just(()),
+        ),
+        st.builds(
+            Placement,
+            components=whole,
+            reason=st.sampled_from([LIE, LIE, None]),
+            plugin=st.sampled_from(["", name, *CLAIMS]),
+            notes=st.sampled_from([(), (LIE,), None, (None,)]),
         ),
     )
 

@@ -166,3 +166,18 @@ def test_a_run_stops_before_loading_when_the_layout_is_over_a_device(tmp_path) -
     with pytest.raises(ResolutionError, match="cuda:1"):
         run(resolution, out_dir=tmp_path / "never", steps=1, progress=False)
     assert not (tmp_path / "never").exists()
+
+
+def test_the_gpu_scripts_dry_run_runs_the_layout_on_the_cpu(tmp_path, monkeypatch) -> None:
+    import json
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv("ACESTEP_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_placement.py"
+    module = runpy.run_path(str(script))
+    assert module["main"]([str(tmp_path), "--dry-run", "--duration", "10", "--steps", "1"]) == 0
+    report = json.loads((tmp_path / "gpu_placement.json").read_text())
+    assert report["layout"]["placement"] == LAYOUT
+    assert {name: phase["placed_on"] for name, phase in report["layout"]["phases"].items()} == LAYOUT
+    assert report["layout"]["devices_match_the_layout"] is True

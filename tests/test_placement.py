@@ -109,14 +109,19 @@ def test_one_device_is_placed_whole_and_keeps_its_one_device_plan() -> None:
     resolution = resolve(request(120, 2), environ={"MAX_CUDA_VRAM": "8"})
     assert dict(resolution.reading.placement) == dict.fromkeys(COMPONENTS, "cuda:0")
     assert not resolution.reading.several_devices and "memory.devices" not in resolution.plan
-    assert resolution.placement is not None and resolution.placement.plugin == "tiers_default"
+    assert resolution.placement is not None and resolution.placement.plugin == "acestep_core"  # nothing to ask
     assert resolution.plan.value("placement")["dit"] == {
         "device": "cuda:0",
         "uuid": None,
         "name": "simulated 8 GB cuda device",
     }
-    assert resolution.decided_by("place_components") == "tiers_default"
+    assert resolution.decided_by("place_components") == "acestep_core"
     assert list(resolution.tiers) == ["cuda:0"] and resolution.tiers["cuda:0"] == resolution.tier
+    asked = resolve(request(120, 2), environ={"MAX_CUDA_VRAM": "8", "ACESTEP_GPU_MAPPING": "lm:1"})
+    assert asked.decided_by("place_components") == "tiers_default"  # a variable set: the plugins are asked
+    assert any("ACESTEP_GPU_MAPPING=lm:1: '1' names no visible device" in w for w in asked.warnings)
+    code_place = resolve(request(120, 2), environ={"MAX_CUDA_VRAM": "8"}, place="lm:1")
+    assert code_place.problems[0].setting == "--place"  # the CLI's usage error
 
 
 def test_plan_json_maps_each_component_to_its_device_and_uuid(cli) -> None:

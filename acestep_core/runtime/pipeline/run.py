@@ -51,7 +51,7 @@ def generate(
     :param resolution: an already-made resolution (the CLI passes its own); else one is made here
         with :func:`acestep_core.resolve` from the other arguments.
     :param options: passed to :func:`run` (``size``, ``seed``, ``steps``, ``cancel``, ``progress``,
-        ``on_progress``, ``caption``, ``checkpoints``, ``device``).
+        ``on_progress``, ``caption``, ``checkpoints``, ``device``, ``devices``).
     :param force: run a plan predicted over the device budget instead of refusing it (recorded, warned).
     """
     if resolution is None:
@@ -74,6 +74,7 @@ def run(
     on_progress: ProgressCallback | None = None,
     checkpoints: Mapping[str, str | Path] | None = None,
     device: str | None = None,
+    devices: Mapping[str, str] | None = None,
 ) -> GenerationResult:
     """Run a resolved request through LM → text encoder → DiT → VAE and write one WAV per batch item.
 
@@ -88,6 +89,7 @@ def run(
         caption=caption,
         checkpoints=dict(checkpoints or {}),
         device=device,
+        devices=dict(devices or {}),
         progress=progress,
     )
     check_before_loading(resolution)

@@ -50,6 +50,8 @@ class RunSession:
         self.devices: dict[str, torch.device] = (
             dict.fromkeys(COMPONENTS, torch.device(options.device)) if options.device else devices_for(resolution)
         )
+        for component, device in options.devices.items():
+            self.devices[component] = torch.device(device)
         self.device = self.devices["dit"]
         """The DiT's device (the one the tier follows); each component's is :meth:`device_of`."""
         self.placed_on: dict[str, str] = {c: resolution.reading.device_of(c).key for c in COMPONENTS}
@@ -63,6 +65,9 @@ class RunSession:
             else "trained checkpoints loaded for every component"
         ]
         self._current: Phase | None = None
+        if options.devices:
+            moved = ", ".join(f"the {c} on {d} (placed on {self.placed_on[c]})" for c, d in options.devices.items())
+            self.notes.append(f"run options move {moved}")
         if resolution.reading.device.is_accelerator and all(d.type == "cpu" for d in self.devices.values()):
             self._drop_device_savings()
         elif len(set(self.placed_on.values())) > 1 and len(set(self.devices.values())) == 1:
