@@ -10,8 +10,9 @@
    would overcommit, how often ``auto`` splits and lifts a clamp.
 2. Timings, each the median of ``--runs`` (≥ 200) warm ``resolve()`` calls with the reading given (no
    detection), as CPU time of the process (``time.process_time``: on a shared machine, wall time mostly
-   measures the other load), in child processes run in turn, the median over ``--rounds``: a one-device resolve (8 GB card) — with ``--baseline-tree``
-   also the same call of that checkout, the cost of the placement hook itself — and ``auto`` on 2×8 GB for a
+   measures the other load), in child processes run in turn, the median over ``--rounds``: a one-device
+   resolve (8 GB card) — with ``--baseline-tree`` also the same call of that checkout, what placement
+   costs a one-device resolve — and ``auto`` on 2×8 GB for a
    request the first card runs unclamped (the hook answers at once) and for one it clamps (every layout
    compared), on 8+24 and 4×24 GB, and on the recorded RTX 4090 + RTX 3060.
 """
@@ -55,7 +56,8 @@ for _ in range(runs):
     cpu.append(time.process_time() - started_cpu)
     times.append(time.perf_counter() - started)
 split = bool(getattr(last.reading, "several_devices", False))
-print(json.dumps({"median_ms": statistics.median(cpu) * 1e3, "wall_ms": statistics.median(times) * 1e3, "split": split}))
+cpu_ms, wall_ms = statistics.median(cpu) * 1e3, statistics.median(times) * 1e3
+print(json.dumps({"median_ms": cpu_ms, "wall_ms": wall_ms, "split": split}))
 """
 
 LM = {"lm_model": "0.6B", "lm": "on"}
@@ -169,7 +171,8 @@ def _print_grid(grid: dict) -> None:
     per = grid["requests"] // max(grid["machines"], 1)
     print(f"placement grid: {grid['machines']} machines × {per} requests ({grid['seconds']} s)")
     print(
-        f"  layouts resolved {grid['layouts_checked']}, accepted {grid['layouts_accepted']}, refused {grid['layouts_refused']}"
+        f"  layouts resolved {grid['layouts_checked']}, accepted {grid['layouts_accepted']}, "
+        f"refused {grid['layouts_refused']}"
     )
     print(f"  accepted over a device's budget: {grid['accepted_over_budget']}")
     print(f"  upstream's rule would overcommit: {grid['upstream_overcommits']} of {grid['requests']} requests")

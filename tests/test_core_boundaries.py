@@ -274,7 +274,14 @@ def test_every_hook_has_a_contract_declared_beside_its_spec() -> None:
     assert (
         hooks
         == set(CONTRACTS)
-        == {"register_tier_tables", "detect_memory", "select_tier", "adjust_request", "configure_optimizations"}
+        == {
+            "register_tier_tables",
+            "detect_memory",
+            "select_tier",
+            "adjust_request",
+            "configure_optimizations",
+            "place_components",
+        }
     )
     for name in hooks:
         doc = getattr(specs, name).__doc__
@@ -501,7 +508,8 @@ def test_a_real_ctrl_c_during_a_plugin_still_stops_the_command(make_manager) -> 
 def test_trace_prints_every_hook_call_with_its_plugin_and_result(
     make_manager, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    resolve(manager=make_manager(environ={"ACESTEP_CORE_TRACE_PLUGINS": "1"}), environ=SIM8)
+    two_cards = DetectOptions(vram_gb="8,8", environ=SIM8)  # several devices: place_components is asked too
+    resolve(manager=make_manager(environ={"ACESTEP_CORE_TRACE_PLUGINS": "1"}), environ=SIM8, detect_options=two_cards)
     err = capsys.readouterr().err
     assert "acestep-core trace: select_tier → tiers_default(reading=" in err
     assert "acestep-core trace: select_tier ← tiers_default: Tier(name='tier4'" in err
@@ -609,8 +617,16 @@ def adjusted_anything(name: str) -> st.SearchStrategy[object]:
         ),
         max_size=2,
     ).map(tuple)
+    only_the_lm = st.builds(  # well formed but for the LM: a size the tier may not allow, or none that exists
+        AdjustedRequest,
+        duration_s=st.none(),
+        batch_size=st.just(1),
+        lm_model=st.sampled_from([*LM_SIZES, "13B", ""]),
+        changes=st.just(()),
+    )
     return st.one_of(
         st.none(),
+        only_the_lm,
         st.builds(
             AdjustedRequest,
             duration_s=st.one_of(numbers, st.integers(10, 60)),

@@ -47,6 +47,15 @@ def test_each_component_runs_on_the_device_the_layout_places_it_on(tmp_path, mon
         return apply_plan(model, name, plan, device=device)
 
     monkeypatch.setattr(session_module, "apply_plan", recording_apply)
+    mapped: list[dict[str, str]] = []
+    devices_for_ = session_module.devices_for
+
+    def recording_devices_for(resolution: Any) -> Any:
+        devices = devices_for_(resolution)
+        mapped.append({c: resolution.reading.device_of(c).key for c in COMPONENTS})
+        return devices
+
+    monkeypatch.setattr(session_module, "devices_for", recording_devices_for)
     sessions: list[session_module.RunSession] = []
     real_session = session_module.RunSession
 
@@ -58,6 +67,7 @@ def test_each_component_runs_on_the_device_the_layout_places_it_on(tmp_path, mon
     monkeypatch.setattr(sys.modules["acestep_core.runtime.pipeline.run"], "RunSession", Kept)
     result = run(resolution, out_dir=tmp_path, steps=1, progress=False)
     [session] = sessions
+    assert mapped == [LAYOUT]  # the session took each component's device from the layout
     phases = {phase.name: phase for phase in result.phases}
     assert {name: phase.details["placed_on"] for name, phase in phases.items()} == LAYOUT
     assert session.placed_on == LAYOUT
