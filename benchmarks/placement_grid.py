@@ -7,7 +7,9 @@ model knows here; XL joins the grid when the model counts it, issue #21).
 
 For each machine and request the grid resolves ``auto`` and every layout ``auto`` compares (each device
 alone, the LM on one device and the DiT stack on another, the text encoder with either; of identical
-cards, one of each kind) as the user's ``--place``, and checks every layout the resolution accepts (not
+cards, one of each kind) as the user's ``--place``, and ``auto`` again with the user's ``--offload none``
+(the default table offloads every component between phases, so without it a device rarely holds two
+components' weights at once), and checks every layout the resolution accepts (not
 refused, not forced) against each device's budget **independently of** :mod:`acestep_core.optimize.layout`:
 each device's peak is recomposed here from the memory model's per-phase prediction of the final plan
 (the phases the device runs, the weights of its own components that stay on it).
@@ -43,6 +45,7 @@ from acestep_core import (
     DetectOptions,
     GenerationRequest,
     MemoryReading,
+    Overrides,
     Resolution,
     build_plugin_manager,
     resolve,
@@ -62,6 +65,8 @@ BATCHES = (1, 2, 4, 8)
 LMS: tuple[str | None, ...] = (None, *LM_SIZES)
 DITS = ("2B turbo",)
 """The DiT variants the grid covers: those the memory model counts in this tree."""
+NO_OFFLOAD = Overrides(plan={f"offload.{component}": "none" for component in COMPONENTS})
+"""``--offload none``: every component stays on its device between phases."""
 UPSTREAM_TABLE = "upstream-2026-04"
 UPSTREAM_VAE_CHUNKS = ((24, 512), (16, 384), (12, 256), (0, 128))
 """Upstream's VAE decode chunk (latent frames) by the card's effective free memory in GB
@@ -228,6 +233,10 @@ def grid(*, limit: int | None = None) -> Counts:
                 if len(set(layout.values())) == 1:
                     singles.append(resolution)
             _tally(counts, automatic, f"{name}: {request} on auto")
+            resident = resolve(
+                request, reading=reading, place="auto", manager=plugins, environ={}, overrides=NO_OFFLOAD
+            )
+            _tally(counts, resident, f"{name}: {request} on auto with --offload none")
             if automatic.reading.several_devices:
                 counts.auto_split += 1
                 mine["auto_split"] += 1

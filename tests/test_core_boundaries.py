@@ -688,6 +688,7 @@ def placements_anything(name: str) -> st.SearchStrategy[object]:
             plugin=st.sampled_from(["", name]),
             notes=st.just(()),
         ),
+        st.builds(Placement, components=whole, reason=st.just(LIE), plugin=st.sampled_from(CLAIMS)),
         st.builds(
             Placement,
             components=whole,
@@ -787,8 +788,8 @@ def assert_placement_kept(resolution: Resolution, liar: str, options: PlaceOptio
         except PlaceError:
             wanted = None
         assert wanted is None or dict(placement.components) == wanted, (wanted, placement)
-    assert placement.reason != LIE or placement.plugin == liar, placement  # placement-authorship
-    assert isinstance(placement.notes, tuple) and all(isinstance(note, str) for note in placement.notes)
+    assert isinstance(placement.reason, str) and (placement.reason != LIE or placement.plugin == liar), placement
+    assert isinstance(placement.notes, tuple) and all(isinstance(note, str) for note in placement.notes)  # authorship
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -188,6 +188,8 @@ def test_share_keeps_a_devices_phases_and_its_own_resident_weights() -> None:
     assert [p.phase for p in lm_only.phases] == ["lm"] and set(lm_only.phases[0].resident) == {"lm"}
     stack = share(whole, ("text_encoder", "dit", "vae"))
     assert all(set(p.resident) <= {"text_encoder", "dit", "vae"} for p in stack.phases)
+    # nothing offloaded: during the DiT's phase its card still holds the text encoder and the VAE
+    assert set(next(p for p in stack.phases if p.phase == "dit").resident) == {"text_encoder", "dit", "vae"}
     assert stack.peak_bytes < whole.peak_bytes  # the LM's weights are no longer counted beside the DiT
 
 
@@ -211,6 +213,21 @@ def test_a_layout_over_a_devices_budget_is_refused_with_the_device_phase_and_sho
     assert code == 1
     code, _, _ = cli("plan", "--vram", "24,4", "--place", "lm:1,dit:0", "--lm", "4B", "--allow-lm", "4B", "--force")
     assert code == 0
+
+
+def test_each_device_is_fitted_on_its_own_and_lowers_the_run_for_all() -> None:
+    """A 4 GB card holding the 1.7B LM needs a batch of 1 at 600 s; the 24 GB card holding the DiT stack
+    needs only its VAE tiled. The batch the LM's card needs is the run's, and says which card needed it."""
+    resolution = cards(
+        "24,4", request=request(600, 8, "1.7B"), place="lm:1,dit:0", overrides=Overrides(lm_models=("1.7B",))
+    )
+    plan = resolution.plan
+    assert plan.value("ladder.refused") is False and plan.value("ladder.batch_size") == 1
+    assert plan["ladder.batch_size"].reason == "batch lowered from 8 to 1 to fit cuda:1"
+    assert "cuda:1: batch=4" in plan["ladder.rungs"].reason and "cuda:0: vae.tiled" in plan["ladder.rungs"].reason
+    assert plan.value("vae.decode") == "tiled" and plan.value("quantization.lm") == "int8"
+    devices = plan.value("memory.devices")
+    assert all(d["predicted_peak_gib"] <= d["budget_gib"] for d in devices.values())
 
 
 def test_the_users_settings_are_checked_on_every_device() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from acestep_core.optimize import platforms
-from acestep_core.optimize.ladder import LadderResult, Predictor, Refusal, fit
+from acestep_core.optimize.ladder import LadderResult, Predictor, Refusal, Rung, fit
 from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, PhasePeak, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting, Tier
@@ -123,13 +123,21 @@ class LayoutFit(Record):
     run: RunShape
     choices: Choices
     results: Mapping[str, LadderResult | None]
-    """Device key → its ladder's result; None where the device has no budget (not fitted)."""
+    """Device key → its ladder's result at the final run; None where the device has no budget (not fitted)."""
+    lowered: tuple[tuple[str, Rung], ...] = ()
+    """The rungs that lowered the run (LM, batch, duration), each with the device that needed it, in order."""
+
+    def rungs(self) -> list[tuple[str, Rung]]:
+        """Every rung taken, with its device: those that lowered the run, then each device's at the final run."""
+        final = [(key, rung) for key, result in self.results.items() if result is not None for rung in result.rungs]
+        return [*self.lowered, *(taken for taken in final if taken not in self.lowered)]
 
 
 def fit_layout(run: RunShape, start: Choices, reading: MemoryReading, abilities: Mapping[str, Any]) -> LayoutFit:
     """Fit every device's share, the DiT's device first; the run (batch, duration, LM) is the lowest any
     device needed, and every device is fitted again from ``start`` at it until it stops changing."""
     placed = groups(reading)
+    lowered: list[tuple[str, Rung]] = []
     for _ in range(4 * len(placed) + 4):
         current = run
         results: dict[str, LadderResult | None] = {}
@@ -140,12 +148,17 @@ def fit_layout(run: RunShape, start: Choices, reading: MemoryReading, abilities:
                 continue
             result = fit(current, start, budget, abilities[key], predictor=share_predictor(held))
             results[key] = result
+            lowered += [(key, rung) for rung in result.rungs if rung.name.startswith(RUN_RUNGS)]
             current = result.run
         if current == run:
             break
         run = current
     owner: dict[str, str] = {component: reading.device_of(component).key for component in COMPONENTS}
-    return LayoutFit(run, _merged(start, results, owner), results)
+    return LayoutFit(run, _merged(start, results, owner), results, tuple(dict.fromkeys(lowered)))
+
+
+RUN_RUNGS = ("lm=", "batch=", "duration=")
+"""The rungs that lower the run itself, for every device."""
 
 
 def _merged(start: Choices, results: Mapping[str, LadderResult | None], owner: Mapping[str, str]) -> Choices:
@@ -215,7 +228,7 @@ def layout_memory_settings(asked: RunShape, fitted: LayoutFit, reading: MemoryRe
                 "its own context)",
             ),
         ]
-    rungs = [(key, rung) for key, result in fitted.results.items() if result is not None for rung in result.rungs]
+    rungs = fitted.rungs()
     settings.append(
         Setting(
             "ladder.rungs",
@@ -238,11 +251,8 @@ def _against(share_: DeviceShare) -> str:
 def _lowered(asked: RunShape, run: RunShape, fitted: LayoutFit) -> list[Setting]:
     """The run's lowerings, each naming the devices whose ladder took it."""
     lowered_on = {
-        kind: ", ".join(
-            key
-            for key, result in fitted.results.items()
-            if result is not None and any(rung.name.startswith(prefix) for rung in result.rungs)
-        )
+        kind: ", ".join(dict.fromkeys(key for key, rung in fitted.lowered if rung.name.startswith(prefix)))
+        or "a device"
         for kind, prefix in (("lm", "lm="), ("batch", "batch="), ("duration", "duration="))
     }
     settings = []
