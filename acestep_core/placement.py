@@ -189,10 +189,13 @@ def split_tier(dit: Tier, lm: Tier) -> Tier:
     """The tier a run gets with the LM on another device than the DiT: the DiT's device's tier, whose
     limits with the LM are its limits without it (they leave room for an LM the DiT's card no longer
     holds), with the LM's sizes, recommendation, default, memory allotments and share from the tier of
-    the LM's device. Each device's share of the run is still checked against its own budget."""
+    the LM's device. Each device's share of the run is still checked against its own budget. The label
+    says so: ``Tier 6 (LM sizes of Tier 4)``, or ``Tier 4 (LM on another device)`` where both are alike."""
     return dataclasses.replace(
         dit,
-        label=f"{dit.label} (LM sizes of {lm.label})",
+        label=f"{dit.label} (LM on another device)"
+        if lm.label == dit.label
+        else f"{dit.label} (LM sizes of {lm.label})",
         max_duration_with_lm_s=dit.max_duration_without_lm_s,
         max_batch_with_lm=dit.max_batch_without_lm,
         lm_models=lm.lm_models,

@@ -2,8 +2,10 @@
 
 Machines: every bundled recording with several GPUs (``two-gpu-3060-4090``, in CUDA's default
 fastest-first order and in PCI order) and simulated 2×8, 2×12, 2×16, 8+24 and 4×24 GB cards. Requests:
-durations 30…600 s × batch 1…8 × the LM off or each size × the DiT (2B turbo: the only DiT the memory
-model knows here; XL joins the grid when the model counts it, issue #21).
+durations 30…600 s × batch 1…8 × the LM off or each size × the DiT (:data:`DITS`: the 2B turbo, upstream's
+default, and the XL in turbo and sft — the XL's 4,987,310,726 parameters as the memory model counts them
+(issue #21), and sft's classifier-free guidance, which budgets the DiT's activations at twice the batch).
+The components' sizes are the plan's own (``memory.components``: the real LMs' 217,204-row vocabulary).
 
 For each machine and request the grid resolves ``auto`` and every layout ``auto`` compares (each device
 alone, the LM on one device and the DiT stack on another, the text encoder with either; of identical
@@ -63,8 +65,10 @@ SYNTHETIC = {"2×8 GB": "8,8", "2×12 GB": "12,12", "2×16 GB": "16,16", "8+24 G
 DURATIONS = (30, 60, 120, 240, 360, 480, 600)
 BATCHES = (1, 2, 4, 8)
 LMS: tuple[str | None, ...] = (None, *LM_SIZES)
-DITS = ("2B turbo",)
-"""The DiT variants the grid covers: those the memory model counts in this tree."""
+DITS: tuple[str, ...] = ("turbo", "xl-turbo", "xl-sft")
+"""The DiTs the grid covers: the 2B turbo (the default), the XL turbo (upstream's Gradio default) and the XL
+sft (the XL's weights with CFG's doubled activations). The 2B base / sft and the XL base add no new shape:
+the 2B's weights with CFG, and the XL sft's figures."""
 NO_OFFLOAD = Overrides(plan={f"offload.{component}": "none" for component in COMPONENTS})
 """``--offload none``: every component stays on its device between phases."""
 UPSTREAM_TABLE = "upstream-2026-04"
@@ -103,12 +107,17 @@ def without_placement(reading: MemoryReading) -> MemoryReading:
 
 
 def requests() -> Iterator[GenerationRequest]:
-    for duration in DURATIONS:
-        for batch in BATCHES:
-            for lm in LMS:
-                yield GenerationRequest(
-                    duration_s=duration, batch_size=batch, lm_model=lm, lm="off" if lm is None else "on"
-                )
+    for dit in DITS:
+        for duration in DURATIONS:
+            for batch in BATCHES:
+                for lm in LMS:
+                    yield GenerationRequest(
+                        duration_s=duration,
+                        batch_size=batch,
+                        lm_model=lm,
+                        lm="off" if lm is None else "on",
+                        dit_model=dit,
+                    )
 
 
 def layouts(reading: MemoryReading) -> list[dict[str, str]]:

@@ -191,3 +191,23 @@ def test_the_gpu_scripts_dry_run_runs_the_layout_on_the_cpu(tmp_path, monkeypatc
     assert report["layout"]["placement"] == LAYOUT
     assert {name: phase["placed_on"] for name, phase in report["layout"]["phases"].items()} == LAYOUT
     assert report["layout"]["devices_match_the_layout"] is True
+
+
+def test_a_run_over_two_cards_holds_both_cards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page runs one run at a time per device (``runs.lock_for``): a layout's run names every device
+    it uses, in one order, so a run on cuda:0 + cuda:1 waits for a run on either (no GPU here: the
+    simulated cards are mapped to the ordinals torch would use)."""
+    monkeypatch.setattr(
+        session_module,
+        "torch_device",
+        lambda backend, index=None, *, simulated=False, **_: session_module.torch.device(f"cuda:{index or 0}"),
+    )
+    resolution = resolve(
+        GenerationRequest(duration_s=360, batch_size=4, lm_model="0.6B", lm="on"),
+        detect_options=DetectOptions(vram_gb="8,8", environ={}),
+        environ={},
+    )
+    assert resolution.reading.several_devices
+    assert [str(d) for d in session_module.run_devices(resolution)] == ["cuda:0", "cuda:1"]
+    alone = resolve(detect_options=DetectOptions(vram_gb="8,8", environ={}), environ={})
+    assert [str(d) for d in session_module.run_devices(alone)] == ["cuda:0"]

@@ -1,8 +1,9 @@
 """Evidence without two GPUs (issue #24): over every bundled multi-GPU recording and simulated 2×8, 2×12,
-2×16, 8+24 and 4×24 GB machines × durations 30…600 s × batch 1…8 × the LM off or each size, no layout the
-resolution accepts (``auto``, or any layout ``auto`` compares given as the user's ``--place``) is over any
-device's budget, each device's peak recomposed independently (``benchmarks/placement_grid.py``). The
-counts, with how often upstream's rule would overcommit and how often ``auto`` lifts a clamp, are printed."""
+2×16, 8+24 and 4×24 GB machines × durations 30…600 s × batch 1…8 × the LM off or each size × the 2B turbo,
+XL turbo and XL sft DiTs, no layout the resolution accepts (``auto``, or any layout ``auto`` compares given
+as the user's ``--place``) is over any device's budget, each device's peak recomposed independently
+(``benchmarks/placement_grid.py``). The counts, with how often upstream's rule would overcommit and how
+often ``auto`` lifts a clamp, are printed."""
 
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def test_no_accepted_layout_is_over_any_devices_budget(
 ) -> None:
     counts = grid["grid"]()
     assert counts.machines == 7  # the recording in both CUDA orders, five simulated machines
-    assert counts.requests == counts.machines * len(grid["DURATIONS"]) * len(grid["BATCHES"]) * len(grid["LMS"])
+    per_machine = len(grid["DURATIONS"]) * len(grid["BATCHES"]) * len(grid["LMS"]) * len(grid["DITS"])
+    assert counts.requests == counts.machines * per_machine
+    assert {"turbo", "xl-turbo", "xl-sft"} <= set(grid["DITS"])  # the 2B and the XL (issue #21)
     assert counts.layouts_checked > counts.requests and counts.layouts_accepted > 0
     assert counts.accepted_over_budget == 0, counts.over_examples
     assert counts.auto_lifts_a_clamp_of_every_single_card > 0  # two 8 GB cards run what one cannot

@@ -367,6 +367,19 @@ def device_for(resolution: Resolution) -> torch.device:
     )
 
 
+def run_devices(resolution: Resolution) -> list[torch.device]:
+    """Every torch device a resolution's run uses (each component's, as :func:`device_for` maps one), in a
+    fixed order: what a caller that runs one run per device at a time must hold (several with a layout)."""
+    reading = resolution.reading
+    found = {
+        str(device): device
+        for device in (
+            torch_device(d.backend, d.index, simulated=d.simulated) for d in map(reading.device_of, COMPONENTS)
+        )
+    }
+    return [found[key] for key in sorted(found)]
+
+
 class DeviceGoneError(ResolutionError):
     """A device the resolution placed a component on is not there now (unplugged, hidden by
     ``CUDA_VISIBLE_DEVICES``, another card in its place): plan again."""
