@@ -211,3 +211,32 @@ def test_a_run_over_two_cards_holds_both_cards(monkeypatch: pytest.MonkeyPatch) 
     assert [str(d) for d in session_module.run_devices(resolution)] == ["cuda:0", "cuda:1"]
     alone = resolve(detect_options=DetectOptions(vram_gb="8,8", environ={}), environ={})
     assert [str(d) for d in session_module.run_devices(alone)] == ["cuda:0"]
+
+
+def test_the_pages_run_waits_for_every_card_of_its_layout(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A page run whose layout uses cuda:0 and cuda:1 queues while another run holds cuda:1 (the LM's card),
+    and nothing runs; its own locks are all released when it stops."""
+    from acestep_core.runtime.ui.runs import RunRequest, Runs, run_generation
+
+    monkeypatch.setattr(
+        session_module,
+        "torch_device",
+        lambda backend, index=None, *, simulated=False, **_: session_module.torch.device(f"cuda:{index or 0}"),
+    )
+    resolution = resolve(
+        GenerationRequest(duration_s=360, batch_size=4, lm_model="0.6B", lm="on"),
+        detect_options=DetectOptions(vram_gb="8,8", environ={}),
+        environ={},
+    )
+    assert resolution.reading.device_of("lm").key == "cuda:1" and resolution.reading.device.key == "cuda:0"
+    runs = Runs(tmp_path)
+    other = runs.lock_for("cuda:1")
+    assert other.acquire(blocking=False)
+    steps = run_generation(RunRequest(resolution, "tiny", 1, 0, "page", None), runs)
+    first = next(steps)[0]
+    assert "queued: another run is using cuda:1" in first
+    assert runs.cancel("page")
+    rest = [shown[0] for shown in steps]
+    assert rest and "cancelled while waiting for the device; nothing ran" in rest[-1]
+    other.release()
+    assert runs.lock_for("cuda:0").acquire(blocking=False), "the DiT's card was released with the run"
