@@ -398,3 +398,27 @@ def test_devices_on_a_recorded_machine_shows_names_uuids_and_tiers(cli) -> None:
     ]
     assert data["devices"][1]["alone"]["lm_sizes"] == ["0.6B", "1.7B"]
     assert data["beyond_any_single_device"] == []  # the 4090 alone allows as much as any placement
+
+
+def test_a_layouts_plan_counts_the_components_it_places_the_xl_included() -> None:
+    """Over several devices the plan still lists what each component holds (``memory.components``, the
+    real sizes: the XL DiT's 4,987,310,726 parameters, the LM's 217,204-row vocabulary), each with the device
+    it runs on, and the DiT card's share is the XL's, not the 2B's."""
+    placed = {"lm": "cuda:1", "text_encoder": "cuda:0", "dit": "cuda:0", "vae": "cuda:0"}
+
+    def on_two_cards(dit: str) -> Resolution:
+        return cards(
+            "24,24",
+            request=GenerationRequest(duration_s=120, batch_size=1, lm_model="1.7B", lm="on", dit_model=dit),
+            place="lm:1,dit:0",
+        )
+
+    xl = on_two_cards("xl-sft")
+    table = xl.plan.value("memory.components")
+    assert {component: row["device"] for component, row in table.items()} == placed
+    assert table["dit"]["parameters"] == 4_987_310_726 and table["lm"]["vocabulary"] == 217_204
+    assert xl.plan.value("dit.forwards_per_step") == 2
+    two_b = on_two_cards("turbo")
+    assert two_b.plan.value("memory.components")["dit"]["parameters"] < table["dit"]["parameters"]
+    dit_card = {r.plan.value("memory.devices")["cuda:0"]["phases"]["dit"] for r in (xl, two_b)}
+    assert max(dit_card) == xl.plan.value("memory.devices")["cuda:0"]["phases"]["dit"] > min(dit_card)
