@@ -3,7 +3,11 @@
 A resolution runs the hooks in one direction::
 
     register_tier_tables ─┐
-    detect_memory ────────┴─▶ select_tier ─▶ adjust_request ─▶ configure_optimizations ─▶ apply
+    detect_memory ────────┴─▶ select_tier ─▶ adjust_request ─▶ configure_optimizations ─▶ place_components ─▶ apply
+
+``place_components`` chooses which device runs each component; where it answers a layout over several
+devices, the core resolves the request again for that layout (the tier from the DiT's device, the LM's
+sizes from the LM's, every device's share of the run fitted and checked against its own budget).
 
 Implement a hook by writing a function of the same name (any subset of its arguments) decorated with
 :data:`acestep_core.plugin_api.hookimpl`, in a module your distribution names under the
@@ -48,6 +52,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pluggy
 
+from acestep_core.placement import PlaceError, user_layout
 from acestep_core.record import Record
 from acestep_core.tables import TableError, validate_table
 from acestep_core.types import (
@@ -56,12 +61,16 @@ from acestep_core.types import (
     DetectOptions,
     DeviceMemory,
     GenerationRequest,
+    LayoutOutcome,
     MemoryReading,
+    OptimizationPlan,
+    Placement,
+    PlaceOptions,
     Setting,
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import MIN_DURATION_S, PLAN_KEYS, PRECISIONS
+from acestep_core.vocabulary import COMPONENTS, MIN_DURATION_S, PLAN_KEYS, PRECISIONS
 
 __all__ = [
     "CONTRACTS",
@@ -481,9 +490,98 @@ CONFIGURE_OPTIMIZATIONS: Contract[Setting] = contract(
 )
 
 
+# --------------------------------------------------------------------------------------------- place_components
+def _every_component(placement: Placement, call: Call) -> str | None:
+    components = placement.components
+    if (
+        not isinstance(components, Mapping)
+        or set(components) != set(COMPONENTS)
+        or not all(isinstance(key, str) for key in components.values())
+    ):
+        return f"components must map each of {', '.join(COMPONENTS)} to a device key, not {components!r:.80}"
+    return None
+
+
+def _visible_devices(placement: Placement, call: Call) -> str | None:
+    readings: Mapping[str, MemoryReading] = call.kwargs["readings"]
+    unknown = sorted(set(placement.components.values()) - set(readings))
+    if unknown:
+        return f"no visible device {', '.join(map(repr, unknown))} (visible: {', '.join(readings)})"
+    return None
+
+
+def _user_map_kept(placement: Placement, call: Call) -> str | None:
+    try:
+        wanted, given, _ = user_layout(call.kwargs["options"], call.kwargs["readings"])
+    except PlaceError:  # the user's map names no visible device: there is nothing to keep to
+        return None
+    if wanted is not None and dict(placement.components) != wanted:
+        return f"the user placed the components ({given}: {wanted}); the answer places them otherwise"
+    return None
+
+
+def _placement_authored(placement: Placement, call: Call) -> str | None:
+    notes = placement.notes
+    if not isinstance(notes, tuple) or not all(isinstance(note, str) for note in notes):
+        return f"notes must be a tuple of str, not {notes!r:.80}"
+    return _authors([placement], call)
+
+
+@hookspec(firstresult=True)
+def place_components(
+    request: GenerationRequest,
+    adjusted: AdjustedRequest,
+    readings: Mapping[str, MemoryReading],
+    plan: OptimizationPlan,
+    options: PlaceOptions,
+    evaluate: Callable[[Mapping[str, str]], LayoutOutcome],
+) -> Placement | None:
+    """Choose which device runs each component (``lm``, ``text_encoder``, ``dit``, ``vae``).
+
+    :param request: what the user asked for.
+    :param adjusted: the request as it runs on the default device alone (``options.default``).
+    :param readings: every visible device's reading, by device key (``cuda:0`` …), in the order torch
+        numbers them; each reading's ``device`` is that device.
+    :param plan: the plan on the default device alone.
+    :param options: the user's placement (``--place``, ``resolve(place=...)``; its syntax already
+        checked), ``--device``, the default device's key, and the environment to read upstream's
+        ``ACESTEP_GPU_MAPPING`` / ``ACESTEP_{DIT,VAE,LM}_DEVICE`` from.
+    :param evaluate: ``evaluate(layout)`` → :class:`~acestep_core.LayoutOutcome`: what the request
+        becomes under a layout (component → device key), worked out by the core through every hook.
+    :return: a :class:`~acestep_core.Placement`, or None to pass.
+
+    **First result** wins; with no answer every component runs on the default device. The built-in
+    answer (``tiers_default``): the user's map wins, then ``--device``, then upstream's variables (a
+    variable that is not a placement is warned about and ignored), else ``auto``
+    (:func:`acestep_core.placement.auto_layout`).
+
+    The core resolves the request again for the layout answered (the tier from the device that runs the
+    DiT, the LM's allowed sizes from the LM's device, every device's share of the run planned and
+    checked against its own budget: a layout over any device's budget is refused with the device, the
+    phase and the shortfall unless forced), exactly as it checks a one-device plan.
+
+    **Contract**: a device for every component, each one of ``readings``; where the user placed the
+    components (``--place`` as a map or ``single:N``, else ``--device``, else upstream's variables), that
+    placement; the reason and notes in words, naming no other plugin. A placement that breaks it is
+    reported (``rejected``) and the next implementation decides.
+    """
+
+
+PLACE_COMPONENTS: Contract[Placement] = contract(
+    place_components,
+    "a Placement",
+    lambda result: isinstance(result, Placement),
+    Rule("placement-every-component", _every_component),
+    Rule("placement-visible-devices", _visible_devices),
+    Rule("placement-keeps-user-map", _user_map_kept),
+    Rule("placement-authorship", _placement_authored),
+)
+
+
 RULES: tuple[str, ...] = tuple(dict.fromkeys(rule.name for declared in CONTRACTS.values() for rule in declared.rules))
 """The contracts' rules by name, in hook order: ``table-valid`` (register_tier_tables),
 ``reading-byte-counts`` (detect_memory), ``tier-of-the-table`` (select_tier), ``lm-allowed``,
-``dit-allowed``, ``duration-in-range``, ``batch-in-range``, ``authorship`` (adjust_request and configure_optimizations),
-``plan-key-in-schema``, ``ladder-batch-only-lowers``, ``ladder-duration-only-lowers``
-(configure_optimizations)."""
+``dit-allowed``, ``duration-in-range``, ``batch-in-range``, ``authorship`` (adjust_request and
+configure_optimizations), ``plan-key-in-schema``, ``ladder-batch-only-lowers``, ``ladder-duration-only-lowers``
+(configure_optimizations), ``placement-every-component``, ``placement-visible-devices``,
+``placement-keeps-user-map``, ``placement-authorship`` (place_components)."""

@@ -17,6 +17,10 @@ What is here, by use:
 - **Words and units**: :data:`GIB`, :data:`MIB`, :data:`LM_SIZES`, :data:`COMPONENTS`,
   :data:`MIN_DURATION_S`, :data:`MAX_DURATION_S`, :data:`SIMULATION_VARIABLES` (the ``MAX_*_VRAM``
   variables and the platform each simulates).
+- **Placing components on several devices** (``place_components``): :class:`PlaceOptions`,
+  :class:`Placement`, :class:`LayoutOutcome` and :data:`Evaluate` (the hook's records), :func:`user_layout`
+  (the user's placement: ``--place``, ``--device``, upstream's variables), :func:`auto_layout` (the built-in
+  rule), :func:`describe_layout`, :func:`single`, :class:`PlaceError`.
 - **Plan keys**: :data:`PLAN_KEYS` (key → :class:`PlanKey`, whose ``check(value)`` says whether a
   value is of the key's type and range) and :func:`plan_settings` (the built-in plan for a tier and a
   device, for a plugin that adjusts it rather than writing its own).
@@ -43,6 +47,7 @@ from acestep_core.inputs import (
     read_text_limited,
 )
 from acestep_core.optimize.plan import plan_settings
+from acestep_core.placement import Evaluate, PlaceError, auto_layout, describe_layout, single, user_layout
 from acestep_core.plugins import SettingIgnored
 from acestep_core.tables import TableError, load_table, parse_table, validate_table
 from acestep_core.types import (
@@ -52,7 +57,10 @@ from acestep_core.types import (
     DetectOptions,
     DeviceMemory,
     GenerationRequest,
+    LayoutOutcome,
     MemoryReading,
+    Placement,
+    PlaceOptions,
     Setting,
     Tier,
     TierTable,
@@ -85,15 +93,22 @@ __all__ = [
     "Adjustment",
     "DetectOptions",
     "DeviceMemory",
+    "Evaluate",
     "GenerationRequest",
     "InputFileError",
+    "LayoutOutcome",
     "MemoryReading",
+    "PlaceError",
+    "PlaceOptions",
+    "Placement",
     "PlanKey",
     "Setting",
     "SettingIgnored",
     "TableError",
     "Tier",
     "TierTable",
+    "auto_layout",
+    "describe_layout",
     "hookimpl",
     "load_table",
     "nesting_depth",
@@ -102,5 +117,7 @@ __all__ = [
     "parse_table",
     "plan_settings",
     "read_text_limited",
+    "single",
+    "user_layout",
     "validate_table",
 ]

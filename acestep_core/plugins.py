@@ -42,7 +42,11 @@ from acestep_core.types import (
     AdjustedRequest,
     DetectOptions,
     GenerationRequest,
+    LayoutOutcome,
     MemoryReading,
+    OptimizationPlan,
+    Placement,
+    PlaceOptions,
     PluginProblem,
     ProblemKind,
     Setting,
@@ -368,6 +372,26 @@ class Hooks:
         self, *, adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading
     ) -> Answer[tuple[Setting, ...]]:
         return self._collected(hookspecs.CONFIGURE_OPTIMIZATIONS, adjusted=adjusted, tier=tier, reading=reading)
+
+    def place_components(
+        self,
+        *,
+        request: GenerationRequest,
+        adjusted: AdjustedRequest,
+        readings: Mapping[str, MemoryReading],
+        plan: OptimizationPlan,
+        options: PlaceOptions,
+        evaluate: Callable[[Mapping[str, str]], LayoutOutcome],
+    ) -> Answer[Placement]:
+        return self._first(
+            hookspecs.PLACE_COMPONENTS,
+            request=request,
+            adjusted=adjusted,
+            readings=readings,
+            plan=plan,
+            options=options,
+            evaluate=evaluate,
+        )
 
     # ----------------------------------------------------------------------------------------- the calling
     def _first(self, contract: Contract[T], *, deadline_s: float | None = None, **kwargs: Any) -> Answer[T]:

@@ -15,8 +15,10 @@ from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.inputs import clip
-from acestep_core.optimize.plan import check_plan
+from acestep_core.optimize.layout import device_shares, placement_setting
+from acestep_core.optimize.plan import check_plan, choices_from_plan, planned_run, run_shape
 from acestep_core.optimize.platforms import checked_override
+from acestep_core.placement import DEVICE_ENVS, PLACE_ENV, describe_layout, parse_place, single, split_tier
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.record import Record
 from acestep_core.types import (
@@ -24,18 +26,22 @@ from acestep_core.types import (
     AdjustedRequest,
     Decision,
     DetectOptions,
+    DeviceMemory,
     GenerationRequest,
+    LayoutOutcome,
     MemoryReading,
     OptimizationPlan,
     Override,
     Overrides,
+    Placement,
+    PlaceOptions,
     PluginProblem,
     Resolution,
     Setting,
     Tier,
     TierTable,
 )
-from acestep_core.vocabulary import CHECKPOINTS_ENV, GIB, SIMULATION_VARIABLES
+from acestep_core.vocabulary import CHECKPOINTS_ENV, COMPONENTS, GIB, SIMULATION_VARIABLES
 
 __all__ = [
     "OverrideError",
@@ -225,6 +231,7 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     reading: MemoryReading | None = None,
     force: bool = False,
+    place: str | None = None,
 ) -> Resolution:
     """Resolve a request on this machine's hardware.
 
@@ -239,13 +246,19 @@ def resolve(
         replica's card); recorded as given by the caller.
     :param force: keep a plan predicted over the device budget instead of refusing it (the same as
         ``Overrides(force=True)``; recorded in ``memory.forced`` and warned).
+    :param place: which device runs each component, over the reading's visible devices: ``auto``,
+        ``single:N`` or ``lm:1,dit:0,vae:0,text_encoder:0`` (:mod:`acestep_core.placement`); default: the
+        ``place_components`` plugins decide (built in: upstream's variables, else ``auto``).
     :raises ResolutionError: when no decision can be made at all.
+    :raises ValueError: ``place`` is not a placement.
 
     The final plan, the user's overrides applied, is checked before it is returned: its peak is
     predicted again and a plan over budget is refused (``ladder.refused``: phase, predicted, budget,
-    shortfall) unless forced.
+    shortfall) unless forced. Over several devices every device's share is checked against its own budget.
     """
     environ = os.environ if environ is None else environ
+    if place is not None:
+        parse_place(place)
     request = request or GenerationRequest()
     overrides = overrides or Overrides()
     if force and not overrides.force:
@@ -255,26 +268,36 @@ def resolve(
     trail = _Trail(problems=list(manager.load_problems()))
     request = _with_checkpoints_from(environ, request, trail)
     table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
+    options = detect_options or DetectOptions(environ=dict(environ))
     if reading is None:
-        options = detect_options or DetectOptions(environ=dict(environ))
         reading = _detect_memory(hooks, options, redetect, trail)
     else:
+        options = DetectOptions(environ=dict(environ))
         _given_reading(reading, trail)
-    table_tier = _select_tier(hooks, reading, table, trail)
-    tier = _with_limit_overrides(table_tier, overrides)
-    adjusted = _adjust_request(hooks, request, tier, reading, trail)
-    plan = _configure_optimizations(hooks, adjusted, tier, reading, trail)
-    plan, overridden = _overridden(plan, adjusted, table_tier, tier, reading, overrides, trail)
+    layouts = _Layouts(hooks, table, request, overrides, reading)
+    default = single(reading.device.key)
+    base = layouts.outcome(default)
+    wish = PlaceOptions(place=place, device=options.device, environ=environ, default=reading.device.key)
+    placement = _place_components(hooks, request, base, layouts, wish, trail)
+    chosen = layouts.outcome(placement.components)
+    trail.problems += chosen.trail.problems
+    trail.decisions += chosen.trail.decisions
+    trail.decided("place_components", placement.plugin, describe_layout(placement.components, layouts.readings))
+    plan = OptimizationPlan(
+        (*chosen.plan.settings, placement_setting(chosen.reading, chosen.tiers, placement.reason, placement.plugin))
+    )
     return Resolution(
-        reading=reading,
+        reading=chosen.reading,
         table=table.name,
-        tier=tier,
+        tier=chosen.tier,
         request=request,
-        adjusted=adjusted,
+        adjusted=chosen.adjusted,
         plan=plan,
-        overrides=overridden,
+        overrides=chosen.overridden,
         decisions=tuple(trail.decisions),
         problems=tuple(trail.problems),
+        placement=placement,
+        tiers=dict(chosen.tiers),
     )
 
 
@@ -290,6 +313,163 @@ def _with_checkpoints_from(environ: Mapping[str, str], request: GenerationReques
         trail.problems.append(PluginProblem("acestep_core", None, str(ignored), "invalid-setting", CHECKPOINTS_ENV))
         return request
     return dataclasses.replace(request, checkpoints=folder)
+
+
+class _Outcome(Record):
+    """A request resolved on one layout: the placed reading, the tier (and each device's), the
+    adjusted request, the checked plan, and what was recorded on the way."""
+
+    reading: MemoryReading
+    tier: Tier
+    tiers: Mapping[str, Tier]
+    adjusted: AdjustedRequest
+    plan: OptimizationPlan
+    overridden: tuple[Override, ...]
+    trail: _Trail
+
+
+class _Layouts:
+    """Resolves the request on any layout of the reading's devices, once per layout (and once per
+    set of equivalent layouts for :meth:`evaluate`: identical cards give identical outcomes)."""
+
+    def __init__(
+        self, hooks: Hooks, table: TierTable, request: GenerationRequest, overrides: Overrides, reading: MemoryReading
+    ) -> None:
+        self.hooks, self.table, self.request, self.overrides, self.reading = hooks, table, request, overrides, reading
+        self.readings = device_readings(reading)
+        self._outcomes: dict[tuple[str, ...], _Outcome] = {}
+        self._evaluated: dict[tuple[Any, ...], LayoutOutcome] = {}
+
+    def outcome(self, layout: Mapping[str, str]) -> _Outcome:
+        key = tuple(layout[component] for component in COMPONENTS)
+        if key not in self._outcomes:
+            self._outcomes[key] = self._resolve_on(dict(layout))
+        return self._outcomes[key]
+
+    def evaluate(self, layout: Mapping[str, str]) -> LayoutOutcome:
+        """What the request becomes on ``layout``: ``place_components``' ``evaluate``."""
+        if not isinstance(layout, Mapping) or any(layout.get(c) not in self.readings for c in COMPONENTS):
+            raise ValueError(f"a layout maps each of {', '.join(COMPONENTS)} to one of {', '.join(self.readings)}")
+        signature = self._signature(layout)
+        known = self._evaluated.get(signature)
+        if known is None:
+            known = layout_outcome(self.outcome(layout), layout)
+            self._evaluated[signature] = known
+        return dataclasses.replace(known, components={c: layout[c] for c in COMPONENTS})
+
+    def _signature(self, layout: Mapping[str, str]) -> tuple[Any, ...]:
+        keys = [layout[c] for c in COMPONENTS]
+        shape = tuple(keys.index(key) for key in keys)
+        return shape + tuple(device_identity(self.readings[key].device) for key in keys)
+
+    def _resolve_on(self, layout: dict[str, str]) -> _Outcome:
+        """select → adjust → configure → overrides on ``layout``: the tier from the DiT's device, the LM's
+        sizes from the LM's device (:func:`~acestep_core.placement.split_tier`)."""
+        hooks, overrides = self.hooks, self.overrides
+        trail = _Trail(problems=[])
+        placed = self.reading.placed(layout)
+        several = placed.several_devices
+        dit_tier = _select_tier(hooks, placed, self.table, trail, role="dit" if several else None)
+        tiers = {placed.device.key: dit_tier}
+        table_tier = dit_tier
+        lm_device = placed.device_of("lm")
+        if lm_device.key != placed.device.key:
+            lm_tier = _select_tier(hooks, placed.reading_of("lm"), self.table, trail, role="lm")
+            tiers[lm_device.key] = lm_tier
+            table_tier = split_tier(dit_tier, lm_tier)
+        tier = _with_limit_overrides(table_tier, overrides)
+        adjusted = _adjust_request(hooks, self.request, tier, placed, trail)
+        plan = _configure_optimizations(hooks, adjusted, tier, placed, trail)
+        plan, overridden = _overridden(plan, adjusted, table_tier, tier, placed, overrides, trail)
+        return _Outcome(placed, tier, tiers, adjusted, plan, overridden, trail)
+
+
+def device_identity(device: DeviceMemory) -> tuple[Any, ...]:
+    """What a resolution reads of a device: two devices alike in these give the same outcome."""
+    return (
+        device.backend,
+        device.name,
+        device.total_bytes,
+        device.free_bytes,
+        device.reserved_bytes,
+        device.compute_capability,
+        device.mig,
+        device.unified_memory,
+        device.simulated,
+        device.allocator_reserved_bytes,
+        device.allocator_allocated_bytes,
+        device.weights_dtype,
+    )
+
+
+def device_readings(reading: MemoryReading) -> dict[str, MemoryReading]:
+    """Every device a component may be placed on, by key, in the order torch numbers them: the visible
+    accelerators (the reading's own device among them), or the reading's device alone (a CPU)."""
+    devices = [device for device in reading.visible if device.is_accelerator]
+    if reading.device.key not in {device.key for device in devices}:
+        devices.insert(0, reading.device)
+    found: dict[str, MemoryReading] = {}
+    for device in devices:
+        if device.key not in found:
+            own = reading.device if device.key == reading.device.key else device
+            found[device.key] = dataclasses.replace(reading, device=own, placement={})
+    return found
+
+
+def layout_outcome(outcome: _Outcome | Resolution, layout: Mapping[str, str] | None = None) -> LayoutOutcome:
+    """What ``place_components`` compares layouts by (:func:`acestep_core.placement.grant`): what runs,
+    every way it is less than the request, how full the most loaded device is. ``outcome``: a layout's
+    resolution (a :class:`~acestep_core.Resolution` too); ``layout``: default, the one it was resolved on."""
+    plan, adjusted, tier = outcome.plan, outcome.adjusted, outcome.tier
+    run = planned_run(plan, adjusted, tier)
+    clamps = [f"{c.field} {c.asked} → {c.granted}" for c in adjusted.changes if c.warning]
+    asked = run_shape(adjusted, tier)
+    if run.lm_model != asked.lm_model:
+        clamps.append(f"ladder: LM {asked.lm_model} → {run.lm_model or 'off'}")
+    if run.batch != asked.batch:
+        clamps.append(f"ladder: batch {asked.batch} → {run.batch}")
+    if run.duration_s != asked.duration_s:
+        clamps.append(f"ladder: duration {asked.duration_s:g} s → {run.duration_s:g} s")
+    shares = [s for s in device_shares(run, choices_from_plan(plan), outcome.reading) if s.device.is_accelerator]
+    pressures = [s.pressure for s in shares if s.pressure is not None]
+    placed = layout or {c: outcome.reading.device_of(c).key for c in COMPONENTS}
+    return LayoutOutcome(
+        components=dict(placed),
+        duration_s=run.duration_s,
+        batch=run.batch,
+        lm_model=run.lm_model,
+        clamps=tuple(clamps),
+        refused=bool(plan.value("ladder.refused")),
+        pressure=max(pressures) if pressures else None,
+    )
+
+
+def _place_components(
+    hooks: Hooks, request: GenerationRequest, base: _Outcome, layouts: _Layouts, options: PlaceOptions, trail: _Trail
+) -> Placement:
+    """Which device runs each component: the first plugin's answer that keeps the contract, else every
+    component on the default device. With one device and no placement asked for (``place``, upstream's
+    variables) there is nothing to decide, and no plugin is asked."""
+    if len(layouts.readings) == 1 and options.place is None and not _placement_variables(options.environ):
+        device = base.reading.device
+        return Placement(single(device.key), f"one device: every component on {device.describe()}", "acestep_core")
+    answer = hooks.place_components(
+        request=request,
+        adjusted=base.adjusted,
+        readings=layouts.readings,
+        plan=base.plan,
+        options=options,
+        evaluate=layouts.evaluate,
+    )
+    trail.problems += answer.problems
+    if answer.first is None:
+        return Placement(
+            single(options.default),
+            "no plugin placed the components: every component on the default device",
+            "acestep_core",
+        )
+    plugin, placement = answer.first
+    return placement.attributed(plugin)
 
 
 class _Trail:
@@ -330,7 +510,10 @@ def _given_reading(reading: MemoryReading, trail: _Trail) -> None:
     trail.decided("detect_memory", "caller", _describe_reading(reading))
 
 
-def _select_tier(hooks: Hooks, reading: MemoryReading, table: TierTable, trail: _Trail) -> Tier:
+def _select_tier(
+    hooks: Hooks, reading: MemoryReading, table: TierTable, trail: _Trail, role: str | None = None
+) -> Tier:
+    """The tier for ``reading``'s device; ``role`` (``dit``, ``lm``) says why it is asked over several devices."""
     answer = hooks.select_tier(reading=reading, table=table)
     trail.problems += answer.problems
     if answer.first is None:
@@ -338,7 +521,13 @@ def _select_tier(hooks: Hooks, reading: MemoryReading, table: TierTable, trail: 
             "no plugin selected a tier (is acestep-core-tiers-default blocked or failing? see `acestep-core plugins`)"
         )
     selector, tier = answer.first
-    trail.decided("select_tier", selector, f"{tier.label} ({tier.vram_label()}) for {_describe_size(reading)}")
+    summary = f"{tier.label} ({tier.vram_label()}) for {_describe_size(reading)}"
+    if role == "dit":
+        summary += f" on {reading.device.key}, which runs the DiT: the tier follows it"
+    elif role == "lm":
+        sizes = ", ".join(tier.lm_models) or "none"
+        summary += f" on {reading.device.key}, which runs the LM: the LM's sizes follow it ({sizes})"
+    trail.decided("select_tier", selector, summary)
     return tier
 
 
@@ -484,3 +673,7 @@ def _describe_size(reading: MemoryReading) -> str:
 
 def _gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.2f} GiB"
+
+
+def _placement_variables(environ: Mapping[str, str]) -> bool:
+    return any(environ.get(name, "").strip() for name in (PLACE_ENV, *DEVICE_ENVS.values()))

@@ -159,6 +159,19 @@ class DeviceMemory(Record):
     def is_accelerator(self) -> bool:
         return self.backend != "cpu"
 
+    @property
+    def key(self) -> str:
+        """The device as torch names it: ``cuda:1`` (ROCm too: torch calls it ``cuda``), ``xpu:0``,
+        ``mps``, ``cpu``. What a placement maps components to."""
+        if self.backend in ("cpu", "mps"):
+            return self.backend
+        kind = "cuda" if self.backend == "rocm" else self.backend
+        return kind if self.index is None else f"{kind}:{self.index}"
+
+    def describe(self) -> str:
+        """``cuda:1 (NVIDIA GeForce RTX 3060, GPU-1a2b3c4d-…)``: the key, the name and the UUID where known."""
+        return f"{self.key} ({self.name}{', ' + self.uuid if self.uuid else ''})"
+
 
 CPU = DeviceMemory(backend="cpu", name="CPU")
 
@@ -170,10 +183,41 @@ class MemoryReading(Record):
     visible: tuple[DeviceMemory, ...] = ()
     notes: tuple[str, ...] = ()
     """Things the user should know about this reading (simulation on, fallbacks taken, diagnosis)."""
+    placement: Mapping[str, str] = field(default_factory=dict)
+    """Which device runs each component: component → :attr:`DeviceMemory.key` of one of ``visible``
+    (``{"lm": "cuda:1", "dit": "cuda:0", ...}``). Empty: every component runs on ``device``. Detection
+    leaves it empty; the core sets it from ``place_components``' answer, and ``device`` is then the
+    device that runs the DiT (the one the tier follows)."""
 
     @property
     def simulated(self) -> bool:
         return self.device.simulated
+
+    def device_of(self, component: str) -> DeviceMemory:
+        """The device that runs ``component``."""
+        key = self.placement.get(component)
+        if key is None or key == self.device.key:
+            return self.device
+        return next((device for device in self.visible if device.key == key), self.device)
+
+    def reading_of(self, component: str) -> MemoryReading:
+        """This reading as ``component``'s device sees it (its ``device`` is the one running it)."""
+        device = self.device_of(component)
+        return self if device == self.device else dataclasses.replace(self, device=device)
+
+    @property
+    def several_devices(self) -> bool:
+        """Whether the components run on more than one device."""
+        keys = set(self.placement.values())
+        if len(self.placement) < len(COMPONENTS):
+            keys.add(self.device.key)
+        return len(keys) > 1
+
+    def placed(self, placement: Mapping[str, str]) -> MemoryReading:
+        """This reading with ``placement`` (component → device key, every component named): its
+        ``device`` becomes the one that runs the DiT."""
+        devices = {device.key: device for device in self.visible} | {self.device.key: self.device}
+        return dataclasses.replace(self, device=devices[placement["dit"]], placement=dict(placement))
 
     def with_allocator(self, reserved_bytes: int, allocated_bytes: int, source: str) -> MemoryReading:
         """This reading with the chosen device's allocator figures (a process that runs torch reads
@@ -567,6 +611,71 @@ class OptimizationPlan(Record):
         return {s.key: s.value for s in self.settings}
 
 
+# --------------------------------------------------------------------------------------------- place
+class PlaceOptions(Record):
+    """What the caller asks of placement; handed unchanged to every ``place_components`` implementation.
+
+    ``place`` is the user's map as typed (``--place``, ``resolve(place=...)``): ``auto``, ``single:N``
+    or ``lm:1,dit:0,vae:0,text_encoder:0``, syntax already checked (:func:`acestep_core.placement.parse_place`);
+    ``device`` the ``--device`` choice as typed; ``environ`` where upstream's variables are read."""
+
+    place: str | None = None
+    device: str | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    default: str = ""
+    """The key of the device detection chose (``--device``, else the first visible): where the run goes
+    when nothing else is asked, and what the other layouts are compared with."""
+
+
+class Placement(Decided, Record):
+    """``place_components``' answer: which device runs each component, and why."""
+
+    components: Mapping[str, str]
+    """Component → device key (:attr:`DeviceMemory.key`), every component named."""
+    reason: str
+    plugin: str = ""
+    notes: tuple[str, ...] = ()
+    """What the user must be told (a variable ignored, and why): shown among the warnings."""
+    warning: bool = False
+
+    @property
+    def subject(self) -> str:
+        return "placement"
+
+    @property
+    def outcome(self) -> Any:
+        return dict(self.components)
+
+
+class LayoutOutcome(Record):
+    """What a request becomes under one layout: what ``place_components`` compares layouts by (the
+    core works it out, through every hook, for each layout a plugin asks about)."""
+
+    components: Mapping[str, str]
+    """Component → device key."""
+    duration_s: float
+    """The audio the run covers: the granted duration, or the ceiling when the LM chooses."""
+    batch: int
+    lm_model: str | None
+    clamps: tuple[str, ...] = ()
+    """Every way the run is less than the request (a limit, an LM size refused, a ladder rung that
+    lowered the batch, duration or LM), in words."""
+    refused: bool = False
+    """Predicted over some device's budget even after the ladder (and not forced)."""
+    pressure: float | None = None
+    """The most loaded device's predicted peak ÷ its budget; None where nothing is predicted (a CPU)."""
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices the run uses (the LM's only when the LM runs), in component order."""
+        running = [c for c in COMPONENTS if c != "lm" or self.lm_model is not None]
+        return tuple(dict.fromkeys(self.components[c] for c in running))
+
+    @property
+    def unclamped(self) -> bool:
+        return not self.clamps and not self.refused
+
+
 # --------------------------------------------------------------------------------------------- result
 class Decision(Record):
     """Which plugin answered a hook, and what it said."""
@@ -621,12 +730,18 @@ class Resolution(Record):
     overrides: tuple[Override, ...] = ()
     decisions: tuple[Decision, ...] = ()
     problems: tuple[PluginProblem, ...] = ()
+    placement: Placement | None = None
+    """Which device runs each component, who decided and why (``reading.placement`` holds the map)."""
+    tiers: Mapping[str, Tier] = field(default_factory=dict)
+    """The tier each device the decision read gives, as selected: the DiT's device's, and the LM's where
+    the LM runs on another (``tier`` is then the DiT's with the LM's sizes: see ``acestep_core.placement``)."""
 
     @property
     def warnings(self) -> tuple[str, ...]:
         """Everything the user must be told: reading notes, clamps and refusals, plugin problems."""
         return (
             self.reading.notes
+            + (self.placement.notes if self.placement is not None else ())
             + self.adjusted.warnings
             + tuple(setting.reason for setting in self.plan if setting.warning)
             + tuple(problem.message() for problem in self.problems)

@@ -250,7 +250,7 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
     "memory.components": PlanKey(
         "what each component the run loads holds: component → {model, parameters, weight_bytes (parameters and "
         "buffers in its dtype, before quantization), dtype, source} (the LM's also its vocabulary, the DiT's its "
-        "forwards a step)",
+        "forwards a step; over several devices each also its device)",
         "mapping",
         settable=False,
     ),
@@ -285,6 +285,18 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         "choice",
         LM_SIZES,
         nullable=True,
+        settable=False,
+    ),
+    "memory.devices": PlanKey(
+        "present when the components run on several devices: each device's components, predicted peak per phase, "
+        "peak and budget (GiB)",
+        "mapping",
+        settable=False,
+    ),
+    "placement": PlanKey(
+        "which device runs each component: component → device (cuda:N), UUID and name; chosen with --place / "
+        "resolve(place=...), not --set",
+        "mapping",
         settable=False,
     ),
     "memory.forced": PlanKey(

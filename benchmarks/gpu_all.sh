@@ -18,7 +18,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . -e plug
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
   python3 -c "import torch, transformers, diffusers, optimum.quanto, pluggy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'pluggy', pluggy.__version__)"
 } 2>&1 | tee "$out/env.txt"
-CHECKS=${CHECKS:-info detection gpu-tests decoding optimize calibrate platforms memory heldout checkpoints}   # a subset reruns only those
+CHECKS=${CHECKS:-info detection gpu-tests decoding optimize calibrate platforms memory heldout checkpoints placement}   # a subset reruns only those
 run() {  # name, seconds, command...
   local name=$1 limit=$2; shift 2
   [[ " $CHECKS " == *" $name "* ]] || return 0
@@ -37,5 +37,6 @@ run platforms 150 python3 benchmarks/gpu_platforms.py "$out"   # issue #12: prec
 run memory 540 python3 benchmarks/gpu_memory.py "$out"   # issue 11: tiers 3-6 at their limits, 8 GiB bisection
 run heldout 30 python3 benchmarks/memory_heldout.py
 run checkpoints 300 python3 benchmarks/gpu_checkpoints.py "$out"   # issue 21: real-size XL DiT and the 217,204-row LM vs the plan
+run placement 120 python3 benchmarks/gpu_placement.py "$out"   # issue #24: a two-device layout (the LM on the CPU with one GPU), a device gone
 ls -la "$out"
 tar czf "$dest/results.tgz" -C "$out" .

@@ -41,6 +41,8 @@ def test_info_takes_the_resolution_options_and_not_the_request() -> None:
         given = option.argv("8" if option.takes_value else True) if option.kind != "settings" else ["--set", "a=1"]
         if option.kind == "choice":
             given = option.argv(option.choices[0])
+        if option.kind == "placement":
+            given = option.argv("auto")
         info.parse_args(["info", *given])
     for option in REQUEST_OPTIONS:
         with pytest.raises(SystemExit):

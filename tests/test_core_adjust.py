@@ -211,13 +211,16 @@ def test_the_plan_has_the_seeds_defaults_and_says_who_decided(make_manager) -> N
     assert {"attention", "compile", "offload.dit", "quantization.dit"} <= set(values)
     assert all(values[f"offload.{c}"] == "model" for c in ("lm", "dit", "text_encoder", "vae"))
     assert values["quantization.dit"] == "int8"
-    assert all(setting.reason and setting.plugin == "tiers_default" for setting in resolution.plan)
+    planned = [setting for setting in resolution.plan if setting.key != "placement"]  # one device: the core's
+    assert all(setting.reason and setting.plugin == "tiers_default" for setting in planned)
+    assert resolution.plan["placement"].plugin == "acestep_core"
     assert [d.hook for d in resolution.decisions] == [
         "register_tier_tables",
         "detect_memory",
         "select_tier",
         "adjust_request",
         "configure_optimizations",
+        "place_components",
     ]
     assert {d.hook: d.plugin for d in resolution.decisions}["detect_memory"] == "simulated"
 

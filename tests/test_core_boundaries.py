@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acestep_core import (
+    COMPONENTS,
     GIB,
     AdjustedRequest,
     Adjustment,
@@ -28,6 +29,8 @@ from acestep_core import (
     GenerationRequest,
     MemoryReading,
     Overrides,
+    Placement,
+    PlaceOptions,
     Resolution,
     Setting,
     Tier,
@@ -39,7 +42,9 @@ from acestep_core import (
 )
 from acestep_core.cli import main
 from acestep_core.hookspecs import CONTRACTS
+from acestep_core.placement import PlaceError, split_tier, user_layout
 from acestep_core.plugins import BUILTINS
+from acestep_core.resolve import device_readings
 from acestep_core.tables import TableError, validate_table
 from acestep_core.vocabulary import DIT_MODELS, LM_SIZES, MIN_DURATION_S, PLAN_KEYS
 
@@ -269,7 +274,14 @@ def test_every_hook_has_a_contract_declared_beside_its_spec() -> None:
     assert (
         hooks
         == set(CONTRACTS)
-        == {"register_tier_tables", "detect_memory", "select_tier", "adjust_request", "configure_optimizations"}
+        == {
+            "register_tier_tables",
+            "detect_memory",
+            "select_tier",
+            "adjust_request",
+            "configure_optimizations",
+            "place_components",
+        }
     )
     for name in hooks:
         doc = getattr(specs, name).__doc__
@@ -522,7 +534,8 @@ def test_a_real_ctrl_c_during_a_plugin_still_stops_the_command() -> None:
 def test_trace_prints_every_hook_call_with_its_plugin_and_result(
     make_manager, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    resolve(manager=make_manager(environ={"ACESTEP_CORE_TRACE_PLUGINS": "1"}), environ=SIM8)
+    two_cards = DetectOptions(vram_gb="8,8", environ=SIM8)  # several devices: place_components is asked too
+    resolve(manager=make_manager(environ={"ACESTEP_CORE_TRACE_PLUGINS": "1"}), environ=SIM8, detect_options=two_cards)
     err = capsys.readouterr().err
     assert "acestep-core trace: select_tier → tiers_default(reading=" in err
     assert "acestep-core trace: select_tier ← tiers_default: Tier(name='tier4'" in err
@@ -673,6 +686,40 @@ def settings_anything(name: str) -> st.SearchStrategy[list[Setting]]:
     return st.lists(st.one_of(anything, ladder, in_schema), max_size=6)
 
 
+def placements_anything(name: str) -> st.SearchStrategy[object]:
+    """Placements well formed but for one lie (a component left out, a device that is not there, every
+    device visible but not the user's map), placements in every device's form naming another plugin or
+    with notes that are not text, and answers that are not placements at all."""
+    visible = st.sampled_from(["cuda:0", "cuda:1", "cuda:2"])
+    whole = st.one_of(
+        visible.map(lambda device: dict.fromkeys(COMPONENTS, device)),
+        st.fixed_dictionaries({c: visible for c in COMPONENTS}),
+    )
+    partial = st.dictionaries(st.sampled_from(COMPONENTS), visible, min_size=1, max_size=3)
+    ghosts = st.fixed_dictionaries({c: st.sampled_from(["cuda:7", "cuda", "cpu", "", "cuda:0"]) for c in COMPONENTS})
+
+    def honest(components: st.SearchStrategy[dict[str, str]]) -> st.SearchStrategy[Placement]:
+        return st.builds(
+            Placement, components=components, reason=st.just(LIE), plugin=st.sampled_from(["", name]), notes=st.just(())
+        )
+
+    return st.one_of(  # one lie at a time, so each rule's lie is often the only one
+        st.none(),
+        st.text(max_size=4),
+        honest(partial),  # a component left out
+        honest(ghosts),  # a device that is not there
+        honest(whole),  # every device visible: not the user's map
+        st.builds(Placement, components=whole, reason=st.just(LIE), plugin=st.sampled_from(CLAIMS)),
+        st.builds(
+            Placement,
+            components=whole,
+            reason=st.sampled_from([LIE, LIE, None]),
+            plugin=st.sampled_from(["", name, *CLAIMS]),
+            notes=st.sampled_from([(), (LIE,), None, (None,)]),
+        ),
+    )
+
+
 class Liar:
     """Lies in every hook at once: what it answers is drawn anew for each example."""
 
@@ -682,6 +729,7 @@ class Liar:
         self.tier: object = None
         self.adjusted: object = None
         self.settings: list[Setting] = []
+        self.placement: object = None
 
     @hookimpl
     def register_tier_tables(self) -> list[TierTable]:
@@ -703,8 +751,14 @@ class Liar:
     def configure_optimizations(self) -> list[Setting]:
         return self.settings
 
+    @hookimpl(tryfirst=True)
+    def place_components(self) -> object:
+        return self.placement
 
-def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[TierTable]) -> None:
+
+def assert_every_contract_kept(
+    resolution: Resolution, liar: str, tables: list[TierTable], options: PlaceOptions | None = None
+) -> None:
     """What the contract rules guarantee, read off the resolution alone."""
     device = resolution.reading.device  # reading-byte-counts
     for figure, least in ((device.total_bytes, 1), (device.free_bytes, 0), (device.reserved_bytes, 0)):
@@ -712,7 +766,12 @@ def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[T
     valid = [table for table in tables if is_valid(table)]  # table-valid
     active = {table.name: table for table in [TABLE, *valid]}[resolution.table]
     own = [tier for table in valid for tier in table.tiers] if resolution.decided_by("select_tier") == liar else []
-    assert resolution.tier in active.tiers or resolution.tier in own  # tier-of-the-table
+    for selected in resolution.tiers.values():  # tier-of-the-table, for every device read
+        assert selected in active.tiers or selected in own
+    dit, lm = resolution.reading.device.key, resolution.reading.device_of("lm").key
+    tier_of_dit = resolution.tiers[dit]
+    assert resolution.tier == (split_tier(tier_of_dit, resolution.tiers[lm]) if lm != dit else tier_of_dit)
+    assert_placement_kept(resolution, liar, options)
     tier, adjusted = resolution.tier, resolution.adjusted
     lm_on = adjusted.lm_model is not None
     assert adjusted.lm_model is None or adjusted.lm_model in tier.lm_models  # lm-allowed
@@ -737,11 +796,31 @@ def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[T
         assert setting.reason != LIE or setting.plugin == liar, setting
 
 
+def assert_placement_kept(resolution: Resolution, liar: str, options: PlaceOptions | None) -> None:
+    """What the four placement rules guarantee."""
+    placement = resolution.placement
+    assert placement is not None
+    readings = device_readings(dataclasses.replace(resolution.reading, placement={}))
+    assert set(placement.components) == set(COMPONENTS)  # placement-every-component
+    assert set(placement.components.values()) <= set(readings)  # placement-visible-devices
+    assert dict(resolution.reading.placement) == dict(placement.components)
+    if options is not None:  # placement-keeps-user-map
+        try:
+            wanted, _, _ = user_layout(options, readings)
+        except PlaceError:
+            wanted = None
+        assert wanted is None or dict(placement.components) == wanted, (wanted, placement)
+    assert isinstance(placement.reason, str) and (placement.reason != LIE or placement.plugin == liar), placement
+    assert isinstance(placement.notes, tuple) and all(isinstance(note, str) for note in placement.notes)  # authorship
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.data(),
     plugin_names,
     st.sampled_from(["2", "4", "8", "12", "16", "24", "80", "abc"]),
+    st.sampled_from([None, "8,8", "24,8,12"]),
+    st.sampled_from([None, "auto", "single:1", "lm:1", "lm:0,dit:1", "dit:2"]),
     st.sampled_from([None, "default"]),
     st.builds(
         GenerationRequest,
@@ -751,10 +830,17 @@ def assert_every_contract_kept(resolution: Resolution, liar: str, tables: list[T
     ),
 )
 def test_whatever_a_plugin_answers_the_resolution_keeps_every_contract(
-    data: st.DataObject, name: str, vram: str, tiers: str | None, request: GenerationRequest
+    data: st.DataObject,
+    name: str,
+    vram: str,
+    cards: str | None,
+    place: str | None,
+    tiers: str | None,
+    request: GenerationRequest,
 ) -> None:
-    """A plugin of any name lies in every hook at once (tables, reading, tier, request, plan, authors);
-    the resolution still keeps every rule. ``benchmarks/mutate_contracts.py`` switches each of the
+    """A plugin of any name lies in every hook at once (tables, reading, tier, request, plan, placement,
+    authors), on one simulated card or several (``--vram 8,8``), with or without a placement of the
+    user's; the resolution still keeps every rule. ``benchmarks/mutate_contracts.py`` switches each of the
     rules off in turn and shows that this property then fails."""
     liar = Liar()
     liar.tables = data.draw(
@@ -769,6 +855,7 @@ def test_whatever_a_plugin_answers_the_resolution_keeps_every_contract(
     liar.tier = data.draw(tiers_anywhere(liar.tables), label="tier")
     liar.adjusted = data.draw(adjusted_anything(name), label="adjusted")
     liar.settings = data.draw(settings_anything(name), label="settings")
+    liar.placement = data.draw(placements_anything(name), label="placement")
     manager = build_plugin_manager(
         environ={},
         entry_points=[],
@@ -778,8 +865,14 @@ def test_whatever_a_plugin_answers_the_resolution_keeps_every_contract(
             (name, liar),
         ],
     )
-    resolution = resolve(request, manager=manager, tiers=tiers, environ={"MAX_CUDA_VRAM": vram}, redetect=True)
-    assert_every_contract_kept(resolution, name, liar.tables if manager.is_registered(liar) else [])
+    environ = {"MAX_CUDA_VRAM": vram}
+    options = DetectOptions(vram_gb=cards, environ=environ)
+    resolution = resolve(
+        request, manager=manager, tiers=tiers, environ=environ, detect_options=options, place=place, redetect=True
+    )
+    wish = PlaceOptions(place=place, environ=environ)  # the default device: the first visible
+    registered = manager.is_registered(liar)
+    assert_every_contract_kept(resolution, name, liar.tables if registered else [], wish if cards else None)
     assert resolution.decided_by("select_tier") in (name, "tiers_default")
 
 

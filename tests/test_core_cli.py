@@ -80,6 +80,7 @@ def test_plugins_json_lists_name_distribution_version_hooks_status(cli) -> None:
     assert listed["tiers_default"]["hooks"] == [
         "adjust_request",
         "configure_optimizations",
+        "place_components",
         "register_tier_tables",
         "select_tier",
     ]

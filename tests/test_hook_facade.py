@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import subprocess
-import sys
 from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,61 +155,27 @@ def test_every_hook_has_one_typed_method_on_the_facade_and_its_contract_matches_
         assert contract.rules, f"{hook} has no rule"
 
 
-FIFTH_HOOK = '''
-from acestep_core import build_plugin_manager, hookimpl
-from acestep_core.hookspecs import Call, Rule, contract, hookspec
-from acestep_core.plugins import Answer, Hooks
+def test_the_fifth_hook_is_a_spec_a_contract_and_one_typed_method(make_manager) -> None:
+    """``place_components`` (issue #24) was added as the facade says a hook is added: its spec and
+    contract in ``hookspecs`` and one typed method here; a lying answer is refused by its contract and
+    the next plugin's answer is used."""
+    from acestep_core import Placement
+    from acestep_core.hookspecs import PLACE_COMPONENTS, place_components
 
+    assert CONTRACTS["place_components"] is PLACE_COMPONENTS and PLACE_COMPONENTS.collected is False
+    assert place_components.acestep_core_spec["firstresult"]  # type: ignore[attr-defined]
 
-class Specs:  # 1. the spec (in acestep_core/hookspecs.py for a real hook)
-    @hookspec(firstresult=True)
-    def place_components(adjusted, readings, plan):
-        """Which device runs each component."""
+    class Liar:
+        @hookimpl(tryfirst=True)
+        def place_components(self) -> Placement:
+            return Placement(dict.fromkeys(acestep_core.COMPONENTS, "cuda:7"), "there is no cuda:7")
 
-
-def _known_devices(placement: dict, call: Call) -> str | None:
-    unknown = set(placement.values()) - set(call.kwargs["readings"])
-    return f"no device {sorted(unknown)}" if unknown else None
-
-
-# 2. the contract, beside the spec
-PLACE_COMPONENTS = contract(
-    Specs.place_components, "a dict", lambda result: isinstance(result, dict), Rule("known-devices", _known_devices)
-)
-
-
-class Placing(Hooks):  # 3. one typed method
-    def place_components(self, *, adjusted: object, readings: object, plan: object) -> Answer[dict]:
-        return self._first(PLACE_COMPONENTS, adjusted=adjusted, readings=readings, plan=plan)
-
-
-class Liar:
-    @hookimpl(tryfirst=True)
-    def place_components(self):
-        return {"dit": "cuda:7"}
-
-
-class Honest:
-    @hookimpl
-    def place_components(self, readings):
-        return {"dit": readings[0]}
-
-
-manager = build_plugin_manager(environ={}, entry_points=[])
-manager.add_hookspecs(Specs)  # done by PluginManager() itself for a spec in acestep_core/hookspecs.py
-manager.register_plugin(Honest(), "honest")
-manager.register_plugin(Liar(), "liar")
-answer = Placing(manager).place_components(adjusted=None, readings=["cuda:0", "cuda:1"], plan=None)
-print(answer.first, [(p.plugin, p.kind, p.error) for p in answer.problems])
-'''
-
-
-def test_a_fifth_hook_is_a_spec_a_contract_and_one_typed_method() -> None:
-    """What issue #24's ``place_components`` will take, nothing else: run in a fresh process, so the
-    hook's contract does not join this one's."""
-    result = subprocess.run([sys.executable, "-c", FIFTH_HOOK], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "('honest', {'dit': 'cuda:0'}) [('liar', 'rejected', \"no device ['cuda:7']\")]"
+    manager = make_manager(("liar", Liar()))
+    resolution = resolve(manager=manager, detect_options=acestep_core.DetectOptions(vram_gb="8,8", environ={}))
+    assert resolution.decided_by("place_components") == "tiers_default"
+    [problem] = resolution.problems
+    assert (problem.plugin, problem.hook, problem.kind) == ("liar", "place_components", "rejected")
+    assert "no visible device 'cuda:7' (visible: cuda:0, cuda:1)" in problem.error
 
 
 # --------------------------------------------------------------------------------------------- public pluggy

@@ -56,6 +56,7 @@ examples:
   acestep-core tiers                                  the active tier table, as Markdown
   acestep-core plugins --json                         installed plugins and their status
   acestep-core models --checkpoints DIR               the checkpoints a folder holds, and what this tier allows
+  acestep-core devices                                every visible device, and what they allow together
 """
 
 
@@ -76,6 +77,7 @@ CORE_COMMAND_MODULES = {
     "tiers": "acestep_core.cli.tiers",
     "plugins": "acestep_core.cli.plugins",
     "models": "acestep_core.cli.models",
+    "devices": "acestep_core.cli.devices",
 }
 """Commands that must start fast and import neither torch nor NVML, and the module that defines each:
 when one of them is asked for, only its module builds its parser (the others are not even imported)."""

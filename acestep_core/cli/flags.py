@@ -77,9 +77,23 @@ def number_list(
 
 
 def memory_gb(text: str) -> str:
-    """An argparse ``type`` for ``--vram``: the text, once it is a memory size (as MAX_CUDA_VRAM takes it)."""
+    """An argparse ``type`` for ``--vram``: the text, once it is a memory size (as MAX_CUDA_VRAM takes it),
+    or several, comma-separated (one simulated card each)."""
     try:
-        parse_memory_gb(text)
+        for part in text.split(","):
+            parse_memory_gb(part)
     except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return ",".join(part.strip() for part in text.split(","))
+
+
+def placement(text: str) -> str:
+    """An argparse ``type`` for ``--place``: the text, once it is a placement (``auto``, ``single:N`` or a
+    map); whether its devices are there is known after detection."""
+    from acestep_core.placement import PlaceError, parse_place
+
+    try:
+        parse_place(text)
+    except PlaceError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text.strip()

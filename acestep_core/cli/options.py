@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from acestep_core.cli.flags import memory_gb, number
+from acestep_core.cli.flags import memory_gb, number, placement
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
     ATTENTIONS,
@@ -34,11 +34,13 @@ from acestep_core.vocabulary import (
 OptionGroup = Literal["request", "output", "hardware", "overrides"]
 """What an option is about: the request itself, the output's form, the device and table, or a value
 that wins over the tier's."""
-OptionKind = Literal["number", "integer", "memory", "text", "choice", "switch", "on-off", "settings"]
+OptionKind = Literal["number", "integer", "memory", "placement", "text", "choice", "switch", "on-off", "settings"]
 """The value an option takes: a finite number or an integer (with ``least`` / ``above`` / ``most``), a
-memory size in GB (as ``MAX_CUDA_VRAM``), free text (``accepted`` lists what the command takes when it
-checks the text itself), one of ``choices`` (argparse refuses others), a switch (present or not),
-``--X`` / ``--no-X`` (or neither), or repeated ``KEY=VALUE`` plan settings."""
+memory size in GB (as ``MAX_CUDA_VRAM``; several, comma-separated, simulate one card each), a placement
+of the components on devices (``auto``, ``single:N`` or a map, as ``ACESTEP_GPU_MAPPING``), free text
+(``accepted`` lists what the command takes when it checks the text itself), one of ``choices`` (argparse
+refuses others), a switch (present or not), ``--X`` / ``--no-X`` (or neither), or repeated ``KEY=VALUE``
+plan settings."""
 
 GROUP_TITLES: Mapping[OptionGroup, str | None] = {
     "request": "request",
@@ -99,6 +101,8 @@ class Option(Record):
         """The argparse ``type`` that checks and converts the value (None: kept as text)."""
         if self.kind == "memory":
             return memory_gb
+        if self.kind == "placement":
+            return placement
         if self.kind in ("number", "integer"):
             return number(int if self.kind == "integer" else float, least=self.least, above=self.above, most=self.most)
         return None
@@ -223,7 +227,7 @@ RESOLUTION_OPTIONS: tuple[Option, ...] = (
         "vram",
         "hardware",
         "memory",
-        "simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)",
+        "simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it); 8,8 simulates two cards",
         metavar="GB",
     ),
     Option(
@@ -231,8 +235,18 @@ RESOLUTION_OPTIONS: tuple[Option, ...] = (
         "device",
         "hardware",
         "text",
-        "the device the pipeline will use (default: the first visible)",
+        "the one device the pipeline will use (default: the first visible; see --place for several)",
         metavar="INDEX|UUID",
+    ),
+    Option(
+        "--place",
+        "place",
+        "hardware",
+        "placement",
+        "which device runs each component: auto (default with several devices), single:N, or "
+        "lm:1,dit:0,vae:0,text_encoder:0 (a component left out follows the DiT); as ACESTEP_GPU_MAPPING, "
+        "which it wins over",
+        metavar="MAP",
     ),
     Option(
         "--replay",

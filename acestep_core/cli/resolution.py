@@ -59,6 +59,10 @@ examples:
       the XL sft DiT: memory.components counts its 4,987,310,726 parameters; dit.forwards_per_step is 2 (CFG)
   acestep-core plan --checkpoints ~/ACE-Step-1.5/checkpoints --lm 1.7B
       budget what the folder's files hold (the LM's vocabulary from its config.json)
+  acestep-core plan --vram 8,8 --duration 360 --batch 4 --lm 0.6B
+      two simulated 8 GB cards: the LM on cuda:1 lifts Tier 4's with-LM limits (240 s, batch 2)
+  acestep-core plan --replay two-gpu-3060-4090 --place lm:1,dit:0 --json
+      a placement of your own, checked against each card's budget (refused, with the device, if over)
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
 device budget and not forced, or refused by --set ladder.refused; one line on stderr says why), 2 bad usage.
@@ -228,6 +232,12 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
             raise UsageError(f"{flag} '': an empty value; leave {flag} out for the default")
     if args.vram is not None and args.replay is not None:
         raise UsageError(f"--vram {clip(args.vram)} and --replay {clip(args.replay)} both choose the device: give one")
+    place = getattr(args, "place", None)
+    if place is not None and args.device is not None:
+        raise UsageError(
+            f"--device {clip(args.device)} and --place {clip(place)} both choose devices: give one "
+            f"(--place single:{clip(args.device)} runs everything on that device)"
+        )
     env = environ()
     options = DetectOptions(device=args.device, vram_gb=args.vram, replay=args.replay, environ=env)
     try:
@@ -238,6 +248,7 @@ def resolve_from_args(args: argparse.Namespace) -> Resolution:
             tiers=args.tiers,
             redetect=args.redetect,
             environ=env,
+            place=place,
         )
     except OverrideError as error:
         raise UsageError(f"--set {error.key}={clip(json.dumps(error.value))}: {error}") from None
@@ -318,6 +329,8 @@ def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
         if other != device:
             lines.append(f"           also visible: {_device_line(other)}")
     lines.append(f"tier       {tier.label} ({tier.vram_label()}) from table {resolution.table!r}")
+    if resolution.reading.several_devices:
+        lines.extend(_placement_lines(resolution))
     lines.append(f"limits     {_limits_line(tier)}")
     adjusted = resolution.adjusted
     duration = "chosen by the LM" if adjusted.duration_s is None else f"{adjusted.duration_s:g} s"
@@ -339,6 +352,25 @@ def render_resolution(resolution: Resolution, *, show_request: bool) -> str:
         lines.append("warnings")
         lines.extend(f"  ! {warning}" for warning in resolution.warnings)
     return "\n".join(lines)
+
+
+def _placement_lines(resolution: Resolution) -> list[str]:
+    """Where each component runs, and which device's tier gives what, over several devices."""
+    reading = resolution.reading
+    groups: dict[str, list[str]] = {}
+    for component in COMPONENTS:
+        groups.setdefault(reading.device_of(component).key, []).append(component)
+    lines = [
+        f"{'' if position else 'placement':<10} {', '.join(held)} → {reading.device_of(held[0]).describe()}"
+        for position, held in enumerate(groups.values())
+    ]
+    lm = reading.device_of("lm")
+    if lm.key != reading.device.key:
+        sizes = ", ".join(resolution.tier.lm_models) or "none"
+        lines.append(
+            f"           the tier follows {reading.device.key} (the DiT); the LM's sizes ({sizes}) follow {lm.key}"
+        )
+    return lines
 
 
 def _device_line(device: Any) -> str:

@@ -20,7 +20,7 @@ predicted peak, so a rung that cannot help (tiling a VAE that is not the largest
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
@@ -96,15 +96,26 @@ class Abilities(Record):
 DISCRETE_GPU = Abilities()
 """A discrete GPU: every rung is open."""
 
+Predictor = Callable[[RunShape, Choices], Prediction]
+"""What the ladder predicts a plan with: the whole run on one device (:func:`predict`), or one device's
+share of it where several run it (:mod:`acestep_core.optimize.layout`)."""
 
-def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU) -> LadderResult:
+
+def fit(
+    run: RunShape,
+    choices: Choices,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    *,
+    predictor: Predictor = predict,
+) -> LadderResult:
     """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
-    walked = list(steps(run, choices, budget, abilities))
+    walked = list(steps(run, choices, budget, abilities, predictor=predictor))
     rungs = [rung for _, _, rung, _ in walked]
     if walked:
         run, choices, _, prediction = walked[-1]
     else:
-        prediction = predict(run, choices)
+        prediction = predictor(run, choices)
     if prediction.peak_bytes > budget.usable_bytes:
         worst = prediction.worst
         refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
@@ -113,12 +124,17 @@ def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = 
 
 
 def steps(
-    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU
+    run: RunShape,
+    choices: Choices,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    *,
+    predictor: Predictor = predict,
 ) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
     """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
-    prediction = predict(run, choices)
+    prediction = predictor(run, choices)
     while prediction.peak_bytes > budget.usable_bytes:
-        step = _first_helpful(run, choices, prediction, budget, abilities)
+        step = _first_helpful(run, choices, prediction, budget, abilities, predictor)
         if step is None:
             return
         run, choices, _, prediction = step
@@ -129,10 +145,10 @@ _Step = tuple[RunShape, Choices, Rung, Prediction]
 
 
 def _first_helpful(
-    run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities
+    run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities, predictor: Predictor
 ) -> _Step | None:
-    for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities):
-        after = predict(candidate_run, candidate)
+    for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities, predictor):
+        after = predictor(candidate_run, candidate)
         if after.peak_bytes < before.peak_bytes:
             reason = (
                 f"{why}: predicted peak {gib(before.peak_bytes)} ({before.worst.phase}) → {gib(after.peak_bytes)} "
@@ -143,7 +159,7 @@ def _first_helpful(
 
 
 def _candidates(
-    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities
+    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities, predictor: Predictor
 ) -> Iterator[tuple[RunShape, Choices, str, str]]:
     for tile, overlap in VAE_TILES:
         if abilities.max_vae_window is not None and tile + 2 * overlap > abilities.max_vae_window:
@@ -192,7 +208,7 @@ def _candidates(
     if run.batch > 1:
         smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"
-    shortest = _longest_fitting_duration(run, choices, budget)
+    shortest = _longest_fitting_duration(run, choices, budget, predictor)
     if shortest is not None and shortest < run.duration_s:
         yield (
             dataclasses.replace(run, duration_s=shortest),
@@ -202,12 +218,12 @@ def _candidates(
         )
 
 
-def _longest_fitting_duration(run: RunShape, choices: Choices, budget: Budget) -> int | None:
+def _longest_fitting_duration(run: RunShape, choices: Choices, budget: Budget, predictor: Predictor) -> int | None:
     """The longest whole-second duration in [MIN_DURATION_S, run's] that fits, else the minimum
     (so the ladder still takes the rung if it lowers the peak, and refuses with its numbers)."""
 
     def fits(seconds: int) -> bool:
-        return predict(dataclasses.replace(run, duration_s=seconds), choices).peak_bytes <= budget.usable_bytes
+        return predictor(dataclasses.replace(run, duration_s=seconds), choices).peak_bytes <= budget.usable_bytes
 
     low, high = MIN_DURATION_S, int(run.duration_s)
     if high <= low:

@@ -9,12 +9,14 @@ does not fit (:mod:`acestep_core.optimize.ladder`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from acestep_core.optimize import platforms
+from acestep_core.optimize import layout, platforms
 from acestep_core.optimize.components import components_table, model_set
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
+from acestep_core.optimize.ladder import Refusal as LadderRefusal
 from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
 from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
@@ -28,7 +30,10 @@ DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder"
 
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
     """The plan for ``adjusted`` on ``tier`` and ``reading``'s device: the tier's defaults made
-    concrete for the hardware, then fitted to the budget."""
+    concrete for the hardware, then fitted to the budget (to each device's, where the reading's
+    placement spans several: :func:`layout_settings`)."""
+    if reading.several_devices:
+        return layout_settings(adjusted, tier, reading)
     device = reading.device
     source = f"{tier.label} default"
     defaults = tier.optimizations
@@ -251,6 +256,10 @@ def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
     the budget is None off an accelerator. :func:`acestep_core.resolve` checks every plan with
     :func:`check_plan`; the pipeline checks again with this before it loads anything."""
     run = planned_run(resolution.plan, resolution.adjusted, resolution.tier)
+    if resolution.reading.several_devices:
+        shares = layout.device_shares(run, choices_from_plan(resolution.plan), resolution.reading)
+        worst = layout.over_budget(shares) or layout.most_loaded(shares)
+        return worst.prediction.peak_bytes, None if worst.budget is None else worst.budget.usable_bytes
     peak = predict(run, choices_from_plan(resolution.plan)).peak_bytes
     device = resolution.reading.device
     # on a CPU the model's figures are GPU-shaped (not predicted there), so nothing is checked
@@ -275,7 +284,10 @@ def check_plan(
     were set by the user) and refused when over budget (``ladder.refused`` with the phase, predicted,
     budget and shortfall) unless ``force``, which keeps it and records ``memory.forced`` (warned).
     A refusal the user or another plugin made stands, said as a warning with what the plan itself
-    predicts. Off an accelerator there is no device budget and the plan is returned as it is."""
+    predicts. Off an accelerator there is no device budget and the plan is returned as it is. Over several
+    devices each device's share is checked against its own budget (:func:`check_layout_plan`)."""
+    if reading.several_devices:
+        return check_layout_plan(plan, adjusted, tier, reading, user_keys=user_keys, force=force)
     device = reading.device
     budget = platforms.budget_for(device) if device.is_accelerator else None
     if budget is None:
@@ -584,3 +596,194 @@ def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
         f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the "
         "tier's bounds)",
     )
+
+
+# --------------------------------------------------------------------------------------------- several devices
+def layout_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
+    """The plan over several devices: each component's precision, offload and quantization from the
+    device it runs on (the tier's defaults there), the DiT's attention and compile from the DiT's device,
+    the LM's memory share and backend from the LM's; then every device's share fitted to its budget
+    (:func:`acestep_core.optimize.layout.fit_layout`)."""
+    placed = layout.groups(reading)
+    owner: dict[str, str] = {component: reading.device_of(component).key for component in PHASES}
+    source = f"{tier.label} default"
+    defaults = tier.optimizations
+    attention = platforms.attention(bool(defaults.get("flash_attention", True)), reading, source)
+    precision = {c: platforms.precision(reading.reading_of(c))[c] for c in PHASES}
+    settings = [
+        attention,
+        _dit_attention(attention),
+        *(Setting(f"precision.{component}", value, why) for component, (value, why) in precision.items()),
+        platforms.compile_setting(bool(defaults.get("compile", False)), reading, source),
+    ]
+    values: dict[str, str] = {c: v for c, (v, _) in precision.items()}
+    able = {key: platforms.abilities(device) for key, (device, _) in placed.items()}
+    starts = {
+        key: _alone(
+            _tier_choices(tier, dataclasses.replace(reading, device=device), able[key], attention.value, values),
+            held,
+            key,
+        )
+        for key, (device, held) in placed.items()
+    }
+    fitted = layout.fit_layout(
+        run_shape(adjusted, tier),
+        _owned_choices(starts, owner),
+        reading,
+        {key: _abilities(able[key], tier) for key in placed},
+    )
+    final = fitted.choices
+    per_device: dict[str, list[Setting]] = {}
+    for key in placed:
+        result = fitted.results.get(key)
+        taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
+        per_device[key] = [
+            *_offload_settings(final, taken, starts[key]),
+            *_quantization_settings(final, taken, starts[key]),
+            *_vae_settings(final, taken, starts[key], fitted=result is not None),
+        ]
+    for prefix in ("offload", "quantization"):
+        settings += [_of(per_device[owner[c]], f"{prefix}.{c}", owner[c]) for c in PHASES]
+    settings += _quantization_exclude_settings()
+    settings += [
+        _of(per_device[owner["vae"]], key, owner["vae"])
+        for key in ("vae.decode", "vae.tile_frames", "vae.tile_overlap")
+    ]
+    lm_key = owner["lm"]
+    settings += [
+        dataclasses.replace(s, reason=f"on {lm_key}: {s.reason}")
+        for s in _lm_settings(adjusted, tier, reading.reading_of("lm"))
+    ]
+    settings += _placed_model_settings(fitted.run, final, owner)
+    return settings + layout.layout_memory_settings(run_shape(adjusted, tier), fitted, reading)
+
+
+def _placed_model_settings(run: RunShape, choices: Choices, owner: Mapping[str, str]) -> list[Setting]:
+    """:func:`_model_settings` over several devices: each component's row also names the device it runs on."""
+    components, forwards = _model_settings(run, choices)
+    table = {component: {**row, "device": owner[component]} for component, row in components.value.items()}
+    where = ", ".join(f"{component} on {row['device']}" for component, row in table.items())
+    return [dataclasses.replace(components, value=table, reason=f"{components.reason} ({where})"), forwards]
+
+
+def _alone(start: _Start, held: tuple[str, ...], key: str) -> _Start:
+    """A device holding one component keeps it resident: offloading it between phases frees nothing
+    another phase there could use (upstream's #1269 keeps a dedicated LM card's LM resident too)."""
+    if len(held) != 1 or start.choices.offload[held[0]] == "none":
+        return start
+    [component] = held
+    offload = {**start.choices.offload, component: "none"}
+    why = {
+        **start.offload_why,
+        component: f"alone on {key}: offloading it between phases would free memory no other phase there uses",
+    }
+    return dataclasses.replace(start, choices=dataclasses.replace(start.choices, offload=offload), offload_why=why)
+
+
+def _owned_choices(starts: Mapping[str, _Start], owner: Mapping[str, str]) -> Choices:
+    """One set of choices from the tier's defaults on each component's own device."""
+    vae = starts[owner["vae"]].choices
+    return dataclasses.replace(
+        starts[owner["dit"]].choices,
+        precision={c: starts[owner[c]].choices.precision[c] for c in PHASES},
+        quantization={c: starts[owner[c]].choices.quantization[c] for c in PHASES},
+        offload={c: starts[owner[c]].choices.offload[c] for c in PHASES},
+        vae_decode=vae.vae_decode,
+        tile_frames=vae.tile_frames,
+        tile_overlap=vae.tile_overlap,
+    )
+
+
+def _of(settings: list[Setting], key: str, device: str) -> Setting:
+    """The setting ``key`` of a device's own settings, its reason naming the device."""
+    setting = next(s for s in settings if s.key == key)
+    return dataclasses.replace(setting, reason=f"on {device}: {setting.reason}")
+
+
+def check_layout_plan(
+    plan: OptimizationPlan,
+    adjusted: AdjustedRequest,
+    tier: Tier,
+    reading: MemoryReading,
+    *,
+    user_keys: tuple[str, ...] = (),
+    force: bool = False,
+) -> OptimizationPlan:
+    """:func:`check_plan` over several devices: each device's share re-predicted with the final plan (the
+    user's settings included) and checked against that device's budget; a layout over any device's
+    budget is refused with the device, phase and shortfall unless ``force``."""
+    shares = layout.device_shares(planned_run(plan, adjusted, tier), choices_from_plan(plan), reading)
+    settings = {s.key: s for s in plan}
+    user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
+    if user_keys:
+        worst = layout.most_loaded(shares)
+        again = f"re-predicted with the user's settings ({user})"
+        settings["memory.phases"] = Setting(
+            "memory.phases",
+            {p.phase: round(p.peak_bytes / GIB, 2) for s in shares for p in s.prediction.phases},
+            f"{again}: "
+            + "; ".join(f"{p.phase} on {s.key} {gib(p.peak_bytes)}" for s in shares for p in s.prediction.phases),
+            CHECK_PLUGIN,
+        )
+        settings["memory.devices"] = Setting(
+            "memory.devices", {s.key: s.as_dict() for s in shares}, again, CHECK_PLUGIN
+        )
+        settings["memory.predicted_peak_gib"] = Setting(
+            "memory.predicted_peak_gib",
+            round(worst.prediction.peak_bytes / GIB, 2),
+            f"{again}: the most loaded device, {worst.key}, {gib(worst.prediction.peak_bytes)} reserved peak in the "
+            f"{worst.prediction.worst.phase} phase ({ALLOCATOR})",
+            CHECK_PLUGIN,
+        )
+        if worst.budget is not None:
+            settings["memory.budget_gib"] = Setting(
+                "memory.budget_gib",
+                round(worst.budget.usable_bytes / GIB, 2),
+                f"budget of {worst.key} = {worst.budget.describe()}",
+                CHECK_PLUGIN,
+            )
+    existing = plan.value("ladder.refused")
+    ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
+    if existing and not (ours and (user_keys or force)):
+        return OptimizationPlan(tuple(settings.values()))
+    over = layout.over_budget(shares)
+    if over is None or over.budget is None:
+        if existing or "ladder.refused" not in plan or user_keys:
+            fits = "fits every device: " + ", ".join(
+                f"{s.key} {gib(s.prediction.peak_bytes)}" + (f" ≤ {gib(s.budget.usable_bytes)}" if s.budget else "")
+                for s in shares
+            )
+            settings["ladder.refused"] = Setting(
+                "ladder.refused", False, fits + (f" with the user's {user}" if user else ""), CHECK_PLUGIN
+            )
+        return OptimizationPlan(tuple(settings.values()))
+    phase = over.prediction.worst.phase
+    refusal = LadderRefusal(over.prediction.peak_bytes, over.budget.usable_bytes, phase)
+    numbers = layout.refusal_numbers(refusal, over.key)
+    words = (
+        f"on {over.device.describe()} the {phase} phase is predicted at {gib(refusal.predicted_bytes)}, "
+        f"{gib(refusal.shortfall_bytes)} more than its {gib(refusal.budget_bytes)} budget"
+        + (f" with the user's {user}" if user else "")
+    )
+    if force:
+        settings["ladder.refused"] = Setting(
+            "ladder.refused", False, f"not refused: forced by the user ({words})", CHECK_PLUGIN
+        )
+        settings["memory.forced"] = Setting(
+            "memory.forced",
+            numbers,
+            f"forced by the user: {words}; the run may run out of device memory",
+            CHECK_PLUGIN,
+            warning=True,
+        )
+    elif existing and not user_keys:
+        return plan
+    else:
+        settings["ladder.refused"] = Setting(
+            "ladder.refused",
+            numbers,
+            f"refused: {words} (--force / force=True runs it anyway)",
+            CHECK_PLUGIN,
+            warning=True,
+        )
+    return OptimizationPlan(tuple(settings.values()))

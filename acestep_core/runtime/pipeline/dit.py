@@ -9,6 +9,7 @@ FSQ code book) and detokenizer; without the LM the source is the learned silence
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,15 +43,19 @@ def run_dit(
     frames = latent_frames(max(durations))
     with session.phase("dit") as phase:
         dit = session.component("dit", lambda: build_dit(size, variant=variant))
-        device, dtype = session.device, session.dtype_of(dit)
+        device, dtype = session.device_of("dit"), session.dtype_of(dit)
         if conditioning.shape[-1] != dit.condition_encoder.config.text_hidden_dim:
             raise ValueError(
                 f"the text encoder's width ({conditioning.shape[-1]}) is not the DiT's text input "
                 f"({dit.condition_encoder.config.text_hidden_dim}): checkpoints of different models?"
             )
-        condition = encode_condition(dit, conditioning.to(device, dtype))
+        condition = encode_condition(dit, session.hand_over(conditioning, "conditioning", "dit", dtype))
         null = dit.condition_encoder.null_condition_emb.to(device, dtype).expand_as(condition)
-        source = source_latents(dit, codes, batch, frames, device, dtype)
+        rows = [
+            session.hand_over(torch.tensor([row], dtype=torch.long), "codes", "dit") if row else None
+            for row in codes or []
+        ]
+        source = source_latents(dit, rows, batch, frames, device, dtype)
         mask = torch.ones(batch, frames, dit.config.in_channels - 2 * LATENT_CHANNELS, device=device, dtype=dtype)
         context = torch.cat([source, mask], dim=-1)
         latents = torch.randn(batch, frames, LATENT_CHANNELS, generator=generator).to(device, dtype)
@@ -125,20 +130,20 @@ def encode_condition(dit: Any, text_hidden: torch.Tensor) -> torch.Tensor:
 
 def source_latents(
     dit: Any,
-    codes: list[list[int]] | None,
+    codes: Sequence[torch.Tensor | None],
     batch: int,
     frames: int,
     device: torch.device,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``[batch, frames, 64]``: the silence latent, overwritten where the LM wrote codes by what the DiT's
-    detokenizer makes of them (5 latent frames a code), as diffusers' ``prepare_src_latents`` does."""
+    """``[batch, frames, 64]``: the silence latent, overwritten where the LM wrote codes (each row a
+    ``[1, n]`` long tensor on the DiT's device, or None) by what the DiT's detokenizer makes of them (5 latent
+    frames a code), as diffusers' ``prepare_src_latents`` does."""
     silence = dit.condition_encoder.silence_latent.to(device, dtype)
     repeats = -(-frames // silence.shape[1])
     source = silence.repeat(1, repeats, 1)[:, :frames].expand(batch, -1, -1).clone()
-    for row, row_codes in enumerate(codes or []):
-        if row_codes:
-            indices = torch.tensor([row_codes], device=device, dtype=torch.long)
+    for row, indices in enumerate(codes):
+        if indices is not None:
             hints = dit(codes=indices).to(dtype)[0]
             source[row, : min(frames, hints.shape[0])] = hints[:frames]
     return source

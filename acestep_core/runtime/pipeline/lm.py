@@ -70,7 +70,7 @@ def run_lm(
         )
         caption = session.options.caption if loading else clean_caption(session.options.caption)
         prompt = f"{caption}\n<think>\nduration:"
-        ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device)
+        ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device_of("lm"))
         budget = COT_TOKEN_BUDGET + 8 + (forced or max_duration_s) * CODES_PER_SECOND + 2
         bar = session.bar("lm", budget, "tokens")
         torch.manual_seed(session.options.seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from acestep_core.runtime.pipeline.report import decision_lines
-from acestep_core.types import Resolution, to_jsonable
+from acestep_core.types import COMPONENTS, Resolution, to_jsonable
 
 DEFAULT_CAPTION = "An upbeat synth-pop track with bright pads"
 SIZES = ("tiny", "real")
@@ -63,13 +63,20 @@ class RunOptions:
     mapping component → its own folder; None: the resolution's request's folder, if any, else random
     weights at ``size``."""
     device: str | None = None
-    """``cpu`` / ``cuda:0``; None: the resolution's device when torch can reach it."""
+    """``cpu`` / ``cuda:0`` for every component; None: the devices the resolution places them on, when torch
+    can reach them."""
+    devices: Mapping[str, str] = field(default_factory=dict)
+    """Component → torch device (``{"lm": "cpu"}``) for components to run elsewhere than the resolution
+    places them (a one-GPU machine trying a cross-device run); recorded in the run's notes."""
     progress: bool = True
     """Show progress bars (tqdm)."""
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {', '.join(SIZES)}, not {self.size!r}")
+        unknown = sorted(set(self.devices) - set(COMPONENTS))
+        if unknown:
+            raise ValueError(f"devices: no component {', '.join(unknown)} (components: {', '.join(COMPONENTS)})")
 
 
 @dataclass(frozen=True)

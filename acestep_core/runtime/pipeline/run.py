@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from acestep_core.optimize import choices_from_plan, predict
+from acestep_core.optimize.layout import device_shares, over_budget
 from acestep_core.optimize.memory import gib
 from acestep_core.optimize.plan import check_resolution, planned_run
 from acestep_core.resolve import ResolutionError, resolve
@@ -50,7 +51,7 @@ def generate(
     :param resolution: an already-made resolution (the CLI passes its own); else one is made here
         with :func:`acestep_core.resolve` from the other arguments.
     :param options: passed to :func:`run` (``size``, ``seed``, ``steps``, ``cancel``, ``progress``,
-        ``on_progress``, ``caption``, ``checkpoints``, ``device``).
+        ``on_progress``, ``caption``, ``checkpoints``, ``device``, ``devices``).
     :param force: run a plan predicted over the device budget instead of refusing it (recorded, warned).
     """
     if resolution is None:
@@ -73,6 +74,7 @@ def run(
     on_progress: ProgressCallback | None = None,
     checkpoints: str | Path | Mapping[str, str | Path] | None = None,
     device: str | None = None,
+    devices: Mapping[str, str] | None = None,
 ) -> GenerationResult:
     """Run a resolved request through LM → text encoder → DiT → VAE and write one WAV per batch item.
 
@@ -87,6 +89,7 @@ def run(
         caption=caption,
         checkpoints=checkpoints,
         device=device,
+        devices=dict(devices or {}),
         progress=progress,
     )
     check_before_loading(resolution)
@@ -111,9 +114,13 @@ def check_before_loading(resolution: Resolution) -> None:
         raise ResolutionError(plan["ladder.refused"].reason)
     peak, budget = check_resolution(resolution)
     if budget is not None and peak > budget and not plan.value("memory.forced"):
-        phase = predict(planned_run(plan, resolution.adjusted, resolution.tier), choices_from_plan(plan)).worst.phase
+        planned = planned_run(plan, resolution.adjusted, resolution.tier)
+        where = f"the {predict(planned, choices_from_plan(plan)).worst.phase} phase"
+        if resolution.reading.several_devices:
+            over = over_budget(device_shares(planned, choices_from_plan(plan), resolution.reading))
+            where = f"on {over.key} the {over.prediction.worst.phase} phase" if over else where
         raise ResolutionError(
-            f"refused before loading: the {phase} phase is predicted at {gib(peak)}, "
+            f"refused before loading: {where} is predicted at {gib(peak)}, "
             f"{gib(peak - budget)} more than the {gib(budget)} budget (force=True runs it anyway)"
         )
 

@@ -1,8 +1,11 @@
-"""What one run holds while it runs: its device, its components, the phase being measured.
+"""What one run holds while it runs: its devices, its components, the phase being measured.
 
 Each component is built (or loaded from a checkpoint folder, :func:`load_checkpoint`) on the CPU, has the
-plan applied, runs its phase on the device and leaves it as the plan's ``offload.<component>`` says. Every
-phase is measured (:class:`PeakMemory`) and reported as a :class:`PhaseReport`.
+plan applied, runs its phase on the device the resolution places it on (``reading.placement``: the LM on one
+card, the DiT stack on another) and leaves it as the plan's ``offload.<component>`` says. What one phase
+hands the next (the conditioning, the codes, the latents) moves to the next component's device once, at
+the boundary (:meth:`RunSession.hand_over`). Every phase is measured on its own device (:class:`PeakMemory`)
+and reported as a :class:`PhaseReport` naming that device.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from acestep_core.checkpoints import CheckpointError, dit_part_configs, scan, sniff
+from acestep_core.resolve import ResolutionError
 from acestep_core.runtime.apply import apply_plan
 from acestep_core.runtime.models import TOKENIZER_CHARS, dit_config
 from acestep_core.runtime.models.loader import LoadedCheckpoint, load_checkpoint
 from acestep_core.runtime.pipeline.records import CancelHandle, PhaseReport, ProgressCallback, RunOptions
-from acestep_core.types import Resolution
+from acestep_core.types import COMPONENTS, DeviceMemory, Resolution
 
 MEMORY_SAVINGS = ("quantization", "offload")
 """Plan key groups that only save device memory: dropped when the run falls back to the CPU."""
@@ -50,7 +54,15 @@ class RunSession:
         self.options = options
         self.cancel = cancel
         self.on_progress = on_progress
-        self.device = torch.device(options.device) if options.device else device_for(resolution)
+        self.devices: dict[str, torch.device] = (
+            dict.fromkeys(COMPONENTS, torch.device(options.device)) if options.device else devices_for(resolution)
+        )
+        for component, device in options.devices.items():
+            self.devices[component] = torch.device(device)
+        self.device = self.devices["dit"]
+        """The DiT's device (the one the tier follows); each component's is :meth:`device_of`."""
+        self.placed_on: dict[str, str] = {c: resolution.reading.device_of(c).key for c in COMPONENTS}
+        """Component → the device the resolution placed it on (``cuda:1``), whatever torch reaches here."""
         self.plan: dict[str, Any] = resolution.plan.as_dict()
         self.models: dict[str, Any] = {}
         self.applied: dict[str, Any] = {}
@@ -67,8 +79,38 @@ class RunSession:
         self._current: Phase | None = None
         self._counted: dict[str, int] = {}
         """Each phase's last progress count (the end of a phase reports it as done of done)."""
-        if resolution.reading.device.is_accelerator and self.device.type == "cpu":
+        if options.devices:
+            moved = ", ".join(f"the {c} on {d} (placed on {self.placed_on[c]})" for c, d in options.devices.items())
+            self.notes.append(f"run options move {moved}")
+        if resolution.reading.device.is_accelerator and all(d.type == "cpu" for d in self.devices.values()):
             self._drop_device_savings()
+        elif len(set(self.placed_on.values())) > 1 and len(set(self.devices.values())) == 1:
+            self.notes.append(
+                f"the resolution places the components on {len(set(self.placed_on.values()))} devices "
+                f"({', '.join(f'{c} on {k}' for c, k in self.placed_on.items())}); here they all run on "
+                f"{self.device} (simulated devices, or an explicit device)"
+            )
+
+    def device_of(self, component: str) -> torch.device:
+        """The torch device ``component`` runs on."""
+        return self.devices[component]
+
+    def hand_over(self, tensor: torch.Tensor, what: str, to: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``tensor`` (``what``: codes, conditioning, latents), moved once to the device of component ``to``
+        (and cast to ``dtype``); the current phase's details record where it came from and went (the codes
+        come one tensor a clip: ``tensors`` counts them, ``bytes`` adds them up)."""
+        target = self.device_of(to)
+        details = self.details(self._current.name) if self._current is not None else {}
+        earlier = details.setdefault("received", {}).get(what, {})
+        details["received"][what] = {
+            "from": str(tensor.device),
+            "to": str(target),
+            "placed": self.placed_on[to],
+            "moved": tensor.device != target,
+            "bytes": earlier.get("bytes", 0) + tensor.numel() * tensor.element_size(),
+            "tensors": earlier.get("tensors", 0) + 1,
+        }
+        return tensor.to(target, dtype) if dtype is not None else tensor.to(target)
 
     def _drop_device_savings(self) -> None:
         dropped = {
@@ -111,7 +153,7 @@ class RunSession:
             else:
                 model = build()
             self.models[name] = model
-            applied = apply_plan(model, name, self.plan, device=self.device)
+            applied = apply_plan(model, name, self.plan, device=self.device_of(name))
         self.applied[name] = applied
         self.details(name)["applied"] = list(applied.steps)
         return applied.model
@@ -150,10 +192,10 @@ class RunSession:
             self.applied.pop(name, None)
             self.loaded.pop(name, None)
             gc.collect()
-            empty_cache(self.device)
+            empty_cache(self.device_of(name))
             self.details(name)["released"] = "freed after its phase (offload.release)"
             return
-        if offload == "none" or self.device.type == "cpu":
+        if offload == "none" or self.device_of(name).type == "cpu":
             return
         applied = self.applied.get(name)
         if applied is not None and hasattr(applied, "offload"):
@@ -168,7 +210,8 @@ class RunSession:
         self.applied.clear()
         self.loaded.clear()
         gc.collect()
-        empty_cache(self.device)
+        for device in set(self.devices.values()):
+            empty_cache(device)
 
     def dtype_of(self, model: torch.nn.Module) -> torch.dtype:
         """The floating-point dtype ``model`` computes in (its first floating parameter's)."""
@@ -188,15 +231,17 @@ class RunSession:
     def phase(self, name: str) -> Iterator[Phase]:
         """Measure a phase: time and peak memory, reported as ``phase.report`` when the block ends."""
         self.cancel.check()
-        phase = Phase(name, str(self.device))
+        device = self.device_of(name)
+        phase = Phase(name, str(device))
+        phase.details["placed_on"] = self.placed_on[name]
         self._current = phase
         self.progress(name, 0, 0)
-        with PeakMemory(self.device) as memory:
+        with PeakMemory(device) as memory:
             started = time.perf_counter()
             yield phase
             seconds = time.perf_counter() - started
         phase.report = PhaseReport(
-            name, str(self.device), round(seconds, 4), memory.peak, memory.measure, dict(phase.details)
+            name, str(device), round(seconds, 4), memory.peak, memory.measure, dict(phase.details)
         )
         self._current = None
         done = self._counted.get(name) or 1
@@ -312,7 +357,7 @@ def rss_bytes() -> int | None:
 
 
 def device_for(resolution: Resolution) -> torch.device:
-    """The torch device for a resolution's reading, where torch can reach it; else the CPU.
+    """The torch device for a resolution's reading (its DiT's), where torch can reach it; else the CPU.
 
     ROCm is ``cuda`` to torch (HIP builds answer ``torch.cuda``); Intel GPUs are ``xpu``."""
     return torch_device(
@@ -320,6 +365,69 @@ def device_for(resolution: Resolution) -> torch.device:
         resolution.reading.device.index,
         simulated=resolution.reading.device.simulated,
     )
+
+
+def run_devices(resolution: Resolution) -> list[torch.device]:
+    """Every torch device a resolution's run uses (each component's, as :func:`device_for` maps one), in a
+    fixed order: what a caller that runs one run per device at a time must hold (several with a layout)."""
+    reading = resolution.reading
+    found = {
+        str(device): device
+        for device in (
+            torch_device(d.backend, d.index, simulated=d.simulated) for d in map(reading.device_of, COMPONENTS)
+        )
+    }
+    return [found[key] for key in sorted(found)]
+
+
+class DeviceGoneError(ResolutionError):
+    """A device the resolution placed a component on is not there now (unplugged, hidden by
+    ``CUDA_VISIBLE_DEVICES``, another card in its place): plan again."""
+
+
+def devices_for(resolution: Resolution, *, torch_module: Any = torch) -> dict[str, torch.device]:
+    """Each component's torch device, from the resolution's placement.
+
+    A device of a backend this torch cannot reach at all (a replayed or simulated machine, a CPU-only
+    torch) falls back to the CPU, as one device does. A device of a backend torch does reach, but which is
+    not there now (an ordinal past ``device_count()``, or another card's UUID at its ordinal), is
+    :class:`DeviceGoneError`, one message naming the device, the components placed on it and what torch
+    sees now."""
+    reading = resolution.reading
+    placed: dict[str, DeviceMemory] = {c: reading.device_of(c) for c in COMPONENTS}
+    devices = {
+        c: torch_device(d.backend, d.index, simulated=d.simulated, torch_module=torch_module) for c, d in placed.items()
+    }
+    for key, memory in {d.key: d for d in placed.values()}.items():
+        target = devices[next(c for c, d in placed.items() if d.key == key)]
+        problem = _gone(memory, target, torch_module)
+        if problem is not None:
+            on = ", ".join(c for c, d in placed.items() if d.key == key)
+            raise DeviceGoneError(
+                f"{memory.describe()}, which the plan places the {on} on, {problem}; plan again "
+                "(`acestep-core devices` lists what is there now)"
+            )
+    return devices
+
+
+def _gone(memory: DeviceMemory, target: torch.device, torch_module: Any) -> str | None:
+    """Why the planned device is not the one torch reaches at its ordinal; None when it is."""
+    if memory.simulated or target.type != "cuda" or memory.index is None:
+        return None
+    count = torch_module.cuda.device_count()
+    if memory.index >= count:
+        plural = "s" if count != 1 else ""
+        return f"is not visible now: torch sees {count} CUDA device{plural} ({_listing(count, torch_module)})"
+    if memory.uuid and memory.uuid.upper().startswith("GPU-"):
+        found = str(getattr(torch_module.cuda.get_device_properties(memory.index), "uuid", "") or "")
+        if found and found.lower() not in memory.uuid.lower():
+            there = _listing(count, torch_module)
+            return f"is not the device at cuda:{memory.index} now (torch finds GPU-{found} there: {there})"
+    return None
+
+
+def _listing(count: int, torch_module: Any) -> str:
+    return "; ".join(f"cuda:{i} = {torch_module.cuda.get_device_name(i)}" for i in range(count)) or "none"
 
 
 def torch_device(

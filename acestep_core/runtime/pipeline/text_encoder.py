@@ -20,7 +20,7 @@ def run_text_encoder(session: RunSession, batch: int) -> tuple[PhaseReport, torc
         if tokenizer is None:
             tokenizer, caption = build_tokenizer(0), clean_caption(caption)
         tokens = tokenizer.encode(caption).ids[:MAX_CAPTION_TOKENS] or [0]
-        ids = torch.tensor([tokens], device=session.device)
+        ids = torch.tensor([tokens], device=session.device_of("text_encoder"))
         hidden = encoder(ids).last_hidden_state.expand(batch, -1, -1).contiguous()
         name = session.loaded["text_encoder"].name if "text_encoder" in session.loaded else size
         phase.details.update({"caption_tokens": ids.shape[1], "model": f"Qwen3Model {name}"})

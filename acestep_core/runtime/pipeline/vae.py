@@ -14,7 +14,7 @@ def run_vae(session: RunSession, latents: torch.Tensor) -> tuple[PhaseReport, to
     size = session.options.size
     with session.phase("vae") as phase:
         vae = session.component("vae", lambda: build_vae(size))
-        latents = latents.to(session.device, session.dtype_of(vae))
+        latents = session.hand_over(latents, "latents", "vae", session.dtype_of(vae))
         items = latents.shape[0]
         bar = session.bar("vae", items, "clips")
 

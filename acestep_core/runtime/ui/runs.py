@@ -269,53 +269,57 @@ class RunRequest:
 
 
 def run_generation(request: RunRequest, runs: Runs) -> Iterator[tuple[str, str, str]]:
-    """Run ``request`` on its device, one run at a time per device; yields (progress, players, report) HTML
-    and text as the run goes. Raises what the pipeline raises, but never for a cancelled run."""
+    """Run ``request`` on its device (every device of its layout, issue #24), one run at a time per device;
+    yields (progress, players, report) HTML and text as the run goes. Raises what the pipeline raises, but
+    never for a cancelled run."""
     from acestep_core.runtime.pipeline import CancelHandle, GenerationCancelledError, render_report, run
-    from acestep_core.runtime.pipeline.session import device_for
+    from acestep_core.runtime.pipeline.session import run_devices
 
     resolution = request.resolution
     progress = Progress(set() if _lm_runs(resolution) else {"lm"})
     cancel = CancelHandle()
     runs.register(request.session, cancel)
+    held: list[threading.Lock] = []
     try:
-        device = str(device_for(resolution))
-        lock = runs.lock_for(device)
-        while not lock.acquire(timeout=0.5):
-            if cancel.cancelled:
-                yield progress.html("cancelled while waiting for the device; nothing ran"), "", ""
-                return
-            yield progress.html(f"queued: another run is using {device}"), "", ""
-        try:
-            events: queue.Queue[tuple[str, int, int]] = queue.Queue()
-            outcome: dict[str, Any] = {}
-            folder = runs.run_folder(request.session)
+        used = [str(d) for d in run_devices(resolution)]  # sorted: two runs take shared locks in one order
+        device = " and ".join(used)
+        for each in used:
+            lock = runs.lock_for(each)
+            while not lock.acquire(timeout=0.5):
+                if cancel.cancelled:
+                    yield progress.html("cancelled while waiting for the device; nothing ran"), "", ""
+                    return
+                yield progress.html(f"queued: another run is using {each}"), "", ""
+            held.append(lock)
+        events: queue.Queue[tuple[str, int, int]] = queue.Queue()
+        outcome: dict[str, Any] = {}
+        folder = runs.run_folder(request.session)
 
-            def worker() -> None:
-                try:
-                    outcome["result"] = run(
-                        resolution,
-                        out_dir=folder,
-                        size=request.size,
-                        steps=request.steps,
-                        seed=request.seed,
-                        cancel=cancel,
-                        progress=False,
-                        on_progress=lambda p, d, t: events.put((p, d, t)),
-                    )
-                except BaseException as error:  # noqa: BLE001 - handed to the page's thread
-                    outcome["error"] = error
+        def worker() -> None:
+            try:
+                outcome["result"] = run(
+                    resolution,
+                    out_dir=folder,
+                    size=request.size,
+                    steps=request.steps,
+                    seed=request.seed,
+                    cancel=cancel,
+                    progress=False,
+                    on_progress=lambda p, d, t: events.put((p, d, t)),
+                )
+            except BaseException as error:  # noqa: BLE001 - handed to the page's thread
+                outcome["error"] = error
 
-            thread = threading.Thread(target=worker, name=f"acestep-ui-run-{request.session[:8]}", daemon=True)
-            thread.start()
-            yield progress.html(f"running on {device}"), "", ""
-            while thread.is_alive() or not events.empty():
-                if _drain(events, progress):
-                    yield progress.html(f"running on {device}: {progress.current()}"), "", ""
-            thread.join()
-        finally:
-            lock.release()
+        thread = threading.Thread(target=worker, name=f"acestep-ui-run-{request.session[:8]}", daemon=True)
+        thread.start()
+        yield progress.html(f"running on {device}"), "", ""
+        while thread.is_alive() or not events.empty():
+            if _drain(events, progress):
+                yield progress.html(f"running on {device}: {progress.current()}"), "", ""
+        thread.join()
     finally:
+        for lock in reversed(held):
+            lock.release()
         runs.forget(request.session, cancel)
     failure = outcome.get("error")
     if isinstance(failure, GenerationCancelledError):

@@ -93,9 +93,9 @@ def memory_in_use(device: DeviceMemory) -> int | None:
 
 @hookimpl(tryfirst=True)
 def configure_optimizations(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting] | None:
-    """Size the LM's share from the effective free memory when processes (this one's loaded models
-    included) leave less than its allotment."""
-    device = reading.device
+    """Size the LM's share from the effective free memory of the LM's device when processes (this one's
+    loaded models included) leave less than its allotment."""
+    device = reading.device_of("lm")
     in_use = memory_in_use(device)
     free = device.effective_free_bytes
     allotment = tier.lm_memory_gb.get(adjusted.lm_model or "")

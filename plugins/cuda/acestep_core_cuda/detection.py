@@ -94,8 +94,9 @@ def nvml_reading(
             "the first visible" if options.device is None or selection_note else f"chosen by device {options.device!r}"
         )
         notes.append(
-            f"{len(devices)} devices visible; the tier is chosen for cuda:{chosen} ({device.name}, "
-            f"{device.uuid}), {why}"
+            f"{len(devices)} devices visible; the default device is cuda:{chosen} ({device.name}, "
+            f"{device.uuid}), {why}; the placement decides which runs each component (--place, "
+            "`acestep-core devices`)"
         )
     if device.total_bytes is None:
         notes.append(

@@ -45,6 +45,9 @@ from acestep_core.plugin_api import (
     parse_table,
     plan_settings,
 )
+from acestep_core_tiers_default.placement import place_components
+
+__all__ = ["adjust_request", "configure_optimizations", "place_components", "register_tier_tables", "select_tier"]
 
 TABLE_FILE = "tiers.toml"
 UPSTREAM_TABLE_FILE = "upstream-2026-02.toml"
