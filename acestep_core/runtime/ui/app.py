@@ -169,7 +169,7 @@ class DecideTab:
 
 def _request_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Control]:
     gr.HTML("<h3>Request</h3>")
-    return _controls_for([f for f in fields if f.panel == "request"], tables)
+    return _controls_for([f for f in fields if f.panel == "request"], tables, columns=2)
 
 
 def _device_panel(fields: Sequence[Field], tables: Sequence[str]) -> list[Control]:
@@ -289,7 +289,7 @@ def _generate_tab() -> GenerateTab:
     with gr.Row():
         start = gr.Button("Generate", variant="primary", elem_id="generate")
         cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
-    cancel_note = gr.HTML(elem_id="cancel-note")
+        cancel_note = gr.HTML(elem_id="cancel-note")
     progress = gr.HTML(elem_id="progress")
     players = gr.HTML(elem_id="players")
     report = gr.Code(label="run report", elem_id="report", interactive=False)
