@@ -130,6 +130,8 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
 
             if os.path.isfile(wanted):
                 return TableChoice(load_table(wanted), "file", f"chosen explicitly (the file {wanted})")
+            if os.path.exists(wanted):
+                raise UnknownTableError(f"{wanted!r} is not a regular file (a tier table is a .toml file)", wanted)
             raise UnknownTableError(f"no tier table file {wanted!r}", wanted)
         raise UnknownTableError(f"no tier table named {wanted!r}; installed tables: {listing}", wanted)
     third_party = [(p, t) for p, t in tables if p not in BUILTIN_PLUGINS]

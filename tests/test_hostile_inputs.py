@@ -215,9 +215,11 @@ def test_a_binary_table_and_a_folder_are_refused(cli, tmp_path: Path) -> None:
 
 
 def test_compare_with_a_device_file_fails_with_its_name(cli) -> None:
-    """Named on the command line, so bad usage (2) like a wrong --tiers, and the line names the file."""
+    """Typed as B, so bad usage (2) naming the argument since ec8c77a, and said as what it is: a file
+    that exists but is not a regular one, not a missing one."""
     outcome = cli("tiers", "compare", "default", "/dev/zero")
-    assert outcome.code == 2 and "Traceback" not in outcome.text and "/dev/zero" in outcome.err
+    assert outcome.code == 2 and "Traceback" not in outcome.text
+    assert outcome.err.startswith("acestep-core tiers: error: B '/dev/zero': '/dev/zero' is not a regular file")
 
 
 # --------------------------------------------------------------------------------------------- recordings
