@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
+from acestep_core.optimize.corrections import attach as attach_observations
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
@@ -226,6 +227,7 @@ def resolve(
             f"{reading!r:.120}"
         )
     problems += detect_problems
+    reading = attach_observations(reading, environ)
     decisions.append(Decision("detect_memory", detector, _describe_reading(reading)))
 
     answer = hooks.select_tier(reading=reading, table=choice.table)
@@ -358,7 +360,9 @@ def _describe_reading(reading: MemoryReading) -> str:
     if device.free_bytes is not None:
         parts.append(f"{_gib(device.free_bytes)} free")
     source = device.sources.get("total_bytes")
-    return ", ".join(parts) + (f" (from {source})" if source else "")
+    runs = len({o.run_id for o in reading.observations})
+    recorded = f"; {runs} earlier run(s) recorded on this device" if runs else ""
+    return ", ".join(parts) + (f" (from {source})" if source else "") + recorded
 
 
 def _describe_size(reading: MemoryReading) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from acestep_core.cli import UsageError, add_json_flag, environ, print_json
 from acestep_core.cli.flags import memory_gb, number
 from acestep_core.inputs import clip
+from acestep_core.optimize.plan import explain_memory
 from acestep_core.resolve import resolve
 from acestep_core.types import (
     DetectOptions,
@@ -54,6 +55,8 @@ examples:
       the user's settings are re-predicted: refused (the VAE needs 17.3 GiB of a 6.7 GiB budget), exit 1
   MAX_CUDA_VRAM=8 acestep-core plan --duration 240 --set vae.decode=full --force
       kept anyway: recorded in memory.forced and warned, exit 0
+  acestep-core plan --duration 120 --explain-memory
+      per phase: the model's prediction, the correction this device's recorded runs give, the evidence
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
 device budget, not forced), 2 bad usage.
@@ -84,6 +87,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_request_options(plan)
     add_resolution_options(plan)
+    plan.add_argument(
+        "--explain-memory",
+        action="store_true",
+        help="per phase: the memory model's prediction, this device's correction from its recorded runs, and the "
+        "evidence (with --json: memory_explanation)",
+    )
     plan.set_defaults(handler=run_plan)
 
 
@@ -292,11 +301,38 @@ def run_info(args: argparse.Namespace) -> int:
 def run_plan(args: argparse.Namespace) -> int:
     """Exit 1 for a refused plan (predicted over the device budget and not forced)."""
     resolution = resolve_from_args(args)
+    explain = getattr(args, "explain_memory", False)
     if args.json:
-        print_json(resolution.to_dict())
+        data = resolution.to_dict()
+        if explain:
+            data["memory_explanation"] = explain_memory(resolution)
+        print_json(data)
     else:
         print(render_resolution(resolution, show_request=True))
+        if explain:
+            print(render_memory_explanation(resolution))
     return 1 if resolution.plan.value("ladder.refused") else 0
+
+
+def render_memory_explanation(resolution: Resolution) -> str:
+    """``plan --explain-memory``: prediction, correction and evidence per phase."""
+    rows = explain_memory(resolution)
+    if not rows:
+        return "memory     not predicted on a CPU (no device budget)"
+    runs = len({o.run_id for o in resolution.reading.observations})
+    lines = [
+        f"memory     per phase: the model's allocated / reserved peak → the plan's reserved peak "
+        f"({runs} earlier run(s) recorded on this device)"
+    ]
+    for row in rows:
+        model = f"{row['model_allocated_bytes'] / GIB:.2f} / {row['model_reserved_bytes'] / GIB:.2f} GiB"
+        planned = f"{row['reserved_bytes'] / GIB:.2f} GiB"
+        correction = row["correction"]
+        how = "model only (no run recorded for this phase's family)" if correction is None else correction["evidence"]
+        lines.append(f"  {row['phase']:<13} {model:>21} → {planned:>10}  {how}")
+        if correction is not None:
+            lines.append(f"  {'':<13} corrected from {correction['runs']} run(s) on this device")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- text

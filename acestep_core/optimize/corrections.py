@@ -165,8 +165,9 @@ def observe(
     others = sum(
         prediction.estimates[c].weights_bytes for c in set(others_on_device) - {phase} if c in prediction.estimates
     )
-    own = None if allocated_bytes is None else max(1, allocated_bytes - others)
-    reserved_own = None if reserved_bytes is None else max(1, reserved_bytes - others)
+    # a peak below the others' weights means they were not all on the device: not comparable, not recorded
+    own = None if allocated_bytes is None or allocated_bytes <= others else allocated_bytes - others
+    reserved_own = None if reserved_bytes is None or reserved_bytes <= others else reserved_bytes - others
     ratio = None
     if allocated_bytes and reserved_bytes and not out_of_memory:
         ratio = round(reserved_bytes / allocated_bytes, 4)
@@ -404,7 +405,7 @@ def _validated(data: Any) -> dict[str, Any]:
                 f"device {key[:40]!r}: observations must be a list of at most {MAX_OBSERVATIONS_PER_DEVICE}"
             )
         out[key] = {
-            "updated": entry.get("updated") if _text(entry.get("updated")) else "",
+            "updated": entry.get("updated") if _seconds(entry.get("updated")) is not None else "",
             "observations": tuple(_observation(row, key) for row in observations),
         }
     return out
@@ -442,6 +443,15 @@ def _observation(row: Any, device: str) -> MemoryObservation:
     if not isinstance(row.get("out_of_memory", False), bool):
         raise ValueError(f"{where}: out_of_memory must be true or false")
     return MemoryObservation(**row)
+
+
+def _seconds(value: Any) -> float | None:
+    """A device entry's ``updated`` (seconds since the epoch, as text), or None."""
+    try:
+        seconds = float(value) if isinstance(value, str) and len(value) < 32 else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _text(value: Any) -> bool:
@@ -498,9 +508,9 @@ def record(observations: Sequence[MemoryObservation], device: DeviceMemory, envi
         devices = {}
     kept = list(devices.get(key, {}).get("observations", ())) + list(observations)
     kept = _bounded(kept)
-    devices[key] = {"updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "observations": tuple(kept)}
+    devices[key] = {"updated": f"{time.time():.6f}", "observations": tuple(kept)}
     if len(devices) > MAX_DEVICES:
-        for old in sorted(devices, key=lambda k: devices[k]["updated"])[: len(devices) - MAX_DEVICES]:
+        for old in sorted(devices, key=lambda k: _seconds(devices[k]["updated"]) or 0.0)[: len(devices) - MAX_DEVICES]:
             devices.pop(old)
     written: dict[str, dict[str, Any]] = {
         name: {"updated": entry["updated"], "observations": [_as_json(o) for o in entry["observations"]]}
@@ -515,12 +525,13 @@ def record(observations: Sequence[MemoryObservation], device: DeviceMemory, envi
         longest = max(written.values(), key=lambda d: len(d["observations"]))
         del longest["observations"][: max(1, len(longest["observations"]) // 4)]
         text = serialised()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        os.replace(temporary, path)  # readers see the old file or the new one, never a part
     except OSError as error:
+        temporary.unlink(missing_ok=True)
         return f"not recorded in {path}: {error.strerror or error}"
     return None
 

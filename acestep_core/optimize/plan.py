@@ -9,14 +9,33 @@ does not fit (:mod:`acestep_core.optimize.ladder`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from acestep_core.optimize import platforms
-from acestep_core.optimize.ladder import Abilities, LadderResult, fit
-from acestep_core.optimize.memory import ALLOCATOR, Choices, RunShape, gib, predict
-from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
-from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.optimize.corrections import Corrections, corrections_for
+from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, recover
+from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.types import (
+    AdjustedRequest,
+    DeviceMemory,
+    MemoryObservation,
+    MemoryReading,
+    OptimizationPlan,
+    Resolution,
+    Setting,
+    Tier,
+)
+from acestep_core.vocabulary import (
+    GIB,
+    LATENT_RATE_HZ,
+    PHASES,
+    SAFETY_MARGIN_BYTES,
+    VAE_HOP,
+    VAE_TILE_FRAMES,
+    VAE_TILE_OVERLAP,
+)
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
@@ -48,20 +67,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
     able = platforms.abilities(device)
-    abilities = Abilities(
-        offload=able.offload,
-        quantize=able.quantize,
-        release=able.release,
-        stream=able.stream,
-        stream_note=""
-        if able.offload
-        else (
-            "; on unified memory this lowers the GPU's working set only: the weights stay"
-            " in the same RAM, in host pages macOS may compress"
-        ),
-        max_vae_window=able.max_vae_window,
-        lm_models=tuple(tier.lm_models),
-    )
+    abilities = ladder_abilities(device, tier)
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
     if able.max_vae_window is not None:
         tile_frames, tile_overlap = platforms.MPS_VAE_TILE
@@ -89,8 +95,9 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
 
     run = run_shape(adjusted, tier)
     budget = platforms.budget_for(device) if device.is_accelerator else None
+    corrections = corrections_for(reading)
     if budget is not None:
-        fitted = fit(run, initial, budget, abilities)
+        fitted = fit(run, initial, budget, abilities, corrections)
         result: LadderResult | None = fitted
         final, final_run = fitted.choices, fitted.run
     else:
@@ -163,7 +170,28 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     if not device.is_accelerator:
         return settings + _host_settings(device)
     settings += _memory_settings(run, final_run, final, result)
+    if corrections is not None and result is not None:
+        settings.append(corrections_setting(result.prediction, corrections))
     return settings
+
+
+def ladder_abilities(device: DeviceMemory, tier: Tier) -> Abilities:
+    """What the ladder may do on ``device`` (:func:`platforms.abilities`) within ``tier``'s LM sizes."""
+    able = platforms.abilities(device)
+    return Abilities(
+        offload=able.offload,
+        quantize=able.quantize,
+        release=able.release,
+        stream=able.stream,
+        stream_note=""
+        if able.offload
+        else (
+            "; on unified memory this lowers the GPU's working set only: the weights stay"
+            " in the same RAM, in host pages macOS may compress"
+        ),
+        max_vae_window=able.max_vae_window,
+        lm_models=tuple(tier.lm_models),
+    )
 
 
 def run_shape(adjusted: AdjustedRequest, tier: Tier) -> RunShape:
@@ -206,7 +234,7 @@ def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
     the budget is None off an accelerator. :func:`acestep_core.resolve` checks every plan with
     :func:`check_plan`; the pipeline checks again with this before it loads anything."""
     run = planned_run(resolution.plan, resolution.adjusted, resolution.tier)
-    peak = predict(run, choices_from_plan(resolution.plan)).peak_bytes
+    peak = predict(run, choices_from_plan(resolution.plan), corrections_for(resolution.reading)).peak_bytes
     device = resolution.reading.device
     # on a CPU the model's figures are GPU-shaped (not predicted there), so nothing is checked
     budget = platforms.budget_for(device) if device.is_accelerator else None
@@ -235,7 +263,7 @@ def check_plan(
     if budget is None:
         return plan
     run = planned_run(plan, adjusted, tier)
-    prediction = predict(run, choices_from_plan(plan))
+    prediction = predict(run, choices_from_plan(plan), corrections_for(reading))
     worst = prediction.worst
     settings = {s.key: s for s in plan}
     user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
@@ -259,6 +287,11 @@ def check_plan(
             Setting(
                 "memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}", CHECK_PLUGIN
             ),
+        )
+    corrections = corrections_for(reading)
+    if user_keys and corrections is not None:
+        settings["memory.corrections"] = dataclasses.replace(
+            corrections_setting(prediction, corrections), plugin=CHECK_PLUGIN
         )
     existing = plan.value("ladder.refused")
     ours = isinstance(existing, Mapping) and "predicted_bytes" in existing and "ladder.refused" not in user_keys
@@ -445,3 +478,141 @@ def _lm_memory_ratio(model: str, tier: Tier, reading: MemoryReading) -> Setting:
         f"{tier.label} allots {allocation:g} GB to the {model} LM, of {total_gb:.2f} GiB (ratio within the "
         "tier's bounds)",
     )
+
+
+# --------------------------------------------------------------------------------------------- corrections
+def corrections_setting(prediction: Prediction, corrections: Corrections) -> Setting:
+    """``memory.corrections``: which phases this device's recorded runs corrected, and from how many runs."""
+    corrected = [p for p in prediction.phases if p.correction is not None]
+    runs = {run_id for p in corrected if p.correction for run_id in p.correction.run_ids}
+    if not corrected:
+        return Setting(
+            "memory.corrections",
+            {},
+            f"{len({o.run_id for o in corrections.observations})} run(s) recorded on this device, none of this "
+            "plan's shapes or families: the model's figures stand",
+        )
+    value = {p.phase: p.correction.runs for p in corrected if p.correction}
+    parts = "; ".join(
+        f"{p.phase} {gib(p.model_reserved_bytes)} → {gib(p.peak_bytes)} ({p.correction.evidence})"
+        for p in corrected
+        if p.correction
+    )
+    return Setting("memory.corrections", value, f"corrected from {len(runs)} runs on this device: {parts}")
+
+
+def explain_memory(resolution: Resolution) -> list[dict[str, Any]]:
+    """Per phase of the resolution's final plan: the model's prediction, this device's correction and the
+    evidence behind it (``acestep-core plan --explain-memory``)."""
+    device = resolution.reading.device
+    if not device.is_accelerator:
+        return []
+    run = planned_run(resolution.plan, resolution.adjusted, resolution.tier)
+    choices = choices_from_plan(resolution.plan)
+    corrections = corrections_for(resolution.reading)
+    model = {p.phase: p for p in predict(run, choices).phases}
+    budget = platforms.budget_for(device)
+    rows = []
+    for phase in predict(run, choices, corrections).phases:
+        plain = model[phase.phase]
+        correction = phase.correction
+        rows.append(
+            {
+                "phase": phase.phase,
+                "model_allocated_bytes": plain.model_allocated_bytes,
+                "model_reserved_bytes": plain.peak_bytes,
+                "others_on_device_bytes": phase.others_bytes,
+                "allocated_bytes": phase.allocated_bytes,
+                "reserved_bytes": phase.peak_bytes,
+                "budget_bytes": None if budget is None else budget.usable_bytes,
+                "detail": phase.detail,
+                "correction": None
+                if correction is None
+                else {
+                    "runs": correction.runs,
+                    "factor": None if correction.factor is None else round(correction.factor, 4),
+                    "reserved_ratio": None
+                    if correction.reserved_ratio is None
+                    else round(correction.reserved_ratio, 4),
+                    "floor_own_bytes": correction.floor_own_bytes,
+                    "floor_reserved_bytes": correction.floor_reserved_bytes,
+                    "evidence": correction.evidence,
+                },
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- mid-run
+def budget_now(reading: MemoryReading, in_use_bytes: int | None) -> tuple[Budget | None, str]:
+    """The budget a phase retried after an out-of-memory error may use, and what it rests on: the plan's
+    budget, lowered to what this run holds plus the device's *effective* free memory (device free + this
+    process's allocator cache, :attr:`~acestep_core.DeviceMemory.effective_free_bytes`) less the margin, where
+    the reading carries the allocator's figures (a running process reads them)."""
+    device = reading.device
+    planned = platforms.budget_for(device) if device.is_accelerator else None
+    effective = device.effective_free_bytes
+    if in_use_bytes is None or effective is None or device.allocator_reserved_bytes is None:
+        return planned, "the plan's" + ("" if planned is None else f" {gib(planned.usable_bytes)}") + (
+            " (no allocator figures here)"
+        )
+    now = Budget(
+        in_use_bytes + effective,
+        0,
+        SAFETY_MARGIN_BYTES,
+        context_label="nothing",
+        total_label="held by this run + effective free",
+    )
+    basis = f"{gib(now.usable_bytes)} = held by this run {gib(in_use_bytes)} + {device.free_basis()} − margin"
+    if planned is not None and planned.usable_bytes <= now.usable_bytes:
+        return planned, f"the plan's {gib(planned.usable_bytes)} (the device has more: {basis})"
+    return now, basis
+
+
+def replan_after_oom(
+    plan: Mapping[str, Any],
+    resolution: Resolution,
+    phase: str,
+    *,
+    batch: int,
+    failure: MemoryObservation | None,
+    budget: Budget | None,
+) -> tuple[dict[str, Any], Recovery]:
+    """The plan keys a run changes to retry ``phase`` after it ran out of memory (:func:`ladder.recover`):
+    the run's current ``plan`` values and ``batch``, this device's recorded runs plus ``failure`` (so the
+    failed configuration is predicted at least as large as it proved), and the ``budget`` available now."""
+    adjusted, tier, reading = resolution.adjusted, resolution.tier, resolution.reading
+    asked = run_shape(adjusted, tier)
+    run = RunShape(
+        duration_s=float(plan.get("ladder.duration_s", asked.duration_s)),
+        batch=batch,
+        lm_model=plan.get("ladder.lm_model", asked.lm_model) if "ladder.lm_model" in plan else asked.lm_model,
+        lm_choice=asked.lm_choice,
+    )
+    choices = choices_from_plan(plan)
+    observations = (*reading.observations, *(() if failure is None else (failure,)))
+    corrections = Corrections(observations) if observations else None
+    budget = budget or platforms.budget_for(reading.device) or Budget(2**62, 0, 0)
+    recovery = recover(run, choices, phase, budget, ladder_abilities(reading.device, tier), corrections)
+    changes: dict[str, Any] = {}
+    after = recovery.choices
+    for component in PHASES:
+        for key, before_value, after_value in (
+            (f"offload.{component}", choices.offload.get(component), after.offload.get(component)),
+            (f"quantization.{component}", choices.quantization.get(component), after.quantization.get(component)),
+        ):
+            if before_value != after_value:
+                changes[key] = after_value
+    vae: tuple[tuple[str, object, object], ...] = (
+        ("vae.decode", choices.vae_decode, after.vae_decode),
+        ("vae.tile_frames", choices.tile_frames, after.tile_frames),
+        ("vae.tile_overlap", choices.tile_overlap, after.tile_overlap),
+    )
+    for key, before, now in vae:
+        if before != now:
+            changes[key] = now
+    if recovery.run.batch != run.batch:
+        changes["ladder.batch_size"] = recovery.run.batch
+    if recovery.run.lm_model != run.lm_model:
+        changes["ladder.lm_model"] = recovery.run.lm_model
+    return changes, recovery
