@@ -307,3 +307,71 @@ def test_the_nearest_bucket_stands_in_when_the_bucket_has_no_run() -> None:
     peak = next(p for p in predict(run, choices, corrections.Corrections(observed)).phases if p.phase == "dit")
     assert peak.correction is not None and peak.correction.factor == pytest.approx(1.3, abs=1e-3)
     assert "the nearest bucket (×4 ≤480 s)" in peak.correction.evidence
+
+
+def test_calibrate_feeds_the_same_store(store: dict[str, str], tmp_path: Path) -> None:
+    """calibrate's trials (here the shipped H100 ones, replayed through a backend that returns their peaks)
+    reach the store through the Calibrator's observe hook, and the next plan on that device uses them."""
+    from acestep_core_tiers_default import default_table
+
+    from acestep_core.optimize.readings import CALIBRATE_READINGS, readings
+    from acestep_core.runtime.calibrate import CalibrationConfig, Calibrator, OutOfMemory, Trial
+    from acestep_core.runtime.calibrate.search import observation_of
+
+    trials = {
+        (t["card_gb"], t["phase"], t["duration_s"], t["batch"]): t
+        for t in readings(CALIBRATE_READINGS)["measurements"]
+        if t["phase"] == "lm:1.7B"
+    }
+
+    class Replayed:
+        kind = "replayed-h100"
+        unit_bytes = 2**30
+
+        def cap_bytes(self, card_gb: float) -> int:
+            return next(t["cap_bytes"] for t in trials.values() if t["card_gb"] == card_gb)
+
+        def run(self, trial: Trial) -> int:
+            found = trials[(trial.card_gb, trial.phase, trial.duration_s, trial.batch)]
+            if not found["fits"]:
+                raise OutOfMemory(found["error"])
+            return int(found["peak_bytes"])
+
+        def environment(self) -> dict[str, object]:
+            return {}
+
+        def close(self) -> None:
+            pass
+
+    observed: list[MemoryObservation] = []
+    config = CalibrationConfig(cards_gb=(8.0,), durations_s=(240, 600), batches=(1, 2, 4, 8), lm_sizes=("1.7B",))
+    calibrator = Calibrator(
+        Replayed(),  # type: ignore[arg-type]
+        dataclasses.replace(config, measure_full_vae=False),
+        tmp_path / "cal",
+        base_table=default_table(),
+        progress=False,
+        observe=lambda m: observed.append(observation_of(m, None, "cal")),
+    )
+    for duration, batch in ((600, 1), (600, 2), (600, 4), (600, 8), (240, 8)):
+        calibrator.measure(Trial(8.0, "lm:1.7B", duration, batch))
+    assert len(observed) == 5 and [o.out_of_memory for o in observed] == [False, False, False, True, False]
+    oom = observed[3]
+    assert oom.measured_reserved_own_bytes == trials[(8.0, "lm:1.7B", 600, 8)]["cap_bytes"]
+    h100 = DeviceMemory(
+        "cuda",
+        "NVIDIA H100 80GB HBM3",
+        0,
+        "GPU-ca2e940d",
+        85520809984,
+        85017493504,
+        sources={"driver": "NVIDIA driver 580.159.04", "total_bytes": "test"},
+    )
+    assert corrections.record(observed, h100, store) is None
+    plain = Overrides(plan={"quantization.lm": "none", "offload.lm": "none"})
+    request = GenerationRequest(duration_s=600, batch_size=2, lm_model="1.7B", lm="on")
+    from acestep_core.types import MemoryReading
+
+    planned = resolve(request, overrides=plain, reading=MemoryReading(h100, (h100,)), environ=store)
+    assert planned.plan.value("memory.corrections")["lm"] >= 1
+    assert "lm 1.7B bf16 none" in planned.plan["memory.corrections"].reason

@@ -272,6 +272,11 @@ class Corrections:
         self, run: RunShape, choices: Choices, peak: PhasePeak, estimate: ComponentEstimate
     ) -> PhaseCorrection | None:
         family, bucket, shape = phase_identity(run, choices, peak.phase, estimate)
+        return self.correct(family, bucket, shape, peak.own_model_bytes)
+
+    def correct(self, family: str, bucket: str, shape: str, own_model_bytes: int) -> PhaseCorrection | None:
+        """The correction of a phase's own peak (``own_model_bytes``, the model's) of ``family``, ``bucket``
+        and ``shape``, from the runs recorded; None where none applies."""
         seen = self._by_family.get(family)
         if not seen:
             return None
@@ -284,7 +289,7 @@ class Corrections:
         exact = [o for o in seen if o.shape == shape]
         if not used and not exact:
             return None
-        own = peak.own_model_bytes
+        own = own_model_bytes
         factor = None
         notes = []
         if used:

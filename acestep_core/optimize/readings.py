@@ -451,11 +451,16 @@ def optimize_rows() -> list[Row]:
 
 
 def gpu_memory_rows(name: str) -> list[Row]:
-    """Rows from a ``benchmarks/gpu_memory.py`` readings file: each phase of a tier's maximum request
-    (allocated and reserved against the model's prediction for the same workload, as the script records
-    it), and each phase that ran out of memory as lower bounds."""
-    data = readings(name)
-    split = split_of(name)
+    """Rows from a shipped ``benchmarks/gpu_memory.py`` readings file (:func:`gpu_memory_rows_from`)."""
+    return gpu_memory_rows_from(readings(name), name, split_of(name))
+
+
+def gpu_memory_rows_from(data: Mapping[str, Any], name: str, split: str = "heldout") -> list[Row]:
+    """Rows from ``benchmarks/gpu_memory.py``'s readings (``heldout-readings.json``): each phase of a tier's
+    maximum request and of the recovery runs, allocated and reserved against the model's prediction for the
+    same workload as the script records it; a phase that ran out of memory gives lower bounds."""
+    if data.get("format") != GPU_MEMORY_FORMAT:
+        raise ValueError(f"{name}: not {GPU_MEMORY_FORMAT!r}")
     rows: list[Row] = []
     for phase in data["phases"]:
         config = (
