@@ -33,22 +33,34 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return environ
 
 
+class Builds:
+    """Every component the runner builds, weakly (the pipeline's one building place, wrapped), and whether the
+    one built before was still alive when the same component was built again."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, weakref.ref[Any]]] = []
+        self.alive_when_rebuilt: list[bool] = []
+
+
 @pytest.fixture
-def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, weakref.ref[Any]]]:
-    """Every component the runner builds, weakly: the pipeline's one building place, wrapped."""
-    seen: list[tuple[str, weakref.ref[Any]]] = []
+def built(monkeypatch: pytest.MonkeyPatch) -> Builds:
+    builds = Builds()
     real = RunSession.component
 
     def component(self: RunSession, name: str, build: Any) -> Any:
         def recorded() -> Any:
+            earlier = [ref for component, ref in builds.seen if component == name]
+            if earlier:
+                gc.collect()
+                builds.alive_when_rebuilt.append(earlier[-1]() is not None)
             model = build()
-            seen.append((name, weakref.ref(model)))
+            builds.seen.append((name, weakref.ref(model)))
             return model
 
         return real(self, name, recorded)
 
     monkeypatch.setattr(RunSession, "component", component)
-    return seen
+    return builds
 
 
 def stored(environ: dict[str, str]) -> list[dict[str, Any]]:
@@ -58,25 +70,20 @@ def stored(environ: dict[str, str]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("phase", ["lm", "text_encoder", "dit", "vae"])
 def test_an_out_of_memory_error_in_any_phase_is_recovered_once(
-    phase: str, tmp_path: Path, store: dict[str, str], built: list[tuple[str, weakref.ref[Any]]]
+    phase: str, tmp_path: Path, store: dict[str, str], built: Builds
 ) -> None:
     calls: list[tuple[str, int]] = []
-    alive_at_retry: list[bool] = []
 
     def fault(name: str, attempt: int) -> None:
         calls.append((name, attempt))
-        if name != phase:
-            return
-        if attempt == 0:
+        if name == phase and attempt == 0:
             raise torch.OutOfMemoryError(INJECTED)
-        gc.collect()
-        first = next(ref for component, ref in built if component == phase)
-        alive_at_retry.append(first() is not None)
 
     request = GenerationRequest(duration_s=10, batch_size=2, lm="on" if phase == "lm" else "off")
     result = generate(request, out_dir=tmp_path / "out", detect_options=EIGHT_GB, steps=1, progress=False, fault=fault)
     assert (phase, 0) in calls and (phase, 1) in calls
-    assert alive_at_retry == [False], "what the failed attempt built was freed before the retry"
+    assert [name for name, _ in built.seen].count(phase) == 2
+    assert built.alive_when_rebuilt == [False], "what the failed attempt built was freed before the retry built"
     assert len(result.recoveries) == 1
     recovery = result.recoveries[0]
     assert recovery["phase"] == phase and recovery["error"] == INJECTED and recovery["retry"] == "ran"
