@@ -106,9 +106,13 @@ def test_a_user_named_lm_is_never_changed_by_a_recovery(tmp_path: Path, store: d
             raise torch.OutOfMemoryError(INJECTED)
 
     request = GenerationRequest(duration_s=10, batch_size=1, lm_model="0.6B", lm="on")
-    result = generate(request, out_dir=tmp_path / "out", detect_options=EIGHT_GB, steps=1, progress=False, fault=fault)
+    given = {"ACESTEP_CORE_CACHE_DIR": str(tmp_path / "given")}  # generate(environ=) is where the run records
+    result = generate(
+        request, out_dir=tmp_path / "out", detect_options=EIGHT_GB, steps=1, progress=False, fault=fault, environ=given
+    )
     assert result.recoveries and not any(r["name"].startswith("lm=") for r in result.recoveries[0]["rungs"])
     assert "ladder.lm_model" not in result.recoveries[0]["plan_changes"]
+    assert [row["phase"] for row in stored(given)] == ["lm"] and not corrections.store_path(store).exists()
 
 
 def test_a_second_out_of_memory_error_stops_with_one_message_and_nothing_written(

@@ -54,6 +54,8 @@ def generate(
 
     :param resolution: an already-made resolution (the CLI passes its own); else one is made here
         with :func:`acestep_core.resolve` from the other arguments.
+    :param environ: the environment the resolution reads and the run records its measurements by (the
+        correction store's folder, ``ACESTEP_CORE_CACHE_DIR``); default ``os.environ``.
     :param options: passed to :func:`run` (``size``, ``seed``, ``steps``, ``cancel``, ``progress``,
         ``on_progress``, ``caption``, ``checkpoints``, ``device``).
     :param force: run a plan predicted over the device budget instead of refusing it (recorded, warned).
@@ -62,7 +64,7 @@ def generate(
         resolution = resolve(
             request, overrides=overrides, detect_options=detect_options, tiers=tiers, environ=environ, force=force
         )
-    return run(resolution, out_dir=out_dir, **options)
+    return run(resolution, out_dir=out_dir, environ=environ, **options)
 
 
 def run(
