@@ -263,7 +263,8 @@ def check_plan(
     if budget is None:
         return plan
     run = planned_run(plan, adjusted, tier)
-    prediction = predict(run, choices_from_plan(plan), corrections_for(reading))
+    corrections = corrections_for(reading)
+    prediction = predict(run, choices_from_plan(plan), corrections)
     worst = prediction.worst
     settings = {s.key: s for s in plan}
     user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
@@ -288,7 +289,6 @@ def check_plan(
                 "memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}", CHECK_PLUGIN
             ),
         )
-    corrections = corrections_for(reading)
     if user_keys and corrections is not None:
         settings["memory.corrections"] = dataclasses.replace(
             corrections_setting(prediction, corrections), plugin=CHECK_PLUGIN
