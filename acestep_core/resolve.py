@@ -15,6 +15,7 @@ from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.inputs import clip
+from acestep_core.optimize.corrections import attach as attach_observations
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
@@ -257,9 +258,9 @@ def resolve(
     table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
     if reading is None:
         options = detect_options or DetectOptions(environ=dict(environ))
-        reading = _detect_memory(hooks, options, redetect, trail)
+        reading = _detect_memory(hooks, options, redetect, environ, trail)
     else:
-        _given_reading(reading, trail)
+        reading = _given_reading(reading, environ, trail)
     table_tier = _select_tier(hooks, reading, table, trail)
     tier = _with_limit_overrides(table_tier, overrides)
     adjusted = _adjust_request(hooks, request, tier, reading, trail)
@@ -312,22 +313,28 @@ def _register_tier_tables(hooks: Hooks, wanted: str | None, trail: _Trail) -> Ti
     return choice.table
 
 
-def _detect_memory(hooks: Hooks, options: DetectOptions, redetect: bool, trail: _Trail) -> MemoryReading:
-    """The device's reading (cached per manager: :func:`detect`)."""
+def _detect_memory(
+    hooks: Hooks, options: DetectOptions, redetect: bool, environ: Mapping[str, str], trail: _Trail
+) -> MemoryReading:
+    """The device's reading (cached per manager: :func:`detect`), with this device's recorded runs."""
     reading, detector, problems = detect(hooks.manager, options, redetect=redetect, hooks=hooks)
     trail.problems += problems
+    reading = attach_observations(reading, environ)
     trail.decided("detect_memory", detector, _describe_reading(reading))
     return reading
 
 
-def _given_reading(reading: MemoryReading, trail: _Trail) -> None:
-    """A reading the caller gave instead of detection: held to detection's contract."""
+def _given_reading(reading: MemoryReading, environ: Mapping[str, str], trail: _Trail) -> MemoryReading:
+    """A reading the caller gave instead of detection: held to detection's contract (with the recorded
+    runs of the device it names)."""
     if not is_valid_reading(reading):
         raise ValueError(
             "reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not "
             f"{reading!r:.120}"
         )
+    reading = attach_observations(reading, environ)
     trail.decided("detect_memory", "caller", _describe_reading(reading))
+    return reading
 
 
 def _select_tier(hooks: Hooks, reading: MemoryReading, table: TierTable, trail: _Trail) -> Tier:
@@ -472,7 +479,9 @@ def _describe_reading(reading: MemoryReading) -> str:
     if device.free_bytes is not None:
         parts.append(f"{_gib(device.free_bytes)} free")
     source = device.sources.get("total_bytes")
-    return ", ".join(parts) + (f" (from {source})" if source else "")
+    runs = len({o.run_id for o in reading.observations})
+    recorded = f"; {runs} earlier run(s) recorded on this device" if runs else ""
+    return ", ".join(parts) + (f" (from {source})" if source else "") + recorded
 
 
 def _describe_size(reading: MemoryReading) -> str:

@@ -287,6 +287,11 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         nullable=True,
         settable=False,
     ),
+    "memory.corrections": PlanKey(
+        "present when this device's recorded runs corrected the prediction: phase → the runs behind its correction",
+        "mapping",
+        settable=False,
+    ),
     "memory.forced": PlanKey(
         "present when the user forced a plan predicted over budget (--force / force=True): its numbers",
         "mapping",

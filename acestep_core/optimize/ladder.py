@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.optimize.memory import Budget, Choices, Corrector, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
@@ -97,14 +97,21 @@ DISCRETE_GPU = Abilities()
 """A discrete GPU: every rung is open."""
 
 
-def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU) -> LadderResult:
-    """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
-    walked = list(steps(run, choices, budget, abilities))
+def fit(
+    run: RunShape,
+    choices: Choices,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
+) -> LadderResult:
+    """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget`` (each prediction
+    corrected by ``corrections``, this device's recorded runs, where given)."""
+    walked = list(steps(run, choices, budget, abilities, corrections))
     rungs = [rung for _, _, rung, _ in walked]
     if walked:
         run, choices, _, prediction = walked[-1]
     else:
-        prediction = predict(run, choices)
+        prediction = predict(run, choices, corrections)
     if prediction.peak_bytes > budget.usable_bytes:
         worst = prediction.worst
         refusal = Refusal(worst.peak_bytes, budget.usable_bytes, worst.phase)
@@ -113,12 +120,16 @@ def fit(run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = 
 
 
 def steps(
-    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities = DISCRETE_GPU
+    run: RunShape,
+    choices: Choices,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
 ) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
     """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
-    prediction = predict(run, choices)
+    prediction = predict(run, choices, corrections)
     while prediction.peak_bytes > budget.usable_bytes:
-        step = _first_helpful(run, choices, prediction, budget, abilities)
+        step = _first_helpful(run, choices, prediction, budget, abilities, corrections)
         if step is None:
             return
         run, choices, _, prediction = step
@@ -129,10 +140,15 @@ _Step = tuple[RunShape, Choices, Rung, Prediction]
 
 
 def _first_helpful(
-    run: RunShape, choices: Choices, before: Prediction, budget: Budget, abilities: Abilities
+    run: RunShape,
+    choices: Choices,
+    before: Prediction,
+    budget: Budget,
+    abilities: Abilities,
+    corrections: Corrector | None = None,
 ) -> _Step | None:
-    for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities):
-        after = predict(candidate_run, candidate)
+    for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities, corrections):
+        after = predict(candidate_run, candidate, corrections)
         if after.peak_bytes < before.peak_bytes:
             reason = (
                 f"{why}: predicted peak {gib(before.peak_bytes)} ({before.worst.phase}) → {gib(after.peak_bytes)} "
@@ -143,7 +159,7 @@ def _first_helpful(
 
 
 def _candidates(
-    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities
+    run: RunShape, choices: Choices, budget: Budget, abilities: Abilities, corrections: Corrector | None = None
 ) -> Iterator[tuple[RunShape, Choices, str, str]]:
     for tile, overlap in VAE_TILES:
         if abilities.max_vae_window is not None and tile + 2 * overlap > abilities.max_vae_window:
@@ -192,7 +208,7 @@ def _candidates(
     if run.batch > 1:
         smaller = dataclasses.replace(run, batch=max(1, run.batch // 2))
         yield smaller, choices, f"batch={smaller.batch}", f"a batch of {smaller.batch} instead of {run.batch}"
-    shortest = _longest_fitting_duration(run, choices, budget)
+    shortest = _longest_fitting_duration(run, choices, budget, corrections)
     if shortest is not None and shortest < run.duration_s:
         yield (
             dataclasses.replace(run, duration_s=shortest),
@@ -202,12 +218,15 @@ def _candidates(
         )
 
 
-def _longest_fitting_duration(run: RunShape, choices: Choices, budget: Budget) -> int | None:
+def _longest_fitting_duration(
+    run: RunShape, choices: Choices, budget: Budget, corrections: Corrector | None = None
+) -> int | None:
     """The longest whole-second duration in [MIN_DURATION_S, run's] that fits, else the minimum
     (so the ladder still takes the rung if it lowers the peak, and refuses with its numbers)."""
 
     def fits(seconds: int) -> bool:
-        return predict(dataclasses.replace(run, duration_s=seconds), choices).peak_bytes <= budget.usable_bytes
+        prediction = predict(dataclasses.replace(run, duration_s=seconds), choices, corrections)
+        return prediction.peak_bytes <= budget.usable_bytes
 
     low, high = MIN_DURATION_S, int(run.duration_s)
     if high <= low:
@@ -229,3 +248,67 @@ def _with(choices: Choices, field: str, component: str, value: str) -> Choices:
     mapping[component] = value
     changes: dict[str, Any] = {field: mapping}
     return dataclasses.replace(choices, **changes)
+
+
+# --------------------------------------------------------------------------------------------- mid-run
+class Recovery(Record):
+    """The rungs a run takes after an out-of-memory error in one phase, to retry that phase once."""
+
+    phase: str
+    run: RunShape
+    choices: Choices
+    rungs: tuple[Rung, ...]
+    before_bytes: int
+    """The phase's predicted reserved peak before (this device's corrections, the error included)."""
+    after_bytes: int
+    budget_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.after_bytes <= self.budget_bytes
+
+
+RECOVERY_SKIPS = ("lm=off", "duration=")
+"""Rungs a running request does not take: dropping the LM or shortening the clip would change what was
+asked mid-run (the plan's ladder may take them before anything runs)."""
+
+
+def recover(
+    run: RunShape,
+    choices: Choices,
+    phase: str,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
+) -> Recovery:
+    """The next rungs of the ladder for ``phase``, which ran out of memory: the first rung that lowers that
+    phase's predicted peak, then the next ones until it is predicted to fit ``budget`` (what the device has
+    now) or no rung helps. A smaller LM only for the LM phase and never one the user named; never the LM
+    off nor a shorter clip (:data:`RECOVERY_SKIPS`)."""
+
+    def peak(candidate_run: RunShape, candidate: Choices) -> int | None:
+        for phase_peak in predict(candidate_run, candidate, corrections).phases:
+            if phase_peak.phase == phase:
+                return phase_peak.peak_bytes
+        return None
+
+    before = current = peak(run, choices) or 0
+    rungs: list[Rung] = []
+    while not rungs or current > budget.usable_bytes:
+        taken = None
+        for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities, corrections):
+            if name.startswith(RECOVERY_SKIPS) or (name.startswith("lm=") and phase != "lm"):
+                continue
+            after = peak(candidate_run, candidate)
+            if after is not None and after < current:
+                reason = (
+                    f"{why}: the {phase} phase ran out of memory; its predicted peak {gib(current)} → {gib(after)}, "
+                    f"{gib(budget.usable_bytes)} available"
+                )
+                taken = (candidate_run, candidate, Rung(name, reason), after)
+                break
+        if taken is None:
+            break
+        run, choices, rung, current = taken
+        rungs.append(rung)
+    return Recovery(phase, run, choices, tuple(rungs), before, current, budget.usable_bytes)
