@@ -31,6 +31,7 @@ from acestep_core.optimize import corrections
 from acestep_core.optimize.memory import RESERVED_GAP_FITTED, RESERVED_GAP_QUANTIZED_FITTED
 from acestep_core.optimize.readings import Row, calibrate_rows, lm_rows, optimize_rows
 from acestep_core.types import MemoryObservation
+from acestep_core.vocabulary import LM_SIZES
 
 SHAPE = re.compile(r"(\d+(?:\.\d+)?) s ×(\d+)")
 RUNS = 3
@@ -109,7 +110,7 @@ def sequences() -> dict[str, list[list[Run]]]:
     shapes = [runs for runs in [*families.values(), *optimized.values()] if len(runs) >= 2]
     lm = lm_rows()
     reserved = []
-    for size in ("0.6B", "1.7B", "4B"):
+    for size in LM_SIZES:
         for weights in ("bf16", "int8"):
             runs = []
             for batch in (1, 2, 4, 8):

@@ -52,11 +52,11 @@ from acestep_core.optimize.memory import (
     predict,
 )
 from acestep_core.types import DeviceMemory, MemoryObservation, MemoryReading
-from acestep_core.vocabulary import CODES_PER_SECOND, LATENT_RATE_HZ, MIB, PHASES
+from acestep_core.vocabulary import CODES_PER_SECOND, GIB, LATENT_RATE_HZ, MIB, PHASES
 
 STORE_FILE = "memory-corrections.json"
 STORE_FORMAT = "acestep-core memory corrections, version 1"
-STORE_LIMIT = 1 << 20
+STORE_LIMIT = MIB
 """Largest corrections file read or written (bytes)."""
 MAX_DEVICES = 8
 MAX_OBSERVATIONS_PER_DEVICE = 256
@@ -220,8 +220,8 @@ _OOM_FIGURES = {
     "cached": re.compile(r"([\d.]+) (GiB|MiB|KiB) is reserved by PyTorch but unallocated"),
     "allowed": re.compile(r"([\d.]+) (GiB|MiB|KiB) allowed"),
 }
-_UNITS = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10}
-MESSAGE_ROUNDING = round(0.005 * 2**30)
+_UNITS = {"GiB": GIB, "MiB": MIB, "KiB": 1024}
+MESSAGE_ROUNDING = round(0.005 * GIB)
 """torch's out-of-memory message rounds to 0.01 GiB (or MiB): a bound read from it is lowered by this."""
 
 

@@ -23,7 +23,16 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from acestep_core.optimize.memory import Budget, Choices, Corrector, Prediction, RunShape, gib, predict
+from acestep_core.optimize.memory import (
+    Budget,
+    Choices,
+    Corrector,
+    Prediction,
+    RunShape,
+    gib,
+    over_budget,
+    predict,
+)
 from acestep_core.record import Record
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
@@ -55,9 +64,14 @@ class Refusal(Record):
         return self.predicted_bytes - self.budget_bytes
 
     def message(self) -> str:
+        if self.budget_bytes <= 0:
+            return (
+                f"refused: the {self.phase} phase needs {gib(self.predicted_bytes)} "
+                f"{over_budget(self.predicted_bytes, self.budget_bytes)}; no rung can make anything fit"
+            )
         return (
             f"refused: even after every rung the {self.phase} phase needs {gib(self.predicted_bytes)}, "
-            f"{gib(self.shortfall_bytes)} more than the {gib(self.budget_bytes)} budget"
+            f"{over_budget(self.predicted_bytes, self.budget_bytes)}"
         )
 
 
@@ -105,8 +119,9 @@ def fit(
     corrections: Corrector | None = None,
 ) -> LadderResult:
     """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget`` (each prediction
-    corrected by ``corrections``, this device's recorded runs, where given)."""
-    walked = list(steps(run, choices, budget, abilities, corrections))
+    corrected by ``corrections``, this device's recorded runs, where given). A budget of zero or less (the
+    context and the margin take the whole device) is refused at once: no rung makes a phase need nothing."""
+    walked = list(steps(run, choices, budget, abilities, corrections)) if budget.has_room else []
     rungs = [rung for _, _, rung, _ in walked]
     if walked:
         run, choices, _, prediction = walked[-1]

@@ -800,12 +800,36 @@ class Budget(Record):
     def usable_bytes(self) -> int:
         return self.total_bytes - self.context_bytes - self.margin_bytes
 
+    @property
+    def has_room(self) -> bool:
+        """False when the context and the margin take the whole device: nothing can fit, whatever the plan."""
+        return self.usable_bytes > 0
+
     def describe(self) -> str:
         total = f"{self.total_label} {_gib(self.total_bytes)}" if self.total_label else _gib(self.total_bytes)
         if not self.context_bytes and not self.margin_bytes:
             return f"{total}"
         context = f"{self.context_label} {_gib(self.context_bytes)}"
+        if not self.has_room:
+            return f"{total} − {context} − margin {_gib(self.margin_bytes)}: {NO_ROOM}"
         return f"{total} − {context} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
+
+
+NO_ROOM = "no room (the runtime's context and the safety margin take all its memory)"
+"""What a plan says instead of a budget of zero or less (never a negative figure in words)."""
+
+
+def over_budget(peak_bytes: int, usable_bytes: int) -> str:
+    """How far ``peak_bytes`` misses a budget, in words: "1.08 GiB more than the 6.71 GiB budget", or, where
+    the budget is zero or less, that there is no room at all."""
+    if usable_bytes <= 0:
+        return f"and the device has {NO_ROOM}"
+    return f"{_gib(peak_bytes - usable_bytes)} more than the {_gib(usable_bytes)} budget"
+
+
+def budget_words(usable_bytes: int) -> str:
+    """ "the 6.71 GiB budget", or :data:`NO_ROOM` where the budget is zero or less."""
+    return f"the {_gib(usable_bytes)} budget" if usable_bytes > 0 else NO_ROOM
 
 
 def device_budget(

@@ -17,7 +17,17 @@ from acestep_core.optimize import platforms
 from acestep_core.optimize.components import components_table, model_set
 from acestep_core.optimize.corrections import Corrections, corrections_for
 from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, recover
-from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.optimize.memory import (
+    ALLOCATOR,
+    NO_ROOM,
+    Budget,
+    Choices,
+    Prediction,
+    RunShape,
+    gib,
+    over_budget,
+    predict,
+)
 from acestep_core.record import Record
 from acestep_core.types import (
     AdjustedRequest,
@@ -69,7 +79,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     settings += _offload_settings(final, taken, start)
     settings += _quantization_settings(final, taken, start)
     settings += _quantization_exclude_settings()
-    settings += _vae_settings(final, taken, start, fitted=result is not None)
+    settings += _vae_settings(final, taken, start, result)
     settings += _model_settings(final_run, final)
     settings += _lm_settings(adjusted, tier, reading)
     if not device.is_accelerator:
@@ -208,9 +218,16 @@ def _quantization_exclude_settings() -> list[Setting]:
     ]
 
 
-def _vae_settings(final: Choices, taken: Mapping[str, str], start: _Start, *, fitted: bool) -> list[Setting]:
+def _vae_settings(
+    final: Choices, taken: Mapping[str, str], start: _Start, result: LadderResult | None
+) -> list[Setting]:
     tiled = final.vae_decode == "tiled"
-    whole = "the whole clip fits the budget in one decode" if fitted else "no device budget to check: one decode"
+    if result is None:
+        whole = "no device budget to check: one decode"
+    elif result.refusal is None:
+        whole = "the whole clip fits the budget in one decode"
+    else:
+        whole = "the tier's one decode (the plan is refused: see ladder.refused)"
     why = taken.get("vae.tiled", start.vae_why or whole)
     return [
         Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why),
@@ -379,8 +396,8 @@ class PlanCheck(Record):
             "memory.predicted_peak_gib": Setting(
                 "memory.predicted_peak_gib",
                 round(worst.peak_bytes / GIB, 2),
-                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), of a "
-                f"{gib(usable)} budget",
+                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), "
+                + (f"of a {gib(usable)} budget" if self.budget.has_room else f"and the device has {NO_ROOM}"),
                 CHECK_PLUGIN,
             ),
         }
@@ -433,8 +450,8 @@ class PlanCheck(Record):
     def _over(self) -> str:
         worst, usable = self.prediction.worst, self.budget.usable_bytes
         return (
-            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(worst.peak_bytes - usable)} more "
-            f"than the {gib(usable)} budget" + (f" with the user's {self.user}" if self.user else "")
+            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {over_budget(worst.peak_bytes, usable)}"
+            + (f" with the user's {self.user}" if self.user else "")
         )
 
     def _numbers(self) -> dict[str, Any]:
@@ -518,14 +535,19 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
             round(worst.peak_bytes / GIB, 2),
             f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} reserved peak predicted "
             f"in the {worst.phase} phase ({gib(worst.allocated_bytes)} allocated; {ALLOCATOR}), "
-            f"of a {gib(budget.usable_bytes)} budget",
+            + (f"of a {gib(budget.usable_bytes)} budget" if budget.has_room else f"and the device has {NO_ROOM}"),
         )
     )
     settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
     rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
-    settings.append(
-        Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed")
-    )
+    if not rung_reasons:
+        if result.refusal is None:
+            rung_reasons = "the tier's plan fits: no rung needed"
+        elif not budget.has_room:
+            rung_reasons = f"none taken: the device has {NO_ROOM}, so no rung can make anything fit"
+        else:
+            rung_reasons = "none taken: no rung lowers the predicted peak"
+    settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons))
     if run.lm_model != asked.lm_model:
         now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
         settings.append(

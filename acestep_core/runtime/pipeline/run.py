@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from acestep_core.optimize import choices_from_plan, corrections, predict
-from acestep_core.optimize.memory import RunShape, gib
+from acestep_core.optimize.memory import RunShape, gib, over_budget
 from acestep_core.optimize.plan import budget_now, check_resolution, planned_run, replan_after_oom
 from acestep_core.resolve import ResolutionError, resolve
 from acestep_core.runtime.pipeline.dit import run_dit
@@ -31,7 +31,7 @@ from acestep_core.runtime.pipeline.session import FaultHook, PeakMemory, RunSess
 from acestep_core.runtime.pipeline.text_encoder import run_text_encoder
 from acestep_core.runtime.pipeline.vae import run_vae
 from acestep_core.types import DetectOptions, GenerationRequest, Overrides, Resolution
-from acestep_core.vocabulary import CODES_PER_SECOND, LATENT_RATE_HZ
+from acestep_core.vocabulary import CODES_PER_SECOND, GIB, LATENT_RATE_HZ
 
 DEFAULT_DURATION_S = 30
 """Duration when the LM is off and the user gave none (clamped to the tier)."""
@@ -150,8 +150,8 @@ def check_before_loading(resolution: Resolution) -> None:
         run = planned_run(plan, resolution.adjusted, resolution.tier)
         phase = predict(run, choices_from_plan(plan), corrections.corrections_for(resolution.reading)).worst.phase
         raise ResolutionError(
-            f"refused before loading: the {phase} phase is predicted at {gib(peak)}, "
-            f"{gib(peak - budget)} more than the {gib(budget)} budget (force=True runs it anyway)"
+            f"refused before loading: the {phase} phase is predicted at {gib(peak)}, {over_budget(peak, budget)} "
+            "(force=True runs it anyway)"
         )
 
 
@@ -297,9 +297,9 @@ def _recover(session: RunSession, phase: str, message: str) -> dict[str, Any]:
         "error": message,
         "rungs": [{"name": r.name, "reason": r.reason} for r in recovery.rungs],
         "plan_changes": dict(changes),
-        "predicted_before_gib": round(recovery.before_bytes / 2**30, 2),
-        "predicted_after_gib": round(recovery.after_bytes / 2**30, 2),
-        "budget_gib": round(recovery.budget_bytes / 2**30, 2),
+        "predicted_before_gib": round(recovery.before_bytes / GIB, 2),
+        "predicted_after_gib": round(recovery.after_bytes / GIB, 2),
+        "budget_gib": round(recovery.budget_bytes / GIB, 2),
         "budget_bytes": recovery.budget_bytes,
         "budget_basis": basis,
         "retry": "not yet run",
