@@ -375,3 +375,15 @@ def test_calibrate_feeds_the_same_store(store: dict[str, str], tmp_path: Path) -
     planned = resolve(request, overrides=plain, reading=MemoryReading(h100, (h100,)), environ=store)
     assert planned.plan.value("memory.corrections")["lm"] >= 1
     assert "lm 1.7B bf16 none" in planned.plan["memory.corrections"].reason
+
+
+def test_a_dits_runs_correct_only_plans_for_the_same_variant(store: dict[str, str]) -> None:
+    """base and sft hold turbo's weights but run twice its rows (CFG): a base run's DiT peak must not become
+    turbo's floor or factor, nor the other way round. The DiT's family names its variant."""
+    turbo = plan_for(store, dataclasses.replace(REQUEST, dit_model="turbo"))
+    corrections.record(measured_runs(turbo, 1.30, 2), turbo.reading.device, store)
+    again = plan_for(store, dataclasses.replace(REQUEST, dit_model="turbo"))
+    base = plan_for(store, dataclasses.replace(REQUEST, dit_model="base"))
+    assert again.plan.value("memory.corrections")["dit"] == 2
+    assert "dit" not in base.plan.value("memory.corrections"), "turbo's runs say nothing of base's CFG rows"
+    assert base.plan.value("memory.corrections")["vae"] == 2, "the components both plans share are corrected"
