@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from acestep_core.cli import Parser, UsageError, environ, print_json
-from acestep_core.cli.options import REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
+from acestep_core.cli.options import PLAN_ONLY_OPTIONS, REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
 from acestep_core.cli.terminal import terminal_text
 from acestep_core.inputs import MAX_NESTING, clip, nesting_depth, parse_index
 from acestep_core.optimize.plan import explain_memory
@@ -92,12 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_request_options(plan)
     add_resolution_options(plan)
-    plan.add_argument(
-        "--explain-memory",
-        action="store_true",
-        help="per phase: the memory model's prediction, this device's correction from its recorded runs, and the "
-        "evidence (with --json: memory_explanation)",
-    )
+    add_options(plan, PLAN_ONLY_OPTIONS)
     plan.set_defaults(handler=run_plan)
 
 
@@ -121,6 +116,7 @@ def _plan_parser() -> argparse.ArgumentParser:
     parser = _RaisingParser(prog="acestep-core plan", add_help=False)
     add_request_options(parser)
     add_resolution_options(parser)
+    add_options(parser, PLAN_ONLY_OPTIONS)
     return parser
 
 
