@@ -15,6 +15,7 @@ from typing import Any
 
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.inputs import clip
+from acestep_core.optimize.corrections import attach as attach_observations
 from acestep_core.optimize.layout import device_shares, placement_setting
 from acestep_core.optimize.plan import check_plan, choices_from_plan, planned_run, run_shape
 from acestep_core.optimize.platforms import checked_override
@@ -272,10 +273,10 @@ def resolve(
     table = _register_tier_tables(hooks, tiers or environ.get(TIERS_ENV) or None, trail)
     options = detect_options or DetectOptions(environ=dict(environ))
     if reading is None:
-        reading = _detect_memory(hooks, options, redetect, trail)
+        reading = _detect_memory(hooks, options, redetect, environ, trail)
     else:
         options = DetectOptions(environ=dict(environ))
-        _given_reading(reading, trail)
+        reading = _given_reading(reading, environ, trail)
     layouts = _Layouts(hooks, table, request, overrides, reading)
     default = single(reading.device.key)
     base = layouts.outcome(default)
@@ -414,7 +415,9 @@ def device_readings(reading: MemoryReading) -> dict[str, MemoryReading]:
     for device in devices:
         if device.key not in found:
             own = reading.device if device.key == reading.device.key else device
-            found[device.key] = dataclasses.replace(reading, device=own, placement={})
+            # a device's recorded runs correct its own predictions only: another device starts without them
+            observations = reading.observations if own is reading.device else ()
+            found[device.key] = dataclasses.replace(reading, device=own, placement={}, observations=observations)
     return found
 
 
@@ -494,22 +497,28 @@ def _register_tier_tables(hooks: Hooks, wanted: str | None, trail: _Trail) -> Ti
     return choice.table
 
 
-def _detect_memory(hooks: Hooks, options: DetectOptions, redetect: bool, trail: _Trail) -> MemoryReading:
-    """The device's reading (cached per manager: :func:`detect`)."""
+def _detect_memory(
+    hooks: Hooks, options: DetectOptions, redetect: bool, environ: Mapping[str, str], trail: _Trail
+) -> MemoryReading:
+    """The device's reading (cached per manager: :func:`detect`), with this device's recorded runs."""
     reading, detector, problems = detect(hooks.manager, options, redetect=redetect, hooks=hooks)
     trail.problems += problems
+    reading = attach_observations(reading, environ)
     trail.decided("detect_memory", detector, _describe_reading(reading))
     return reading
 
 
-def _given_reading(reading: MemoryReading, trail: _Trail) -> None:
-    """A reading the caller gave instead of detection: held to detection's contract."""
+def _given_reading(reading: MemoryReading, environ: Mapping[str, str], trail: _Trail) -> MemoryReading:
+    """A reading the caller gave instead of detection: held to detection's contract (with the recorded
+    runs of the device it names)."""
     if not is_valid_reading(reading):
         raise ValueError(
             "reading must be a MemoryReading with a positive integer total_bytes (or None for a CPU), not "
             f"{reading!r:.120}"
         )
+    reading = attach_observations(reading, environ)
     trail.decided("detect_memory", "caller", _describe_reading(reading))
+    return reading
 
 
 def _select_tier(
@@ -663,7 +672,9 @@ def _describe_reading(reading: MemoryReading) -> str:
     if device.free_bytes is not None:
         parts.append(f"{_gib(device.free_bytes)} free")
     source = device.sources.get("total_bytes")
-    return ", ".join(parts) + (f" (from {source})" if source else "")
+    runs = len({o.run_id for o in reading.observations})
+    recorded = f"; {runs} earlier run(s) recorded on this device" if runs else ""
+    return ", ".join(parts) + (f" (from {source})" if source else "") + recorded
 
 
 def _describe_size(reading: MemoryReading) -> str:

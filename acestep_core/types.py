@@ -176,6 +176,40 @@ class DeviceMemory(Record):
 CPU = DeviceMemory(backend="cpu", name="CPU")
 
 
+class MemoryObservation(Record):
+    """One phase of a real run (or a calibrate trial) measured on a device, beside what the memory model
+    predicted for it: the correction store's entry (:mod:`acestep_core.optimize.corrections`). Bytes are the
+    phase's *own*: its component's weights on the device and working set, the other components' weights
+    (counted exactly) taken away."""
+
+    phase: str
+    """``lm``, ``text_encoder``, ``dit`` or ``vae``."""
+    family: str
+    """Component, dtype, quantization, attention and placement, e.g. ``lm 0.6B bf16 none sdpa on-device``."""
+    bucket: str
+    """The shape bucket: batch and a duration band, e.g. ``×2 ≤240 s``."""
+    shape: str
+    """The exact workload (durations, tokens, what else was on the device)."""
+    model: str
+    """Fingerprint of the memory model that made ``predicted_own_bytes`` (a ratio is only meaningful against
+    the same model)."""
+    predicted_own_bytes: int
+    measured_own_bytes: int | None = None
+    """Measured allocated peak less the other components' weights; with ``out_of_memory``, a lower bound."""
+    measured_reserved_own_bytes: int | None = None
+    """The same for the reserved peak."""
+    reserved_ratio: float | None = None
+    """Measured reserved ÷ allocated peak of the phase."""
+    out_of_memory: bool = False
+    source: str = "run"
+    """``run`` (the pipeline), ``calibrate`` or ``recovery`` (an out-of-memory error a run recovered from)."""
+    recorded_at: str = ""
+    run_id: str = ""
+    """The run (or calibrate trial) it came from: a run records one observation a phase."""
+    note: str = ""
+    """What followed, for an out-of-memory error: the rung(s) the run retried with."""
+
+
 class MemoryReading(Record):
     """What ``detect_memory`` returns: the device the pipeline will use, and every visible one."""
 
@@ -188,6 +222,10 @@ class MemoryReading(Record):
     (``{"lm": "cuda:1", "dit": "cuda:0", ...}``). Empty: every component runs on ``device``. Detection
     leaves it empty; the core sets it from ``place_components``' answer, and ``device`` is then the
     device that runs the DiT (the one the tier follows)."""
+    observations: tuple[MemoryObservation, ...] = ()
+    """What earlier runs on this device measured (the correction store's entries for it; the resolution
+    attaches them from the cache folder, detection never reads them): the plan corrects its memory
+    predictions with them."""
 
     @property
     def simulated(self) -> bool:
@@ -201,9 +239,10 @@ class MemoryReading(Record):
         return next((device for device in self.visible if device.key == key), self.device)
 
     def reading_of(self, component: str) -> MemoryReading:
-        """This reading as ``component``'s device sees it (its ``device`` is the one running it)."""
+        """This reading as ``component``'s device sees it (its ``device`` is the one running it; the
+        recorded runs of another device do not come with it)."""
         device = self.device_of(component)
-        return self if device == self.device else dataclasses.replace(self, device=device)
+        return self if device == self.device else dataclasses.replace(self, device=device, observations=())
 
     @property
     def several_devices(self) -> bool:

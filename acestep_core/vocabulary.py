@@ -293,6 +293,11 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
         "mapping",
         settable=False,
     ),
+    "memory.corrections": PlanKey(
+        "present when this device's recorded runs corrected the prediction: phase → the runs behind its correction",
+        "mapping",
+        settable=False,
+    ),
     "placement": PlanKey(
         "which device runs each component: component → device (cuda:N), UUID and name; chosen with --place / "
         "resolve(place=...), not --set",

@@ -34,7 +34,7 @@ run decoding 90 python3 benchmarks/gpu_decoding.py "$out"
 run optimize 150 python3 benchmarks/gpu_optimize.py "$out"
 run calibrate 140 python3 benchmarks/gpu_calibrate.py "$out" --time-limit 95
 run platforms 150 python3 benchmarks/gpu_platforms.py "$out"   # issue #12: precision / lm.backend on the card, Tier 6 and unlimited runs
-run memory 540 python3 benchmarks/gpu_memory.py "$out"   # issue 11: tiers 3-6 at their limits, 8 GiB bisection
+run memory 540 python3 benchmarks/gpu_memory.py "$out"   # issues 11, 22: every default tier at its limits, OOM recovery on the device, 8 GiB bisection if time is left
 run heldout 30 python3 benchmarks/memory_heldout.py
 run checkpoints 300 python3 benchmarks/gpu_checkpoints.py "$out"   # issue 21: real-size XL DiT and the 217,204-row LM vs the plan
 run placement 120 python3 benchmarks/gpu_placement.py "$out"   # issue #24: a two-device layout (the LM on the CPU with one GPU), a device gone

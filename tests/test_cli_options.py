@@ -115,7 +115,7 @@ def test_the_table_speaks_the_vocabulary() -> None:
     for option in PLAN_OPTIONS:
         assert option.flag.startswith("--") and option.dest == option.flag[2:].replace("-", "_")
         assert option.help and (option.kind == "choice") == bool(option.choices)
-    assert [o.flag for o in PLAN_OPTIONS if not o.decides] == ["--json", "--redetect"]
+    assert [o.flag for o in PLAN_OPTIONS if not o.decides] == ["--json", "--redetect", "--explain-memory"]
 
 
 def test_a_usage_error_from_parse_plan_args_names_the_flag_as_the_command_does() -> None:

@@ -4,6 +4,7 @@ that names the shortfall; rungs are taken in order, each with its reason."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import acestep_core_tiers_default
 import pytest
@@ -49,11 +50,24 @@ def test_every_tier_and_request_fits_or_is_refused_with_the_shortfall(tier) -> N
 
 
 def test_a_tiny_card_is_refused_with_the_numbers() -> None:
-    resolution = resolve(GenerationRequest(duration_s=60), detect_options=DetectOptions(vram_gb="1", environ={}))
+    resolution = resolve(GenerationRequest(duration_s=60), detect_options=DetectOptions(vram_gb="2", environ={}))
     refused = resolution.plan.value("ladder.refused")
-    assert refused and refused["budget_gib"] < refused["predicted_gib"]
+    assert refused and 0 < refused["budget_gib"] < refused["predicted_gib"]
     assert resolution.plan.value("ladder.duration_s") == 10  # it tried the shortest clip before refusing
     assert any("more than the" in w for w in resolution.warnings)
+
+
+def test_a_card_with_no_room_says_so_and_climbs_no_rung() -> None:
+    """1 GiB less the CUDA context and the margin is below zero: nothing can fit, so no rung is taken (each
+    rung's reason would measure against a negative budget) and no sentence prints a negative figure."""
+    plan = resolve(GenerationRequest(duration_s=60), detect_options=DetectOptions(vram_gb="1", environ={})).plan
+    refused = plan.value("ladder.refused")
+    assert refused and refused["budget_bytes"] < 0 and refused["shortfall_bytes"] > refused["predicted_bytes"]
+    assert plan.value("ladder.rungs") == [] and "ladder.duration_s" not in plan
+    for key in ("memory.budget_gib", "memory.predicted_peak_gib", "ladder.rungs", "ladder.refused", "vae.decode"):
+        reason = plan[key].reason
+        assert "no room" in reason or key == "vae.decode", (key, reason)
+        assert not re.search(r"(?<![\w.])-\d", reason), (key, reason)
 
 
 def test_rungs_are_taken_in_order_and_only_when_they_help() -> None:

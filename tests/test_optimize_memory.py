@@ -28,36 +28,124 @@ from acestep_core.optimize.readings import (
     FIT_TOLERANCE,
     HELD_OUT_OVER,
     HELD_OUT_UNDER,
+    configurations,
     dit_rows,
     fit_rows,
     held_out_rows,
     labels,
     lm_rows,
     render,
+    summary,
     vae_rows,
 )
 
 MEASUREMENTS = Path(str(files("acestep_core.optimize").joinpath("measurements")))
 
 
-def test_fit_rows_are_within_ten_percent_and_held_out_rows_within_minus_five_plus_twenty_five() -> None:
+def test_every_configuration_is_within_its_bounds_like_for_like() -> None:
     fit, held = fit_rows(), held_out_rows()
-    print("\n" + render(fit, title="FIT (±10 %)") + "\n\n" + render(held, title="HELD-OUT (−5 % … +25 %)"))
-    assert len(lm_rows()) == 3 * 2 * 9 and len(vae_rows()) == 10 and len(dit_rows()) == 8
-    assert {r.label for r in fit} == {"fit"} and {r.label for r in held} == {"held-out"}
-    asserted_fit = [r for r in fit if r.asserted]
-    worst = max(asserted_fit, key=lambda r: abs(r.error))
-    assert abs(worst.error) <= FIT_TOLERANCE, f"{worst.reading}: {worst.error:+.1%}"
-    asserted = [r for r in held if r.asserted]
-    assert len(asserted) >= 60 and {r.source for r in asserted} == {
+    print("\n" + render(fit, title="FIT (±10 %)") + "\n\n" + render(held, title="HELD-OUT"))
+    assert len(lm_rows()) == 3 * 2 * 9 and len(vae_rows()) == 11 and len(dit_rows()) == 8
+    assert {r.split for r in fit} == {"fit"} and {r.split for r in held} == {"heldout"}
+    assert {r.kind for r in [*fit, *held]} == {"allocated", "reserved"}
+    for config in configurations([*fit, *held]):
+        for row in config.rows:
+            low, high = row.limits
+            if row.split == "fit" or row.replica_of:
+                assert (low, high) == (-FIT_TOLERANCE, None if row.bound == "at_least" else FIT_TOLERANCE)
+            else:
+                assert low == HELD_OUT_UNDER and high == (None if row.bound == "at_least" else HELD_OUT_OVER[row.kind])
+            if row.asserted:
+                assert row.within_bounds, f"{row.config_id} ({row.kind}, {row.source}): {row.error:+.1%}"
+    info = summary([*fit, *held])
+    assert info["outside_bounds"] == []
+    assert info["heldout_allocated"]["heldout_configurations"] >= 18
+    assert {r.source for r in held if r.counts_as_heldout} == {
         "h100-2026-11-27-calibrate.json",
         "h100-2026-11-27-gpu_optimize.json",
     }
-    under, over = min(asserted, key=lambda r: r.error), max(asserted, key=lambda r: r.error)
-    assert under.error >= HELD_OUT_UNDER, f"under-predicted: {under.reading} {under.error:+.1%}"
-    assert over.error <= HELD_OUT_OVER, f"over-predicted: {over.reading} {over.error:+.1%}"
-    # a row left out of the bounds says why, and only the device-quantized reserved peaks are left out
-    assert all(r.note and r.quantity == "reserved" for r in [*fit, *held] if not r.asserted)
+
+
+def test_each_row_predicts_its_own_kind() -> None:
+    """Allocated readings are judged by the model's allocated figure, reserved readings by allocated + the
+    allocator's gap: never the plan's reserved figure against an allocated reading."""
+    from acestep_core.optimize.memory import RESERVED_GAP_FITTED, RESERVED_GAP_QUANTIZED_FITTED, lm_estimate
+    from acestep_core.optimize.readings import LM_READINGS, optimize_rows, readings
+
+    prompt = readings(LM_READINGS)["lm_prompt_tokens"]
+    for row in lm_rows():
+        if "weights" in row.config_id:
+            continue
+        size, quantization, batch = row.config_id.split()[1], row.config_id.split()[2], int(row.config_id[-1])
+        quantization = "none" if quantization == "bf16" else quantization
+        allocated = lm_estimate(
+            QWEN3_LM_SHAPES[size],
+            batch=batch,
+            prompt_tokens=prompt,
+            generated_tokens=4,
+            quantization=quantization,
+            quantize_lm_head=True,
+        ).peak_bytes
+        gap = RESERVED_GAP_FITTED if quantization == "none" else RESERVED_GAP_QUANTIZED_FITTED
+        expected = allocated if row.kind == "allocated" else round(allocated * (1 + gap))
+        assert row.predicted_bytes == expected, row
+    held_allocated = [r for r in optimize_rows() if r.kind == "allocated"]
+    held_reserved = [r for r in optimize_rows() if r.kind == "reserved"]
+    for allocated, reserved in zip(held_allocated, held_reserved, strict=True):
+        assert reserved.predicted_bytes == round(allocated.predicted_bytes * (1 + RESERVED_GAP_QUANTIZED_FITTED))
+
+
+def test_replicas_and_repeated_caps_share_a_configuration_and_do_not_count_as_held_out() -> None:
+    held = held_out_rows()
+    lm = [r for r in held if r.config_id == "lm 0.6B bf16 prompt 3500+4 ×1" and r.kind == "allocated"]
+    assert len(lm) == 3, "one trial at each of the three caps, one configuration"
+    assert all(r.replica_of == "h100-2026-11-26.json: LM 0.6B bf16 batch 1" for r in lm)
+    assert not any(r.counts_as_heldout for r in lm)
+    new = [r for r in held if r.config_id == "lm 1.7B bf16 prompt 1700+4 ×8"]
+    assert new and all(r.replica_of is None and r.counts_as_heldout for r in new)
+    tier4_and_5 = [r for r in held if r.config_id == "lm 0.6B int8 (lm_head bf16) prompt 2476+4 ×2"]
+    assert {r.reading.split("(")[-1] for r in tier4_and_5} == {"tier4)", "tier5)"}
+    configs = configurations(held)
+    assert (
+        sum(c.config_id == "lm 0.6B int8 (lm_head bf16) prompt 2476+4 ×2" for c in configs) == 2
+    )  # allocated, reserved
+
+
+def test_the_oom_trials_calibrate_dropped_are_lower_bound_rows() -> None:
+    from acestep_core.optimize.readings import CALIBRATE_READINGS, oom_bounds, readings
+
+    trials = [t for t in readings(CALIBRATE_READINGS)["measurements"] if not t["fits"]]
+    bound_rows = [r for r in held_out_rows() if r.bound == "at_least"]
+    assert len(trials) == 8 and len(bound_rows) == 2 * len(trials)
+    first = oom_bounds(trials[0]["error"])  # lm:1.7B 600 s ×8 at 8 GB: 5.49 GiB live + 330 MiB asked
+    assert abs(first["allocated"] - (5.49 * GIB + 330 * 2**20 - 0.01 * GIB)) <= 1
+    for row in bound_rows:
+        low, high = row.limits
+        assert high is None and row.asserted and row.error >= low
+
+
+def test_a_row_left_unasserted_carries_a_claim_that_holds() -> None:
+    rows = [*fit_rows(), *held_out_rows()]
+    unasserted = [r for r in rows if not r.asserted]
+    assert unasserted, "the device-quantized reserved peaks of gpu_optimize are shown, not asserted"
+    for row in unasserted:
+        assert row.reason and row.check is not None and row.check["holds"], row
+        if row.check["claim"] == "measured_bytes >= bf16_weights_bytes":
+            assert row.measured_bytes >= row.check["bf16_weights_bytes"]
+    assert all(r.kind == "reserved" and r.source == "h100-2026-11-27-gpu_optimize.json" for r in unasserted)
+
+
+def test_the_vae_counts_weight_norm_weights_once() -> None:
+    """The full-decode intercept is the decoder's weight-norm weights; counted again beside the weights, every
+    absolute VAE reading came out 3.4 … 9 % over (+13.7 … +19.9 % on the plan's reserved figure)."""
+    from acestep_core.optimize.memory import VAE_FIXED_BYTES_FITTED
+
+    assert vae_estimate(60).weights_bytes == VAE_SHAPE.params * 2  # bf16 parameters, nothing else
+    assert abs(VAE_FIXED_BYTES_FITTED - VAE_SHAPE.decoder_conv_weights * 2) < 0.01 * VAE_FIXED_BYTES_FITTED
+    absolute = [r for r in held_out_rows() if r.config_id.startswith("vae") and r.bound == "peak"]
+    assert len(absolute) == 24
+    worst = max(absolute, key=lambda r: abs(r.error))
+    assert abs(worst.error) < 0.03, f"{worst.config_id}: {worst.error:+.1%}"
 
 
 def test_every_shipped_reading_is_labelled_and_tests_read_only_the_package() -> None:
@@ -71,18 +159,23 @@ def test_every_shipped_reading_is_labelled_and_tests_read_only_the_package() -> 
     assert "shared" not in Path(module.__file__).read_text(encoding="utf-8").replace("shared reference", "")
 
 
-def test_the_held_out_script_prints_every_row_and_the_worst_errors() -> None:
+def test_the_held_out_script_prints_every_configuration_and_the_json_fields() -> None:
     script = Path(__file__).parents[1] / "benchmarks" / "memory_heldout.py"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "worst under-prediction" in result.stdout and "worst over-prediction" in result.stdout
-    assert result.stdout.count("h100-2026-11-27-") == len(held_out_rows())
+    assert "distinct held-out configurations: " in result.stdout and "worst under" in result.stdout
+    for config in configurations(held_out_rows()):
+        assert config.config_id in result.stdout
     as_json = subprocess.run([sys.executable, str(script), "--json"], capture_output=True, text=True, timeout=60)
     import json
 
     data = json.loads(as_json.stdout)
-    assert len(data["held_out"]) == len(held_out_rows()) and data["summary"]["outside_bounds"] == []
-    assert {"source", "measured_bytes", "predicted_bytes", "error"} <= set(data["held_out"][0])
+    assert len(data["rows"]) == len(fit_rows()) + len(held_out_rows()) and data["summary"]["outside_bounds"] == []
+    fields = {"config_id", "kind", "predicted_bytes", "measured_bytes", "error_pct", "asserted", "reason", "split"}
+    for row in data["rows"]:
+        assert fields <= set(row) and row["kind"] in ("allocated", "reserved") and row["split"] in ("fit", "heldout")
+        assert "replica_of" in row
+    assert any(row["replica_of"] for row in data["rows"])
 
 
 def test_the_dit_the_plan_budgets_is_the_dit_size_real_builds() -> None:
@@ -160,13 +253,16 @@ def test_budget_is_total_minus_context_minus_margin(gib: float, expected: float)
     assert budget.context_bytes == 808 * 2**20
 
 
-def test_the_prediction_is_the_reserved_peak() -> None:
+def test_the_prediction_is_the_reserved_peak_allocated_plus_its_own_gap() -> None:
     from acestep_core.optimize import Choices, RunShape, predict
-    from acestep_core.optimize.memory import RESERVED_GAP_FITTED
+    from acestep_core.optimize.memory import RESERVED_GAP_FITTED, RESERVED_GAP_QUANTIZED_FITTED
 
     prediction = predict(RunShape(duration_s=120, batch=2, lm_model="1.7B"), Choices())
     for phase in prediction.phases:
         assert phase.peak_bytes == round(phase.allocated_bytes * (1 + RESERVED_GAP_FITTED))
+    int8 = Choices(quantization={"lm": "int8", "text_encoder": "none", "dit": "none", "vae": "none"})
+    lm = predict(RunShape(duration_s=120, batch=2, lm_model="1.7B"), int8).phases[0]
+    assert lm.peak_bytes == round(lm.allocated_bytes * (1 + RESERVED_GAP_QUANTIZED_FITTED))
 
 
 def test_planning_imports_no_torch() -> None:

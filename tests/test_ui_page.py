@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import folders_of_this_run
 
 from acestep_core.cli import UsageError
 from acestep_core.cli.options import PLAN_OPTIONS, Option
@@ -354,7 +355,9 @@ def test_a_taken_port_is_said_without_gradios_advice(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MAX_", "ACESTEP_CORE_"))}
-        env |= {"ACESTEP_CORE_CACHE_DIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+        # the run's HOME and cache folder (conftest), not a folder of this test's: the child's start-up cache
+        # and Gradio's files go where every other child of this run puts them
+        env |= folders_of_this_run() | {"GRADIO_ANALYTICS_ENABLED": "False"}
         done = subprocess.run(
             [*CLI, "ui", "--port", str(port), "--out", str(tmp_path / "out")],
             capture_output=True,

@@ -333,5 +333,18 @@ RESOLUTION_OPTIONS: tuple[Option, ...] = (
 )
 """How the decision is made: the device, the table and the user's overrides (``info``, ``plan``, ``generate``)."""
 
-PLAN_OPTIONS: tuple[Option, ...] = REQUEST_OPTIONS + RESOLUTION_OPTIONS
+PLAN_ONLY_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--explain-memory",
+        "explain_memory",
+        "output",
+        "switch",
+        "per phase: the memory model's prediction, this device's correction from its recorded runs, and the "
+        "evidence (with --json: memory_explanation)",
+        decides=False,
+    ),
+)
+"""What only ``plan`` takes: how it explains its decision."""
+
+PLAN_OPTIONS: tuple[Option, ...] = REQUEST_OPTIONS + RESOLUTION_OPTIONS + PLAN_ONLY_OPTIONS
 """Every option of ``acestep-core plan``, in the order ``--help`` lists them."""

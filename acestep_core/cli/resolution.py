@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from acestep_core.cli import Parser, UsageError, environ, print_json
-from acestep_core.cli.options import REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
+from acestep_core.cli.options import PLAN_ONLY_OPTIONS, REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
 from acestep_core.cli.terminal import terminal_text
 from acestep_core.inputs import MAX_NESTING, clip, nesting_depth, parse_index
+from acestep_core.optimize.plan import explain_memory
 from acestep_core.resolve import OverrideError, resolve
 from acestep_core.types import (
     DetectOptions,
@@ -63,6 +64,8 @@ examples:
       two simulated 8 GB cards: the LM on cuda:1 lifts Tier 4's with-LM limits (240 s, batch 2)
   acestep-core plan --replay two-gpu-3060-4090 --place lm:1,dit:0 --json
       a placement of your own, checked against each card's budget (refused, with the device, if over)
+  acestep-core plan --duration 120 --explain-memory
+      per phase: the model's prediction, the correction this device's recorded runs give, the evidence
 
 exit status: 0 ok, 1 failure (no tier table, no plugin could decide) or a refused plan (predicted over the
 device budget and not forced, or refused by --set ladder.refused; one line on stderr says why), 2 bad usage.
@@ -93,6 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_request_options(plan)
     add_resolution_options(plan)
+    add_options(plan, PLAN_ONLY_OPTIONS)
     plan.set_defaults(handler=run_plan)
 
 
@@ -116,6 +120,7 @@ def _plan_parser() -> argparse.ArgumentParser:
     parser = _RaisingParser(prog="acestep-core plan", add_help=False)
     add_request_options(parser)
     add_resolution_options(parser)
+    add_options(parser, PLAN_ONLY_OPTIONS)
     return parser
 
 
@@ -306,10 +311,16 @@ def run_plan(args: argparse.Namespace) -> int:
     """Exit 1 for a refused plan (predicted over the device budget and not forced, or refused by the
     user's ``--set ladder.refused``), with one line on stderr saying why."""
     resolution = resolve_from_args(args)
+    explain = getattr(args, "explain_memory", False)
     if args.json:
-        print_json(resolution.to_dict())
+        data = resolution.to_dict()
+        if explain:
+            data["memory_explanation"] = explain_memory(resolution)
+        print_json(data)
     else:
         print(render_resolution(resolution, show_request=True))
+        if explain:
+            print(render_memory_explanation(resolution))
     if not resolution.plan.value("ladder.refused"):
         return 0
     reason = resolution.plan["ladder.refused"].reason
@@ -317,6 +328,27 @@ def run_plan(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(f"acestep-core: error: plan {terminal_text(why)}", file=sys.stderr)
     return 1
+
+
+def render_memory_explanation(resolution: Resolution) -> str:
+    """``plan --explain-memory``: prediction, correction and evidence per phase."""
+    rows = explain_memory(resolution)
+    if not rows:
+        return "memory     not predicted on a CPU (no device budget)"
+    runs = len({o.run_id for o in resolution.reading.observations})
+    lines = [
+        f"memory     per phase: the model's allocated / reserved peak → the plan's reserved peak "
+        f"({runs} earlier run(s) recorded on this device)"
+    ]
+    for row in rows:
+        model = f"{row['model_allocated_bytes'] / GIB:.2f} / {row['model_reserved_bytes'] / GIB:.2f} GiB"
+        planned = f"{row['reserved_bytes'] / GIB:.2f} GiB"
+        correction = row["correction"]
+        how = "model only (no run recorded for this phase's family)" if correction is None else correction["evidence"]
+        lines.append(f"  {row['phase']:<13} {model:>21} → {planned:>10}  {how}")
+        if correction is not None:
+            lines.append(f"  {'':<13} corrected from {correction['runs']} run(s) on this device")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------- text

@@ -20,10 +20,20 @@ predicted peak, so a rung that cannot help (tiling a VAE that is not the largest
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from acestep_core.optimize.memory import Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.optimize.memory import (
+    Budget,
+    Choices,
+    Corrector,
+    Prediction,
+    RunShape,
+    gib,
+    over_budget,
+    predict,
+)
 from acestep_core.record import Record
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
@@ -55,9 +65,14 @@ class Refusal(Record):
         return self.predicted_bytes - self.budget_bytes
 
     def message(self) -> str:
+        if self.budget_bytes <= 0:
+            return (
+                f"refused: the {self.phase} phase needs {gib(self.predicted_bytes)} "
+                f"{over_budget(self.predicted_bytes, self.budget_bytes)}; no rung can make anything fit"
+            )
         return (
             f"refused: even after every rung the {self.phase} phase needs {gib(self.predicted_bytes)}, "
-            f"{gib(self.shortfall_bytes)} more than the {gib(self.budget_bytes)} budget"
+            f"{over_budget(self.predicted_bytes, self.budget_bytes)}"
         )
 
 
@@ -101,16 +116,31 @@ Predictor = Callable[[RunShape, Choices], Prediction]
 share of it where several run it (:mod:`acestep_core.optimize.layout`)."""
 
 
+def _corrected(predictor: Predictor, corrections: Corrector | None) -> Predictor:
+    """``predictor`` with a device's recorded runs applied (only :func:`predict` takes them: a device's
+    share over several devices is predicted without corrections)."""
+    if corrections is None:
+        return predictor
+    if predictor is not predict:
+        raise ValueError("corrections apply to a whole run on one device (predict), not to a share")
+    return functools.partial(predict, corrections=corrections)
+
+
 def fit(
     run: RunShape,
     choices: Choices,
     budget: Budget,
     abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
     *,
     predictor: Predictor = predict,
 ) -> LadderResult:
-    """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``."""
-    walked = list(steps(run, choices, budget, abilities, predictor=predictor))
+    """Step down the ladder until ``run`` under ``choices`` is predicted to fit ``budget``: by ``predictor``
+    (the whole run on one device, or one device's share of it), each prediction corrected by
+    ``corrections`` (this device's recorded runs) where given. A budget of zero or less (the context and
+    the margin take the whole device) is refused at once: no rung makes a phase need nothing."""
+    predictor = _corrected(predictor, corrections)
+    walked = list(steps(run, choices, budget, abilities, predictor=predictor)) if budget.has_room else []
     rungs = [rung for _, _, rung, _ in walked]
     if walked:
         run, choices, _, prediction = walked[-1]
@@ -128,10 +158,12 @@ def steps(
     choices: Choices,
     budget: Budget,
     abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
     *,
     predictor: Predictor = predict,
 ) -> Iterator[tuple[RunShape, Choices, Rung, Prediction]]:
     """Each rung the ladder takes, with the run and choices after it, until the plan fits or no rung helps."""
+    predictor = _corrected(predictor, corrections)
     prediction = predictor(run, choices)
     while prediction.peak_bytes > budget.usable_bytes:
         step = _first_helpful(run, choices, prediction, budget, abilities, predictor)
@@ -245,3 +277,69 @@ def _with(choices: Choices, field: str, component: str, value: str) -> Choices:
     mapping[component] = value
     changes: dict[str, Any] = {field: mapping}
     return dataclasses.replace(choices, **changes)
+
+
+# --------------------------------------------------------------------------------------------- mid-run
+class Recovery(Record):
+    """The rungs a run takes after an out-of-memory error in one phase, to retry that phase once."""
+
+    phase: str
+    run: RunShape
+    choices: Choices
+    rungs: tuple[Rung, ...]
+    before_bytes: int
+    """The phase's predicted reserved peak before (this device's corrections, the error included)."""
+    after_bytes: int
+    budget_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.after_bytes <= self.budget_bytes
+
+
+RECOVERY_SKIPS = ("lm=off", "duration=")
+"""Rungs a running request does not take: dropping the LM or shortening the clip would change what was
+asked mid-run (the plan's ladder may take them before anything runs)."""
+
+
+def recover(
+    run: RunShape,
+    choices: Choices,
+    phase: str,
+    budget: Budget,
+    abilities: Abilities = DISCRETE_GPU,
+    corrections: Corrector | None = None,
+) -> Recovery:
+    """The next rungs of the ladder for ``phase``, which ran out of memory: the first rung that lowers that
+    phase's predicted peak, then the next ones until it is predicted to fit ``budget`` (what the device has
+    now) or no rung helps. A smaller LM only for the LM phase and never one the user named; never the LM
+    off nor a shorter clip (:data:`RECOVERY_SKIPS`)."""
+
+    corrected = _corrected(predict, corrections)
+
+    def peak(candidate_run: RunShape, candidate: Choices) -> int | None:
+        for phase_peak in corrected(candidate_run, candidate).phases:
+            if phase_peak.phase == phase:
+                return phase_peak.peak_bytes
+        return None
+
+    before = current = peak(run, choices) or 0
+    rungs: list[Rung] = []
+    while not rungs or current > budget.usable_bytes:
+        taken = None
+        for candidate_run, candidate, name, why in _candidates(run, choices, budget, abilities, corrected):
+            if name.startswith(RECOVERY_SKIPS) or (name.startswith("lm=") and phase != "lm"):
+                continue
+            after = peak(candidate_run, candidate)
+            if after is not None and after < current:
+                reason = (
+                    f"{why}: the {phase} phase ran out of memory; its predicted peak {gib(current)} → {gib(after)}, "
+                    f"{gib(budget.usable_bytes)} available"
+                )
+                taken = (candidate_run, candidate, Rung(name, reason), after)
+                break
+        if taken is None:
+            break
+        run, choices, rung, current = taken
+        rungs.append(rung)
+    return Recovery(phase, run, choices, tuple(rungs), before, current, budget.usable_bytes)

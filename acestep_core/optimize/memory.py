@@ -5,9 +5,13 @@ Each component's peak during its phase is its weights plus a *working set* above
 peak is the largest phase (LM → text encoder → DiT → VAE), counting the weights of components
 that stay on the device between phases.
 
-What is compared with the budget is the allocator's **reserved** peak, what an out-of-memory error is
-about: the allocated peak (weights + working set) times ``1 + RESERVED_GAP_FITTED``, the gap the default
-caching allocator left between the two in the readings (``expandable_segments`` is not assumed).
+The model predicts **allocated** peaks (``max_memory_allocated``: weights + working set). What is compared
+with the budget is the allocator's **reserved** peak, what an out-of-memory error is about: the allocated
+peak plus the caching allocator's gap, its own term (:func:`reserved_bytes`: ``RESERVED_GAP_FITTED`` for
+plain weights, ``RESERVED_GAP_QUANTIZED_FITTED`` while a quanto-quantized component runs), fitted on reserved
+readings and judged on reserved readings only (``expandable_segments`` is not assumed). A device's own
+runs correct both terms (:mod:`acestep_core.optimize.corrections`): each phase's prediction may carry a
+:class:`PhaseCorrection`.
 
 Where the constants come from. Weights are counted from the architectures' shapes (the counts
 match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device).
@@ -25,17 +29,21 @@ model with both (``python benchmarks/memory_heldout.py``).
   from int64 index differences: 18 bytes a T² entry, read from its code) and the per-token activations
   beside the kept additive mask; with materialised (math/eager) attention, scores of heads × T² a batch
   item on top. With the flash backend no mask is built.
-- VAE (``h100-vae-2026-11-26.json``): full decode holds ≈5.5 tensors of decoder_channels × samples;
-  a tensor over 2³¹ elements costs one extra copy (the 600 s reading); tiled decode holds one tile's
-  working set plus the stitched output. A batch is decoded one item at a time and each decoded item
+- VAE (``h100-vae-2026-11-26.json``): full decode holds ≈5.5 tensors of decoder_channels × samples
+  plus a fixed part, which is the decoder's weight-norm weights computed at the first forward (the
+  readings' baseline was taken before it; counted here once, in the working set, never again beside the
+  weights); a tensor over 2³¹ elements costs one extra copy (the 600 s reading); tiled decode holds one
+  tile's working set plus the stitched output. A batch is decoded one item at a time and each decoded item
   moves to the CPU (:func:`acestep_core.runtime.vae_decode.decode`): the batch term is the latents.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import field, replace
+from typing import Protocol
 
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
@@ -64,11 +72,17 @@ QUANTIZED_BYTES_PER_WEIGHT: Mapping[str, float] = {"int8": 1.0, "fp8": 1.0, "int
 and shift per group of 128."""
 
 RESERVED_GAP_FITTED = 0.10
-"""Reserved peak ÷ allocated peak − 1 of the caching allocator: 3.8 … 15.5 % (mean 9.0 %) on the twelve
-bf16 LM readings of ``h100-2026-11-26.json``; 0.10 keeps every one of them within ±6 %. The int8
-readings there (and ``gpu_optimize.json``) quantized on the device, whose freed bf16 weights stay
-cached; the pipeline quantizes on the CPU."""
-ALLOCATOR = "default caching allocator (expandable_segments not assumed): reserved = allocated × 1.10"
+"""Reserved peak ÷ allocated peak − 1 of the caching allocator with plain (bf16) weights: 3.8 … 15.5 % on
+the twelve bf16 LM readings of ``h100-2026-11-26.json`` (the only reserved readings taken the pipeline's
+way); 0.10 keeps each of their reserved rows within ±6 %."""
+RESERVED_GAP_QUANTIZED_FITTED = 0.20
+"""The same gap while a quanto-quantized component runs (quanto dequantizes each weight as it multiplies:
+many short-lived weight-sized blocks): 11.6 … 28.3 % on the twelve int8 LM readings of
+``h100-2026-11-26.json``; 0.20 keeps each of their reserved rows within ±7 %."""
+ALLOCATOR = (
+    "default caching allocator (expandable_segments not assumed): reserved = allocated × 1.10 "
+    "(× 1.20 while a quantized component runs)"
+)
 """What the plan assumes about the allocator, stated in every plan."""
 
 DEFAULT_PROMPT_TOKENS = 1024
@@ -88,10 +102,21 @@ DIT_BYTES_PER_TOKEN_FITTED = 52.7 * KIB
 DIT_MATH_SCORE_BYTES_FITTED = 8.9
 """Bytes per head and (latent token)² with materialised attention (bf16 scores, fp32 softmax; 240 s and 600 s)."""
 VAE_FIXED_BYTES_FITTED = 167_865_418
-"""Full-decode intercept of the 30-240 s readings (convolution workspaces)."""
+"""Full-decode intercept of the 30-240 s readings: the decoder's weight-norm weights computed at the first
+forward (``VAEShape.decoder_conv_weights`` × 2 bytes = 168,693,248 in bf16; within 0.5 %), which the
+readings' baseline did not hold. Counted here, so not again beside the weights."""
 VAE_TENSORS_FITTED = 5.512
 """decoder_channels × samples tensors alive at the full-decode peak (slope of the 30-240 s readings)."""
 INT32_INDEX_LIMIT = 2**31
+LM_INT8_OVERHEAD_FITTED: Mapping[tuple[int, int, int], int] = {
+    (1024, 28, 3072): 82_998_016,
+    (2048, 28, 6144): 1_667_840,
+    (2560, 36, 9728): 21_668_608,
+}
+"""Bytes optimum-quanto's int8 LM holds beyond its counted weights, per LM shape (hidden, layers,
+intermediate): the ``int8_weights_bytes`` readings of ``h100-2026-11-26.json`` less the count, its rotary
+buffers included (79.2 / 1.6 / 20.7 MiB for 0.6B / 1.7B / 4B). Measured, not explained; 0 for a shape not
+measured."""
 TEXT_ENCODER_WORK_BYTES = 64 * MIB
 """The caption (≤256 tokens) through the encoder: small beside its weights; not measured."""
 
@@ -398,7 +423,12 @@ def lm_weight_bytes(
     per_weight = QUANTIZED_BYTES_PER_WEIGHT[quantization]
     head = shape.embedding_params if shape.lm_head and quantize_lm_head else 0
     unquantized = shape.embedding_params + shape.norm_params + (shape.head_params if not quantize_lm_head else 0)
-    return round((shape.linear_params + head) * per_weight + unquantized * full) + buffers
+    overhead = LM_INT8_OVERHEAD_FITTED.get((shape.hidden, shape.layers, shape.intermediate), 0)
+    return (
+        round((shape.linear_params + head) * per_weight + unquantized * full)
+        + buffers
+        + (overhead if quantization == "int8" else 0)
+    )
 
 
 def lm_estimate(
@@ -507,8 +537,6 @@ def vae_estimate(
         weights = weight_bytes(shape.params, 0, dtype, "none")
     else:
         weights = weight_bytes(shape.params, shape.params, dtype, quantization)
-    # the decoder's computed weight-norm weights stay on the device after its first forward
-    weights += shape.decoder_conv_weights * act
     latents = batch * shape.latent_channels * frames * act
     item = shape.audio_channels * frames * shape.hop * act
     if not tiled or tile_frames >= frames:
@@ -579,27 +607,84 @@ class Choices(Record):
     quantize_lm_head: bool = False
 
 
+class PhaseCorrection(Record):
+    """What this device's recorded runs change in one phase's prediction
+    (:mod:`acestep_core.optimize.corrections` builds it; the model's figures stay beside it)."""
+
+    own_bytes: int
+    """The phase's own allocated peak (its component's weights on the device + its working set), corrected:
+    the model's × ``factor``, never below what was measured for this very shape."""
+    runs: int
+    """Recorded runs this correction rests on."""
+    run_ids: tuple[str, ...] = ()
+    factor: float | None = None
+    """Measured ÷ predicted own peak on this device (mean of the runs used); None: no such runs."""
+    reserved_ratio: float | None = None
+    """Measured reserved ÷ allocated peak on this device; None: the model's gap."""
+    floor_own_bytes: int | None = None
+    """The largest own allocated peak measured (or, after an out-of-memory error, known to be exceeded) for
+    this exact shape."""
+    floor_reserved_bytes: int | None = None
+    """The same for the reserved peak, above the weights of the other components."""
+    evidence: str = ""
+
+
 class PhasePeak(Record):
     phase: str
     resident: Mapping[str, int]
     """Component → bytes of its weights on the device during this phase."""
     work_bytes: int
     detail: str
+    reserved_gap: float = RESERVED_GAP_FITTED
+    """The allocator's gap for this phase (:data:`RESERVED_GAP_QUANTIZED_FITTED` where its component is
+    quantized)."""
+    correction: PhaseCorrection | None = None
 
     @property
-    def allocated_bytes(self) -> int:
-        """The allocator's predicted allocated peak: resident weights + the phase's working set."""
+    def own_model_bytes(self) -> int:
+        """The model's allocated peak of this phase's own component: its weights on the device + working set."""
+        return self.resident.get(self.phase, 0) + self.work_bytes
+
+    @property
+    def others_bytes(self) -> int:
+        """Weights of the other components left on the device during this phase (counted exactly)."""
+        return sum(self.resident.values()) - self.resident.get(self.phase, 0)
+
+    @property
+    def model_allocated_bytes(self) -> int:
+        """The model's allocated peak, before any correction: resident weights + the phase's working set."""
         return sum(self.resident.values()) + self.work_bytes
 
     @property
+    def model_reserved_bytes(self) -> int:
+        return reserved_bytes(self.model_allocated_bytes, self.reserved_gap)
+
+    @property
+    def allocated_bytes(self) -> int:
+        """The predicted allocated peak: the model's, or corrected by this device's runs."""
+        if self.correction is None:
+            return self.model_allocated_bytes
+        return self.others_bytes + self.correction.own_bytes
+
+    @property
     def peak_bytes(self) -> int:
-        """The predicted **reserved** peak, what is compared with the budget."""
-        return reserved_bytes(self.allocated_bytes)
+        """The predicted **reserved** peak, what is compared with the budget: the allocated peak plus the
+        allocator's gap (this device's measured ratio where its runs give one), never below a reserved
+        peak measured for this shape."""
+        correction = self.correction
+        allocated = self.allocated_bytes
+        if correction is None:
+            return reserved_bytes(allocated, self.reserved_gap)
+        ratio = correction.reserved_ratio if correction.reserved_ratio is not None else 1 + self.reserved_gap
+        reserved = max(allocated, round(allocated * ratio))
+        if correction.floor_reserved_bytes is not None:
+            reserved = max(reserved, self.others_bytes + correction.floor_reserved_bytes)
+        return reserved
 
 
-def reserved_bytes(allocated: int) -> int:
+def reserved_bytes(allocated: int, gap: float = RESERVED_GAP_FITTED) -> int:
     """The caching allocator's reserved peak for an allocated peak (:data:`RESERVED_GAP_FITTED`)."""
-    return round(allocated * (1 + RESERVED_GAP_FITTED))
+    return round(allocated * (1 + gap))
 
 
 class Prediction(Record):
@@ -613,6 +698,19 @@ class Prediction(Record):
     @property
     def peak_bytes(self) -> int:
         return self.worst.peak_bytes
+
+    @property
+    def corrected(self) -> bool:
+        return any(p.correction is not None for p in self.phases)
+
+
+class Corrector(Protocol):
+    """Corrects one phase's prediction from a device's recorded runs (:class:`~acestep_core.optimize.
+    corrections.Corrections`); None leaves the model's figures."""
+
+    def __call__(
+        self, run: RunShape, choices: Choices, peak: PhasePeak, estimate: ComponentEstimate
+    ) -> PhaseCorrection | None: ...
 
 
 STREAMED_FRACTION = {"group": 2 / 24, "sequential": 1 / 24}
@@ -661,8 +759,9 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
     return estimates
 
 
-def predict(run: RunShape, choices: Choices) -> Prediction:
-    """Peak device memory of each phase of ``run`` under ``choices``."""
+def predict(run: RunShape, choices: Choices, corrections: Corrector | None = None) -> Prediction:
+    """Peak device memory of each phase of ``run`` under ``choices``; ``corrections`` (a device's recorded
+    runs) may correct each phase."""
     estimates = component_estimates(run, choices)
     phases = []
     for phase in PHASES:
@@ -675,7 +774,15 @@ def predict(run: RunShape, choices: Choices) -> Prediction:
                 resident[component] = round(estimate.weights_bytes * STREAMED_FRACTION.get(offload, 1.0))
             elif offload == "none":
                 resident[component] = estimate.weights_bytes
-        phases.append(PhasePeak(phase, resident, estimates[phase].work_bytes, estimates[phase].detail))
+        gap = (
+            RESERVED_GAP_QUANTIZED_FITTED if choices.quantization.get(phase, "none") != "none" else RESERVED_GAP_FITTED
+        )
+        peak = PhasePeak(phase, resident, estimates[phase].work_bytes, estimates[phase].detail, gap)
+        if corrections is not None:
+            correction = corrections(run, choices, peak, estimates[phase])
+            if correction is not None:
+                peak = dataclasses.replace(peak, correction=correction)
+        phases.append(peak)
     return Prediction(tuple(phases), estimates)
 
 
@@ -693,12 +800,36 @@ class Budget(Record):
     def usable_bytes(self) -> int:
         return self.total_bytes - self.context_bytes - self.margin_bytes
 
+    @property
+    def has_room(self) -> bool:
+        """False when the context and the margin take the whole device: nothing can fit, whatever the plan."""
+        return self.usable_bytes > 0
+
     def describe(self) -> str:
         total = f"{self.total_label} {_gib(self.total_bytes)}" if self.total_label else _gib(self.total_bytes)
         if not self.context_bytes and not self.margin_bytes:
             return f"{total}"
         context = f"{self.context_label} {_gib(self.context_bytes)}"
+        if not self.has_room:
+            return f"{total} − {context} − margin {_gib(self.margin_bytes)}: {NO_ROOM}"
         return f"{total} − {context} − margin {_gib(self.margin_bytes)} = {_gib(self.usable_bytes)}"
+
+
+NO_ROOM = "no room (the runtime's context and the safety margin take all its memory)"
+"""What a plan says instead of a budget of zero or less (never a negative figure in words)."""
+
+
+def over_budget(peak_bytes: int, usable_bytes: int) -> str:
+    """How far ``peak_bytes`` misses a budget, in words: "1.08 GiB more than the 6.71 GiB budget", or, where
+    the budget is zero or less, that there is no room at all."""
+    if usable_bytes <= 0:
+        return f"and the device has {NO_ROOM}"
+    return f"{_gib(peak_bytes - usable_bytes)} more than the {_gib(usable_bytes)} budget"
+
+
+def budget_words(usable_bytes: int) -> str:
+    """ "the 6.71 GiB budget", or :data:`NO_ROOM` where the budget is zero or less."""
+    return f"the {_gib(usable_bytes)} budget" if usable_bytes > 0 else NO_ROOM
 
 
 def device_budget(

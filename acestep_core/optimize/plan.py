@@ -15,12 +15,40 @@ from typing import Any, Literal
 
 from acestep_core.optimize import layout, platforms
 from acestep_core.optimize.components import components_table, model_set
-from acestep_core.optimize.ladder import Abilities, LadderResult, fit
+from acestep_core.optimize.corrections import Corrections, corrections_for
+from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, recover
 from acestep_core.optimize.ladder import Refusal as LadderRefusal
-from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, Prediction, RunShape, gib, predict
+from acestep_core.optimize.memory import (
+    ALLOCATOR,
+    NO_ROOM,
+    Budget,
+    Choices,
+    Prediction,
+    RunShape,
+    gib,
+    over_budget,
+    predict,
+)
 from acestep_core.record import Record
-from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
-from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.types import (
+    AdjustedRequest,
+    DeviceMemory,
+    MemoryObservation,
+    MemoryReading,
+    OptimizationPlan,
+    Resolution,
+    Setting,
+    Tier,
+)
+from acestep_core.vocabulary import (
+    GIB,
+    LATENT_RATE_HZ,
+    PHASES,
+    SAFETY_MARGIN_BYTES,
+    VAE_HOP,
+    VAE_TILE_FRAMES,
+    VAE_TILE_OVERLAP,
+)
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
@@ -48,18 +76,22 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     able = platforms.abilities(device)
     start = _tier_choices(tier, reading, able, attention.value, {c: v for c, (v, _) in precision.items()})
     run = run_shape(adjusted, tier)
-    result = _fitted(run, start.choices, _abilities(able, tier), device)
+    corrections = corrections_for(reading)
+    result = _fitted(run, start.choices, _abilities(able, tier), device, corrections)
     final, final_run = (result.choices, result.run) if result else (start.choices, run)
     taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
     settings += _offload_settings(final, taken, start)
     settings += _quantization_settings(final, taken, start)
     settings += _quantization_exclude_settings()
-    settings += _vae_settings(final, taken, start, fitted=result is not None)
+    settings += _vae_settings(final, taken, start, result)
     settings += _model_settings(final_run, final)
     settings += _lm_settings(adjusted, tier, reading)
     if not device.is_accelerator:
         return settings + _host_settings(device)
-    return settings + _memory_settings(run, final_run, final, result)
+    settings += _memory_settings(run, final_run, final, result)
+    if corrections is not None and result is not None:
+        settings.append(corrections_setting(result.prediction, corrections))
+    return settings
 
 
 class _Start(Record):
@@ -132,10 +164,18 @@ def _abilities(able: platforms.DeviceAbilities, tier: Tier) -> Abilities:
     )
 
 
-def _fitted(run: RunShape, choices: Choices, abilities: Abilities, device: DeviceMemory) -> LadderResult | None:
-    """The ladder's fit to the device budget; None off an accelerator (no budget to fit)."""
+def ladder_abilities(device: DeviceMemory, tier: Tier) -> Abilities:
+    """What the ladder may do on ``device`` (:func:`platforms.abilities`) within ``tier``'s LM sizes."""
+    return _abilities(platforms.abilities(device), tier)
+
+
+def _fitted(
+    run: RunShape, choices: Choices, abilities: Abilities, device: DeviceMemory, corrections: Corrections | None
+) -> LadderResult | None:
+    """The ladder's fit to the device budget (this device's recorded runs correcting the model); None off an
+    accelerator (no budget to fit)."""
     budget = platforms.budget_for(device) if device.is_accelerator else None
-    return fit(run, choices, budget, abilities) if budget is not None else None
+    return fit(run, choices, budget, abilities, corrections) if budget is not None else None
 
 
 def _offload_settings(final: Choices, taken: Mapping[str, str], start: _Start) -> list[Setting]:
@@ -182,9 +222,16 @@ def _quantization_exclude_settings() -> list[Setting]:
     ]
 
 
-def _vae_settings(final: Choices, taken: Mapping[str, str], start: _Start, *, fitted: bool) -> list[Setting]:
+def _vae_settings(
+    final: Choices, taken: Mapping[str, str], start: _Start, result: LadderResult | None
+) -> list[Setting]:
     tiled = final.vae_decode == "tiled"
-    whole = "the whole clip fits the budget in one decode" if fitted else "no device budget to check: one decode"
+    if result is None:
+        whole = "no device budget to check: one decode"
+    elif result.refusal is None:
+        whole = "the whole clip fits the budget in one decode"
+    else:
+        whole = "the tier's one decode (the plan is refused: see ladder.refused)"
     why = taken.get("vae.tiled", start.vae_why or whole)
     return [
         Setting("vae.decode", final.vae_decode, f"ladder: {why}" if "vae.tiled" in taken else why),
@@ -260,7 +307,7 @@ def check_resolution(resolution: Resolution) -> tuple[int, int | None]:
         shares = layout.device_shares(run, choices_from_plan(resolution.plan), resolution.reading)
         worst = layout.over_budget(shares) or layout.most_loaded(shares)
         return worst.prediction.peak_bytes, None if worst.budget is None else worst.budget.usable_bytes
-    peak = predict(run, choices_from_plan(resolution.plan)).peak_bytes
+    peak = predict(run, choices_from_plan(resolution.plan), corrections_for(resolution.reading)).peak_bytes
     device = resolution.reading.device
     # on a CPU the model's figures are GPU-shaped (not predicted there), so nothing is checked
     budget = platforms.budget_for(device) if device.is_accelerator else None
@@ -292,7 +339,7 @@ def check_plan(
     budget = platforms.budget_for(device) if device.is_accelerator else None
     if budget is None:
         return plan
-    check = PlanCheck.of(plan, adjusted, tier, budget, user_keys=user_keys, force=force)
+    check = PlanCheck.of(plan, adjusted, tier, budget, corrections_for(reading), user_keys=user_keys, force=force)
     settings = {s.key: s for s in plan} | check.repredicted(plan) | check.verdict(plan)
     return OptimizationPlan(tuple(settings.values()))
 
@@ -311,6 +358,8 @@ class PlanCheck(Record):
     """The user's settings as ``key=value, …``; empty when the user set none."""
     refusal: Refusal
     force: bool
+    corrections: Corrections | None = None
+    """This device's recorded runs, which corrected :attr:`prediction` (None: none recorded)."""
 
     @classmethod
     def of(
@@ -319,11 +368,12 @@ class PlanCheck(Record):
         adjusted: AdjustedRequest,
         tier: Tier,
         budget: Budget,
+        corrections: Corrections | None,
         *,
         user_keys: tuple[str, ...],
         force: bool,
     ) -> PlanCheck:
-        prediction = predict(planned_run(plan, adjusted, tier), choices_from_plan(plan))
+        prediction = predict(planned_run(plan, adjusted, tier), choices_from_plan(plan), corrections)
         user = ", ".join(f"{key}={plan.value(key)!r}" for key in user_keys)
         existing = plan.value("ladder.refused")
         refusal: Refusal
@@ -335,7 +385,7 @@ class PlanCheck(Record):
             refusal = "ladder"
         else:
             refusal = "plugin"
-        return cls(prediction, budget, user, refusal, force)
+        return cls(prediction, budget, user, refusal, force, corrections)
 
     @property
     def fits(self) -> bool:
@@ -357,14 +407,18 @@ class PlanCheck(Record):
             "memory.predicted_peak_gib": Setting(
                 "memory.predicted_peak_gib",
                 round(worst.peak_bytes / GIB, 2),
-                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), of a "
-                f"{gib(usable)} budget",
+                f"{again}: {gib(worst.peak_bytes)} reserved peak in the {worst.phase} phase ({ALLOCATOR}), "
+                + (f"of a {gib(usable)} budget" if self.budget.has_room else f"and the device has {NO_ROOM}"),
                 CHECK_PLUGIN,
             ),
         }
         if "memory.budget_gib" not in plan:
             found["memory.budget_gib"] = Setting(
                 "memory.budget_gib", round(usable / GIB, 2), f"budget = {self.budget.describe()}", CHECK_PLUGIN
+            )
+        if self.corrections is not None:
+            found["memory.corrections"] = dataclasses.replace(
+                corrections_setting(self.prediction, self.corrections), plugin=CHECK_PLUGIN
             )
         return found
 
@@ -407,8 +461,8 @@ class PlanCheck(Record):
     def _over(self) -> str:
         worst, usable = self.prediction.worst, self.budget.usable_bytes
         return (
-            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {gib(worst.peak_bytes - usable)} more "
-            f"than the {gib(usable)} budget" + (f" with the user's {self.user}" if self.user else "")
+            f"the {worst.phase} phase is predicted at {gib(worst.peak_bytes)}, {over_budget(worst.peak_bytes, usable)}"
+            + (f" with the user's {self.user}" if self.user else "")
         )
 
     def _numbers(self) -> dict[str, Any]:
@@ -492,14 +546,19 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
             round(worst.peak_bytes / GIB, 2),
             f"{lm}{run.duration_s:g} s × {run.batch}: {gib(worst.peak_bytes)} reserved peak predicted "
             f"in the {worst.phase} phase ({gib(worst.allocated_bytes)} allocated; {ALLOCATOR}), "
-            f"of a {gib(budget.usable_bytes)} budget",
+            + (f"of a {gib(budget.usable_bytes)} budget" if budget.has_room else f"and the device has {NO_ROOM}"),
         )
     )
     settings.append(Setting("memory.budget_gib", round(budget.usable_bytes / GIB, 2), f"budget = {budget.describe()}"))
     rung_reasons = " | ".join(f"{r.name}: {r.reason}" for r in result.rungs)
-    settings.append(
-        Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons or "the tier's plan fits: no rung needed")
-    )
+    if not rung_reasons:
+        if result.refusal is None:
+            rung_reasons = "the tier's plan fits: no rung needed"
+        elif not budget.has_room:
+            rung_reasons = f"none taken: the device has {NO_ROOM}, so no rung can make anything fit"
+        else:
+            rung_reasons = "none taken: no rung lowers the predicted peak"
+    settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons))
     if run.lm_model != asked.lm_model:
         now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
         settings.append(
@@ -640,7 +699,7 @@ def layout_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReadin
         per_device[key] = [
             *_offload_settings(final, taken, starts[key]),
             *_quantization_settings(final, taken, starts[key]),
-            *_vae_settings(final, taken, starts[key], fitted=result is not None),
+            *_vae_settings(final, taken, starts[key], result),
         ]
     for prefix in ("offload", "quantization"):
         settings += [_of(per_device[owner[c]], f"{prefix}.{c}", owner[c]) for c in PHASES]
@@ -787,3 +846,142 @@ def check_layout_plan(
             warning=True,
         )
     return OptimizationPlan(tuple(settings.values()))
+
+
+# --------------------------------------------------------------------------------------------- corrections
+def corrections_setting(prediction: Prediction, corrections: Corrections) -> Setting:
+    """``memory.corrections``: which phases this device's recorded runs corrected, and from how many runs."""
+    corrected = [p for p in prediction.phases if p.correction is not None]
+    runs = {run_id for p in corrected if p.correction for run_id in p.correction.run_ids}
+    if not corrected:
+        return Setting(
+            "memory.corrections",
+            {},
+            f"{len({o.run_id for o in corrections.observations})} run(s) recorded on this device, none of this "
+            "plan's shapes or families: the model's figures stand",
+        )
+    value = {p.phase: p.correction.runs for p in corrected if p.correction}
+    parts = "; ".join(
+        f"{p.phase} {gib(p.model_reserved_bytes)} → {gib(p.peak_bytes)} ({p.correction.evidence})"
+        for p in corrected
+        if p.correction
+    )
+    return Setting("memory.corrections", value, f"corrected from {len(runs)} runs on this device: {parts}")
+
+
+def explain_memory(resolution: Resolution) -> list[dict[str, Any]]:
+    """Per phase of the resolution's final plan: the model's prediction, this device's correction and the
+    evidence behind it (``acestep-core plan --explain-memory``)."""
+    device = resolution.reading.device
+    if not device.is_accelerator:
+        return []
+    run = planned_run(resolution.plan, resolution.adjusted, resolution.tier)
+    choices = choices_from_plan(resolution.plan)
+    corrections = corrections_for(resolution.reading)
+    model = {p.phase: p for p in predict(run, choices).phases}
+    budget = platforms.budget_for(device)
+    rows = []
+    for phase in predict(run, choices, corrections).phases:
+        plain = model[phase.phase]
+        correction = phase.correction
+        rows.append(
+            {
+                "phase": phase.phase,
+                "model_allocated_bytes": plain.model_allocated_bytes,
+                "model_reserved_bytes": plain.peak_bytes,
+                "others_on_device_bytes": phase.others_bytes,
+                "allocated_bytes": phase.allocated_bytes,
+                "reserved_bytes": phase.peak_bytes,
+                "budget_bytes": None if budget is None else budget.usable_bytes,
+                "detail": phase.detail,
+                "correction": None
+                if correction is None
+                else {
+                    "runs": correction.runs,
+                    "factor": None if correction.factor is None else round(correction.factor, 4),
+                    "reserved_ratio": None
+                    if correction.reserved_ratio is None
+                    else round(correction.reserved_ratio, 4),
+                    "floor_own_bytes": correction.floor_own_bytes,
+                    "floor_reserved_bytes": correction.floor_reserved_bytes,
+                    "evidence": correction.evidence,
+                },
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- mid-run
+def budget_now(reading: MemoryReading, in_use_bytes: int | None) -> tuple[Budget | None, str]:
+    """The budget a phase retried after an out-of-memory error may use, and what it rests on: the plan's
+    budget, lowered to what this run holds plus the device's *effective* free memory (device free + this
+    process's allocator cache, :attr:`~acestep_core.DeviceMemory.effective_free_bytes`) less the margin, where
+    the reading carries the allocator's figures (a running process reads them)."""
+    device = reading.device
+    planned = platforms.budget_for(device) if device.is_accelerator else None
+    effective = device.effective_free_bytes
+    if in_use_bytes is None or effective is None or device.allocator_reserved_bytes is None:
+        return planned, "the plan's" + ("" if planned is None else f" {gib(planned.usable_bytes)}") + (
+            " (no allocator figures here)"
+        )
+    now = Budget(
+        in_use_bytes + effective,
+        0,
+        SAFETY_MARGIN_BYTES,
+        context_label="nothing",
+        total_label="held by this run + effective free",
+    )
+    basis = f"{gib(now.usable_bytes)} = held by this run {gib(in_use_bytes)} + {device.free_basis()} − margin"
+    if planned is not None and planned.usable_bytes <= now.usable_bytes:
+        return planned, f"the plan's {gib(planned.usable_bytes)} (the device has more: {basis})"
+    return now, basis
+
+
+def replan_after_oom(
+    plan: Mapping[str, Any],
+    resolution: Resolution,
+    phase: str,
+    *,
+    batch: int,
+    failure: MemoryObservation | None,
+    budget: Budget | None,
+) -> tuple[dict[str, Any], Recovery]:
+    """The plan keys a run changes to retry ``phase`` after it ran out of memory (:func:`ladder.recover`):
+    the run's current ``plan`` values and ``batch``, this device's recorded runs plus ``failure`` (so the
+    failed configuration is predicted at least as large as it proved), and the ``budget`` available now."""
+    adjusted, tier, reading = resolution.adjusted, resolution.tier, resolution.reading
+    asked = run_shape(adjusted, tier)
+    run = RunShape(
+        duration_s=float(plan.get("ladder.duration_s", asked.duration_s)),
+        batch=batch,
+        lm_model=plan.get("ladder.lm_model", asked.lm_model) if "ladder.lm_model" in plan else asked.lm_model,
+        lm_choice=asked.lm_choice,
+        models=asked.models,
+    )
+    choices = choices_from_plan(plan)
+    observations = (*reading.observations, *(() if failure is None else (failure,)))
+    corrections = Corrections(observations) if observations else None
+    budget = budget or platforms.budget_for(reading.device) or Budget(2**62, 0, 0)
+    recovery = recover(run, choices, phase, budget, ladder_abilities(reading.device, tier), corrections)
+    changes: dict[str, Any] = {}
+    after = recovery.choices
+    for component in PHASES:
+        for key, before_value, after_value in (
+            (f"offload.{component}", choices.offload.get(component), after.offload.get(component)),
+            (f"quantization.{component}", choices.quantization.get(component), after.quantization.get(component)),
+        ):
+            if before_value != after_value:
+                changes[key] = after_value
+    vae: tuple[tuple[str, object, object], ...] = (
+        ("vae.decode", choices.vae_decode, after.vae_decode),
+        ("vae.tile_frames", choices.tile_frames, after.tile_frames),
+        ("vae.tile_overlap", choices.tile_overlap, after.tile_overlap),
+    )
+    for key, before, now in vae:
+        if before != now:
+            changes[key] = now
+    if recovery.run.batch != run.batch:
+        changes["ladder.batch_size"] = recovery.run.batch
+    if recovery.run.lm_model != run.lm_model:
+        changes["ladder.lm_model"] = recovery.run.lm_model
+    return changes, recovery

@@ -41,9 +41,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from acestep_core.inputs import RESULTS_SIZE_LIMIT, InputFileError, read_text_limited
+from acestep_core.optimize.corrections import observe, out_of_memory_bounds
+from acestep_core.optimize.memory import Choices, RunShape
 from acestep_core.tables import parse_table, table_to_toml
-from acestep_core.types import Tier, TierTable
+from acestep_core.types import MemoryObservation, Tier, TierTable
 from acestep_core.vocabulary import (
+    CODES_PER_SECOND,
     CUDA_CONTEXT_BYTES,
     DIT_MODELS,
     GIB,
@@ -237,10 +240,15 @@ class Calibrator:
         deadline_s: float | None = None,
         progress: bool = True,
         overwrite: bool = False,
+        observe: Callable[[Measurement], None] | None = None,
     ) -> None:
         """:raises ValueError: before any trial, when ``out_dir`` holds a tiers.toml this command did not
-        write (unless ``overwrite``) or a raw file it cannot resume from."""
+        write (unless ``overwrite``) or a raw file it cannot resume from.
+
+        :param observe: called with each trial this run measures (not those resumed from the raw file):
+            the command feeds them to the correction store (:func:`observation_of`)."""
         self.backend = backend
+        self.observe = observe
         self.base_table = base_table
         """The active table: tiers outside the measured cards come from it."""
         self.config = dataclasses.replace(config, backend=backend.kind)
@@ -343,6 +351,8 @@ class Calibrator:
         self.measurements[trial.key] = measurement
         self.trials_run += 1
         self._write_raw(complete=False)
+        if self.observe is not None:
+            self.observe(measurement)
         return measurement
 
     def run(self) -> CalibrationResult:
@@ -630,3 +640,40 @@ class FootprintBackend:
 
     def close(self) -> None:
         pass
+
+
+# --------------------------------------------------------------------------------------------- the correction store
+CALIBRATE_CHOICES = {"attention": "sdpa", "precision": "bf16"}
+"""What calibrate's real-shaped trials run with on a GPU (the memory-model choices they are predicted with)."""
+
+
+def observation_of(measurement: Measurement, reserved_bytes: int | None, run_id: str) -> MemoryObservation:
+    """A trial as the correction store records it: the phase's own measured peaks beside the memory model's
+    prediction for the trial's workload (LM: a prompt of 5 codes a second + 500 tokens, then 4 generated;
+    DiT: one forward; VAE: the pipeline's decode), one component on the device. A trial that ran out of
+    memory records lower bounds: the message's figures, and the cap as the reserved peak it exceeded."""
+    kind, _, size = measurement.phase.partition(":")
+    duration = float(measurement.duration_s)
+    run = RunShape(
+        duration,
+        measurement.batch,
+        size if kind == "lm" else None,
+        prompt_tokens=measurement.duration_s * CODES_PER_SECOND + PROMPT_OVERHEAD_TOKENS,
+        cot_tokens=NEW_TOKENS - math.ceil(duration * CODES_PER_SECOND),
+    )
+    choices = Choices(attention=CALIBRATE_CHOICES["attention"], vae_decode="full" if kind != "vae" else size)
+    if measurement.fits:
+        allocated, reserved = measurement.peak_bytes, reserved_bytes
+    else:
+        bounds = out_of_memory_bounds(measurement.error)
+        allocated, reserved = bounds.get("allocated"), max(bounds.get("reserved", 0), measurement.cap_bytes)
+    return observe(
+        run,
+        choices,
+        kind,
+        allocated_bytes=allocated,
+        reserved_bytes=reserved,
+        source="calibrate",
+        out_of_memory=not measurement.fits,
+        run_id=f"{run_id} {measurement.key}",
+    )

@@ -90,6 +90,8 @@ class TorchBackend:
         self._phase: str | None = None
         self._model: Any = None
         self._weights = 0
+        self.last_reserved: int | None = None
+        """``max_memory_reserved`` of the last trial (a GPU's allocator); None on the CPU or after an OOM."""
         if self.gpu is not None:
             self.gpu.init()
             self.total_bytes = self.gpu.get_device_properties(self.device).total_memory
@@ -176,6 +178,7 @@ class TorchBackend:
     def run(self, trial: Trial) -> int:
         torch = self.torch
         model = self._load(trial.phase)
+        self.last_reserved = None
         if self.on_cuda:
             gc.collect()
             self.gpu.empty_cache()
@@ -187,6 +190,7 @@ class TorchBackend:
                 held = self._workload(model, trial)
             if self.on_cuda:
                 self.gpu.synchronize(self.device)
+                self.last_reserved = int(self.gpu.max_memory_reserved(self.device))
                 return int(self.gpu.max_memory_allocated(self.device))
             needed = self._weights + held
             if needed > self.cap_bytes(trial.card_gb):

@@ -29,6 +29,8 @@ examples:
 Each card of C GB is emulated by capping the allocator at C - context - margin GB
 (torch.cuda.set_per_process_memory_fraction; nvidia-smi and mem_get_info do not show the cap).
 Interrupted? Run the same command again: measurements already in OUT/measurements.json are reused.
+On a GPU every trial (and every out-of-memory error) also goes to the correction store that corrects
+this device's next plans (acestep-core plan --explain-memory), as real runs do.
 On a CPU the tiny models run and each trial's footprint is estimated against a fake budget of
 C x --cpu-unit-mib MiB (defaults: cards 20,40, durations 10,20, batches 1,2): this tests the
 mechanics only; it says nothing about any GPU.
@@ -184,6 +186,15 @@ def run_calibrate(args: argparse.Namespace) -> int:
         margin_gb=config.margin_gb,
         cpu_unit_bytes=int(args.cpu_unit_mib * MIB),
     )
+    from acestep_core.optimize.corrections import new_run_id
+
+    observations: list[Any] = []
+    run_id = new_run_id()
+
+    def observe(measurement: Any) -> None:
+        if backend.on_cuda:  # an allocator's peaks: what the memory model predicts (a CPU's estimate is not)
+            observations.append(calibrate.observation_of(measurement, backend.last_reserved, run_id))
+
     try:
         calibrator = calibrate.Calibrator(
             backend,
@@ -193,6 +204,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             deadline_s=args.time_limit,
             progress=not args.no_progress and not args.json,
             overwrite=args.overwrite,
+            observe=observe,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -200,11 +212,32 @@ def run_calibrate(args: argparse.Namespace) -> int:
     report = calibration_report(result, args.compare_with)
     report["device"] = device
     report["note"] = CPU_NOTE.format(unit=args.cpu_unit_mib) if on_cpu else None
+    report["memory_corrections"] = feed_corrections(observations)
     if args.json:
         print_json(report)
     else:
         print(render_report(report))
     return 0 if result.complete else 1
+
+
+def feed_corrections(observations: list[Any]) -> str:
+    """Record the trials in the correction store for this device's next plans; what happened, in words."""
+    if not observations:
+        return "nothing recorded: no trial measured on a GPU's allocator"
+    from acestep_core.cli import environ
+    from acestep_core.optimize import corrections
+    from acestep_core.plugins import get_plugin_manager
+    from acestep_core.resolve import detect
+    from acestep_core.types import DetectOptions
+
+    env = environ()
+    reading, _, _ = detect(get_plugin_manager(), DetectOptions(environ=env))
+    problem = corrections.record(observations, reading.device, env)
+    if problem:
+        return problem
+    return (
+        f"{len(observations)} trial(s) recorded for {reading.device.name}'s next plans in {corrections.store_path(env)}"
+    )
 
 
 def calibration_report(result: Any, compare_with: str | None) -> dict[str, Any]:
@@ -251,6 +284,8 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(f"  {card['card_gb']:>5g} GB ({cap}): {base}; {lm}")
         lines.extend(f"         note: {card_note}" for card_note in card["notes"])
     lines.append(f"table written to {report['table_file']} (validated)")
+    if report.get("memory_corrections"):
+        lines.append(f"memory corrections: {report['memory_corrections']}")
     if "comparison" in report:
         differing = [c for c in report["comparison"]["cards"] if c["differences"]]
         lines.append(

@@ -34,6 +34,11 @@ Your files are safe: without --out each run writes into a new folder acestep-out
 are replaced or removed, nothing else). Each WAV is written under a temporary name and renamed, and
 --out is checked before any work starts. Ctrl-C cancels cleanly: models are released and the clips
 this run had written are removed (the message says which).
+
+A phase that runs out of device memory is freed and retried once a rung further down the ladder (tiled
+VAE, offload, int8, streamed DiT, a smaller batch; never an LM you named), as the report's decisions say;
+a second out-of-memory error stops the run with one message (exit 1) and nothing written. Every run on a
+GPU records its measured peaks for the next plan on that device (`acestep-core plan --explain-memory`).
 """
 
 
@@ -88,6 +93,7 @@ def run_generate(args: argparse.Namespace) -> int:
         DEFAULT_CAPTION,
         CancelHandle,
         GenerationCancelledError,
+        GenerationOutOfMemoryError,
         generate,
         render_report,
     )
@@ -117,6 +123,14 @@ def run_generate(args: argparse.Namespace) -> int:
         else:
             print(f"acestep-core: {message}", file=sys.stderr)
         return EXIT_CANCELLED
+    except GenerationOutOfMemoryError as error:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if args.json:
+            print_json({"error": str(error), "out_of_memory": True, "recoveries": list(error.recoveries)})
+        else:
+            print(f"acestep-core: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     written = {Path(clip_.path).name for clip_ in result.clips}
     stale = sorted(name for name in before - written if STALE_CLIP.fullmatch(name))
     for name in stale:

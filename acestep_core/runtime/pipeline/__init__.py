@@ -24,12 +24,13 @@ from acestep_core.runtime.pipeline.records import (
     CancelHandle,
     ClipReport,
     GenerationCancelledError,
+    GenerationOutOfMemoryError,
     GenerationResult,
     PhaseReport,
     RunOptions,
 )
 from acestep_core.runtime.pipeline.report import decision_lines, render_report
-from acestep_core.runtime.pipeline.run import DEFAULT_DURATION_S, generate, run, run_limits
+from acestep_core.runtime.pipeline.run import DEFAULT_DURATION_S, generate, is_out_of_memory, run, run_limits
 from acestep_core.runtime.pipeline.session import rss_bytes
 
 __all__ = [
@@ -38,11 +39,13 @@ __all__ = [
     "CancelHandle",
     "ClipReport",
     "GenerationCancelledError",
+    "GenerationOutOfMemoryError",
     "GenerationResult",
     "PhaseReport",
     "RunOptions",
     "decision_lines",
     "generate",
+    "is_out_of_memory",
     "render_report",
     "rss_bytes",
     "run",

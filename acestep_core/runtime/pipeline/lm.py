@@ -43,7 +43,7 @@ def run_lm(
 ) -> tuple[PhaseReport, list[float], list[list[int]]]:
     """Generate ``batch`` rows of chain of thought + codes; the durations are what the codes cover."""
     size = session.options.size
-    lm_model = session.resolution.plan.value("ladder.lm_model", session.resolution.adjusted.lm_model)
+    lm_model = str(session.plan.get("ladder.lm_model") or session.resolution.adjusted.lm_model)
     forced = None if duration_s is None else max(1, round(duration_s))
     loading = "lm" in session.sources
     with session.phase("lm") as phase:
@@ -71,6 +71,7 @@ def run_lm(
         caption = session.options.caption if loading else clean_caption(session.options.caption)
         prompt = f"{caption}\n<think>\nduration:"
         ids = torch.tensor([tokenizer.encode(prompt).ids] * batch, device=session.device_of("lm"))
+        prompt_tokens = int(ids.shape[1])
         budget = COT_TOKEN_BUDGET + 8 + (forced or max_duration_s) * CODES_PER_SECOND + 2
         bar = session.bar("lm", budget, "tokens")
         torch.manual_seed(session.options.seed)
@@ -108,6 +109,7 @@ def run_lm(
                 "max_duration_s": max_duration_s,
                 "durations_s": durations,
                 "codes": [len(c) for c in codes],
+                "prompt_tokens": prompt_tokens,
                 "generated_tokens": max(len(r) for r in rows),
             }
         )

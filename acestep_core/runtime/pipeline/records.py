@@ -29,6 +29,15 @@ class GenerationCancelledError(RuntimeError):
         self.removed = removed
 
 
+class GenerationOutOfMemoryError(RuntimeError):
+    """A phase ran out of device memory, and again after the recovery's rungs: the run stopped, its models
+    were released and nothing was written. ``recoveries``: what was tried, as in the decision record."""
+
+    def __init__(self, message: str, *, recoveries: tuple[Mapping[str, Any], ...] = ()) -> None:
+        super().__init__(message)
+        self.recoveries = recoveries
+
+
 class CancelHandle:
     """Cancel a running generation from another thread: ``handle.cancel()``; the run stops at the next
     token, denoising step or decoded item, releases its models and raises :class:`GenerationCancelledError`."""
@@ -90,6 +99,8 @@ class PhaseReport:
     peak_measure: str
     """``torch.cuda.max_memory_allocated`` (device) or ``peak host RSS during the phase``."""
     details: Mapping[str, Any] = field(default_factory=dict)
+    reserved_peak_bytes: int | None = None
+    """``max_memory_reserved`` during the phase (a device's caching allocator); None on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,9 @@ class GenerationResult:
     size: str
     seconds: float
     notes: tuple[str, ...]
+    recoveries: tuple[Mapping[str, Any], ...] = ()
+    """Each out-of-memory error a phase recovered from: the phase, the error, the rungs taken, the budget it
+    re-planned for and the retry's outcome."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,5 +133,6 @@ class GenerationResult:
             "clips": to_jsonable(self.clips),
             "phases": to_jsonable(self.phases),
             "notes": list(self.notes),
-            "decisions": decision_lines(self.resolution),
+            "recoveries": to_jsonable(self.recoveries),
+            "decisions": decision_lines(self.resolution, self.recoveries),
         }

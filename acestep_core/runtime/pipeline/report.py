@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from acestep_core.types import COMPONENTS, Resolution
 from acestep_core.vocabulary import MIB
@@ -21,8 +22,9 @@ _PLAN_LINES = (
 )
 
 
-def decision_lines(resolution: Resolution) -> list[str]:
-    """The decisions that shaped a run, one line each: tier, clamps, overrides, the plan."""
+def decision_lines(resolution: Resolution, recoveries: Iterable[Mapping[str, Any]] = ()) -> list[str]:
+    """The decisions that shaped a run, one line each: tier, clamps, overrides, the plan, and each recovery
+    from an out-of-memory error."""
     tier = resolution.tier
     lines = [
         f"tier: {tier.label} ({tier.vram_label()}) from table {resolution.table!r} "
@@ -38,6 +40,12 @@ def decision_lines(resolution: Resolution) -> list[str]:
         if key in resolution.plan:
             setting = resolution.plan[key]
             lines.append(f"plan: {key} = {setting.value!r}: {setting.reason} [{setting.plugin}]")
+    for recovery in recoveries:
+        taken = "; ".join(f"{r['name']}: {r['reason']}" for r in recovery["rungs"]) or "no rung helped"
+        lines.append(
+            f"recovery: the {recovery['phase']} phase ran out of device memory ({recovery['error']}); took {taken}; "
+            f"budget {recovery['budget_basis']}; retry: {recovery['retry']} [acestep_core.runtime]"
+        )
     return lines
 
 
@@ -59,7 +67,7 @@ def render_report(result: GenerationResult) -> str:
         codes = "" if clip.codes is None else f", {clip.codes} codes"
         lines.append(f"  {clip.path}  {clip.duration_s:g} s, {clip.samples} samples{codes}")
     lines.append("decisions")
-    lines += [f"  {line}" for line in decision_lines(result.resolution)]
+    lines += [f"  {line}" for line in decision_lines(result.resolution, result.recoveries)]
     if result.resolution.warnings:
         lines.append("warnings")
         lines += [f"  ! {w}" for w in result.resolution.warnings]

@@ -26,15 +26,21 @@ from diffusers.utils import logging as diffusers_logging
 from tqdm import tqdm
 
 from acestep_core.checkpoints import CheckpointError, dit_part_configs, scan, sniff
+from acestep_core.optimize.corrections import new_run_id
 from acestep_core.resolve import ResolutionError
 from acestep_core.runtime.apply import apply_plan
 from acestep_core.runtime.models import TOKENIZER_CHARS, dit_config
 from acestep_core.runtime.models.loader import LoadedCheckpoint, load_checkpoint
 from acestep_core.runtime.pipeline.records import CancelHandle, PhaseReport, ProgressCallback, RunOptions
-from acestep_core.types import COMPONENTS, DeviceMemory, Resolution
+from acestep_core.types import COMPONENTS, DeviceMemory, MemoryObservation, Resolution
 
 MEMORY_SAVINGS = ("quantization", "offload")
 """Plan key groups that only save device memory: dropped when the run falls back to the CPU."""
+
+FaultHook = Callable[[str, int], None]
+"""Called as ``(phase, attempt)`` once a phase's component is built and placed on the device (attempt 0,
+then 1 for the retry after an out-of-memory error): a test raises ``torch.OutOfMemoryError`` there to run
+the recovery on a CPU. The runner's one fault point."""
 
 
 class RunSession:
@@ -49,6 +55,8 @@ class RunSession:
         on_progress: ProgressCallback | None = None,
         *,
         lm: str | None = None,
+        fault: FaultHook | None = None,
+        memory_probe: Callable[[torch.device], PeakMemory] | None = None,
     ) -> None:
         self.resolution = resolution
         self.options = options
@@ -69,6 +77,18 @@ class RunSession:
         self.loaded: dict[str, LoadedCheckpoint] = {}
         self.sources = checkpoint_sources(resolution, options, lm)
         """Component → the folder it is loaded from (the others are built with random weights)."""
+        self.fault = fault
+        self.memory_probe = memory_probe or PeakMemory
+        self.attempts: dict[str, int] = {}
+        """Phase → the attempt running (0, or 1 for the retry after an out-of-memory error)."""
+        self.batch = 1
+        """The batch the phases run (the plan's; lowered by a recovery's ``batch`` rung)."""
+        self.on_device: dict[str, tuple[str, ...]] = {}
+        """Phase → the other components left on the device while it ran."""
+        self.observations: list[MemoryObservation] = []
+        """What this run measured, for the correction store (written when the run ends)."""
+        self.recoveries: list[dict[str, Any]] = []
+        self.run_id = new_run_id()
         needed = 4 if lm is not None else 3
         self.notes: list[str] = [
             f"checkpoints loaded for every component: {', '.join(sorted(self.sources))}"
@@ -156,6 +176,8 @@ class RunSession:
             applied = apply_plan(model, name, self.plan, device=self.device_of(name))
         self.applied[name] = applied
         self.details(name)["applied"] = list(applied.steps)
+        if self.fault is not None:
+            self.fault(name, self.attempts.get(name, 0))
         return applied.model
 
     def codebook_size(self) -> int:
@@ -182,6 +204,31 @@ class RunSession:
         """The tokenizer loaded with component ``name``'s checkpoint, or None (built components)."""
         loaded = self.loaded.get(name)
         return None if loaded is None else loaded.tokenizer
+
+    def free(self, name: str) -> None:
+        """After an out-of-memory error in phase ``name``: drop what the phase built and return the device
+        memory to the allocator's pool (the failed attempt's tensors went with its exception)."""
+        self.models.pop(name, None)
+        self.applied.pop(name, None)
+        self.loaded.pop(name, None)
+        self._current = None
+        gc.collect()
+        empty_cache(self.device_of(name))
+
+    def allocator_now(self, component: str) -> tuple[int, int, int, int] | None:
+        """(device free, device total, reserved, allocated) bytes now on ``component``'s device, where it has
+        a caching allocator torch reads (CUDA/ROCm, XPU); None elsewhere."""
+        device = self.device_of(component)
+        if device.type not in ("cuda", "xpu"):
+            return None
+        backend = getattr(torch, device.type)
+        free, total = backend.mem_get_info(device)
+        return (
+            int(free),
+            int(total),
+            int(backend.memory_reserved(device)),
+            int(backend.memory_allocated(device)),
+        )
 
     def leave(self, name: str) -> None:
         """End of a phase: the component leaves the device if the plan offloads it, or is freed if
@@ -236,14 +283,31 @@ class RunSession:
         phase.details["placed_on"] = self.placed_on[name]
         self._current = phase
         self.progress(name, 0, 0)
-        with PeakMemory(device) as memory:
-            started = time.perf_counter()
-            yield phase
-            seconds = time.perf_counter() - started
-        phase.report = PhaseReport(
-            name, str(device), round(seconds, 4), memory.peak, memory.measure, dict(phase.details)
+        self.on_device[name] = tuple(
+            c
+            for c in self.applied
+            if c != name
+            and self.device_of(c) == device
+            and self.plan.get(f"offload.{c}", "none") in ("none", "release")
         )
-        self._current = None
+        try:
+            with self.memory_probe(device) as memory:
+                started = time.perf_counter()
+                yield phase
+                seconds = time.perf_counter() - started
+        finally:
+            self._current = None
+        if self.attempts.get(name):
+            phase.details["attempt"] = "retried after running out of device memory"
+        phase.report = PhaseReport(
+            name,
+            str(device),
+            round(seconds, 4),
+            memory.peak,
+            memory.measure,
+            dict(phase.details),
+            memory.reserved_peak,
+        )
         done = self._counted.get(name) or 1
         self.progress(name, done, done)
 
@@ -272,12 +336,16 @@ class Phase:
 
 
 class PeakMemory:
-    """Peak memory during a block: ``max_memory_allocated`` on CUDA, else host RSS sampled every 5 ms."""
+    """Peak memory during a block: ``max_memory_allocated`` (and ``max_memory_reserved``) on CUDA and XPU,
+    else host RSS sampled every 5 ms. ``allocator`` says which: only an allocator's peaks are recorded
+    beside the memory model's predictions."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.peak: int | None = None
+        self.reserved_peak: int | None = None
         self.measure = ""
+        self.allocator = device.type in ("cuda", "xpu")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -307,6 +375,7 @@ class PeakMemory:
             backend = getattr(torch, self.device.type)
             backend.synchronize(self.device)
             self.peak = backend.max_memory_allocated(self.device)
+            self.reserved_peak = backend.max_memory_reserved(self.device)
             return
         self._stop.set()
         if self._thread is not None:
