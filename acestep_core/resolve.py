@@ -16,6 +16,7 @@ from typing import Any
 from acestep_core.hookspecs import is_valid_reading, ladder_problem
 from acestep_core.optimize.plan import check_plan
 from acestep_core.optimize.platforms import checked_override
+from acestep_core.optimize.quantization import follow_user
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.record import Record
 from acestep_core.types import (
@@ -265,6 +266,7 @@ def resolve(
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
             raise ResolutionError(f"override {problem}; lower --batch or --duration instead")
     plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
+    plan = follow_user(plan, tuple(o.key for o in plan_overrides), reading)
     plan = check_plan(plan, adjusted, tier, reading, user_keys=tuple(overrides.plan), force=overrides.force)
     if overrides.force:
         plan_overrides += (Override("force", True, False),)

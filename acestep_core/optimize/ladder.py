@@ -91,6 +91,9 @@ class Abilities(Record):
     """Most latent frames one VAE decode may hold (tile + 2 × overlap): MPS's conv1d output limit."""
     lm_models: tuple[str, ...] = LM_SIZES_DOWN
     """LM sizes the ladder may step down to (the tier's)."""
+    int8_scheme: str = "qint8"
+    """The scheme the int8 rung stores (``plan`` gives the backend's: torchao ``int8_weight_only``, or
+    ``w8a8_dynamic`` below compute capability 7.0, or quanto ``qint8``)."""
 
 
 DISCRETE_GPU = Abilities()
@@ -170,10 +173,11 @@ def _candidates(
                     ),
                 )
     if abilities.quantize:
+        scheme = abilities.int8_scheme
         for component in QUANTIZE_ORDER:
             if choices.quantization.get(component) == "none" and _runs(component, run):
-                changed = _with(choices, "quantization", component, "int8")
-                yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component}"
+                changed = _with(_with(choices, "quantization", component, "int8"), "schemes", component, scheme)
+                yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component} ({scheme})"
     if abilities.offload if abilities.stream is None else abilities.stream:
         for component in STREAM_ORDER:
             if choices.offload.get(component) in ("none", "model", "release"):

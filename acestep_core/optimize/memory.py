@@ -10,7 +10,9 @@ about: the allocated peak (weights + working set) times ``1 + RESERVED_GAP_FITTE
 caching allocator left between the two in the readings (``expandable_segments`` is not assumed).
 
 Where the constants come from. Weights are counted from the architectures' shapes (the counts
-match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device).
+match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device);
+quantized weights layer by layer from how each scheme stores a Linear (:mod:`acestep_core.optimize.quantization`:
+data, scales, zero points; exact against the quantized builds, ``tests/test_quantization.py``).
 The working sets follow what the kernels hold, with a few coefficients fitted to the H100 readings
 labelled ``fit`` in ``acestep_core/optimize/measurements/`` and named ``*_FITTED`` below. Readings
 labelled ``held-out`` were not used for any constant: :mod:`acestep_core.optimize.readings` compares the
@@ -37,6 +39,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import field
 
+from acestep_core.optimize.quantization import (
+    DEFAULT_EXCLUDE,
+    bytes_change,
+    dit_linears,
+    lm_linears,
+    scheme_of,
+)
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
     CODES_PER_SECOND,
@@ -45,6 +54,7 @@ from acestep_core.vocabulary import (
     LATENT_RATE_HZ,
     MIB,
     PHASES,
+    QUANT_SCHEME_FORMATS,
     SAFETY_MARGIN_BYTES,
     VAE_HOP,
     VAE_TILE_FRAMES,
@@ -54,9 +64,6 @@ from acestep_core.vocabulary import (
 KIB = 1024
 
 DTYPE_BYTES: Mapping[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4}
-QUANTIZED_BYTES_PER_WEIGHT: Mapping[str, float] = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
-"""Bytes a quantized weight takes in optimum-quanto: int4 packs two weights a byte, with a bf16 scale
-and shift per group of 128."""
 
 RESERVED_GAP_FITTED = 0.10
 """Reserved peak ÷ allocated peak − 1 of the caching allocator: 3.8 … 15.5 % (mean 9.0 %) on the twelve
@@ -131,6 +138,12 @@ class LMShape(Record):
     @property
     def params(self) -> int:
         return self.embedding_params + self.linear_params + self.norm_params + self.head_params
+
+    @property
+    def rotary_buffer_bytes(self) -> int:
+        """The rotary embedding's ``inv_freq`` buffer: head_dim / 2 frequencies, kept in float32 whatever the
+        model's dtype."""
+        return self.head_dim // 2 * 4
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -278,26 +291,23 @@ class ComponentEstimate(Record):
         return self.weights_bytes + self.work_bytes
 
 
-def weight_bytes(params: int, quantizable_params: int, dtype: str, quantization: str) -> int:
-    """Bytes of ``params`` weights of which ``quantizable_params`` are quantized to ``quantization``."""
-    full = DTYPE_BYTES[dtype]
-    if quantization == "none":
-        return params * full
-    return round(quantizable_params * QUANTIZED_BYTES_PER_WEIGHT[quantization] + (params - quantizable_params) * full)
-
-
 def lm_weight_bytes(
-    shape: LMShape, *, dtype: str = "bf16", quantization: str = "none", quantize_lm_head: bool = False
+    shape: LMShape,
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    quantize_lm_head: bool = False,
+    exclude: tuple[str, ...] = (),
 ) -> int:
-    """Weights of an LM. quanto leaves the embedding in ``dtype``; quantizing a tied lm_head gives it
-    its own quantized copy (the tie is broken), so it *adds* vocab × hidden quantized bytes."""
+    """Weights of an LM (or the text encoder), exactly: every parameter in ``dtype`` and the rotary buffer, then
+    the Linear layers
+    ``quantization`` (a scheme, or a format meaning quanto's scheme) stores, less those ``exclude`` matches.
+    The embedding stays in ``dtype``; quantizing a tied lm_head gives it its own quantized copy (the tie is
+    broken), so it *adds* vocab × hidden quantized bytes."""
     full = DTYPE_BYTES[dtype]
-    if quantization == "none":
-        return shape.params * full
-    per_weight = QUANTIZED_BYTES_PER_WEIGHT[quantization]
-    head = shape.embedding_params if shape.lm_head and quantize_lm_head else 0
-    unquantized = shape.embedding_params + shape.norm_params + (shape.head_params if not quantize_lm_head else 0)
-    return round((shape.linear_params + head) * per_weight + unquantized * full)
+    patterns = exclude + (() if quantize_lm_head else ("lm_head",))
+    quantized = bytes_change(lm_linears(shape), quantization, full, patterns)
+    return shape.params * full + shape.rotary_buffer_bytes + quantized
 
 
 def lm_estimate(
@@ -309,11 +319,14 @@ def lm_estimate(
     dtype: str = "bf16",
     quantization: str = "none",
     quantize_lm_head: bool = False,
+    exclude: tuple[str, ...] = (),
     name: str = "lm",
 ) -> ComponentEstimate:
     """The LM while it reads ``prompt_tokens`` and writes ``generated_tokens``, ``batch`` sequences."""
     act = DTYPE_BYTES[dtype]
-    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization, quantize_lm_head=quantize_lm_head)
+    weights = lm_weight_bytes(
+        shape, dtype=dtype, quantization=quantization, quantize_lm_head=quantize_lm_head, exclude=exclude
+    )
     kv = batch * (prompt_tokens + generated_tokens) * shape.kv_bytes_per_token * act
     prefill = round(batch * prompt_tokens * LM_PREFILL_TENSORS_FITTED * shape.intermediate * act)
     dequantized = 0
@@ -349,9 +362,17 @@ def dit_activation_bytes(
     return round(work * scale)
 
 
-def dit_weight_bytes(shape: DiTShape = DIT_SHAPE, *, dtype: str = "bf16", quantization: str = "none") -> int:
-    buffers = shape.buffer_values * DTYPE_BYTES[dtype]
-    return weight_bytes(shape.params, shape.linear_params, dtype, quantization) + buffers
+def dit_weight_bytes(
+    shape: DiTShape = DIT_SHAPE,
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["dit"],
+) -> int:
+    """The DiT's parameters and buffers in ``dtype``, then the Linear layers ``quantization`` stores (less
+    those ``exclude`` matches; by default the decoder's layers, as upstream quantizes them)."""
+    full = DTYPE_BYTES[dtype]
+    return (shape.params + shape.buffer_values) * full + bytes_change(dit_linears(shape), quantization, full, exclude)
 
 
 def dit_estimate(
@@ -362,8 +383,9 @@ def dit_estimate(
     quantization: str = "none",
     attention: str = "sdpa",
     shape: DiTShape = DIT_SHAPE,
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["dit"],
 ) -> ComponentEstimate:
-    weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
+    weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization, exclude=exclude)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
     detail = f"activations {_gib(work)} for batch {batch} × {shape.tokens(duration_s)} tokens ({attention})"
     return ComponentEstimate("dit", weights, work, detail)
@@ -390,17 +412,16 @@ def vae_estimate(
     items_on_device: bool = False,
     shape: VAEShape = VAE_SHAPE,
 ) -> ComponentEstimate:
-    """The VAE decoding ``batch`` clips one item at a time.
+    """The VAE decoding ``batch`` clips one item at a time (``quantization`` changes nothing: the VAE has no
+    Linear layer to quantize).
 
     The pipeline's path (:func:`acestep_core.runtime.vae_decode.decode`) moves each decoded item to the
     CPU, so the batch adds only its latents. ``items_on_device`` is the path calibrate ran before 2026-11-28:
     every decoded item kept on the device, then concatenated there (a second copy of the batch)."""
     frames = math.ceil(duration_s * LATENT_RATE_HZ)
     act = DTYPE_BYTES[dtype]
-    if quantization == "none":
-        weights = weight_bytes(shape.params, 0, dtype, "none")
-    else:
-        weights = weight_bytes(shape.params, shape.params, dtype, quantization)
+    # the VAE is convolutions: it has no Linear layer to quantize, whatever ``quantization`` says
+    weights = shape.params * act
     # the decoder's computed weight-norm weights stay on the device after its first forward
     weights += shape.decoder_conv_weights * act
     latents = batch * shape.latent_channels * frames * act
@@ -421,9 +442,13 @@ def vae_estimate(
 
 
 def text_encoder_estimate(
-    *, dtype: str = "bf16", quantization: str = "none", shape: LMShape = TEXT_ENCODER_SHAPE
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    shape: LMShape = TEXT_ENCODER_SHAPE,
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["text_encoder"],
 ) -> ComponentEstimate:
-    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization)
+    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization, exclude=exclude)
     return ComponentEstimate(
         "text_encoder", weights, TEXT_ENCODER_WORK_BYTES, f"caption encoding {_gib(TEXT_ENCODER_WORK_BYTES)}"
     )
@@ -447,6 +472,12 @@ class Choices(Record):
 
     precision: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "bf16"))
     quantization: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "none"))
+    """Weight format per component (``none``, ``int8``, ``fp8``, ``int4``): what the ladder steps through."""
+    schemes: Mapping[str, str] = field(default_factory=dict)
+    """Scheme per quantized component (``int8_weight_only``, ``qint8``, ...); a component missing here, or
+    whose scheme stores another format, gets quanto's scheme for its format (:meth:`scheme`)."""
+    exclude: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EXCLUDE))
+    """Module-name patterns each component leaves unquantized (``quantization.exclude.<c>``)."""
     offload: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "none"))
     attention: str = "sdpa"
     """The DiT's attention: ``sdpa`` / ``flash_attention_2`` (memory-efficient) or ``eager`` (materialised)."""
@@ -454,6 +485,14 @@ class Choices(Record):
     tile_frames: int = VAE_TILE_FRAMES
     tile_overlap: int = VAE_TILE_OVERLAP
     quantize_lm_head: bool = False
+
+    def scheme(self, component: str) -> str:
+        """The scheme ``component``'s weights are stored in (``none`` when not quantized)."""
+        quantization = self.quantization.get(component, "none")
+        chosen = self.schemes.get(component)
+        if chosen is not None and QUANT_SCHEME_FORMATS.get(chosen) == quantization:
+            return chosen
+        return scheme_of(quantization)
 
 
 class PhasePeak(Record):
@@ -507,25 +546,28 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
             prompt_tokens=run.prompt_tokens,
             generated_tokens=run.cot_tokens + math.ceil(run.duration_s * CODES_PER_SECOND),
             dtype=choices.precision["lm"],
-            quantization=choices.quantization["lm"],
+            quantization=choices.scheme("lm"),
             quantize_lm_head=choices.quantize_lm_head,
+            exclude=tuple(p for p in choices.exclude.get("lm", ()) if p != "lm_head"),
         )
     estimates["text_encoder"] = text_encoder_estimate(
-        dtype=choices.precision["text_encoder"], quantization=choices.quantization["text_encoder"]
+        dtype=choices.precision["text_encoder"],
+        quantization=choices.scheme("text_encoder"),
+        exclude=tuple(choices.exclude.get("text_encoder", ())),
     )
     dit_attention = {"eager": "eager", "flash_attention_2": "flash"}.get(choices.attention, "sdpa")
     estimates["dit"] = dit_estimate(
         run.duration_s,
         run.batch,
         dtype=choices.precision["dit"],
-        quantization=choices.quantization["dit"],
+        quantization=choices.scheme("dit"),
         attention=dit_attention,
+        exclude=tuple(choices.exclude.get("dit", DEFAULT_EXCLUDE["dit"])),
     )
     estimates["vae"] = vae_estimate(
         run.duration_s,
         batch=run.batch,
         dtype=choices.precision["vae"],
-        quantization=choices.quantization["vae"],
         tiled=choices.vae_decode == "tiled",
         tile_frames=choices.tile_frames,
         tile_overlap=choices.tile_overlap,

@@ -13,15 +13,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from acestep_core.optimize import platforms
+from acestep_core.optimize import quantization as quant
 from acestep_core.optimize.ladder import Abilities, LadderResult, fit
 from acestep_core.optimize.memory import ALLOCATOR, Choices, RunShape, gib, predict
 from acestep_core.types import AdjustedRequest, DeviceMemory, MemoryReading, OptimizationPlan, Resolution, Setting, Tier
-from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, PHASES, VAE_HOP, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
+from acestep_core.vocabulary import (
+    GIB,
+    LATENT_RATE_HZ,
+    PHASES,
+    QUANT_SCHEME_FORMATS,
+    QUANTIZED_COMPONENTS,
+    VAE_HOP,
+    VAE_TILE_FRAMES,
+    VAE_TILE_OVERLAP,
+)
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
-LM_QUANTIZATION_EXCLUDE = ("lm_head",)
-DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder")
+LM_QUANTIZATION_EXCLUDE = quant.DEFAULT_EXCLUDE["lm"]
+DIT_QUANTIZATION_EXCLUDE = quant.DEFAULT_EXCLUDE["dit"]
 
 
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
@@ -45,6 +55,9 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     settings.append(platforms.compile_setting(bool(defaults.get("compile", False)), reading, source))
 
     quantization = str(defaults.get("quantization", "none"))
+    backend, backend_why = quant.default_backend(platforms.installed)
+    schemes = {c: quant.default_scheme(quantization, backend, device) for c in QUANTIZED_COMPONENTS}
+    int8_scheme, int8_why = quant.default_scheme("int8", backend, device)
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
     able = platforms.abilities(device)
@@ -61,6 +74,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         ),
         max_vae_window=able.max_vae_window,
         lm_models=tuple(tier.lm_models),
+        int8_scheme=int8_scheme,
     )
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
     if able.max_vae_window is not None:
@@ -73,7 +87,11 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         )
     initial = Choices(
         precision={c: v for c, (v, _) in precision.items()},
-        quantization={c: (quantization if abilities.quantize and c != "vae" else "none") for c in PHASES},
+        # a format follows its scheme: fp8 the device cannot store falls back to int8 (the same byte a weight)
+        quantization={
+            c: (QUANT_SCHEME_FORMATS[schemes[c][0]] if abilities.quantize and c in schemes else "none") for c in PHASES
+        },
+        schemes={c: scheme for c, (scheme, _) in schemes.items()},
         offload={
             c: ("model" if (offload_dit if c == "dit" else offload) and abilities.offload else "none") for c in PHASES
         },
@@ -114,24 +132,36 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
         if why is not None:
             why = f"ladder: {why}"
         elif component == "vae":
-            why = "the VAE is not quantized unless asked (its convolutions are what quanto handles worst)"
+            why = "the VAE is not quantized: it is convolutions, and quantization here stores Linear layers"
         else:
             why = quantization_why
         settings.append(Setting(f"quantization.{component}", value, why))
+    settings.append(Setting("quantization.backend", backend, backend_why))
+    for component in QUANTIZED_COMPONENTS:
+        scheme = final.scheme(component)
+        if f"quantization.{component}" in taken:
+            why = f"ladder: the int8 rung stores {int8_why}"
+        elif scheme == "none":
+            why = f"quantization.{component} is none"
+        else:
+            why = schemes[component][1]
+        settings.append(Setting(f"quantization.scheme.{component}", scheme, why))
+        settings.append(quant.quality_setting(component, scheme))
     settings.append(
         Setting(
             "quantization.exclude.lm",
             list(LM_QUANTIZATION_EXCLUDE),
-            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and "
-            "quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
+            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and the "
+            "int8 kernels dequantize it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
         )
     )
     settings.append(
         Setting(
             "quantization.exclude.dit",
             list(DIT_QUANTIZATION_EXCLUDE),
-            "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% "
-            "and costs accuracy",
+            "upstream quantizes the decoder's Linear layers, not the condition encoder (it runs once a generation); "
+            "the timestep and condition embedders are small and feed AdaLN modulation, so they stay in the compute "
+            'dtype too (set ["condition_encoder.*"] for upstream\'s exact set)',
         )
     )
 
@@ -181,6 +211,10 @@ def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
     return Choices(
         precision={c: values.get(f"precision.{c}", "bf16") for c in PHASES},
         quantization={c: values.get(f"quantization.{c}", "none") for c in PHASES},
+        schemes={c: quant.scheme_for(values, c) for c in QUANTIZED_COMPONENTS},
+        exclude={
+            c: tuple(values.get(f"quantization.exclude.{c}", quant.DEFAULT_EXCLUDE[c])) for c in QUANTIZED_COMPONENTS
+        },
         offload={c: values.get(f"offload.{c}", "none") for c in PHASES},
         attention=values.get("attention", "sdpa"),
         vae_decode=values.get("vae.decode", "full"),

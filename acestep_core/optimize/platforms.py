@@ -17,6 +17,7 @@ import functools
 import importlib.util
 from collections.abc import Callable
 
+from acestep_core.optimize import quantization
 from acestep_core.optimize.memory import Budget, device_budget
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
@@ -67,7 +68,8 @@ def abilities(device: DeviceMemory) -> DeviceAbilities:
             False,
             False,
             False,
-            "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights",
+            "running on the CPU: no device memory to save, and int8 weights run slower than plain ones there "
+            "(benchmarks/bench_quant.py)",
             None,
         )
     if device.unified_memory or backend == "mps":
@@ -303,6 +305,8 @@ def checked_override(key: str, value: object, reading: MemoryReading) -> str | N
     """Why a user's value for ``key`` is impossible on this device; None when it is acceptable."""
     if key == "lm.backend":
         return lm_backend_problem(value, reading)
+    if key.startswith("quantization."):
+        return quantization.override_problem(key, value, reading, find=installed)
     return None
 
 
