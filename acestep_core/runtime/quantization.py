@@ -1,0 +1,263 @@
+"""Quantization measured on the real components: what each scheme leaves a component holding, against the
+memory model's prediction, and what it costs in quality against bf16.
+
+Shared by ``benchmarks/bench_quant.py`` (which prints both and writes the quality table the plan reads,
+``acestep_core/optimize/measurements/quality/``), the GPU script and ``tests/test_quantization.py``. Every
+model is built by :mod:`acestep_core.runtime.models` from its shipped config (random weights: the figures
+measure the quantizer on the real architectures, not music) and quantized through
+:func:`acestep_core.runtime.apply.apply_plan`, the pipeline's own path.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from acestep_core.optimize.memory import (
+    DIT_SHAPE,
+    DTYPE_BYTES,
+    LM_SHAPES,
+    TEXT_ENCODER_SHAPE,
+    DiTShape,
+    LMShape,
+    dit_weight_bytes,
+    lm_weight_bytes,
+)
+from acestep_core.optimize.quantization import DEFAULT_EXCLUDE, SCHEMES
+from acestep_core.runtime.apply import apply_plan, quantize_component, weight_bytes
+from acestep_core.runtime.models import (
+    build_dit,
+    build_lm,
+    build_text_encoder,
+    condition_encoder_config,
+    model_config,
+)
+
+SCHEME_ORDER: tuple[str, ...] = tuple(SCHEMES)
+"""torchao's schemes, then quanto's."""
+KINDS: tuple[str, ...] = ("dit", "lm", "text_encoder")
+SEED = 0
+
+
+# --------------------------------------------------------------------------------------------- shapes and bytes
+def shape_of(kind: str, size: str) -> LMShape | DiTShape:
+    """The memory model's shape of component ``kind`` as ``runtime.models`` builds it at ``size`` (``tiny``, or
+    ``real``: the 0.6B LM, Qwen3-Embedding-0.6B, the 2B DiT)."""
+    if size != "tiny":
+        real: dict[str, LMShape | DiTShape] = {
+            "lm": LM_SHAPES.get(size, LM_SHAPES["0.6B"]),
+            "text_encoder": TEXT_ENCODER_SHAPE,
+            "dit": DIT_SHAPE,
+        }
+        return real[kind]
+    if kind == "dit":
+        config, encoder = model_config("dit", "tiny"), condition_encoder_config("tiny")
+        return DiTShape(
+            hidden=config["hidden_size"],
+            intermediate=config["intermediate_size"],
+            layers=config["num_hidden_layers"],
+            heads=config["num_attention_heads"],
+            kv_heads=config["num_key_value_heads"],
+            head_dim=config["head_dim"],
+            text_hidden=encoder["text_hidden_dim"],
+            lyric_layers=encoder["num_lyric_encoder_hidden_layers"],
+            timbre_layers=encoder["num_timbre_encoder_hidden_layers"],
+            timbre_channels=encoder["timbre_hidden_dim"],
+        )
+    config = model_config(kind, "tiny")
+    return LMShape(
+        hidden=config["hidden_size"],
+        layers=config["num_hidden_layers"],
+        heads=config["num_attention_heads"],
+        kv_heads=config["num_key_value_heads"],
+        head_dim=config["head_dim"],
+        intermediate=config["intermediate_size"],
+        vocab=config["vocab_size"],
+        tied_embeddings=bool(config.get("tie_word_embeddings", True)),
+        lm_head=kind == "lm",
+    )
+
+
+def predicted_bytes(
+    kind: str, size: str, scheme: str, *, dtype: str = "bf16", exclude: tuple[str, ...] | None = None
+) -> int:
+    """The memory model's weight bytes of ``kind`` at ``size`` stored in ``scheme`` (``none``: unquantized)."""
+    patterns = DEFAULT_EXCLUDE[kind] if exclude is None else exclude
+    shape = shape_of(kind, size)
+    if isinstance(shape, DiTShape):
+        return dit_weight_bytes(shape, dtype=dtype, quantization=scheme, exclude=patterns)
+    head = "lm_head" not in patterns
+    rest = tuple(p for p in patterns if p != "lm_head")
+    return lm_weight_bytes(shape, dtype=dtype, quantization=scheme, quantize_lm_head=head, exclude=rest)
+
+
+def build(kind: str, size: str, *, dtype: str = "bf16", device: str = "cpu") -> Any:
+    """Component ``kind`` at ``size`` (``real`` LM = the 0.6B), random weights, in ``dtype``, on ``device``."""
+    torch.manual_seed(SEED)
+    with torch.device(device):
+        if kind == "lm":
+            return build_lm("0.6B" if size == "real" else size, dtype=dtype)
+        if kind == "text_encoder":
+            return build_text_encoder(size, dtype=dtype)
+        return build_dit(size, dtype=dtype)
+
+
+def plan_for(kind: str, scheme: str, *, dtype: str = "bf16", exclude: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The plan values that store ``kind`` in ``scheme`` (and nothing else): what ``apply_plan`` is given."""
+    values: dict[str, Any] = {f"precision.{kind}": dtype, f"offload.{kind}": "none"}
+    if scheme != "none":
+        values |= {
+            f"quantization.{kind}": SCHEMES[scheme].format,
+            f"quantization.scheme.{kind}": scheme,
+            "quantization.backend": SCHEMES[scheme].backend,
+            f"quantization.exclude.{kind}": list(DEFAULT_EXCLUDE[kind] if exclude is None else exclude),
+        }
+    return values
+
+
+def quantize(model: Any, kind: str, scheme: str, *, device: str = "cpu", **plan: Any) -> tuple[Any, float]:
+    """``model`` (on the CPU) with ``scheme`` applied through ``apply_plan``, placed on ``device``, and the
+    seconds that took."""
+    start = time.perf_counter()
+    apply_plan(model, kind, plan_for(kind, scheme, **plan), device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return model, time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------- quality
+def fixed_inputs(kind: str, model: Any) -> tuple[Any, ...]:
+    """Seeded inputs for one forward of ``kind``: the same every run."""
+    generator = torch.Generator().manual_seed(1)
+    if kind == "dit":
+        batch, frames = 2, 64
+        return (
+            torch.randn(batch, frames, 64, generator=generator),
+            torch.rand(batch, generator=generator),
+            torch.rand(batch, generator=generator),
+            torch.randn(batch, 16, model.config.encoder_hidden_size or model.config.hidden_size, generator=generator),
+            torch.randn(batch, frames, 128, generator=generator),
+        )
+    return (torch.randint(0, model.config.vocab_size, (4, 64), generator=generator),)
+
+
+def forward(kind: str, model: Any, inputs: tuple[Any, ...]) -> torch.Tensor:
+    """One forward in the model's dtype; the output (DiT sample, LM logits, encoder states) in float32."""
+    first = next(model.parameters())
+    cast = tuple((x.to(first.dtype) if x.is_floating_point() else x).to(first.device) for x in inputs)
+    with torch.no_grad():
+        if kind == "dit":
+            output = model(*cast).sample
+        elif kind == "lm":
+            output = model(*cast).logits
+        else:
+            output = model(*cast).last_hidden_state
+    if output.is_cuda:
+        torch.cuda.synchronize()
+    return output.float()
+
+
+def snr_db(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """Signal-to-noise ratio of ``output`` against ``reference``, in dB (10·log10 of the power ratio)."""
+    noise = (output - reference).double().pow(2).mean()
+    return float("inf") if noise == 0 else float(10 * torch.log10(reference.double().pow(2).mean() / noise))
+
+
+def next_token_agreement(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Share of positions where the most likely next token is the reference's."""
+    return float((logits.argmax(-1) == reference.argmax(-1)).double().mean())
+
+
+def timed(call: Callable[[], Any], repeats: int = 5) -> float:
+    """The median seconds of ``repeats`` calls, after one warm-up call."""
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(
+    kind: str,
+    size: str = "tiny",
+    *,
+    schemes: tuple[str, ...] = SCHEME_ORDER,
+    repeats: int = 5,
+    device: str = "cpu",
+    skip: Callable[[str], str | None] = lambda _scheme: None,
+) -> list[dict[str, Any]]:
+    """One row per scheme of ``kind``: quantize seconds, bytes predicted and held, forward seconds and its
+    ratio to bf16's, SNR against bf16 (and the LM's next-token agreement); bf16 first, as the reference row.
+    Each scheme is applied to a copy of one CPU build (the pipeline's path: quantize on the CPU, then place
+    on ``device``). On a GPU a row also gives the device memory the placed model allocated. A scheme for
+    which ``skip`` gives a reason is listed with it and not run."""
+    cpu_model = build(kind, size)
+    inputs = fixed_inputs(kind, cpu_model)
+    rows: list[dict[str, Any]] = []
+    reference: torch.Tensor | None = None
+    base_seconds = 0.0
+    for scheme in ("none", *schemes):
+        row: dict[str, Any] = {
+            "component": kind,
+            "size": size,
+            "scheme": scheme,
+            "backend": SCHEMES[scheme].backend if scheme != "none" else "-",
+            "predicted_bytes": predicted_bytes(kind, size, scheme),
+        }
+        reason = skip(scheme) if scheme != "none" else None
+        if reason is not None:
+            rows.append(row | {"skipped": reason})
+            continue
+        allocated = torch.cuda.memory_allocated() if device.startswith("cuda") else 0
+        model, seconds = quantize(copy.deepcopy(cpu_model), kind, scheme, device=device)
+        output = forward(kind, model, inputs)
+        row |= {"quantize_s": seconds, "held_bytes": weight_bytes(model)}
+        if device.startswith("cuda"):
+            row["device_allocated_bytes"] = torch.cuda.memory_allocated() - allocated
+        seconds = timed(functools.partial(forward, kind, model, inputs), repeats)
+        if reference is None:
+            reference, base_seconds = output, seconds
+        row |= {"forward_s": seconds, "forward_ratio": seconds / base_seconds, "snr_db": snr_db(output, reference)}
+        if kind == "lm":
+            row["next_token_agreement"] = next_token_agreement(output, reference)
+        rows.append(row)
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
+
+
+def meta_bytes(kind: str, size: str, scheme: str, *, dtype: str = "bf16") -> tuple[int, int]:
+    """(predicted, held) bytes of ``kind`` at ``size`` in ``scheme``, built and quantized on the meta device:
+    real sizes without their memory."""
+    model = build(kind, size, dtype=dtype, device="meta")
+    if scheme != "none":
+        # apply_plan's own quantizer; apply_plan itself refuses a model that is not on the CPU
+        quantize_component(model, scheme, list(DEFAULT_EXCLUDE[kind]))
+    return predicted_bytes(kind, size, scheme, dtype=dtype), weight_bytes(model)
+
+
+__all__ = [
+    "DTYPE_BYTES",
+    "KINDS",
+    "SCHEME_ORDER",
+    "build",
+    "fixed_inputs",
+    "forward",
+    "measure",
+    "meta_bytes",
+    "next_token_agreement",
+    "plan_for",
+    "predicted_bytes",
+    "quantize",
+    "shape_of",
+    "snr_db",
+]
