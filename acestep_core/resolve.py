@@ -344,10 +344,12 @@ def _with_plan_overrides(
 
 
 def _summarise_keys(keys: list[str]) -> str:
-    """``attention, offload.* (4), compile, quantization.* (4)``: a component group in one word."""
+    """``attention, offload.* (4), compile, quantization.* (4), quantization.scheme.* (3)``: a component group
+    in one word."""
     groups: dict[str, list[str]] = {}
     for key in keys:
-        groups.setdefault(key.partition(".")[0] if key.count(".") == 1 else key, []).append(key)
+        group = key.partition(".")[0] if key.count(".") == 1 else key.rpartition(".")[0] if key.count(".") > 1 else key
+        groups.setdefault(group, []).append(key)
     parts = [members[0] if len(members) == 1 else f"{group}.* ({len(members)})" for group, members in groups.items()]
     return ", ".join(parts)
 

@@ -10,7 +10,7 @@ quantized module holds (sum of its tensors' storage) and against ``memory_alloca
 every tensor up to 512 bytes), the forward time on the GPU (median of N after a warm-up) against bf16's, the
 output SNR against bf16 on the GPU and the LM's next-token agreement. A scheme this GPU cannot run
 (``fp8_weight_only`` below compute capability 8.9) is listed with the plan's reason. ``--dry-run`` runs the
-tiny builds on the CPU (the flow; no device memory). Writes OUTDIR/gpu_quant.json. Budget: ≈4 min on one H100.
+tiny builds on the CPU (the flow; no device memory). Writes OUTDIR/gpu_quant.json. Budgeted at 5 min (gpu_all.sh).
 """
 
 from __future__ import annotations

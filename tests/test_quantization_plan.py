@@ -133,6 +133,16 @@ def test_fp8_on_a_gpu_below_sm_89_is_refused_with_the_reason(make_manager, detec
     assert any("fp8_weight_only" in w and "8.9" in w and "this GPU is 8.6" in w for w in resolution.warnings)
 
 
+@pytest.mark.parametrize(("capability", "stored"), [((9, 0), "fp8"), (None, "fp8"), ((8, 6), "int8")])
+def test_a_users_fp8_format_is_stored_as_fp8_where_the_card_can(make_manager, detected, capability, stored) -> None:
+    resolution = _resolve(make_manager, detected, _card(16, capability), {"quantization.dit": "fp8"})
+    plan = resolution.plan
+    assert plan.value("quantization.dit") == stored
+    assert plan.value("quantization.scheme.dit") == ("fp8_weight_only" if stored == "fp8" else "int8_weight_only")
+    if stored == "int8":  # the format follows what the card stores, and the user is told
+        assert any("quantization.dit='fp8' cannot run here" in w and "8.9" in w for w in resolution.warnings)
+
+
 def test_a_users_format_on_the_cpu_runs_the_backends_scheme(make_manager, detected) -> None:
     plan = _resolve(make_manager, detected, MemoryReading(device=CPU), {"quantization.dit": "int8"}).plan
     assert plan.value("quantization.scheme.dit") == "int8_weight_only"

@@ -184,7 +184,7 @@ def lm_linears(shape: LMShape) -> tuple[Linear, ...]:
     return tuple(linears)
 
 
-def _attention_block(prefix: str, shape: DiTShape, mlp: bool = True) -> Iterator[Linear]:
+def _attention_block(prefix: str, shape: DiTShape) -> Iterator[Linear]:
     h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     yield Linear(f"{prefix}.to_q", q, h)
     yield Linear(f"{prefix}.to_k", kv, h)
@@ -276,8 +276,9 @@ def fp8_problem(device: DeviceMemory, *, asked: bool = True) -> str | None:
     return None
 
 
-def default_scheme(quantization: str, backend: str, device: DeviceMemory) -> tuple[str, str]:
-    """The scheme for weight format ``quantization`` under ``backend`` on ``device``, with why."""
+def default_scheme(quantization: str, backend: str, device: DeviceMemory, *, asked: bool = False) -> tuple[str, str]:
+    """The scheme for weight format ``quantization`` under ``backend`` on ``device``, with why; ``asked``: the user
+    named the format (fp8 is then given to a CUDA card of unknown compute capability)."""
     if quantization == "none":
         return "none", "not quantized"
     if backend == "quanto":
@@ -294,9 +295,12 @@ def default_scheme(quantization: str, backend: str, device: DeviceMemory) -> tup
                 "activations too (int8 × int8)",
             )
         return "int8_weight_only", "torchao int8_weight_only: int8 weights, compute-dtype activations (upstream's)"
-    problem = fp8_problem(device, asked=False)
+    problem = fp8_problem(device, asked=asked)
     if problem is None:
-        return "fp8_weight_only", "torchao fp8_weight_only: fp8 (e4m3) weights, as the table asks"
+        return (
+            "fp8_weight_only",
+            f"torchao fp8_weight_only: fp8 (e4m3) weights, as {'asked' if asked else 'the table asks'}",
+        )
     return "int8_weight_only", f"{problem}: torchao int8_weight_only instead (the same byte a weight)"
 
 
@@ -393,9 +397,14 @@ def follow_user(plan: OptimizationPlan, user_keys: tuple[str, ...], reading: Mem
                 settings[format_key] = Setting(format_key, quantization, why, CORE)
         elif format_key in user_keys or "quantization.backend" in user_keys:
             asked = [key for key in (format_key, "quantization.backend") if key in user_keys]
-            scheme, why = default_scheme(str(plan.value(format_key, "none")), backend, reading.device)
+            quantization = str(plan.value(format_key, "none"))
+            scheme, why = default_scheme(quantization, backend, reading.device, asked=format_key in user_keys)
             user = ", ".join(f"{key}={plan.value(key)!r}" for key in asked)
             settings[scheme_key] = Setting(scheme_key, scheme, f"follows the user's {user}: {why}", CORE)
+            stored = QUANT_SCHEME_FORMATS[scheme]
+            if stored != quantization:  # fp8 this device cannot store: int8, the same byte a weight
+                why = f"the user's {format_key}={quantization!r} cannot run here: {why}"
+                settings[format_key] = Setting(format_key, stored, why, CORE, warning=True)
         else:
             continue
         settings[f"quantization.quality.{component}"] = quality_setting(
