@@ -9,7 +9,8 @@ Usage: python benchmarks/bench_quant.py [--size tiny|real] [--kinds dit lm text_
   through ``apply_plan`` (the pipeline's path) on a copy of the same model; inputs are fixed (seeded).
 - ``--size tiny`` (default) runs the tiny real-class builds (seconds); ``--size real`` the real shapes (the
   0.6B LM, Qwen3-Embedding-0.6B, the 2B DiT: 1.2 / 1.2 / 4.4 GB in bf16, twice that while a copy is
-  quantized; the forward times are then the GEMMs' and not Python's).
+  quantized; one item of 16 tokens or latent frames a forward, so that a forward takes seconds on a shared
+  CPU: the weights are read for few tokens, as when an LM decodes).
 - Then the bytes of the real-size builds, quantized on the meta device (no memory), against the plan.
 - ``--write`` stores the tiny builds' quality figures as the table the plan reads
   (``acestep_core/optimize/measurements/quality/quantization-cpu.json``): a DiT scheme under 20 dB is

@@ -132,11 +132,12 @@ def quantize(model: Any, kind: str, scheme: str, *, device: str = "cpu", **plan:
 
 
 # --------------------------------------------------------------------------------------------- quality
-def fixed_inputs(kind: str, model: Any) -> tuple[Any, ...]:
-    """Seeded inputs for one forward of ``kind``: the same every run."""
+def fixed_inputs(kind: str, model: Any, *, small: bool = False) -> tuple[Any, ...]:
+    """Seeded inputs for one forward of ``kind``: the same every run. ``small``: one item of 16 tokens or frames
+    (a real-size forward on a shared CPU; for an LM, close to what decoding does: weights read for few tokens)."""
     generator = torch.Generator().manual_seed(1)
     if kind == "dit":
-        batch, frames = 2, 64
+        batch, frames = (1, 16) if small else (2, 64)
         return (
             torch.randn(batch, frames, 64, generator=generator),
             torch.rand(batch, generator=generator),
@@ -144,7 +145,7 @@ def fixed_inputs(kind: str, model: Any) -> tuple[Any, ...]:
             torch.randn(batch, 16, model.config.encoder_hidden_size or model.config.hidden_size, generator=generator),
             torch.randn(batch, frames, 128, generator=generator),
         )
-    return (torch.randint(0, model.config.vocab_size, (4, 64), generator=generator),)
+    return (torch.randint(0, model.config.vocab_size, (1, 16) if small else (4, 64), generator=generator),)
 
 
 def forward(kind: str, model: Any, inputs: tuple[Any, ...]) -> torch.Tensor:
@@ -200,7 +201,7 @@ def measure(
     on ``device``). On a GPU a row also gives the device memory the placed model allocated. A scheme for
     which ``skip`` gives a reason is listed with it and not run."""
     cpu_model = build(kind, size)
-    inputs = fixed_inputs(kind, cpu_model)
+    inputs = fixed_inputs(kind, cpu_model, small=size != "tiny" and device == "cpu")
     rows: list[dict[str, Any]] = []
     reference: torch.Tensor | None = None
     base_seconds = 0.0
