@@ -348,7 +348,8 @@ def _summarise_keys(keys: list[str]) -> str:
     in one word."""
     groups: dict[str, list[str]] = {}
     for key in keys:
-        group = key.partition(".")[0] if key.count(".") == 1 else key.rpartition(".")[0] if key.count(".") > 1 else key
+        dots = key.count(".")
+        group = key if dots == 0 else key.partition(".")[0] if dots == 1 else key.rpartition(".")[0]
         groups.setdefault(group, []).append(key)
     parts = [members[0] if len(members) == 1 else f"{group}.* ({len(members)})" for group, members in groups.items()]
     return ", ".join(parts)

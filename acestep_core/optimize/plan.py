@@ -133,6 +133,8 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
             why = f"ladder: {why}"
         elif component == "vae":
             why = "the VAE is not quantized: it is convolutions, and quantization here stores Linear layers"
+        elif value not in ("none", quantization):  # the tier's fp8 on a card without fp8
+            why = f"{quantization_why}, stored as {value}: {schemes[component][1]}"
         else:
             why = quantization_why
         settings.append(Setting(f"quantization.{component}", value, why))
