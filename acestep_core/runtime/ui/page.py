@@ -26,7 +26,9 @@ from acestep_core.types import GIB, LM_SIZES, DeviceMemory, Resolution
 LM_MODES = ("auto", "on", "off")
 COMPUTED_PREFIXES = ("memory.", "ladder.")
 """Plan keys the planner computes from the others (predictions, ladder): shown, not offered as overrides."""
-PLAN_OVERRIDE_KEYS: tuple[str, ...] = tuple(k for k in PLAN_KEYS if not k.startswith(COMPUTED_PREFIXES))
+PLAN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
+    k for k, spec in PLAN_KEYS.items() if spec.settable and not k.startswith(COMPUTED_PREFIXES)
+)
 """The optimization keys of the plan's schema a user may set (the CLI's ``--set KEY=VALUE``)."""
 DURATION_MIN_S = 10
 PHASE_NAMES = ("lm", "text_encoder", "dit", "vae")
