@@ -65,6 +65,21 @@ def test_the_plans_bytes_are_exact_on_real_size_meta_builds(kind: str, scheme: s
     assert held < measure.meta_bytes(kind, "real", "none")[1]
 
 
+@pytest.mark.parametrize(
+    ("kind", "exclude"),
+    [
+        ("dit", ("layers.1.*", "*.to_q", "condition_encoder.timbre*")),
+        ("dit", ()),
+        ("lm", ("model.layers.0.*", "lm_head")),
+    ],
+)
+def test_a_users_exclusions_are_counted_exactly(kind: str, exclude: tuple[str, ...]) -> None:
+    """Patterns that name one layer's index, a suffix, or nothing: the plan counts what apply_plan leaves."""
+    model = measure.build(kind, "tiny")
+    apply_plan(model, kind, measure.plan_for(kind, "int8_weight_only", exclude=exclude), device="cpu")
+    assert weight_bytes(model) == measure.predicted_bytes(kind, "tiny", "int8_weight_only", exclude=exclude)
+
+
 @pytest.mark.parametrize("inputs", [64, 160, 192, 200, 256])
 def test_quanto_int4_groups_as_the_plan_counts_them(inputs: int) -> None:
     layer = torch.nn.Sequential(torch.nn.Linear(inputs, 32, bias=False)).to(torch.bfloat16)

@@ -39,13 +39,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import field
 
-from acestep_core.optimize.quantization import (
-    DEFAULT_EXCLUDE,
-    bytes_change,
-    dit_linears,
-    lm_linears,
-    scheme_of,
-)
+from acestep_core.optimize.quantization import DEFAULT_EXCLUDE, dit_bytes_change, lm_bytes_change, scheme_of
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
     CODES_PER_SECOND,
@@ -306,7 +300,7 @@ def lm_weight_bytes(
     broken), so it *adds* vocab × hidden quantized bytes."""
     full = DTYPE_BYTES[dtype]
     patterns = exclude + (() if quantize_lm_head else ("lm_head",))
-    quantized = bytes_change(lm_linears(shape), quantization, full, patterns)
+    quantized = lm_bytes_change(shape, quantization, full, patterns)
     return shape.params * full + shape.rotary_buffer_bytes + quantized
 
 
@@ -372,7 +366,7 @@ def dit_weight_bytes(
     """The DiT's parameters and buffers in ``dtype``, then the Linear layers ``quantization`` stores (less
     those ``exclude`` matches; by default the decoder's layers, as upstream quantizes them)."""
     full = DTYPE_BYTES[dtype]
-    return (shape.params + shape.buffer_values) * full + bytes_change(dit_linears(shape), quantization, full, exclude)
+    return (shape.params + shape.buffer_values) * full + dit_bytes_change(shape, quantization, full, tuple(exclude))
 
 
 def dit_estimate(

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,90 +165,148 @@ class Linear(Record):
     copy and frees nothing."""
 
 
+class Family(Record):
+    """Linear layers of one shape named ``{head}{i}{tail}`` for ``i`` in ``range(count)`` (or one layer named
+    ``head`` when ``count`` is None): the hot path counts a family without naming its members unless an
+    exclusion pattern could match one (the ladder predicts at every start-up, before anything is cached)."""
+
+    head: str
+    count: int | None
+    tail: str
+    out_features: int
+    in_features: int
+    tied: bool = False
+
+    def names(self) -> list[str]:
+        return [self.head] if self.count is None else [f"{self.head}{i}{self.tail}" for i in range(self.count)]
+
+
 def lm_linears(shape: LMShape) -> tuple[Linear, ...]:
     """The Linear layers of a Qwen3 causal LM (names under ``model.``, and ``lm_head``) or, for a shape
     without ``lm_head``, of a ``Qwen3Model`` (the text encoder, names from the root)."""
-    prefix = "model." if shape.lm_head else ""
-    h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    layer = (
-        ("self_attn.q_proj", q, h),
-        ("self_attn.k_proj", kv, h),
-        ("self_attn.v_proj", kv, h),
-        ("self_attn.o_proj", h, q),
-        ("mlp.gate_proj", shape.intermediate, h),
-        ("mlp.up_proj", shape.intermediate, h),
-        ("mlp.down_proj", h, shape.intermediate),
-    )
-    linears = [Linear(f"{prefix}layers.{i}.{name}", out, inp) for i in range(shape.layers) for name, out, inp in layer]
-    if shape.lm_head:
-        linears.append(Linear("lm_head", shape.vocab, h, tied=shape.tied_embeddings))
-    return tuple(linears)
-
-
-def _attention_block(prefix: str, shape: DiTShape) -> Iterator[Linear]:
-    h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    yield Linear(f"{prefix}.to_q", q, h)
-    yield Linear(f"{prefix}.to_k", kv, h)
-    yield Linear(f"{prefix}.to_v", kv, h)
-    yield Linear(f"{prefix}.to_out.0", h, q)
-
-
-def _mlp(prefix: str, shape: DiTShape) -> Iterator[Linear]:
-    yield Linear(f"{prefix}.gate_proj", shape.intermediate, shape.hidden)
-    yield Linear(f"{prefix}.up_proj", shape.intermediate, shape.hidden)
-    yield Linear(f"{prefix}.down_proj", shape.hidden, shape.intermediate)
+    return _linears(_lm_families(shape))
 
 
 def dit_linears(shape: DiTShape) -> tuple[Linear, ...]:
     """The Linear layers of the DiT as ``build_dit`` builds it (``runtime.models.AceStepDiT``): the decoder's
     (diffusers' ``AceStepTransformer1DModel``) and, with ``shape.condition_encoder``, the condition encoder's."""
-    h = shape.hidden
-    linears: list[Linear] = []
-    for i in range(shape.layers):
-        linears += _attention_block(f"layers.{i}.self_attn", shape)
-        linears += _attention_block(f"layers.{i}.cross_attn", shape)
-        linears += _mlp(f"layers.{i}.mlp", shape)
+    return _linears(_dit_families(shape))
+
+
+def _linears(families: Iterable[Family]) -> tuple[Linear, ...]:
+    return tuple(
+        Linear(name, family.out_features, family.in_features, family.tied)
+        for family in families
+        for name in family.names()
+    )
+
+
+def _lm_families(shape: LMShape) -> list[Family]:
+    head = f"{'model.' if shape.lm_head else ''}layers."
+    h, q, kv, mlp = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.intermediate
+    block = (
+        (".self_attn.q_proj", q, h),
+        (".self_attn.k_proj", kv, h),
+        (".self_attn.v_proj", kv, h),
+        (".self_attn.o_proj", h, q),
+        (".mlp.gate_proj", mlp, h),
+        (".mlp.up_proj", mlp, h),
+        (".mlp.down_proj", h, mlp),
+    )
+    families = [Family(head, shape.layers, tail, out, inp) for tail, out, inp in block]
+    if shape.lm_head:
+        families.append(Family("lm_head", None, "", shape.vocab, h, shape.tied_embeddings))
+    return families
+
+
+def _dit_families(shape: DiTShape) -> list[Family]:
+    h, q, kv, mlp = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.intermediate
+    attention = ((".to_q", q, h), (".to_k", kv, h), (".to_v", kv, h), (".to_out.0", h, q))
+    feed_forward = ((".gate_proj", mlp, h), (".up_proj", mlp, h), (".down_proj", h, mlp))
+
+    def blocks(head: str, count: int, parts: tuple[tuple[str, tuple[tuple[str, int, int], ...]], ...]) -> list[Family]:
+        return [Family(head, count, f".{part}{tail}", out, inp) for part, shapes in parts for tail, out, inp in shapes]
+
+    families = blocks(
+        "layers.", shape.layers, (("self_attn", attention), ("cross_attn", attention), ("mlp", feed_forward))
+    )
     for embed in ("time_embed", "time_embed_r"):
-        linears += [
-            Linear(f"{embed}.linear_1", h, shape.time_freq),
-            Linear(f"{embed}.linear_2", h, h),
-            Linear(f"{embed}.time_proj", 6 * h, h),
+        families += [
+            Family(f"{embed}.linear_1", None, "", h, shape.time_freq),
+            Family(f"{embed}.linear_2", None, "", h, h),
+            Family(f"{embed}.time_proj", None, "", 6 * h, h),
         ]
-    linears.append(Linear("condition_embedder", h, h))
+    families.append(Family("condition_embedder", None, "", h, h))
     if shape.condition_encoder:
-        linears.append(Linear("condition_encoder.text_projector", h, shape.text_hidden))
-        for encoder, layers, inputs in (
+        families.append(Family("condition_encoder.text_projector", None, "", h, shape.text_hidden))
+        for encoder, count, inputs in (
             ("lyric_encoder", shape.lyric_layers, shape.text_hidden),
             ("timbre_encoder", shape.timbre_layers, shape.timbre_channels),
         ):
-            linears.append(Linear(f"condition_encoder.{encoder}.embed_tokens", h, inputs))
-            for i in range(layers):
-                linears += _attention_block(f"condition_encoder.{encoder}.layers.{i}.self_attn", shape)
-                linears += _mlp(f"condition_encoder.{encoder}.layers.{i}.mlp", shape)
-    return tuple(linears)
+            families.append(Family(f"condition_encoder.{encoder}.embed_tokens", None, "", h, inputs))
+            families += blocks(
+                f"condition_encoder.{encoder}.layers.", count, (("self_attn", attention), ("mlp", feed_forward))
+            )
+    return families
 
 
 def excluded(name: str, exclude: Iterable[str]) -> bool:
     """Whether module ``name`` matches one of the ``exclude`` patterns (fnmatch, as the runtime applies them)."""
-    return any(fnmatch.fnmatch(name, pattern) for pattern in exclude)
+    return _matcher(tuple(exclude))(name) is not None
+
+
+@cache
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
+    """One compiled expression for ``patterns`` (fnmatch's own translation, case-sensitive as module names are)."""
+    if not patterns:
+        return lambda _name: None
+    return re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns)).match
+
+
+@cache
+def _literal_heads(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """What a name must start with to match each pattern: its text before the first wildcard."""
+    return tuple(re.split(r"[*?\[]", pattern, maxsplit=1)[0] for pattern in patterns)
 
 
 def quantized_linears(linears: Iterable[Linear], exclude: Iterable[str]) -> list[Linear]:
-    patterns = tuple(exclude)
-    return [layer for layer in linears if not excluded(layer.name, patterns)]
+    match = _matcher(tuple(exclude))
+    return [layer for layer in linears if match(layer.name) is None]
 
 
 def bytes_change(linears: Iterable[Linear], scheme: str, dtype_bytes: int, exclude: Iterable[str]) -> int:
     """How many bytes quantizing ``linears`` (less those ``exclude`` matches) with ``scheme`` adds to a
     component whose weights are all in a ``dtype_bytes`` dtype (negative: what it saves)."""
+    families = [Family(layer.name, None, "", layer.out_features, layer.in_features, layer.tied) for layer in linears]
+    return _change(families, scheme, dtype_bytes, tuple(exclude))
+
+
+@cache
+def lm_bytes_change(shape: LMShape, scheme: str, dtype_bytes: int, exclude: tuple[str, ...]) -> int:
+    """:func:`bytes_change` for an LM's (or the text encoder's) Linear layers, remembered per shape and scheme
+    (the ladder predicts the same components many times a resolution)."""
+    return 0 if scheme_of(scheme) == "none" else _change(_lm_families(shape), scheme, dtype_bytes, exclude)
+
+
+@cache
+def dit_bytes_change(shape: DiTShape, scheme: str, dtype_bytes: int, exclude: tuple[str, ...]) -> int:
+    """:func:`bytes_change` for the DiT's Linear layers, remembered per shape and scheme."""
+    return 0 if scheme_of(scheme) == "none" else _change(_dit_families(shape), scheme, dtype_bytes, exclude)
+
+
+def _change(families: Iterable[Family], scheme: str, dtype_bytes: int, exclude: tuple[str, ...]) -> int:
     if scheme_of(scheme) == "none":
         return 0
     layout = SCHEMES[scheme_of(scheme)]
+    match, heads = _matcher(exclude), _literal_heads(exclude)
     change = 0
-    for layer in quantized_linears(linears, exclude):
-        change += layout.linear_bytes(layer.out_features, layer.in_features, dtype_bytes)
-        if not layer.tied:
-            change -= layer.out_features * layer.in_features * dtype_bytes
+    for family in families:
+        if family.count is not None and not any(h.startswith(family.head) or family.head.startswith(h) for h in heads):
+            kept = family.count  # no pattern can match a name that starts with this family's head
+        else:
+            kept = sum(1 for name in family.names() if match(name) is None)
+        one = layout.linear_bytes(family.out_features, family.in_features, dtype_bytes)
+        change += kept * (one - (0 if family.tied else family.out_features * family.in_features * dtype_bytes))
     return change
 
 
