@@ -152,6 +152,11 @@ def test_override_keys_come_from_the_plan_schema() -> None:
     assert set(PLAN_OVERRIDE_KEYS) <= set(PLAN_KEYS)
     assert {"attention", "compile", "offload.dit", "quantization.lm", "vae.decode"} <= set(PLAN_OVERRIDE_KEYS)
     assert not any(k.startswith(("memory.", "ladder.")) for k in PLAN_OVERRIDE_KEYS)
+    # a key the plan computes is shown, not offered (the measured quality of a quantization scheme)
+    assert {"quantization.backend", "quantization.scheme.dit"} <= set(PLAN_OVERRIDE_KEYS)
+    assert (
+        all(PLAN_KEYS[k].settable for k in PLAN_OVERRIDE_KEYS) and "quantization.quality.dit" not in PLAN_OVERRIDE_KEYS
+    )
 
 
 def test_auth_and_host_rules() -> None:

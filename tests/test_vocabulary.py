@@ -50,6 +50,7 @@ COINCIDENCES = {
     ("acestep_core/runtime/pipeline/lm.py", "COT_TOKEN_BUDGET"): "tokens, not latent frames",
     ("acestep_core/runtime/pipeline/text_encoder.py", "MAX_CAPTION_TOKENS"): "caption tokens, not frames",
     ("benchmarks/gpu_memory.py", "CAPTION_TOKENS"): "caption tokens, not frames",
+    ("acestep_core/runtime/quantization.py", "DEFAULT_REPEATS"): "timed forwards a scheme, not codes per second",
 }
 """Constants whose value equals a vocabulary value by coincidence, each with what it counts instead."""
 

@@ -26,7 +26,9 @@ from acestep_core.vocabulary import COMPONENTS, LM_MODES, MIN_DURATION_S
 
 COMPUTED_PREFIXES = ("memory.", "ladder.")
 """Plan keys the planner computes from the others (predictions, ladder): shown, not offered as overrides."""
-PLAN_OVERRIDE_KEYS: tuple[str, ...] = tuple(k for k in PLAN_KEYS if not k.startswith(COMPUTED_PREFIXES))
+PLAN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
+    k for k, spec in PLAN_KEYS.items() if spec.settable and not k.startswith(COMPUTED_PREFIXES)
+)
 """The optimization keys of the plan's schema a user may set (the CLI's ``--set KEY=VALUE``)."""
 DURATION_MIN_S = MIN_DURATION_S
 PHASE_NAMES = COMPONENTS
