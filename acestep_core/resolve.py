@@ -71,6 +71,14 @@ class OverrideError(ResolutionError, ValueError):
         self.value = value
 
 
+class UnknownTableError(ResolutionError):
+    """The table asked for by name (``wanted``) is neither installed nor a table file."""
+
+    def __init__(self, message: str, wanted: str) -> None:
+        super().__init__(message)
+        self.wanted = wanted
+
+
 # --------------------------------------------------------------------------------------------- tables
 class TableChoice(Record):
     table: TierTable
@@ -117,8 +125,8 @@ def choose_table(tables: list[tuple[str, TierTable]], wanted: str | None) -> Tab
 
             if os.path.isfile(wanted):
                 return TableChoice(load_table(wanted), "file", f"chosen explicitly (the file {wanted})")
-            raise ResolutionError(f"no tier table file {wanted!r}")
-        raise ResolutionError(f"no tier table named {wanted!r}; installed tables: {listing}")
+            raise UnknownTableError(f"no tier table file {wanted!r}", wanted)
+        raise UnknownTableError(f"no tier table named {wanted!r}; installed tables: {listing}", wanted)
     third_party = [(p, t) for p, t in tables if p not in BUILTIN_PLUGINS]
     if len(third_party) == 1:
         plugin, table = third_party[0]

@@ -730,8 +730,8 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
 def render_markdown(table: TierTable) -> str:
     """The table as the upstream document writes it (the document is generated from the data)."""
     rows = [
-        "| VRAM | Tier | LM mode | Max duration | Max batch | LM memory | Recommended LM |",
-        "|------|------|---------|--------------|-----------|-----------|----------------|",
+        "| VRAM | Tier | LM mode | Max duration | Max batch | LM memory | Recommended LM | DiT |",
+        "|------|------|---------|--------------|-----------|-----------|----------------|-----|",
     ]
     for tier in table.tiers:
         rows.append(
@@ -747,6 +747,7 @@ def render_markdown(table: TierTable) -> str:
                     _with_without(tier, str(tier.max_batch_with_lm), str(tier.max_batch_without_lm)),
                     _lm_memory(tier),
                     _recommended(tier),
+                    ", ".join(tier.dit_models),
                 )
             )
             + " |"

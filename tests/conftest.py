@@ -3,8 +3,14 @@ the machine the tests run on (no cuda plugin, no third-party entry points)."""
 
 from __future__ import annotations
 
+import os
+import re
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 import acestep_core_simulated
 import acestep_core_tiers_default
@@ -38,19 +44,40 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("acestep-core-cache"))
 
 
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("home"))
+
+
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, session_cache_dir: str) -> Iterator[None]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, session_cache_dir: str, session_home: str) -> Iterator[None]:
     """No simulation or plugin switch leaks in from the shell, no manager or reading from another
-    test, and the start-up cache (entry points, parsed tables) is the session's, not the user's."""
+    test, and the start-up cache (entry points, parsed tables) is the session's, not the user's.
+
+    HOME and XDG_CACHE_HOME are the session's too: a child process whose environment drops
+    ``ACESTEP_CORE_CACHE_DIR`` (to test the defaults) still finds its cache, and every library's
+    (matplotlib's, Gradio's, pip's), under the test run's folder, never in the user's ``~/.cache``."""
     for name in SETTINGS_FROM_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ACESTEP_CORE_NO_CACHE", raising=False)
     monkeypatch.setenv("ACESTEP_CORE_CACHE_DIR", session_cache_dir)
+    monkeypatch.setenv("HOME", session_home)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(session_home, ".cache"))
     reset_plugin_manager()
     clear_detection_cache()
     yield
     reset_plugin_manager()
     clear_detection_cache()
+
+
+RUN_FOLDERS = ("HOME", "XDG_CACHE_HOME", "ACESTEP_CORE_CACHE_DIR")
+
+
+def folders_of_this_run() -> dict[str, str]:
+    """The test run's own HOME and caches (see :func:`clean_environment`), for a child process whose
+    environment is built from scratch: without them it would find the user's home through the
+    password database and write to the user's ``~/.cache``."""
+    return {name: os.environ[name] for name in RUN_FOLDERS}
 
 
 class FixedDevice:
@@ -180,3 +207,46 @@ lm_models = ["0.6B"]
 lm_default_on = true
 """
 """A one-tier table covering every size: the smallest valid table, for tests that register their own."""
+
+
+# --------------------------------------------------------------------------------------------- Ctrl-C
+CTRL_C_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+"""The first line of a child that a test sends Ctrl-C to. A suite started in the background (``nohup … &``,
+a non-interactive shell's ``&``, a CI runner without a terminal) hands its children SIGINT *ignored*;
+Python then installs no KeyboardInterrupt handler and the signal does nothing. An interactive shell
+gives a command SIGINT's default disposition: the child restores Python's default handler first."""
+
+
+def interruptible_python(code: str, *args: str) -> list[str]:
+    """argv of a Python child running ``code`` with ``args`` that Ctrl-C reaches as in a terminal."""
+    return [sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL + code, *args]
+
+
+def wait_until_said(process: subprocess.Popen[bytes], stream: IO[bytes], said: str, *, timeout_s: float = 600) -> bytes:
+    """What ``process`` wrote to ``stream`` up to and including the first match of the regular
+    expression ``said``: the child's word that it has reached the point under test. The test fails,
+    showing what was written, if the child exits first or says nothing within ``timeout_s`` (a bound
+    for a stuck child on a loaded machine, never a guess at when it is ready: no signal is sent then)."""
+    pattern = re.compile(said.encode())
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while not pattern.search(seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            process.kill()
+            raise AssertionError(f"the child did not say {said!r} in {timeout_s:g} s; it wrote:\n{_tail(seen)}")
+        ready, _, _ = select.select([stream], [], [], min(left, 1.0))
+        if not ready:
+            continue
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            process.wait()
+            raise AssertionError(
+                f"the child exited ({process.returncode}) before saying {said!r}; it wrote:\n{_tail(seen)}"
+            )
+        seen += chunk
+    return seen
+
+
+def _tail(output: bytes) -> str:
+    return output.decode(errors="replace")[-3000:]

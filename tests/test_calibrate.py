@@ -143,10 +143,50 @@ def test_resume_skips_what_was_measured(tmp_path: Path) -> None:
     assert not interrupted.complete and interrupted.table is None and not (tmp_path / TABLE_FILE).exists()
     first = Calibrator(backend, config, tmp_path, base_table=default_table(), progress=False).run()
     assert first.complete and first.trials_run > 0
+    assert first.trials_reused == len(interrupted.measurements), "only the interrupted run's rows are reused"
     calls = len(backend.calls)
     again = Calibrator(backend, config, tmp_path, base_table=default_table(), progress=False).run()
     assert again.trials_run == 0 and again.trials_reused > 0 and len(backend.calls) == calls
     assert again.table == first.table
+
+
+def test_a_fresh_run_reuses_nothing_even_when_it_asks_for_a_trial_twice(tmp_path: Path) -> None:
+    backend = FootprintBackend(footprint)
+    calibrator = Calibrator(backend, CalibrationConfig(), tmp_path, base_table=default_table(), progress=False)
+    trial = Trial(8, "dit", 60, 1)
+    assert calibrator.measure(trial) == calibrator.measure(trial)
+    assert (calibrator.trials_run, calibrator.trials_reused, len(backend.calls)) == (1, 0, 1)
+    result = Calibrator(backend, CalibrationConfig(), tmp_path / "fresh", base_table=default_table(), progress=False)
+    assert result.run().trials_reused == 0
+
+
+def test_the_cpu_report_says_it_tests_the_mechanics_only_and_reports_no_reuse_on_a_fresh_run() -> None:
+    from acestep_core.runtime.cli.calibrate import CPU_NOTE, render_report
+
+    report = {
+        "complete": True,
+        "table_file": "cal/tiers.toml",
+        "raw_file": "cal/measurements.json",
+        "trials_run": 24,
+        "trials_reused": 0,
+        "cards": [
+            {
+                "card_gb": 20.0,
+                "cap_bytes": 20 * 2**20,
+                "without_lm": [10, 2],
+                "with_lm": None,
+                "lm_models": [],
+                "notes": [],
+            }
+        ],
+        "note": CPU_NOTE.format(unit=1.0),
+    }
+    text = render_report(report)
+    lines = text.splitlines()
+    assert "reused" not in text and lines[1] == "24 trials run; measurements in cal/measurements.json"
+    assert lines[0] == lines[-1] == f"note: {CPU_NOTE.format(unit=1)}" and "mechanics only" in lines[0]
+    assert "fake budget 20 MiB" in text
+    assert "3 reused from" in render_report(report | {"trials_reused": 3})
 
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
@@ -176,10 +216,12 @@ def test_cpu_calibrate_command_runs_tiny_models(tmp_path: Path, capsys: pytest.C
     assert main(["calibrate", "--out", str(out), "--device", "cpu", "--no-full-vae", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] and report["comparison"]["a"]["name"] == "default"
+    assert report["trials_reused"] == 0 and "mechanics only" in report["note"] and report["device"] == "cpu"
     assert load_table(out / TABLE_FILE).name == "calibrated"
     cards = {c["card_gb"]: c for c in report["cards"]}
     assert cards[40.0]["without_lm"][0] >= cards[20.0]["without_lm"][0]
     raw = json.loads((out / RAW_FILE).read_text())
     assert raw["environment"]["versions"]["torch"] and any(not m["fits"] for m in raw["measurements"])
     assert main(["calibrate", "--out", str(out), "--device", "cpu", "--no-full-vae", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["trials_run"] == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["trials_run"] == 0 and again["trials_reused"] == report["trials_run"]

@@ -174,20 +174,54 @@ def test_bad_usage_exits_2_with_a_message(cli, argv: list[str]) -> None:
     assert "error:" in err and out == ""
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("info", "--tiers", "nosuch"),
+        ("plan", "--json", "--tiers", "nosuch"),
+        ("tiers", "show", "--tiers", "nosuch"),
+        ("calibrate", "--out", "{tmp}/cal", "--compare-with", "nosuch"),
+    ],
+)
+def test_an_unknown_table_typed_as_a_flag_is_bad_usage_naming_the_flag(cli, tmp_path, argv: tuple[str, ...]) -> None:
+    code, out, err = cli(*(arg.format(tmp=tmp_path) for arg in argv))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1] == (
+        f"acestep-core {argv[0]}: error: {argv[-2]} 'nosuch': no tier table named 'nosuch'; installed tables: "
+        "default (from tiers_default), upstream-2026-02 (from tiers_default), upstream-2026-04 (from tiers_default)"
+    )
+
+
 def test_a_failure_exits_1_with_a_message(cli) -> None:
-    code, out, err = cli("info", "--tiers", "nosuch")
-    assert code == 1 and "no tier table named 'nosuch'" in err and out == ""
-    code, out, _ = cli("info", "--tiers", "nosuch", "--json")
-    assert code == 1 and "no tier table named 'nosuch'" in json.loads(out)["error"]
+    code, out, err = cli("info", "--tiers", "missing/my.toml")
+    assert code == 2 and out == "" and "--tiers 'missing/my.toml': no tier table file" in err
+    code, out, err = cli("info", env={"ACESTEP_CORE_TIERS": "nosuch"})
+    assert code == 1 and out == "" and "ACESTEP_CORE_TIERS='nosuch': no tier table named 'nosuch'" in err
+    code, out, _ = cli("info", "--json", env={"ACESTEP_CORE_TIERS": "nosuch"})
+    assert code == 1 and json.loads(out)["error"].startswith("ACESTEP_CORE_TIERS='nosuch': no tier table named")
 
 
-def test_a_command_that_needs_the_ml_extra_says_how_to_install_it(
-    cli, monkeypatch: pytest.MonkeyPatch, tmp_path
+@pytest.mark.parametrize(
+    ("argv", "missing", "extra"),
+    [
+        (("generate", "--out", "{tmp}/out", "--no-progress"), "torch", "ml"),
+        (("tiers", "compare", "default", "upstream-2026-02", "--plot", "{tmp}/diff.png"), "matplotlib", "plot"),
+        (("fleet", "scan", "--simulate", "8"), "ray", "fleet"),
+        (("ui",), "gradio", "ui"),
+    ],
+)
+def test_a_missing_extra_exits_1_naming_the_extra_whatever_the_command(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path, argv: tuple[str, ...], missing: str, extra: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "torch", None)  # as on an install without the ml extra
-    code, out, err = cli("generate", "--out", str(tmp_path), "--no-progress")
-    assert code == 1 and out == ""
-    assert "torch is missing" in err and "pip install 'acestep-core[ml]'" in err
+    monkeypatch.setitem(sys.modules, missing, None)  # as on an install without the extra
+    code, out, err = cli(*(arg.format(tmp=tmp_path) for arg in argv))
+    assert code == 1 and out == "", err
+    assert len(err.strip().splitlines()) == 1
+    assert (
+        f"`{argv[0]}` needs" in err and f"{missing} is missing" in err and f"pip install 'acestep-core[{extra}]'" in err
+    )
+    assert ("--index-url https://download.pytorch.org/whl/cpu" in err) == (extra == "ml"), "the CPU torch line"
+    assert not (tmp_path / "diff.png").exists()
 
 
 def test_exit_codes_of_the_installed_command() -> None:
@@ -225,16 +259,23 @@ print(json.dumps({"after_import": after_import, "after_info": heavy, "cuda": cud
 """
 
 
-def test_import_and_info_under_simulation_load_neither_torch_nor_nvml() -> None:
+def test_import_and_info_under_simulation_load_neither_torch_nor_nvml(tmp_path) -> None:
     """``import acestep_core`` and ``acestep-core info --json`` under MAX_CUDA_VRAM=8, with every
     installed plugin: no torch (so no CUDA context can exist) and no NVML. The simulation answers
     first, so the ``cuda`` plugin's detection modules are never imported either, nor the other
-    commands' modules, nor a TOML parser, nor shutil for the help's width (start-up time)."""
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=_env(MAX_CUDA_VRAM="8"), check=True
-    )
-    probe = json.loads(result.stdout.strip().splitlines()[-1])
-    assert probe == {"after_import": [], "after_info": [], "cuda": [], "others": [], "code": 0, "tier": "tier4"}
+    commands' modules, nor (start-up time) — once the start-up cache is written — a TOML parser or
+    shutil (which the entry-point scan's zipfile imports, as argparse would for the help's width). The
+    cache is this test's own and empty at first, as on a new user's first run: the first run (which
+    scans and writes the cache) is held to no torch, no NVML and no cuda modules, the second to all."""
+    env = _env(MAX_CUDA_VRAM="8", ACESTEP_CORE_CACHE_DIR=str(tmp_path / "cache"))
+    expected = {"after_import": [], "after_info": [], "cuda": [], "others": [], "code": 0, "tier": "tier4"}
+    for run in ("first, writing the cache", "second, reading it"):
+        result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True)
+        probe = json.loads(result.stdout.strip().splitlines()[-1])
+        if run.startswith("first"):
+            probe["others"] = [module for module in probe["others"] if module not in ("tomllib", "shutil")]
+        assert probe == expected, run
+    assert any((tmp_path / "cache").iterdir())
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -252,3 +293,19 @@ def test_the_help_width_is_what_shutil_would_read(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("COLUMNS", columns)
     assert terminal_width() == shutil.get_terminal_size().columns
+
+
+def test_the_generate_help_examples_say_what_plan_decides_for_them(cli) -> None:
+    """generate resolves exactly as plan does, so plan checks what generate's help promises."""
+    code, out, _ = cli("generate", "--help")
+    assert code == 0
+    examples = " ".join(out.split("examples:")[1].split())
+    cpu_example = "acestep-core generate --duration 30 --batch 2 --out out/ the embedded tiny models on this"
+    assert cpu_example in examples and "(on a CPU: Tier 1, batch clamped to 1, LM off)" in examples
+    assert "MAX_CUDA_VRAM=16 acestep-core generate --duration 30 --batch 2 --out out/" in examples
+    assert "(Tier 6: LM on, the recommended 1.7B, batch 2)" in examples
+    _, on_cpu, _ = cli("plan", "--duration", "30", "--batch", "2", "--json", "--replay", "cpu-only", cuda=True)
+    _, on_16, _ = cli("plan", "--duration", "30", "--batch", "2", "--json", env={"MAX_CUDA_VRAM": "16"})
+    for data, tier, batch, lm in ((json.loads(on_cpu), "Tier 1", 1, None), (json.loads(on_16), "Tier 6", 2, "1.7B")):
+        adjusted = data["adjusted"]
+        assert (data["tier"]["label"], adjusted["batch_size"], adjusted["lm_model"]) == (tier, batch, lm)

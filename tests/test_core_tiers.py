@@ -131,6 +131,9 @@ def test_default_table_is_the_seed_table_row_for_row() -> None:
     assert [_normalise_row(row) for row in _seed_rows()] == [_normalise_row(row[:6]) for row in rendered]
     # the extra column: the LM `auto` loads, from the document's memory tips
     assert [row[6] for row in rendered] == ["-", "-", "0.6B (LM off by default)", "0.6B", "0.6B", "1.7B", "4B"]
+    # and the DiTs each tier allows (XL from Tier 5, per upstream's guide column)
+    two_b, xl = "turbo, base, sft", "turbo, base, sft, xl-turbo, xl-base, xl-sft"
+    assert [row[7] for row in rendered] == [two_b, two_b, two_b, two_b, xl, xl, xl]
 
 
 def test_default_table_values() -> None:

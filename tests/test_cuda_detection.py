@@ -158,6 +158,20 @@ def test_uuids_in_the_list_make_the_mapping_exact_whatever_the_order() -> None:
     assert not any("estimate" in note for note in reading.notes)
 
 
+@pytest.mark.parametrize(("visible", "chosen"), [("1", RTX3060), ("0", RTX4090), ("1,0", RTX3060)])
+def test_an_index_into_an_estimated_order_still_says_the_choice_rests_on_the_estimate(
+    visible: str, chosen: str
+) -> None:
+    """One GPU left visible is still picked by its place in the estimated order (the README's
+    ``CUDA_VISIBLE_DEVICES=1`` example): the warning stays, and names the GPU it rests on."""
+    reading = read("two-gpu-3060-4090", CUDA_VISIBLE_DEVICES=visible)
+    assert reading.device.uuid == chosen
+    assert any("estimate" in note and "PCI_BUS_ID" in note for note in reading.notes)
+    assert any(f"CUDA_VISIBLE_DEVICES={visible!r} picks GPUs by position" in n and chosen in n for n in reading.notes)
+    exact = read("two-gpu-3060-4090", CUDA_VISIBLE_DEVICES=visible, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+    assert not any("estimate" in note for note in exact.notes)
+
+
 def test_index_matches_uuid_not_nvml_index() -> None:
     """NVML index 0 is the 3060; under the default order cuda:0 is the 4090. The reading says which."""
     reading = read("two-gpu-3060-4090", CUDA_VISIBLE_DEVICES="0")

@@ -10,7 +10,9 @@ import textwrap
 
 import acestep_core_cuda
 import pytest
+from acestep_core_cuda import replay
 from acestep_core_cuda.replay import RecordedNvml, load_recording, record
+from conftest import folders_of_this_run
 
 from acestep_core import DetectOptions, SettingIgnored
 from acestep_core.cli import main
@@ -69,7 +71,7 @@ def test_info_replay_in_a_subprocess() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN},
+        env={"PATH": "/usr/bin:/bin", **folders_of_this_run(), **PLUGINS_ONLY_BUILTIN},
     )
     assert result.returncode == 0, result.stderr
     assert "Tier 6" in result.stdout and "15.99 GiB" in result.stdout
@@ -116,6 +118,36 @@ def test_recording_a_device_gives_back_its_recording(name: str) -> None:
     assert recorded["nvml"] == {**original["nvml"], "error": None}
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["record", "--help"], ["-h"], ["record", "-h"]])
+def test_the_recorders_help_exits_0_and_records_nothing(
+    argv: list[str], tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def must_not_record() -> None:
+        raise AssertionError("--help started recording")
+
+    monkeypatch.setattr(replay, "load_pynvml", must_not_record)
+    monkeypatch.chdir(tmp_path)
+    assert replay.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "record" in out and "NVIDIA" in out and "examples:" in out
+    if argv[0] == "record":
+        assert "--out FILE" in out and "NVIDIA only" in out and "NVML" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [([], "COMMAND"), (["recrd"], "'recrd'"), (["record", "--out"], "--out"), (["record", "--bogus"], "--bogus")],
+)
+def test_the_recorders_bad_usage_is_one_line_and_exit_2(
+    argv: list[str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(replay, "load_pynvml", lambda: pytest.fail("a usage error started recording"))
+    assert replay.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "--help" in err[0]
+
+
 NVML_PATH_PROBE = textwrap.dedent("""
     import json, sys
     from acestep_core import DetectOptions, resolve
@@ -139,7 +171,7 @@ def test_nvml_path_imports_no_torch_and_loads_no_cuda_library(name: str, tier: s
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", **PLUGINS_ONLY_BUILTIN},
+        env={"PATH": "/usr/bin:/bin", **folders_of_this_run(), **PLUGINS_ONLY_BUILTIN},
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)

@@ -133,6 +133,16 @@ def test_the_limit_blocks_early_and_is_reachable(vocab) -> None:
     assert proc.field_body_ok(" 600\n") and not proc.field_body_ok(" 601\n") and not proc.field_body_ok(" 7000")
 
 
+@pytest.mark.parametrize("digits", ["١٢٠", "１２０", "²", "12٠"])
+def test_only_ascii_digits_make_a_duration(vocab, digits: str) -> None:
+    """``\\d`` matches Arabic-Indic and full-width digits, which ``int()`` reads as 120 (or fails on
+    '²'): the field accepts ASCII digits only, as a duration line is parsed downstream."""
+    tok, texts = vocab
+    proc = constraint(tok, texts, max_duration_s=240)
+    assert proc.field_body_ok(" 120\n")
+    assert not proc.field_body_ok(f" {digits}") and not proc.field_body_ok(f" {digits}\n")
+
+
 def test_seen_durations_cover_the_range(vocab) -> None:
     tok, texts = vocab
     proc = constraint(tok, texts, max_duration_s=13)

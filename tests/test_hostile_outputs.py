@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from conftest import interruptible_python  # noqa: E402
 
 from acestep_core.runtime.calibrate import search  # noqa: E402
 from acestep_core.runtime.cli import generate as generate_cli  # noqa: E402
@@ -80,12 +83,54 @@ def test_generate_checks_its_output_folder_first(cli, no_work, tmp_path: Path, m
     one_line(err, "--out", needle)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
-def test_generate_refuses_a_read_only_folder(cli, no_work, tmp_path: Path) -> None:
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits: the read-only mount case covers root")
+def test_generate_refuses_a_folder_without_write_permission(cli, no_work, tmp_path: Path) -> None:
     folder = tmp_path / "ro"
     folder.mkdir(mode=0o555)
     code, _, err = cli("generate", "--out", str(folder))
     assert code == 2 and "is not writable" in err
+
+
+READ_ONLY_MOUNT_CHILD = """
+import sys
+
+class NoWork:  # the pipeline (and torch with it) is imported only once the output folder passed
+    def find_spec(self, name, path=None, target=None):
+        if name in ("acestep_core.runtime.pipeline", "torch"):
+            raise SystemExit(f"work started before the output path was checked ({name} imported)")
+
+sys.meta_path.insert(0, NoWork())
+from acestep_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_generate_refuses_a_folder_on_a_read_only_mount_even_as_root(tmp_path: Path) -> None:
+    """The same refusal where no permission bit is involved, so that it holds for root (as CI runs):
+    the empty folder is bind-mounted read-only in a mount namespace of the child's own (``unshare``;
+    as another user, a user namespace makes the child root there), which nobody can write into."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs util-linux's unshare for a private read-only mount")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    namespace = [unshare, "--mount"] if os.geteuid() == 0 else [unshare, "--user", "--map-root-user", "--mount"]
+    probe = subprocess.run([*namespace, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel or container refuses a private mount namespace: {probe.stderr.strip()}")
+    mount_then_run = 'mount --bind -o ro "$1" "$1" && shift && exec "$@"'
+    command = [sys.executable, "-c", READ_ONLY_MOUNT_CHILD, "generate", "--out", str(folder), "--steps", "1"]
+    done = subprocess.run(
+        [*namespace, "sh", "-c", mount_then_run, "sh", str(folder), *command],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    one_line(done.stderr, "--out", str(folder), "is not writable")
+    assert list(folder.iterdir()) == []
 
 
 def test_compare_checks_the_plot_path_first(cli, no_work, tmp_path: Path) -> None:
@@ -279,34 +324,28 @@ def test_a_closed_pipe_is_a_quiet_exit() -> None:
 
 
 def test_ctrl_c_during_calibrate_exits_130_and_keeps_a_resumable_file(tmp_path: Path) -> None:
+    """Ctrl-C once calibrate has written its first measurement (the raw file appears: its word that
+    trials are under way), with many trials left to interrupt."""
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
+        interruptible_python(
             SCRIPT,
-            "calibrate",
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-            "--no-full-vae",
-            "--cards",
-            "20,40,60,80",
-            "--durations",
-            "10,20,30,40",
-        ],
+            *("calibrate", "--out", str(tmp_path), "--device", "cpu", "--no-full-vae"),
+            *("--cards", "20,40,60,80", "--durations", "10,20,30,40"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_child_env(),
     )
     raw = tmp_path / "measurements.json"
-    deadline = time.monotonic() + 240
-    while not raw.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    deadline = time.monotonic() + 600
+    while not raw.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate()
+            pytest.fail(f"calibrate wrote no measurement (exit {process.returncode}): {err.decode(errors='replace')}")
+        time.sleep(0.2)  # polling for the file, not guessing when to signal
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    if process.returncode == 0:
-        pytest.skip("calibrate finished before the signal arrived")
+    _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err.decode(errors="replace")[-2000:]
     assert b"Traceback" not in err and b"interrupted" in err
     assert isinstance(json.loads(raw.read_text())["measurements"], list), "the raw file stays whole (written by rename)"

@@ -55,9 +55,14 @@ def test_compare_cli_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
-def test_compare_unknown_table_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tiers", "compare", "default", "nosuch"]) == 1
-    assert "no tier table named 'nosuch'" in capsys.readouterr().err
+@pytest.mark.parametrize(("argv", "named"), [(["default", "nosuch"], "B"), (["nosuch", "default"], "A")])
+def test_an_unknown_table_typed_as_an_argument_is_bad_usage_naming_it(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like a wrong ``--tiers`` (#27): the name was typed, so it is bad usage (2), and the line says which."""
+    assert main(["tiers", "compare", *argv]) == 2
+    expected = f"acestep-core tiers: error: {named} 'nosuch': no tier table named 'nosuch'"
+    assert capsys.readouterr().err.startswith(expected)
 
 
 def test_new_scaffolds_a_valid_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

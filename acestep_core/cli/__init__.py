@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from acestep_core.cli.terminal import TerminalWriter, terminal_text, terminal_width
 from acestep_core.inputs import env_flag
 from acestep_core.plugins import DEBUG_ENV, SettingIgnored
-from acestep_core.resolve import ResolutionError
+from acestep_core.resolve import TIERS_ENV, ResolutionError, UnknownTableError
 from acestep_core.tables import TableError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -30,12 +30,19 @@ EXIT_PIPE_CLOSED = 141
 EXIT_STATUS = """\
 exit status: 0 ok, 1 failure (one message), 2 bad usage (one line naming the flag), 130 interrupted,
 141 output closed early (| head). Set ACESTEP_CORE_DEBUG=1 to see a traceback for an internal error."""
-ML_MODULES = frozenset(
-    {"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm", "matplotlib"}
-)
-"""Top-level modules of the ``ml`` extra: a command that needs one says how to install it."""
-UI_MODULES = frozenset({"gradio"})
-"""Top-level modules of the ``ui`` extra."""
+EXTRAS = {
+    "ml": (
+        "the models' libraries",
+        frozenset({"torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "numpy", "tqdm"}),
+    ),
+    "plot": ("matplotlib, to draw the plot", frozenset({"matplotlib"})),
+    "ui": ("the page's libraries", frozenset({"gradio"})),
+    "fleet": ("Ray", frozenset({"ray"})),
+}
+"""Each extra of the distribution: what it brings, in words, and its top-level modules. A command that
+finds one missing says which extra installs it (exit 1: the installation lacks it, the usage is fine)."""
+CPU_TORCH_HINT = "for torch's CPU-only build, first: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+"""PyPI's Linux torch is the CUDA build (several GB); the ``ml`` extra accepts whichever is installed first."""
 
 DESCRIPTION = """\
 Decide how ACE-Step runs on this machine: detect the device's memory, pick a tier from the tier
@@ -151,18 +158,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         except UsageError as error:
             parser.exit(EXIT_USAGE, f"acestep-core {args.command}: error: {terminal_text(str(error))}\n")
+    except UnknownTableError as error:
+        flag = _table_flag(args, error.wanted)
+        if flag is not None:  # typed by the user: bad usage, naming the flag
+            where = f"acestep-core {args.command}" if args else "acestep-core"
+            print(
+                f"{where}: error: {flag} {terminal_text(repr(error.wanted))}: {terminal_text(str(error))}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        from_env = os.environ.get(TIERS_ENV) == error.wanted
+        _fail(args, f"{TIERS_ENV}={error.wanted!r}: {error}" if from_env else str(error))
     except (ResolutionError, TableError, SettingIgnored) as error:
         _fail(args, str(error))
     except ModuleNotFoundError as error:
-        top = (error.name or "").partition(".")[0]
-        if top in UI_MODULES:
-            needs, extra = "the page's libraries", "ui"
-        elif top in ML_MODULES:
-            needs, extra = "the models' libraries", "ml"
-        else:
+        message = missing_extra(args.command if args else "this command", error.name or "")
+        if message is None:
             return _unexpected(args, error)
-        command = args.command if args else "this command"
-        _fail(args, f"`{command}` needs {needs} ({error.name} is missing): pip install 'acestep-core[{extra}]'")
+        _fail(args, message)
     except KeyboardInterrupt:
         _fail(args, "interrupted")
         return EXIT_INTERRUPTED
@@ -182,6 +195,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _silence_stdout()
             sys.stdout = stdout
     return EXIT_FAILURE
+
+
+TABLE_FLAGS = {"tiers": "--tiers", "compare_with": "--compare-with", "a": "A", "b": "B"}
+"""The options and arguments that name a tier table (the argparse ``dest``, and the flag or the metavar
+``tiers compare`` shows in its usage)."""
+
+
+def _table_flag(args: argparse.Namespace | None, wanted: str) -> str | None:
+    """The flag through which the user typed the unknown table ``wanted``, if one did."""
+    for dest, flag in TABLE_FLAGS.items():
+        if getattr(args, dest, None) == wanted:
+            return flag
+    return None
+
+
+def missing_extra(command: str, module: str) -> str | None:
+    """The one line for ``command`` failing on a missing ``module`` of an extra, or None for a module
+    no extra provides (a bug, reported as one)."""
+    top = module.partition(".")[0]
+    for extra, (brings, modules) in EXTRAS.items():
+        if top in modules:
+            hint = f"pip install 'acestep-core[{extra}]'"
+            if extra == "ml":
+                hint += f" ({CPU_TORCH_HINT})"
+            return f"`{command}` needs {brings} ({module} is missing): {hint}"
+    return None
 
 
 def _unexpected(args: argparse.Namespace | None, error: BaseException) -> int:

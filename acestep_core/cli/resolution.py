@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from acestep_core.cli import UsageError, add_json_flag, environ, print_json
-from acestep_core.cli.flags import memory_gb, number
+from acestep_core.cli import Parser, UsageError, environ, print_json
+from acestep_core.cli.options import REQUEST_OPTIONS, RESOLUTION_OPTIONS, add_options
 from acestep_core.cli.terminal import terminal_text
 from acestep_core.inputs import MAX_NESTING, clip, nesting_depth, parse_index
 from acestep_core.resolve import OverrideError, resolve
@@ -22,16 +24,10 @@ from acestep_core.types import (
     plan_override_problem,
 )
 from acestep_core.vocabulary import (
-    ATTENTIONS,
-    CHECKPOINTS_ENV,
     COMPONENTS,
-    DIT_MODELS,
     GIB,
-    LM_BACKENDS,
     LM_SIZES,
     MIN_DURATION_S,
-    OFFLOADS,
-    QUANTIZATIONS,
     LmMode,
 )
 
@@ -97,89 +93,34 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def add_request_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("request")
-    group.add_argument(
-        "--duration", type=number(float, above=0), metavar="S", help="seconds of audio (default: let the LM decide)"
-    )
-    group.add_argument(
-        "--batch", type=number(int, least=1), default=1, metavar="N", help="number of clips (default: 1)"
-    )
-    group.add_argument(
-        "--lm",
-        metavar="SIZE|none|auto",
-        default="auto",
-        help=f"LM size ({', '.join(LM_SIZES)}), 'none' to run without the LM, or 'auto' for the tier's default "
-        "(default)",
-    )
-    group.add_argument(
-        "--dit",
-        choices=DIT_MODELS,
-        help="the DiT: the 2B or XL (4B) turbo (one forward a step), base or sft (two: CFG); default the tier's "
-        "(the 2B turbo where allowed, as upstream)",
-    )
-    group.add_argument(
-        "--checkpoints",
-        metavar="DIR",
-        help=f"a checkpoints folder as upstream lays it out (acestep-v15-*, vae, Qwen3-Embedding-0.6B, "
-        f"acestep-5Hz-lm-*): the plan budgets what its files hold (default: {CHECKPOINTS_ENV})",
-    )
+    add_options(parser, REQUEST_OPTIONS)
 
 
 def add_resolution_options(parser: argparse.ArgumentParser) -> None:
-    add_json_flag(parser)
-    hardware = parser.add_argument_group("hardware")
-    hardware.add_argument(
-        "--vram",
-        type=memory_gb,
-        metavar="GB",
-        help="simulate a device with this much memory (as MAX_CUDA_VRAM; wins over it)",
-    )
-    hardware.add_argument(
-        "--device", metavar="INDEX|UUID", help="the device the pipeline will use (default: the first visible)"
-    )
-    hardware.add_argument(
-        "--replay",
-        metavar="FILE",
-        help="replay a recorded device (JSON) instead of asking the driver (wins over MAX_CUDA_VRAM)",
-    )
-    hardware.add_argument("--redetect", action="store_true", help="ignore any cached reading")
-    hardware.add_argument(
-        "--tiers",
-        metavar="NAME",
-        help="use this tier table (default: ACESTEP_CORE_TIERS, or the rule in `tiers --help`)",
-    )
-    overrides = parser.add_argument_group("overrides (each wins over the tier's default)")
-    overrides.add_argument("--max-duration", type=number(int), metavar="S", help="allow durations up to S seconds")
-    overrides.add_argument("--max-batch", type=number(int), metavar="N", help="allow batches up to N")
-    overrides.add_argument(
-        "--allow-lm", metavar="SIZES", help=f"allow these LM sizes, comma-separated ({','.join(LM_SIZES)})"
-    )
-    overrides.add_argument("--attention", choices=ATTENTIONS, help="attention backend")
-    overrides.add_argument("--offload", choices=OFFLOADS, help="CPU offload for every component")
-    overrides.add_argument(
-        "--quantization", choices=QUANTIZATIONS, help="weight quantization for the LM, DiT and text encoder"
-    )
-    overrides.add_argument(
-        "--lm-backend",
-        choices=LM_BACKENDS,
-        help="the LM's inference backend; refused with the reason where this device cannot run it",
-    )
-    overrides.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile on or off"
-    )
-    overrides.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any settable plan key, e.g. --set offload.vae=none (value as JSON, else a string); "
-        "ladder.batch_size and ladder.duration_s may only lower the request, ladder.refused refuses the plan",
-    )
-    overrides.add_argument(
-        "--force",
-        action="store_true",
-        help="keep a plan predicted over the device budget instead of refusing it (recorded and warned)",
-    )
+    add_options(parser, RESOLUTION_OPTIONS)
+
+
+class _RaisingParser(Parser):
+    """``plan``'s parser for callers other than the command line: a usage error raises instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@functools.cache
+def _plan_parser() -> argparse.ArgumentParser:
+    parser = _RaisingParser(prog="acestep-core plan", add_help=False)
+    add_request_options(parser)
+    add_resolution_options(parser)
+    return parser
+
+
+def parse_plan_args(argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed as ``acestep-core plan ARGV`` parses it (the same options, types and checks).
+
+    :raises UsageError: with the message the command prints after ``error:`` (``argument --vram: ...``).
+    """
+    return _plan_parser().parse_args(list(argv))
 
 
 def request_from_args(args: argparse.Namespace) -> GenerationRequest:

@@ -33,8 +33,10 @@ import torch
 from acestep_core.vocabulary import CODES_PER_SECOND, MIN_DURATION_S
 
 FIELD = "duration:"
-FIELD_BODY = re.compile(r"( ?)(\d*)(\n?)\Z")
-CANDIDATE = re.compile(r" ?\d*\n?\Z")
+FIELD_BODY = re.compile(r"( ?)([0-9]*)(\n?)\Z")
+CANDIDATE = re.compile(r" ?[0-9]*\n?\Z")
+"""ASCII digits only: ``\\d`` also matches Arabic-Indic or full-width digits, which ``int()`` reads as a
+number the constraint never meant to allow."""
 LINE_KEEP = 64
 """Characters of the current line kept per row: only its start decides whether it is the field."""
 
@@ -211,7 +213,7 @@ class DurationConstraint:
             if row.phase == FIELD_LINE or (row.line + text).startswith(FIELD):
                 body = (row.line + text)[len(FIELD) :].split("\n", 1)[0]
                 digits = body.strip()
-                row.duration = int(digits) if digits.isdigit() else row.duration
+                row.duration = int(digits) if digits.isascii() and digits.isdigit() else row.duration
             row.line = text.rsplit("\n", 1)[1][:LINE_KEEP]
         else:
             row.line = (row.line + text)[:LINE_KEEP]

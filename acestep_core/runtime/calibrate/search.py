@@ -251,6 +251,8 @@ class Calibrator:
         self.measurements: dict[str, Measurement] = {}
         self.trials_run = 0
         self.trials_reused = 0
+        self._resumed: set[str] = set()
+        """Keys of measurements read from an earlier run's raw file, not yet asked for again."""
         self.environment: dict[str, Any] = {}
         self.backend_unit = getattr(backend, "unit_bytes", GIB)
         """Bytes per "GB" of a card: a GiB on a device, the fake unit on a CPU."""
@@ -296,6 +298,7 @@ class Calibrator:
                 raise refuse(f"measurements[{position}] {problem}")
             measurement = Measurement(**row)
             self.measurements[measurement.key] = measurement
+            self._resumed.add(measurement.key)
 
     def _write_raw(self, *, complete: bool, cards: Iterable[CardResult] = ()) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +318,9 @@ class Calibrator:
     # ----- trials
     def measure(self, trial: Trial) -> Measurement:
         if trial.key in self.measurements:
-            self.trials_reused += 1
+            if trial.key in self._resumed:  # an earlier run's row, counted once (not this run's own repeats)
+                self._resumed.discard(trial.key)
+                self.trials_reused += 1
             return self.measurements[trial.key]
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TimeoutError("the time limit was reached; rerun the same command to resume")

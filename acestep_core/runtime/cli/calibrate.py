@@ -11,6 +11,10 @@ from acestep_core.inputs import MAX_MEMORY_GB, clip, output_dir_problem
 from acestep_core.types import to_jsonable
 from acestep_core.vocabulary import CUDA_CONTEXT_BYTES, GIB, LM_SIZES, MIB, SAFETY_MARGIN_BYTES
 
+CPU_NOTE = (
+    "on a CPU: tiny models against a fake budget of {unit:g} MiB per card 'GB' — this tests calibrate's "
+    "mechanics only; the table says nothing about any GPU (run it on the GPU you want a table for)"
+)
 CPU_CARDS = (20.0, 40.0)
 CPU_DURATIONS = (10, 20)
 CPU_BATCHES = (1, 2)
@@ -194,6 +198,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     result = calibrator.run()
     report = calibration_report(result, args.compare_with)
+    report["device"] = device
+    report["note"] = CPU_NOTE.format(unit=args.cpu_unit_mib) if on_cpu else None
     if args.json:
         print_json(report)
     else:
@@ -222,21 +228,28 @@ def calibration_report(result: Any, compare_with: str | None) -> dict[str, Any]:
 
 
 def render_report(report: dict[str, Any]) -> str:
-    lines = []
+    note = report.get("note")
+    lines = [f"note: {note}"] if note else []
     if not report["complete"]:
         lines.append(
             f"incomplete: stopped at the time limit; {report['trials_run']} trials recorded in "
             f"{report['raw_file']} — run the same command to resume"
         )
         return "\n".join(lines)
-    lines.append(f"{report['trials_run']} trials run, {report['trials_reused']} reused from {report['raw_file']}")
+    reused = f", {report['trials_reused']} reused from {report['raw_file']}" if report["trials_reused"] else ""
+    lines.append(f"{report['trials_run']} trials run{reused}; measurements in {report['raw_file']}")
     for card in report["cards"]:
         without = card["without_lm"]
         with_lm = card["with_lm"]
         lm = f"with LM {with_lm[0]} s x {with_lm[1]} ({', '.join(card['lm_models'])})" if with_lm else "no LM"
         base = f"without LM {without[0]} s x {without[1]}" if without else "nothing runs"
-        lines.append(f"  {card['card_gb']:>5g} GB (cap {card['cap_bytes'] / GIB:.2f} GiB-units): {base}; {lm}")
-        lines.extend(f"         note: {note}" for note in card["notes"])
+        cap = (
+            f"fake budget {card['cap_bytes'] / MIB:.0f} MiB"
+            if note
+            else f"allocator cap {card['cap_bytes'] / GIB:.2f} GiB"
+        )
+        lines.append(f"  {card['card_gb']:>5g} GB ({cap}): {base}; {lm}")
+        lines.extend(f"         note: {card_note}" for card_note in card["notes"])
     lines.append(f"table written to {report['table_file']} (validated)")
     if "comparison" in report:
         differing = [c for c in report["comparison"]["cards"] if c["differences"]]
@@ -247,4 +260,6 @@ def render_report(report: dict[str, Any]) -> str:
         for card in differing:
             fields = ", ".join(f"{k} {v['a']} → {v['b']}" for k, v in card["differences"].items())
             lines.append(f"  {card['from_gb']:>5g} GB  {card['tier_a']} → {card['tier_b']}: {fields}")
+    if note:
+        lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ examples:
   acestep-core generate --duration 30 --batch 2 --out out/
       the embedded tiny models on this machine's tier (on a CPU: Tier 1, batch clamped to 1, LM off)
   MAX_CUDA_VRAM=16 acestep-core generate --duration 30 --batch 2 --out out/
-      plan for a 16 GB card (LM on, 4B requested → tiny stand-in), run wherever torch can
+      plan for a 16 GB card (Tier 6: LM on, the recommended 1.7B, batch 2), run as tiny stand-ins
   acestep-core generate --size real --lm 0.6B --duration 60 --out out/ --json
       the real shapes (random weights) on the GPU: the report's peaks are what the tier budgets
 

@@ -32,7 +32,8 @@ from acestep_core.types import MemoryReading, Tier, to_jsonable
 DEFAULT_TIMEOUT_S = 60.0
 SIMULATE_VARIABLE = "MAX_CUDA_VRAM"
 LOCAL_ADDRESS = "127.0.0.1"
-"""A local instance listens on the loopback interface only."""
+"""Asked of a local instance; Ray 2.60 on Linux replaces it by the host's IP unless
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (see the README's network notes)."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,13 @@ def connect(
             "log_to_driver": log_to_driver,
         }
         if address:
-            ray.init(address=address, **options)
+            try:
+                ray.init(address=address, **options)
+            except ConnectionError as error:
+                raise ConnectionError(f"{error}{_auth_hint()}") from None
         else:
             ray.init(
+                address="local",  # a new instance, never a `ray start` cluster found on the machine
                 num_cpus=num_cpus,
                 num_gpus=len(simulate) if simulate else None,
                 object_store_memory=object_store_memory,
@@ -122,6 +127,17 @@ def connect(
                 **options,
             )
     return ray.get_runtime_context().gcs_address
+
+
+def _auth_hint() -> str:
+    """Why a connection to an explicit address may fail: Ray turns token authentication on for a local
+    ``ray.init()`` by itself, but a client given an address only uses it when ``RAY_AUTH_MODE=token``."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return " (with RAY_AUTH_MODE=token: is the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN?)"
+    return (
+        " (if the cluster uses token authentication, as `ray start` does when RAY_AUTH_MODE=token or "
+        "~/.ray/auth_token exists, set RAY_AUTH_MODE=token here too)"
+    )
 
 
 def scan(

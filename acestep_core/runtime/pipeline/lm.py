@@ -27,10 +27,13 @@ class _ProgressAndCancel(StoppingCriteria):
         self.session = session
         self.bar = bar
         self.budget = budget
+        self.generated = 0
+        """Counted here: a disabled tqdm bar (``progress=False``) does not count."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        self.generated += 1
         self.bar.update(1)
-        self.session.progress("lm", self.bar.n, self.budget)
+        self.session.progress("lm", self.generated, self.budget)
         stop = self.session.cancel.cancelled
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 

@@ -15,7 +15,9 @@ DEFAULT_CAPTION = "An upbeat synth-pop track with bright pads"
 SIZES = ("tiny", "real")
 
 ProgressCallback = Callable[[str, int, int], None]
-"""Called as ``(phase, done, total)`` while a phase runs."""
+"""Called as ``(phase, done, total)``: ``(phase, 0, 0)`` when a phase starts, its tokens, steps or clips as
+they are done, and ``(phase, n, n)`` when it has finished (``n``: its last count, 1 for a phase that counts
+none; an LM that stops early at its EOS finishes below the token budget it counted against)."""
 
 
 class GenerationCancelledError(RuntimeError):

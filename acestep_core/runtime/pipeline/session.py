@@ -65,6 +65,8 @@ class RunSession:
             + (f" (loaded from checkpoints: {', '.join(sorted(self.sources))})" if self.sources else "")
         ]
         self._current: Phase | None = None
+        self._counted: dict[str, int] = {}
+        """Each phase's last progress count (the end of a phase reports it as done of done)."""
         if resolution.reading.device.is_accelerator and self.device.type == "cpu":
             self._drop_device_savings()
 
@@ -188,6 +190,7 @@ class RunSession:
         self.cancel.check()
         phase = Phase(name, str(self.device))
         self._current = phase
+        self.progress(name, 0, 0)
         with PeakMemory(self.device) as memory:
             started = time.perf_counter()
             yield phase
@@ -196,11 +199,14 @@ class RunSession:
             name, str(self.device), round(seconds, 4), memory.peak, memory.measure, dict(phase.details)
         )
         self._current = None
+        done = self._counted.get(name) or 1
+        self.progress(name, done, done)
 
     def bar(self, name: str, total: int, unit: str) -> tqdm:
         return tqdm(total=total, desc=f"{name:<12}", unit=unit, disable=not self.options.progress, leave=False)
 
     def progress(self, phase: str, done: int, total: int) -> None:
+        self._counted[phase] = done
         if self.on_progress is not None:
             self.on_progress(phase, done, total)
 

@@ -87,9 +87,15 @@ def cuda_view(gpus: Sequence[NvmlGpu], environ: Mapping[str, str]) -> CudaView:
         if note:
             notes.append(note)
     devices = _expand_mig(chosen, notes)
-    if not by_position or len({d.parent_uuid or d.uuid for d in devices}) <= 1:
+    if not by_position:  # every device named by UUID: the order no longer matters
         exact = True
         notes = [n for n in notes if not n.startswith(f"{ORDER_ENV} is FASTEST_FIRST")]
+    elif not exact and raw is not None:  # an index picked a GPU out of the estimated order: say which rests on it
+        notes.append(
+            f"{VISIBLE_ENV}={raw!r} picks GPUs by position in that estimated order, so which GPU it names "
+            f"({', '.join(f'{d.name} {d.uuid}' for d in devices) or 'none'}) rests on the estimate; "
+            f"UUIDs in {VISIBLE_ENV} or {ORDER_ENV}=PCI_BUS_ID make it exact"
+        )
     return CudaView(devices=tuple(devices), order=order, exact=exact, notes=tuple(notes))
 
 

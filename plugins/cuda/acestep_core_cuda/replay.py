@@ -44,6 +44,7 @@ wrong after that check is a bug in this plugin, reported as one, never blamed on
 # ruff: noqa: N802 - method and attribute names mirror pynvml's API
 from __future__ import annotations
 
+import argparse
 import importlib.resources
 import json
 import re
@@ -52,7 +53,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 from acestep_core.plugin_api import MAX_NESTING, RECORDING_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core_cuda.fallbacks import HostSigns, probe_host
@@ -501,31 +502,66 @@ def _record_gpu(nvml: NvmlLike, handle: Any, slot: int | None = None) -> dict[st
     return gpu
 
 
-USAGE = "usage: python -m acestep_core_cuda.replay record [DESCRIPTION] [--out FILE]"
+PROG = "python -m acestep_core_cuda.replay"
+RECORD_HELP = """\
+Record what NVML reports about this machine's NVIDIA GPUs (names, UUIDs, PCI ids, compute capability,
+MIG, memory) with the host's signs, as JSON that `acestep-core info --replay FILE` replays through
+the same detection code. NVIDIA only: it reads the driver through NVML (nvidia-ml-py), so on a machine
+without an NVIDIA driver (a Mac, AMD, Intel, a CPU) nothing is recorded and it exits 1.
+
+examples:
+  python -m acestep_core_cuda.replay record "my box" --out my-gpu.json
+  acestep-core info --replay my-gpu.json --device 1
+
+exit status: 0 recorded, 1 nothing recorded (one message), 2 bad usage."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error as one line naming what was wrong, exit 2 (as acestep-core's own commands)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    about, examples = RECORD_HELP.split("\n\n", 1)
+    parser = _Parser(
+        prog=PROG,
+        description="Recorded devices: record this machine's NVIDIA GPUs for `acestep-core info --replay`.",
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    record_parser = commands.add_parser(
+        "record",
+        help="record this machine's NVIDIA GPUs (needs an NVIDIA driver)",
+        description=about,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    record_parser.add_argument("description", nargs="*", help="what the machine is (kept in the recording)")
+    record_parser.add_argument("--out", metavar="FILE", help="write the recording here (default: print it)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m acestep_core_cuda.replay record [DESCRIPTION] [--out FILE]``: this machine's recording,
     printed, or written to FILE only once it is complete (no empty file where NVML cannot be read).
-    Exit status: 0 ok, 1 nothing to record (one message), 2 bad usage."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "record":
-        print(USAGE, file=sys.stderr)
-        return 2
-    words, out = argv[1:], None
-    if "--out" in words:
-        position = words.index("--out")
-        if position + 1 >= len(words):
-            print(f"{USAGE}\n--out needs a file name", file=sys.stderr)
-            return 2
-        out = words[position + 1]
-        del words[position : position + 2]
+    Exit status: 0 ok, 1 nothing to record (one message), 2 bad usage; ``--help`` exits 0 and records nothing."""
     try:
-        data = record(load_pynvml(), description=" ".join(words), source="python -m acestep_core_cuda.replay record")
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2), already printed
+        return stop.code if isinstance(stop.code, int) else 2
+    out: str | None = args.out
+    try:
+        data = record(
+            load_pynvml(), description=" ".join(args.description), source="python -m acestep_core_cuda.replay record"
+        )
     except Exception as error:  # noqa: BLE001 - NVML missing, no driver, no permission: one message, no file
         reason = classify(error).message
         print(
-            f"nothing recorded: NVML cannot be read ({reason}); run this on a machine with an NVIDIA driver",
+            f"nothing recorded: NVML cannot be read ({reason}); the recorder reads NVIDIA GPUs through NVML, so "
+            "run it on a machine with an NVIDIA driver",
             file=sys.stderr,
         )
         return 1
