@@ -19,6 +19,7 @@ from acestep_core.optimize.corrections import attach as attach_observations
 from acestep_core.optimize.layout import device_shares, placement_setting
 from acestep_core.optimize.plan import check_plan, choices_from_plan, planned_run, run_shape
 from acestep_core.optimize.platforms import checked_override
+from acestep_core.optimize.quantization import follow_user
 from acestep_core.placement import DEVICE_ENVS, PLACE_ENV, describe_layout, parse_place, single, split_tier
 from acestep_core.plugins import BUILTIN_PLUGINS, Hooks, PluginManager, get_plugin_manager
 from acestep_core.record import Record
@@ -589,6 +590,7 @@ def _overridden(
         if (problem := ladder_problem(key, value, adjusted, tier)) is not None:
             raise OverrideError(f"override {problem}", key=key, value=value)
     plan, plan_overrides = _with_plan_overrides(plan, overrides, reading)
+    plan = follow_user(plan, tuple(o.key for o in plan_overrides), reading)
     plan = check_plan(plan, adjusted, tier, reading, user_keys=tuple(overrides.plan), force=overrides.force)
     if overrides.force:
         plan_overrides += (Override("force", True, False),)
@@ -656,10 +658,13 @@ def _with_plan_overrides(
 
 
 def _summarise_keys(keys: list[str]) -> str:
-    """``attention, offload.* (4), compile, quantization.* (4)``: a component group in one word."""
+    """``attention, offload.* (4), compile, quantization.* (4), quantization.scheme.* (3)``: a component group
+    in one word."""
     groups: dict[str, list[str]] = {}
     for key in keys:
-        groups.setdefault(key.partition(".")[0] if key.count(".") == 1 else key, []).append(key)
+        dots = key.count(".")
+        group = key if dots == 0 else key.partition(".")[0] if dots == 1 else key.rpartition(".")[0]
+        groups.setdefault(group, []).append(key)
     parts = [members[0] if len(members) == 1 else f"{group}.* ({len(members)})" for group, members in groups.items()]
     return ", ".join(parts)
 

@@ -24,6 +24,8 @@ A table file mirrors :class:`~acestep_core.Tier` field for field::
     recommended_lm = "0.6B"         # optional: the LM `auto` loads; default the largest allowed
     dit_models = ["turbo", "base", "sft"]   # optional: the DiTs allowed; default the 2B ones
     optimizations = { flash_attention = true, cpu_offload = true, compile = true, quantization = "int8" }
+    # optimizations.quantize_components = ["dit"]: the components the tier's quantization applies to (and the
+    # ladder's int8 rung may take); default every one with Linear layers (lm, text_encoder, dit)
     # optional, for tables that reproduce another implementation exactly:
     class_tolerance_gb = 0.5        # a size this much below min_gb counts as min_gb (simulated too)
     lm_memory_ratio_min = [[0, 0.1], [24, 0.2]]   # floor of lm.gpu_memory_ratio from a device size on
@@ -50,7 +52,14 @@ from acestep_core import cache
 from acestep_core.inputs import MAX_NESTING, TABLE_SIZE_LIMIT, InputFileError, nesting_depth, read_text_limited
 from acestep_core.record import Record
 from acestep_core.types import PRE_XL_DIT_MODELS, Tier, TierTable
-from acestep_core.vocabulary import DIT_MODELS, LM_SIZES, MAX_DURATION_S, MIN_DURATION_S, QUANTIZATIONS
+from acestep_core.vocabulary import (
+    DIT_MODELS,
+    LM_SIZES,
+    MAX_DURATION_S,
+    MIN_DURATION_S,
+    QUANTIZATIONS,
+    QUANTIZED_COMPONENTS,
+)
 
 _TABLE_KEYS = {"name": str, "description": str, "real_card_tolerance": float, "monotone_limits": bool}
 _TIER_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -92,6 +101,7 @@ OPTIMIZATION_KEYS: dict[str, type] = {
     "dit_cpu_offload": bool,
     "compile": bool,
     "quantization": str,
+    "quantize_components": list,
 }
 _LIMIT_FIELDS = (
     "max_duration_with_lm_s",
@@ -570,6 +580,18 @@ def _tier(row: Any, position: int, problems: list[TableProblem]) -> Tier | None:
             problems.append(
                 TableProblem(
                     name, "optimizations.quantization", f"unknown {quantization!r}", f"use one of {list(QUANTIZATIONS)}"
+                )
+            )
+        quantized = optimizations.get("quantize_components")
+        if isinstance(quantized, list) and (
+            any(c not in QUANTIZED_COMPONENTS for c in quantized) or len(set(quantized)) != len(quantized)
+        ):
+            problems.append(
+                TableProblem(
+                    name,
+                    "optimizations.quantize_components",
+                    f"{quantized!r} is not a list of distinct components with Linear layers",
+                    f'use names from {list(QUANTIZED_COMPONENTS)}, e.g. ["dit"]',
                 )
             )
     for key in ("min_gb", "max_gb", "class_tolerance_gb"):

@@ -26,6 +26,8 @@ from acestep_core.vocabulary import (
     LM_SIZES,
     MIN_DURATION_S,
     PLAN_KEYS,
+    QUANT_SCHEME_FORMATS,
+    QUANTIZED_COMPONENTS,
     LmMode,
 )
 
@@ -583,6 +585,7 @@ class Overrides(Record):
             problems.append(f"plan must be a mapping of plan key to value, not {self.plan!r}")
         else:
             problems += [f"plan: {p}" for key, value in self.plan.items() if (p := plan_override_problem(key, value))]
+            problems += _quantization_disagreements(self.plan)
             object.__setattr__(self, "plan", dict(self.plan))
         if problems:
             raise ValueError("; ".join(problems))
@@ -599,6 +602,20 @@ def plan_override_problem(key: Any, value: Any) -> str | None:
         return f"{key}: the value nests more than {MAX_NESTING} levels deep"
     problem = spec.check(value)
     return None if problem is None else f"{key}: {problem}"
+
+
+def _quantization_disagreements(plan: Mapping[str, Any]) -> list[str]:
+    """A weight format and a scheme set together must agree (``int8`` with ``int8_weight_only``, not ``fp8``)."""
+    problems = []
+    for component in QUANTIZED_COMPONENTS:
+        quantization, scheme = plan.get(f"quantization.{component}"), plan.get(f"quantization.scheme.{component}")
+        stored = QUANT_SCHEME_FORMATS.get(scheme) if isinstance(scheme, str) else None
+        if quantization is not None and stored is not None and stored != quantization:
+            problems.append(
+                f"plan: quantization.{component}={quantization!r} and quantization.scheme.{component}={scheme!r} "
+                f"disagree ({scheme} stores {stored} weights); set one of them"
+            )
+    return problems
 
 
 def _is_real(value: Any) -> bool:

@@ -97,6 +97,26 @@ each simulates."""
 # --------------------------------------------------------------------------------------------- optimization values
 Quantization = Literal["none", "int8", "int4", "fp8"]
 QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
+"""Weight formats: what tier tables and the ladder speak; ``quantization.scheme.<c>`` says how a backend stores them."""
+QuantBackend = Literal["torchao", "quanto"]
+QUANT_BACKENDS: tuple[QuantBackend, ...] = get_args(QuantBackend)
+"""The quantizers: torchao (what upstream ACE-Step runs) and optimum-quanto (in maintenance mode)."""
+QuantScheme = Literal["none", "int8_weight_only", "w8a8_dynamic", "fp8_weight_only", "qint8", "qfloat8", "qint4"]
+QUANT_SCHEMES: tuple[QuantScheme, ...] = get_args(QuantScheme)
+"""How a component's Linear weights are stored: torchao's ``int8_weight_only``, ``w8a8_dynamic`` (int8 weights
+and dynamically quantized int8 activations), ``fp8_weight_only``; quanto's ``qint8``, ``qfloat8``, ``qint4``."""
+QUANT_SCHEME_FORMATS: Mapping[str, str] = {
+    "none": "none",
+    "int8_weight_only": "int8",
+    "w8a8_dynamic": "int8",
+    "fp8_weight_only": "fp8",
+    "qint8": "int8",
+    "qfloat8": "fp8",
+    "qint4": "int4",
+}
+"""The weight format each scheme stores (what ``quantization.<c>`` says when ``quantization.scheme.<c>`` is set)."""
+QUANTIZED_COMPONENTS: tuple[Component, ...] = ("lm", "text_encoder", "dit")
+"""The components whose Linear layers are quantized (the VAE is convolutions: it has none)."""
 Offload = Literal["none", "model", "group", "sequential", "release"]
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 Attention = Literal["flash_attention_2", "sdpa", "eager"]
@@ -194,7 +214,15 @@ def _hashable(value: Any) -> bool:
 
 def _per_component(prefix: str, key: PlanKey, components: tuple[str, ...] = COMPONENTS) -> dict[str, PlanKey]:
     return {
-        f"{prefix}.{c}": PlanKey(key.description.format(c=c.replace("_", " ")), key.kind, key.choices)
+        f"{prefix}.{c}": PlanKey(
+            key.description.format(c=c.replace("_", " "), key=c),
+            key.kind,
+            key.choices,
+            key.minimum,
+            key.maximum,
+            key.nullable,
+            key.settable,
+        )
         for c in components
     }
 
@@ -234,7 +262,37 @@ PLAN_KEYS: Mapping[str, PlanKey] = {
     **_per_component(
         "quantization.exclude",
         PlanKey("module-name patterns (fnmatch) left unquantized in the {c}, e.g. ['lm_head']", "str-list"),
-        ("lm", "text_encoder", "dit"),
+        QUANTIZED_COMPONENTS,
+    ),
+    "quantization.backend": PlanKey(
+        "the quantizer: 'torchao' (what upstream ACE-Step runs; the default where installed) or 'quanto' "
+        "(optimum-quanto, in maintenance mode; the default where torchao is missing); a backend that is not "
+        "installed is refused with the reason",
+        "choice",
+        QUANT_BACKENDS,
+    ),
+    **_per_component(
+        "quantization.scheme",
+        PlanKey(
+            "how the {c}'s Linear weights are stored: 'none'; torchao's 'int8_weight_only', 'w8a8_dynamic' (int8 "
+            "activations too; the default below compute capability 7.0), 'fp8_weight_only' (sm_89+, only when asked); "
+            "quanto's 'qint8', 'qfloat8', 'qint4'. Derived from quantization.{key} and quantization.backend unless "
+            "set; setting it sets quantization.{key} to its format",
+            "choice",
+            QUANT_SCHEMES,
+        ),
+        QUANTIZED_COMPONENTS,
+    ),
+    **_per_component(
+        "quantization.quality",
+        PlanKey(
+            "the measured quality of the {c}'s scheme against bf16 (SNR in dB, the LM's next-token agreement, "
+            "'lossy' below 20 dB on the DiT, and the measurement's source), or false when not quantized or not "
+            "measured",
+            "false-or-mapping",
+            settable=False,
+        ),
+        QUANTIZED_COMPONENTS,
     ),
     "vae.decode": PlanKey("VAE decode: 'full' (the whole clip at once) or 'tiled'", "choice", VAE_DECODES),
     "vae.tile_frames": PlanKey(f"latent frames a VAE tile ({LATENT_RATE_HZ} a second of audio)", "int", minimum=1),

@@ -13,7 +13,9 @@ import acestep_core
 
 PACKAGE = Path(acestep_core.__file__).parent
 RUNTIME = PACKAGE / "runtime"
-HEAVY = ("torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "pynvml", "numpy")
+HEAVY = ("torch", "transformers", "diffusers", "optimum", "accelerate", "tokenizers", "pynvml", "numpy", "torchao")
+"""torchao is not in the runtime's top-of-module list below: it is an optional backend (the plan takes quanto
+where it is missing), imported where a plan first uses it."""
 PLUGIN_PREFIX = "acestep_core_"
 
 

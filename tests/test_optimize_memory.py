@@ -85,6 +85,7 @@ def test_each_row_predicts_its_own_kind() -> None:
             generated_tokens=4,
             quantization=quantization,
             quantize_lm_head=True,
+            quantized_on_device=quantization != "none",
         ).peak_bytes
         gap = RESERVED_GAP_FITTED if quantization == "none" else RESERVED_GAP_QUANTIZED_FITTED
         expected = allocated if row.kind == "allocated" else round(allocated * (1 + gap))
@@ -277,3 +278,18 @@ def test_planning_imports_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_quantos_on_device_leftover_is_predicted_only_for_readings_that_quantized_there() -> None:
+    """The H100's int8 LMs were quantized on the device, which leaves bytes beyond the exact tensors; the
+    pipeline quantizes on the CPU, so a plan counts the tensors alone (#23's exact bytes)."""
+    from acestep_core.optimize.memory import QUANTO_ON_DEVICE_LEFTOVER_FITTED, lm_weight_bytes
+    from acestep_core.optimize.readings import LM_READINGS, readings
+
+    for size, measured in readings(LM_READINGS)["lm"].items():
+        shape = QWEN3_LM_SHAPES[size]
+        exact = lm_weight_bytes(shape, quantization="int8", quantize_lm_head=True)
+        on_device = lm_weight_bytes(shape, quantization="int8", quantize_lm_head=True, quantized_on_device=True)
+        assert on_device == measured["int8_weights_bytes"]  # fitted to exactly these readings
+        assert on_device - exact == QUANTO_ON_DEVICE_LEFTOVER_FITTED[(shape.hidden, shape.layers, shape.intermediate)]
+        assert lm_weight_bytes(shape, quantized_on_device=True) == lm_weight_bytes(shape)  # bf16: nothing left

@@ -70,6 +70,11 @@ def test_plan_keys_are_choices_and_boxes_of_their_schema_grouped_by_component() 
     assert BY_ID["plan-vae-tile-frames"].widget == "text" and BY_ID["plan-vae-tile-frames"].panel == "vae"
     assert BY_ID["plan-lm-backend"].panel == "lm" and BY_ID["plan-quantization-exclude-lm"].panel == "lm"
     assert {f.panel for f in FIELDS if f.plan_key} <= {"pipeline", *COMPONENTS}
+    # #23's keys: the backend and each component's scheme are offered; the measured quality is computed, not offered
+    assert BY_ID["plan-quantization-backend"].panel == "pipeline"
+    scheme = BY_ID["plan-quantization-scheme-dit"]
+    assert (scheme.widget, scheme.panel) == ("choice", "dit") and "int8_weight_only" in [v for _, v in scheme.choices]
+    assert not any(f.plan_key and f.plan_key.startswith("quantization.quality.") for f in FIELDS)
 
 
 def test_a_new_plan_key_or_option_becomes_a_field_without_a_change_to_the_page() -> None:

@@ -56,6 +56,7 @@ COINCIDENCES = {
     ("acestep_core/runtime/ui/client.py", "PAUSE_MS"): "milliseconds of a pause in typing, not seconds of audio",
     ("benchmarks/gpu_memory.py", "CAPTION_TOKENS"): "caption tokens, not frames",
     ("acestep_core/optimize/corrections.py", "MAX_OBSERVATIONS_PER_DEVICE"): "store entries a device keeps, not frames",
+    ("acestep_core/runtime/quantization.py", "DEFAULT_REPEATS"): "timed forwards a scheme, not codes per second",
 }
 """Constants whose value equals a vocabulary value by coincidence, each with what it counts instead."""
 

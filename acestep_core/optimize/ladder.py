@@ -6,7 +6,7 @@ Pure Python over :mod:`acestep_core.optimize.memory`. The rungs, in order:
 2. offload components between phases (VAE, text encoder, LM, DiT), one at a time; on unified
    memory, where moving to the CPU frees nothing, *release* them instead (freed after their phase,
    built again for the next run);
-3. quantize weights to int8 (LM, DiT, text encoder), one at a time;
+3. quantize weights to int8 (LM, DiT, text encoder, among those the tier quantizes), one at a time;
 4. group offload (stream blocks) of the DiT, then the text encoder;
 5. a smaller LM (4B → 1.7B → 0.6B, among the sizes the tier allows), unless the user named the LM;
 6. the LM off, only when the user left the LM to the tier (a user's LM choice is never dropped);
@@ -106,6 +106,11 @@ class Abilities(Record):
     """Most latent frames one VAE decode may hold (tile + 2 × overlap): MPS's conv1d output limit."""
     lm_models: tuple[str, ...] = LM_SIZES_DOWN
     """LM sizes the ladder may step down to (the tier's)."""
+    int8_scheme: str = "qint8"
+    """The scheme the int8 rung stores (``plan`` gives the backend's: torchao ``int8_weight_only``, or
+    ``w8a8_dynamic`` below compute capability 7.0, or quanto ``qint8``)."""
+    quantize_components: tuple[str, ...] = QUANTIZE_ORDER
+    """Components the int8 rung may quantize (the tier's: ``upstream-2026-04`` quantizes the DiT only)."""
 
 
 DISCRETE_GPU = Abilities()
@@ -218,10 +223,13 @@ def _candidates(
                     ),
                 )
     if abilities.quantize:
+        scheme = abilities.int8_scheme
         for component in QUANTIZE_ORDER:
+            if component not in abilities.quantize_components:
+                continue
             if choices.quantization.get(component) == "none" and _runs(component, run):
-                changed = _with(choices, "quantization", component, "int8")
-                yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component}"
+                changed = _with(_with(choices, "quantization", component, "int8"), "schemes", component, scheme)
+                yield run, changed, f"quantization.{component}=int8", f"int8 weights for the {component} ({scheme})"
     if abilities.offload if abilities.stream is None else abilities.stream:
         for component in STREAM_ORDER:
             if choices.offload.get(component) in ("none", "model", "release"):

@@ -14,7 +14,9 @@ runs correct both terms (:mod:`acestep_core.optimize.corrections`): each phase's
 :class:`PhaseCorrection`.
 
 Where the constants come from. Weights are counted from the architectures' shapes (the counts
-match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device).
+match the real-size builds exactly: ``tests/test_optimize_memory.py`` builds them on the meta device);
+quantized weights layer by layer from how each scheme stores a Linear (:mod:`acestep_core.optimize.quantization`:
+data, scales, zero points; exact against the quantized builds, ``tests/test_quantization.py``).
 The working sets follow what the kernels hold, with a few coefficients fitted to the H100 readings
 labelled ``fit`` in ``acestep_core/optimize/measurements/`` and named ``*_FITTED`` below. Readings
 labelled ``held-out`` were not used for any constant: :mod:`acestep_core.optimize.readings` compares the
@@ -45,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import field, replace
 from typing import Protocol
 
+from acestep_core.optimize.quantization import DEFAULT_EXCLUDE, dit_bytes_change, lm_bytes_change, scheme_of
 from acestep_core.record import Record
 from acestep_core.vocabulary import (
     CFG_DITS,
@@ -56,6 +59,7 @@ from acestep_core.vocabulary import (
     LM_VOCAB,
     MIB,
     PHASES,
+    QUANT_SCHEME_FORMATS,
     QWEN3_TOKENS,
     QWEN3_VOCAB,
     SAFETY_MARGIN_BYTES,
@@ -67,9 +71,6 @@ from acestep_core.vocabulary import (
 KIB = 1024
 
 DTYPE_BYTES: Mapping[str, int] = {"bf16": 2, "fp16": 2, "fp32": 4}
-QUANTIZED_BYTES_PER_WEIGHT: Mapping[str, float] = {"int8": 1.0, "fp8": 1.0, "int4": 0.5 + 4 / 128}
-"""Bytes a quantized weight takes in optimum-quanto: int4 packs two weights a byte, with a bf16 scale
-and shift per group of 128."""
 
 RESERVED_GAP_FITTED = 0.10
 """Reserved peak ÷ allocated peak − 1 of the caching allocator with plain (bf16) weights: 3.8 … 15.5 % on
@@ -108,15 +109,16 @@ readings' baseline did not hold. Counted here, so not again beside the weights."
 VAE_TENSORS_FITTED = 5.512
 """decoder_channels × samples tensors alive at the full-decode peak (slope of the 30-240 s readings)."""
 INT32_INDEX_LIMIT = 2**31
-LM_INT8_OVERHEAD_FITTED: Mapping[tuple[int, int, int], int] = {
-    (1024, 28, 3072): 82_998_016,
-    (2048, 28, 6144): 1_667_840,
-    (2560, 36, 9728): 21_668_608,
+QUANTO_ON_DEVICE_LEFTOVER_FITTED: Mapping[tuple[int, int, int], int] = {
+    (1024, 28, 3072): 82_005_228,
+    (2048, 28, 6144): 216_300,
+    (2560, 36, 9728): 19_151_884,
 }
-"""Bytes optimum-quanto's int8 LM holds beyond its counted weights, per LM shape (hidden, layers,
-intermediate): the ``int8_weights_bytes`` readings of ``h100-2026-11-26.json`` less the count, its rotary
-buffers included (79.2 / 1.6 / 20.7 MiB for 0.6B / 1.7B / 4B). Measured, not explained; 0 for a shape not
-measured."""
+"""Bytes optimum-quanto's int8 pass leaves allocated beyond the quantized tensors when it quantizes an LM
+already on the device, per LM shape (hidden, layers, intermediate): the ``int8_weights_bytes`` readings of
+``h100-2026-11-26.json`` less the exact count of :mod:`acestep_core.optimize.quantization` (78.2 / 0.2 /
+18.3 MiB for 0.6B / 1.7B / 4B). Measured, not explained. The pipeline quantizes on the CPU and never holds
+it: only a prediction of such a reading (``quantized_on_device=True``) adds it; 0 for a shape not measured."""
 TEXT_ENCODER_WORK_BYTES = 64 * MIB
 """The caption (≤256 tokens) through the encoder: small beside its weights; not measured."""
 
@@ -167,7 +169,8 @@ class LMShape(Record):
     @property
     def buffer_values(self) -> int:
         """transformers' rotary ``inv_freq`` and ``original_inv_freq`` buffers (head_dim / 2 values each),
-        converted with the weights by ``.to(dtype)``."""
+        converted with the weights by ``.to(dtype)``: the loader leaves them float32, ``apply_plan``'s precision
+        step converts them (``tests/test_quantization.py`` measures both paths)."""
         return self.head_dim
 
     @property
@@ -252,25 +255,26 @@ class DiTShape(Record):
 
     # the condition encoder, tokenizer and detokenizer: encoder widths
     @property
-    def _e(self) -> int:
+    def encoder_width(self) -> int:
+        """Hidden size of the condition encoder, tokenizer and detokenizer (XL: 2048 under its 2560 DiT)."""
         return self.encoder_hidden or self.hidden
+
+    @property
+    def encoder_mlp(self) -> int:
+        return self.encoder_intermediate or self.intermediate
+
+    @property
+    def encoder_attention_heads(self) -> tuple[int, int]:
+        """(query heads, KV heads) of an encoder layer's attention."""
+        return self.encoder_heads or self.heads, self.encoder_kv_heads or self.kv_heads
 
     def _attention_params(self, width: int, heads: int, kv_heads: int) -> int:
         return width * self.head_dim * (2 * heads + 2 * kv_heads) + 2 * self.head_dim
 
-    def _encoder_layer(self) -> tuple[int, int]:
-        """(parameters, Linear weights) of one ``AceStepEncoderLayer`` at the encoder widths."""
-        e, inter = self._e, self.encoder_intermediate or self.intermediate
-        attention = self._attention_params(e, self.encoder_heads or self.heads, self.encoder_kv_heads or self.kv_heads)
-        linear = attention - 2 * self.head_dim + 3 * e * inter
-        return attention + 2 * e + 3 * e * inter, linear
-
-    @property
-    def decoder_linear_params(self) -> int:
-        """Weights of the decoder layers' Linear modules: what int8 quantizes (the timestep and condition
-        embedders are excluded, ``plan.DIT_QUANTIZATION_EXCLUDE``)."""
-        attention = self._attention_params(self.hidden, self.heads, self.kv_heads) - 2 * self.head_dim
-        return self.layers * (2 * attention + 3 * self.hidden * self.intermediate)
+    def _encoder_layer(self) -> int:
+        """Parameters of one ``AceStepEncoderLayer`` at the encoder widths."""
+        e, inter = self.encoder_width, self.encoder_mlp
+        return self._attention_params(e, *self.encoder_attention_heads) + 2 * e + 3 * e * inter
 
     @property
     def decoder_params(self) -> int:
@@ -279,50 +283,30 @@ class DiTShape(Record):
         layer = 9 * h + 2 * attention + 3 * h * self.intermediate
         time_embed = 2 * (h * self.time_freq + h + h * h + h + 6 * h * h + 6 * h)
         proj = h * self.in_channels * self.patch + h + h * self.acoustic_channels * self.patch + self.acoustic_channels
-        condition_embedder = self._e * h + h
+        condition_embedder = self.encoder_width * h + h
         return self.layers * layer + 2 * h + proj + time_embed + condition_embedder + h
 
     @property
     def condition_encoder_params(self) -> int:
         if not self.condition_encoder:
             return 0
-        e = self._e
-        layer, _ = self._encoder_layer()
+        e, layer = self.encoder_width, self._encoder_layer()
         lyric = self.text_hidden * e + e + e + self.lyric_layers * layer
         timbre = e + self.timbre_channels * e + e + e + self.timbre_layers * layer
         return e + self.text_hidden * e + lyric + timbre
-
-    @property
-    def condition_encoder_linear_params(self) -> int:
-        if not self.condition_encoder:
-            return 0
-        e = self._e
-        _, linear = self._encoder_layer()
-        embeds = self.text_hidden * e + e * self.text_hidden + e * self.timbre_channels
-        return embeds + (self.lyric_layers + self.timbre_layers) * linear
 
     @property
     def codec_params(self) -> int:
         """The audio tokenizer (projection, attention pooler, FSQ projections) and detokenizer."""
         if not self.audio_codec:
             return 0
-        e, a, levels = self._e, self.acoustic_channels, self.fsq_levels
-        layer, _ = self._encoder_layer()
+        e, a, levels = self.encoder_width, self.acoustic_channels, self.fsq_levels
+        layer = self._encoder_layer()
         pooler = e * e + e + e + e + self.pooler_layers * layer
         fsq = e * levels + levels + levels * e + e
         tokenizer = a * e + e + pooler + fsq
         detokenizer = e * e + e + e + self.pool_window * e + e * a + a + self.pooler_layers * layer
         return tokenizer + detokenizer
-
-    @property
-    def codec_linear_params(self) -> int:
-        """Linear weights of the tokenizer and detokenizer, the FSQ projections excepted (kept in the compute
-        dtype: its code book is read through them in fp32)."""
-        if not self.audio_codec:
-            return 0
-        e, a = self._e, self.acoustic_channels
-        _, linear = self._encoder_layer()
-        return a * e + e * e + e * e + e * a + 2 * self.pooler_layers * linear
 
     @property
     def buffer_values(self) -> int:
@@ -339,10 +323,6 @@ class DiTShape(Record):
     @property
     def params(self) -> int:
         return self.decoder_params + self.condition_encoder_params + self.codec_params
-
-    @property
-    def linear_params(self) -> int:
-        return self.decoder_linear_params + self.condition_encoder_linear_params + self.codec_linear_params
 
 
 DIT_FITTED_INTERMEDIATE = 6144
@@ -403,32 +383,27 @@ class ComponentEstimate(Record):
         return self.weights_bytes + self.work_bytes
 
 
-def weight_bytes(params: int, quantizable_params: int, dtype: str, quantization: str) -> int:
-    """Bytes of ``params`` weights of which ``quantizable_params`` are quantized to ``quantization``."""
-    full = DTYPE_BYTES[dtype]
-    if quantization == "none":
-        return params * full
-    return round(quantizable_params * QUANTIZED_BYTES_PER_WEIGHT[quantization] + (params - quantizable_params) * full)
-
-
 def lm_weight_bytes(
-    shape: LMShape, *, dtype: str = "bf16", quantization: str = "none", quantize_lm_head: bool = False
+    shape: LMShape,
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    quantize_lm_head: bool = False,
+    exclude: tuple[str, ...] = (),
+    quantized_on_device: bool = False,
 ) -> int:
-    """Weights of an LM. quanto leaves the embedding in ``dtype``; quantizing a tied lm_head gives it
-    its own quantized copy (the tie is broken), so it *adds* vocab × hidden quantized bytes."""
+    """Weights of an LM (or the text encoder), exactly: every parameter in ``dtype`` and the rotary buffer, then
+    the Linear layers
+    ``quantization`` (a scheme, or a format meaning quanto's scheme) stores, less those ``exclude`` matches.
+    The embedding stays in ``dtype``; quantizing a tied lm_head gives it its own quantized copy (the tie is
+    broken), so it *adds* vocab × hidden quantized bytes."""
     full = DTYPE_BYTES[dtype]
-    buffers = shape.buffer_values * full
-    if quantization == "none":
-        return shape.params * full + buffers
-    per_weight = QUANTIZED_BYTES_PER_WEIGHT[quantization]
-    head = shape.embedding_params if shape.lm_head and quantize_lm_head else 0
-    unquantized = shape.embedding_params + shape.norm_params + (shape.head_params if not quantize_lm_head else 0)
-    overhead = LM_INT8_OVERHEAD_FITTED.get((shape.hidden, shape.layers, shape.intermediate), 0)
-    return (
-        round((shape.linear_params + head) * per_weight + unquantized * full)
-        + buffers
-        + (overhead if quantization == "int8" else 0)
-    )
+    patterns = exclude + (() if quantize_lm_head else ("lm_head",))
+    quantized = lm_bytes_change(shape, quantization, full, patterns)
+    leftover = 0
+    if quantized_on_device and quantization != "none":
+        leftover = QUANTO_ON_DEVICE_LEFTOVER_FITTED.get((shape.hidden, shape.layers, shape.intermediate), 0)
+    return (shape.params + shape.buffer_values) * full + quantized + leftover
 
 
 def lm_estimate(
@@ -440,11 +415,21 @@ def lm_estimate(
     dtype: str = "bf16",
     quantization: str = "none",
     quantize_lm_head: bool = False,
+    exclude: tuple[str, ...] = (),
     name: str = "lm",
+    quantized_on_device: bool = False,
 ) -> ComponentEstimate:
-    """The LM while it reads ``prompt_tokens`` and writes ``generated_tokens``, ``batch`` sequences."""
+    """The LM while it reads ``prompt_tokens`` and writes ``generated_tokens``, ``batch`` sequences
+    (``quantized_on_device``: as :func:`lm_weight_bytes`, for readings that quantized on the device)."""
     act = DTYPE_BYTES[dtype]
-    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization, quantize_lm_head=quantize_lm_head)
+    weights = lm_weight_bytes(
+        shape,
+        dtype=dtype,
+        quantization=quantization,
+        quantize_lm_head=quantize_lm_head,
+        exclude=exclude,
+        quantized_on_device=quantized_on_device,
+    )
     kv = batch * (prompt_tokens + generated_tokens) * shape.kv_bytes_per_token * act
     prefill = round(batch * prompt_tokens * LM_PREFILL_TENSORS_FITTED * shape.intermediate * act)
     dequantized = 0
@@ -483,10 +468,19 @@ def dit_activation_bytes(
     return round(work * scale)
 
 
-def dit_weight_bytes(shape: DiTShape = DIT_SHAPE, *, dtype: str = "bf16", quantization: str = "none") -> int:
-    """Parameters and buffers of the DiT in ``dtype`` (Linear weights quantized by ``quantization``)."""
-    buffers = shape.buffer_values * DTYPE_BYTES[dtype] + shape.int_buffer_bytes
-    return weight_bytes(shape.params, shape.linear_params, dtype, quantization) + buffers
+def dit_weight_bytes(
+    shape: DiTShape = DIT_SHAPE,
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["dit"],
+) -> int:
+    """The DiT's parameters and floating-point buffers in ``dtype`` and its integer buffers, then the Linear
+    layers ``quantization`` stores (less those ``exclude`` matches; by default the decoder's layers, as upstream
+    quantizes them)."""
+    full = DTYPE_BYTES[dtype]
+    unquantized = (shape.params + shape.buffer_values) * full + shape.int_buffer_bytes
+    return unquantized + dit_bytes_change(shape, quantization, full, tuple(exclude))
 
 
 def dit_estimate(
@@ -497,8 +491,9 @@ def dit_estimate(
     quantization: str = "none",
     attention: str = "sdpa",
     shape: DiTShape = DIT_SHAPE,
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["dit"],
 ) -> ComponentEstimate:
-    weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization)
+    weights = dit_weight_bytes(shape, dtype=dtype, quantization=quantization, exclude=exclude)
     work = dit_activation_bytes(duration_s, batch, attention=attention, dtype=dtype, shape=shape)
     cfg = f" ×2 (CFG: {shape.name})" if shape.cfg else ""
     detail = f"activations {_gib(work)} for batch {batch}{cfg} × {shape.tokens(duration_s)} tokens ({attention})"
@@ -526,17 +521,17 @@ def vae_estimate(
     items_on_device: bool = False,
     shape: VAEShape = VAE_SHAPE,
 ) -> ComponentEstimate:
-    """The VAE decoding ``batch`` clips one item at a time.
+    """The VAE decoding ``batch`` clips one item at a time (``quantization`` changes nothing: the VAE has no
+    Linear layer to quantize).
 
     The pipeline's path (:func:`acestep_core.runtime.vae_decode.decode`) moves each decoded item to the
     CPU, so the batch adds only its latents. ``items_on_device`` is the path calibrate ran before 2026-11-28:
     every decoded item kept on the device, then concatenated there (a second copy of the batch)."""
     frames = math.ceil(duration_s * LATENT_RATE_HZ)
     act = DTYPE_BYTES[dtype]
-    if quantization == "none":
-        weights = weight_bytes(shape.params, 0, dtype, "none")
-    else:
-        weights = weight_bytes(shape.params, shape.params, dtype, quantization)
+    # the VAE is convolutions: it has no Linear layer to quantize, whatever ``quantization`` says; the
+    # decoder's weight-norm weights, computed at its first forward, are part of the fitted work (#22)
+    weights = shape.params * act
     latents = batch * shape.latent_channels * frames * act
     item = shape.audio_channels * frames * shape.hop * act
     if not tiled or tile_frames >= frames:
@@ -555,9 +550,13 @@ def vae_estimate(
 
 
 def text_encoder_estimate(
-    *, dtype: str = "bf16", quantization: str = "none", shape: LMShape = TEXT_ENCODER_SHAPE
+    *,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    shape: LMShape = TEXT_ENCODER_SHAPE,
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE["text_encoder"],
 ) -> ComponentEstimate:
-    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization)
+    weights = lm_weight_bytes(shape, dtype=dtype, quantization=quantization, exclude=exclude)
     return ComponentEstimate(
         "text_encoder", weights, TEXT_ENCODER_WORK_BYTES, f"caption encoding {_gib(TEXT_ENCODER_WORK_BYTES)}"
     )
@@ -598,6 +597,12 @@ class Choices(Record):
 
     precision: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "bf16"))
     quantization: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "none"))
+    """Weight format per component (``none``, ``int8``, ``fp8``, ``int4``): what the ladder steps through."""
+    schemes: Mapping[str, str] = field(default_factory=dict)
+    """Scheme per quantized component (``int8_weight_only``, ``qint8``, ...); a component missing here, or
+    whose scheme stores another format, gets quanto's scheme for its format (:meth:`scheme`)."""
+    exclude: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_EXCLUDE))
+    """Module-name patterns each component leaves unquantized (``quantization.exclude.<c>``)."""
     offload: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(PHASES, "none"))
     attention: str = "sdpa"
     """The DiT's attention: ``sdpa`` / ``flash_attention_2`` (memory-efficient) or ``eager`` (materialised)."""
@@ -605,6 +610,14 @@ class Choices(Record):
     tile_frames: int = VAE_TILE_FRAMES
     tile_overlap: int = VAE_TILE_OVERLAP
     quantize_lm_head: bool = False
+
+    def scheme(self, component: str) -> str:
+        """The scheme ``component``'s weights are stored in (``none`` when not quantized)."""
+        quantization = self.quantization.get(component, "none")
+        chosen = self.schemes.get(component)
+        if chosen is not None and QUANT_SCHEME_FORMATS.get(chosen) == quantization:
+            return chosen
+        return scheme_of(quantization)
 
 
 class PhaseCorrection(Record):
@@ -729,28 +742,30 @@ def component_estimates(run: RunShape, choices: Choices) -> dict[str, ComponentE
             prompt_tokens=run.prompt_tokens,
             generated_tokens=run.cot_tokens + math.ceil(run.duration_s * CODES_PER_SECOND),
             dtype=choices.precision["lm"],
-            quantization=choices.quantization["lm"],
+            quantization=choices.scheme("lm"),
             quantize_lm_head=choices.quantize_lm_head,
+            exclude=tuple(p for p in choices.exclude.get("lm", ()) if p != "lm_head"),
         )
     estimates["text_encoder"] = text_encoder_estimate(
         dtype=choices.precision["text_encoder"],
-        quantization=choices.quantization["text_encoder"],
+        quantization=choices.scheme("text_encoder"),
         shape=models.text_encoder,
+        exclude=tuple(choices.exclude.get("text_encoder", ())),
     )
     dit_attention = {"eager": "eager", "flash_attention_2": "flash"}.get(choices.attention, "sdpa")
     estimates["dit"] = dit_estimate(
         run.duration_s,
         run.batch,
         dtype=choices.precision["dit"],
-        quantization=choices.quantization["dit"],
+        quantization=choices.scheme("dit"),
         attention=dit_attention,
         shape=models.dit,
+        exclude=tuple(choices.exclude.get("dit", DEFAULT_EXCLUDE["dit"])),
     )
     estimates["vae"] = vae_estimate(
         run.duration_s,
         batch=run.batch,
         dtype=choices.precision["vae"],
-        quantization=choices.quantization["vae"],
         tiled=choices.vae_decode == "tiled",
         tile_frames=choices.tile_frames,
         tile_overlap=choices.tile_overlap,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from acestep_core.optimize import layout, platforms
+from acestep_core.optimize import quantization as quant
 from acestep_core.optimize.components import components_table, model_set
 from acestep_core.optimize.corrections import Corrections, corrections_for
 from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, recover
@@ -44,6 +45,8 @@ from acestep_core.vocabulary import (
     GIB,
     LATENT_RATE_HZ,
     PHASES,
+    QUANT_SCHEME_FORMATS,
+    QUANTIZED_COMPONENTS,
     SAFETY_MARGIN_BYTES,
     VAE_HOP,
     VAE_TILE_FRAMES,
@@ -52,8 +55,8 @@ from acestep_core.vocabulary import (
 
 DIFFUSERS_BACKENDS: Mapping[str, str] = {"flash_attention_2": "flash", "sdpa": "native", "eager": "_native_math"}
 """The diffusers ``set_attention_backend`` name for each transformers attention implementation."""
-LM_QUANTIZATION_EXCLUDE = ("lm_head",)
-DIT_QUANTIZATION_EXCLUDE = ("time_embed*", "time_embed_r*", "condition_embedder", "audio_tokenizer.quantizer.*")
+LM_QUANTIZATION_EXCLUDE = quant.DEFAULT_EXCLUDE["lm"]
+DIT_QUANTIZATION_EXCLUDE = quant.DEFAULT_EXCLUDE["dit"]
 
 
 def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading) -> list[Setting]:
@@ -77,7 +80,7 @@ def plan_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReading)
     start = _tier_choices(tier, reading, able, attention.value, {c: v for c, (v, _) in precision.items()})
     run = run_shape(adjusted, tier)
     corrections = corrections_for(reading)
-    result = _fitted(run, start.choices, _abilities(able, tier), device, corrections)
+    result = _fitted(run, start.choices, _abilities(able, tier, device), device, corrections)
     final, final_run = (result.choices, result.run) if result else (start.choices, run)
     taken = {rung.name.split("=")[0]: rung.reason for rung in (result.rungs if result else ())}
     settings += _offload_settings(final, taken, start)
@@ -99,7 +102,17 @@ class _Start(Record):
 
     choices: Choices
     offload_why: Mapping[str, str]
+    quantization: str
+    """The tier's weight format (``optimizations.quantization``)."""
     quantization_why: str
+    quantized: tuple[str, ...]
+    """The components the tier's format applies to (``optimizations.quantize_components``; every one by default)."""
+    backend: str
+    backend_why: str
+    schemes: Mapping[str, tuple[str, str]]
+    """Component → (the scheme the tier's format is stored in on this device, why)."""
+    int8_scheme: str
+    int8_why: str
     vae_why: str | None
 
 
@@ -110,13 +123,30 @@ def _dit_attention(attention: Setting) -> Setting:
     )
 
 
+def quantized_components(tier: Tier) -> tuple[str, ...]:
+    """The components the tier's ``quantization`` applies to, and that the ladder's int8 rung may take:
+    ``optimizations.quantize_components`` where the table says (``upstream-2026-04``: the DiT only, as upstream
+    quantizes), else every component with Linear layers."""
+    listed = tier.optimizations.get("quantize_components")
+    if not isinstance(listed, (list, tuple)):
+        return QUANTIZED_COMPONENTS
+    return tuple(c for c in QUANTIZED_COMPONENTS if c in listed)
+
+
 def _tier_choices(
     tier: Tier, reading: MemoryReading, able: platforms.DeviceAbilities, attention: str, precision: Mapping[str, str]
 ) -> _Start:
-    """What the tier's defaults ask for on this device: offload, quantization and VAE decode."""
+    """What the tier's defaults ask for on this device: offload, quantization (format, backend, scheme) and VAE
+    decode."""
     defaults, device = tier.optimizations, reading.device
     source = f"{tier.label} default"
     quantization = str(defaults.get("quantization", "none"))
+    quantized = quantized_components(tier)
+    backend, backend_why = quant.default_backend(platforms.installed)
+    schemes: dict[str, tuple[str, str]] = {
+        c: quant.default_scheme(quantization, backend, device) for c in QUANTIZED_COMPONENTS
+    }
+    int8_scheme, int8_why = quant.default_scheme("int8", backend, device)
     offload = bool(defaults.get("cpu_offload", False))
     offload_dit = bool(defaults.get("dit_cpu_offload", offload))
     vae_decode, tile_frames, tile_overlap, vae_why = "full", VAE_TILE_FRAMES, VAE_TILE_OVERLAP, None
@@ -130,7 +160,11 @@ def _tier_choices(
         )
     choices = Choices(
         precision=dict(precision),
-        quantization={c: (quantization if able.quantize and c != "vae" else "none") for c in PHASES},
+        # a format follows its scheme: fp8 the device cannot store falls back to int8 (the same byte a weight)
+        quantization={
+            c: (QUANT_SCHEME_FORMATS[schemes[c][0]] if able.quantize and c in quantized else "none") for c in PHASES
+        },
+        schemes={c: scheme for c, (scheme, _) in schemes.items()},
         offload={c: ("model" if (offload_dit if c == "dit" else offload) and able.offload else "none") for c in PHASES},
         attention=attention,
         vae_decode=vae_decode,
@@ -143,11 +177,25 @@ def _tier_choices(
     offload_why: dict[str, str] = {
         c: _offload_reason(reading, offload_dit if c == "dit" else offload, source) for c in PHASES
     }
-    return _Start(choices, offload_why, quantization_why, vae_why)
+    return _Start(
+        choices,
+        offload_why,
+        quantization,
+        quantization_why,
+        quantized,
+        backend,
+        backend_why,
+        schemes,
+        int8_scheme,
+        int8_why,
+        vae_why,
+    )
 
 
-def _abilities(able: platforms.DeviceAbilities, tier: Tier) -> Abilities:
-    """What the ladder may do on this device (and which LMs it may step down to)."""
+def _abilities(able: platforms.DeviceAbilities, tier: Tier, device: DeviceMemory) -> Abilities:
+    """What the ladder may do on ``device`` (which LMs it may step down to, which components it may quantize
+    and in which scheme: the int8 scheme of the default backend there, the tier's components)."""
+    int8_scheme, _ = quant.default_scheme("int8", quant.default_backend(platforms.installed)[0], device)
     return Abilities(
         offload=able.offload,
         quantize=able.quantize,
@@ -161,12 +209,14 @@ def _abilities(able: platforms.DeviceAbilities, tier: Tier) -> Abilities:
         ),
         max_vae_window=able.max_vae_window,
         lm_models=tuple(tier.lm_models),
+        int8_scheme=int8_scheme,
+        quantize_components=quantized_components(tier),
     )
 
 
 def ladder_abilities(device: DeviceMemory, tier: Tier) -> Abilities:
     """What the ladder may do on ``device`` (:func:`platforms.abilities`) within ``tier``'s LM sizes."""
-    return _abilities(platforms.abilities(device), tier)
+    return _abilities(platforms.abilities(device), tier, device)
 
 
 def _fitted(
@@ -192,32 +242,54 @@ def _offload_settings(final: Choices, taken: Mapping[str, str], start: _Start) -
 
 
 def _quantization_settings(final: Choices, taken: Mapping[str, str], start: _Start) -> list[Setting]:
+    """``quantization.<c>`` (the format), ``quantization.backend``, and per component its scheme and the scheme's
+    measured quality."""
     settings = []
     for component in PHASES:
+        value = final.quantization[component]
         why = taken.get(f"quantization.{component}")
         if why is not None:
             why = f"ladder: {why}"
         elif component == "vae":
-            why = "the VAE is not quantized unless asked (its convolutions are what quanto handles worst)"
+            why = "the VAE is not quantized: it is convolutions, and quantization here stores Linear layers"
+        elif component not in start.quantized and start.quantization != "none":
+            listed = ", ".join(start.quantized) or "no component"
+            why = f"{start.quantization_why} on the {listed} only (the table's quantize_components)"
+        elif value not in ("none", start.quantization):  # the tier's fp8 on a card without fp8
+            why = f"{start.quantization_why}, stored as {value}: {start.schemes[component][1]}"
         else:
             why = start.quantization_why
-        settings.append(Setting(f"quantization.{component}", final.quantization[component], why))
+        settings.append(Setting(f"quantization.{component}", value, why))
+    settings.append(Setting("quantization.backend", start.backend, start.backend_why))
+    for component in QUANTIZED_COMPONENTS:
+        scheme = final.scheme(component)
+        if f"quantization.{component}" in taken:
+            why = f"ladder: the int8 rung stores {start.int8_why}"
+        elif scheme == "none":
+            why = f"quantization.{component} is none"
+        else:
+            why = start.schemes[component][1]
+        settings.append(Setting(f"quantization.scheme.{component}", scheme, why))
+        settings.append(quant.quality_setting(component, scheme))
     return settings
 
 
 def _quantization_exclude_settings() -> list[Setting]:
+    upstream = ", ".join(f'"{pattern}"' for pattern in quant.UPSTREAM_DIT_EXCLUDE)
     return [
         Setting(
             "quantization.exclude.lm",
             list(LM_QUANTIZATION_EXCLUDE),
-            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and "
-            "quanto dequantizes it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
+            "the LM's lm_head is tied to its embedding: quantizing it unties it (+vocab × hidden bytes) and the "
+            "int8 kernels dequantize it at every step (+vocab × hidden × 2 bytes), so it stays in the compute dtype",
         ),
         Setting(
             "quantization.exclude.dit",
             list(DIT_QUANTIZATION_EXCLUDE),
-            "the timestep and condition embedders are small and feed AdaLN modulation: int8 there saves under 1% "
-            "and costs accuracy; the FSQ's projections read the code book in fp32",
+            "upstream quantizes the decoder's Linear layers: not the condition encoder, nor the audio tokenizer and "
+            "detokenizer (each runs once a generation; the FSQ's projections read its code book); the timestep and "
+            "condition embedders are small and feed AdaLN modulation, so they stay in the compute dtype too "
+            f"(set [{upstream}] for upstream's exact set)",
         ),
     ]
 
@@ -277,6 +349,10 @@ def choices_from_plan(plan: OptimizationPlan | Mapping[str, Any]) -> Choices:
     return Choices(
         precision={c: values.get(f"precision.{c}", "bf16") for c in PHASES},
         quantization={c: values.get(f"quantization.{c}", "none") for c in PHASES},
+        schemes={c: quant.scheme_for(values, c) for c in QUANTIZED_COMPONENTS},
+        exclude={
+            c: tuple(values.get(f"quantization.exclude.{c}", quant.DEFAULT_EXCLUDE[c])) for c in QUANTIZED_COMPONENTS
+        },
         offload={c: values.get(f"offload.{c}", "none") for c in PHASES},
         attention=values.get("attention", "sdpa"),
         vae_decode=values.get("vae.decode", "full"),
@@ -689,7 +765,7 @@ def layout_settings(adjusted: AdjustedRequest, tier: Tier, reading: MemoryReadin
         run_shape(adjusted, tier),
         _owned_choices(starts, owner),
         reading,
-        {key: _abilities(able[key], tier) for key in placed},
+        {key: _abilities(able[key], tier, device) for key, (device, _) in placed.items()},
     )
     final = fitted.choices
     per_device: dict[str, list[Setting]] = {}

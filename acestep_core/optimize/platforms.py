@@ -18,6 +18,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from acestep_core.optimize import quantization
 from acestep_core.optimize.memory import Budget, device_budget
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting
@@ -76,7 +77,8 @@ def abilities(device: DeviceMemory) -> DeviceAbilities:
             False,
             False,
             False,
-            "running on the CPU: no device memory to save, and quanto's CPU kernels are slower than plain weights",
+            "running on the CPU: no device memory to save, and int8 weights run slower than plain ones there "
+            "(benchmarks/bench_quant.py)",
             None,
         )
     if device.unified_memory or backend == "mps":
@@ -352,6 +354,8 @@ def checked_override(
     the overlap it would run with."""
     if key == "lm.backend":
         return lm_backend_problem(value, reading)
+    if key.startswith("quantization."):
+        return quantization.override_problem(key, value, reading, find=installed)
     if key in ("attention", "attention.dit") and value in ("flash_attention_2", "flash"):
         return flash_attention_problem(reading)
     window = abilities(reading.device).max_vae_window

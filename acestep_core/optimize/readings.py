@@ -46,7 +46,6 @@ from acestep_core.optimize.memory import (
     lm_weight_bytes,
     reserved_bytes,
     vae_estimate,
-    weight_bytes,
 )
 from acestep_core.record import Record
 from acestep_core.vocabulary import GIB, LATENT_RATE_HZ, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
@@ -171,6 +170,7 @@ def dit_config(variant: str, duration_s: float, batch: int, attention: str) -> s
 
 # --------------------------------------------------------------------------------------------- fit
 def lm_rows() -> list[Row]:
+    """The bf16 LM readings (fit): weights, and allocated and reserved peaks, each against the same quantity."""
     data = readings(LM_READINGS)
     prompt = int(data["lm_prompt_tokens"])
     split = split_of(LM_READINGS)
@@ -181,10 +181,11 @@ def lm_rows() -> list[Row]:
             name = "bf16" if quantization == "none" else "int8"
             gap = RESERVED_GAP_FITTED if quantization == "none" else RESERVED_GAP_QUANTIZED_FITTED
             # The readings quantized every Linear, lm_head included (plain quantize(weights=qint8)).
-            weights = lm_weight_bytes(shape, quantization=quantization, quantize_lm_head=True)
+            # quantized on the device: quanto's pass leaves bytes the pipeline (quantizing on the CPU) never holds
+            weights = lm_weight_bytes(shape, quantization=quantization, quantize_lm_head=True, quantized_on_device=True)
             rows.append(
                 Row(
-                    f"LM {size} {name} weights",
+                    name,
                     LM_READINGS,
                     split,
                     "allocated",
@@ -201,6 +202,7 @@ def lm_rows() -> list[Row]:
                     generated_tokens=GENERATED_TOKENS_IN_READINGS,
                     quantization=quantization,
                     quantize_lm_head=True,
+                    quantized_on_device=True,
                 )
                 config = lm_config(size, quantization, True, prompt, GENERATED_TOKENS_IN_READINGS, batch)
                 # The readings' peaks are above the empty baseline, weights included.
@@ -241,7 +243,7 @@ def vae_rows() -> list[Row]:
             "allocated",
             "vae bf16 weights",
             data["weights_bytes"],
-            weight_bytes(VAE_SHAPE.params, 0, "bf16", "none"),
+            VAE_SHAPE.params * DTYPE_BYTES["bf16"],
         )
     ]
     for decode in data["decode"]:
@@ -412,6 +414,7 @@ def optimize_rows(*, real_counts: bool = False) -> list[Row]:
             generated_tokens=GENERATED_TOKENS_IN_READINGS,
             quantization=run["quantization"],
             quantize_lm_head=quantize_head,
+            quantized_on_device=True,
         )
         config = lm_config(
             run["lm"], run["quantization"], quantize_head, prompt, GENERATED_TOKENS_IN_READINGS, run["batch"]

@@ -6,15 +6,21 @@ One call per component, on a model freshly loaded **on the CPU**::
     ... lm.model.generate(...) ...
     lm.offload()          # between phases: back to the CPU when the plan says so
 
-The order is fixed: precision → attention → quantize (quanto, on the CPU) → offload or move → compile.
+The order is fixed: precision → attention → quantize (on the CPU) → offload or move → compile.
 Quantizing on the GPU first and offloading after is what OOMs (optimum-quanto #376: a quantized
 model initialised on the GPU, then offloaded); :class:`PlanOrderError` refuses a model that is not
 on the CPU when the plan quantizes or offloads it.
+
+Quantization stores the component's Linear layers (less ``quantization.exclude.<c>``) in the plan's scheme
+(``quantization.scheme.<c>``, :func:`acestep_core.optimize.quantization.scheme_for`): torchao's
+``int8_weight_only``, ``w8a8_dynamic`` and ``fp8_weight_only`` (``quantize_`` with upstream ACE-Step's
+configs), or optimum-quanto's ``qint8``, ``qfloat8`` and ``qint4`` (``quantize`` then ``freeze``). torchao
+is imported only when a plan uses it: it is optional (the plan takes quanto where it is missing).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +30,10 @@ from accelerate import cpu_offload, cpu_offload_with_hook
 from diffusers.hooks import apply_group_offloading
 from optimum.quanto import QModuleMixin, freeze, quantize
 
+from acestep_core.optimize.quantization import SCHEMES, excluded, scheme_for, scheme_of
 from acestep_core.types import OptimizationPlan
 
 DTYPES: Mapping[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-QUANTO_WEIGHTS: Mapping[str, str] = {"int8": "qint8", "int4": "qint4", "fp8": "qfloat8"}
 COMPILED_COMPONENTS = ("dit",)
 """torch.compile is applied to the DiT (fixed shapes, many steps); the LM's growing KV cache would
 recompile at every length."""
@@ -79,10 +85,11 @@ def apply_plan(
     values = plan_values(plan)
     device = torch.device(device)
     quantization = values.get(f"quantization.{component}", "none")
+    scheme = scheme_for(values, component)
     offload = values.get(f"offload.{component}", "none")
     if offload == "sequential" and quantization != "none":
         raise ValueError(
-            f"{component}: sequential offload does not combine with quanto weights (accelerate rebuilds each "
+            f"{component}: sequential offload does not combine with quantized weights (accelerate rebuilds each "
             "parameter by its class); use group offload"
         )
     if (quantization != "none" or offload != "none") and _device_of(model).type != "cpu":
@@ -99,17 +106,21 @@ def apply_plan(
     _set_attention(applied, values)
     if quantization != "none":
         exclude = list(values.get(f"quantization.exclude.{component}", []))
-        quantized = quantize_component(model, quantization, exclude)
-        applied.steps.append(f"quantized {quantized} modules to {quantization} (excluded {exclude or 'none'})")
-        if device.type in INT8PACK_DEVICES:
+        quantized = quantize_component(model, scheme, exclude)
+        backend = SCHEMES[scheme].backend
+        applied.steps.append(
+            f"quantized {quantized} modules to {scheme} ({backend}, {quantization} weights; "
+            f"excluded {exclude or 'none'})"
+        )
+        if backend == "quanto" and quantized and device.type in INT8PACK_DEVICES:
             contiguous_inputs(model)
             applied.steps.append(f"contiguous inputs for quanto's {device.type} int8 kernel")
     _place(applied, offload, chain_after)
     if values.get("compile") and component in COMPILED_COMPONENTS:
         if offload in ("group", "sequential") and quantization != "none":
             applied.steps.append(
-                "compile skipped: compiled graphs keep weak references to quanto weights, which group offload must "
-                "swap between devices"
+                "compile skipped: compiled graphs keep weak references to quantized weights, which group offload "
+                "must swap between devices"
             )
         else:
             backend = compile_backend or "inductor"
@@ -118,16 +129,42 @@ def apply_plan(
     return applied
 
 
-def quantize_component(model: Any, quantization: str, exclude: list[str]) -> int:
-    """quanto weight-only quantization of every Linear not matching ``exclude``, then freeze.
-    Returns how many modules were quantized."""
-    linear_names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    include = [name for name in linear_names if not any(fnmatch.fnmatch(name, pattern) for pattern in exclude)]
+def quantize_component(model: Any, scheme: str, exclude: list[str]) -> int:
+    """Store every Linear of ``model`` not matching ``exclude`` in ``scheme`` (a scheme, or a bare format:
+    quanto's). Returns how many modules were quantized."""
+    layout = SCHEMES[scheme_of(scheme)]
+    include = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not excluded(name, exclude)
+    ]
     if not include:
         return 0
-    quantize(model, weights=QUANTO_WEIGHTS[quantization], include=include)
-    freeze(model)
+    if layout.backend == "quanto":
+        quantize(model, weights=layout.name, include=include)
+        freeze(model)
+    else:
+        chosen = set(include)
+        torchao = torchao_quantization()
+        torchao.quantize_(model, torchao_config(layout.name), filter_fn=lambda _module, name: name in chosen)
     return len(include)
+
+
+def torchao_quantization() -> Any:
+    """``torchao.quantization``, imported when a plan first uses it."""
+    return importlib.import_module("torchao.quantization")
+
+
+def torchao_config(scheme: str) -> Any:
+    """The torchao config upstream ACE-Step builds for ``scheme`` (its ``_build_quantization_config``)."""
+    torchao = torchao_quantization()
+    if scheme == "int8_weight_only":
+        return torchao.Int8WeightOnlyConfig()
+    if scheme == "w8a8_dynamic":
+        return torchao.Int8DynamicActivationInt8WeightConfig(act_mapping_type=torchao.MappingType.ASYMMETRIC)
+    if scheme == "fp8_weight_only":
+        return torchao.Float8WeightOnlyConfig()
+    raise ValueError(f"{scheme!r} is not a torchao scheme (int8_weight_only, w8a8_dynamic, fp8_weight_only)")
 
 
 INT8PACK_DEVICES = ("cpu", "mps")
@@ -148,12 +185,21 @@ def contiguous_inputs(model: Any) -> int:
 
 
 def quantized_modules(model: Any) -> list[str]:
-    """Names of the modules whose weights quanto holds quantized."""
-    return [name for name, module in model.named_modules() if isinstance(module, QModuleMixin)]
+    """Names of the modules whose weights are held quantized (quanto's modules, torchao's tensors)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, QModuleMixin) or _is_torchao_tensor(getattr(module, "weight", None))
+    ]
+
+
+def _is_torchao_tensor(tensor: Any) -> bool:
+    return isinstance(tensor, torch.Tensor) and type(tensor).__module__.startswith("torchao.")
 
 
 def weight_bytes(model: Any) -> int:
-    """Bytes of every parameter and buffer, quantized ones at their stored size, tied ones once."""
+    """Bytes of every parameter and buffer, quantized ones at their stored size (data, scales, zero points:
+    the tensors a quantized tensor flattens to), tied ones once."""
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
