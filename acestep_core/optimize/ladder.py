@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from acestep_core.optimize.memory import (
@@ -35,6 +35,7 @@ from acestep_core.optimize.memory import (
     predict,
 )
 from acestep_core.record import Record
+from acestep_core.types import Setting
 from acestep_core.vocabulary import LM_SIZES, MIN_DURATION_S, VAE_TILE_FRAMES, VAE_TILE_OVERLAP
 
 VAE_TILES: tuple[tuple[int, int], ...] = ((VAE_TILE_FRAMES, VAE_TILE_OVERLAP), (128, 32), (64, 16))
@@ -351,3 +352,21 @@ def recover(
         run, choices, rung, current = taken
         rungs.append(rung)
     return Recovery(phase, run, choices, tuple(rungs), before, current, budget.usable_bytes)
+
+
+def lowered_settings(run: RunShape, asked: RunShape, fitted_to: Mapping[str, str]) -> list[Setting]:
+    """``ladder.lm_model``, ``ladder.batch_size`` and ``ladder.duration_s`` where the ladder lowered ``asked``
+    to ``run``: each a warning that says what it fitted (``fitted_to``: ``lm``, ``batch``, ``duration`` → a
+    budget, or the device whose budget it was)."""
+    settings = []
+    if run.lm_model != asked.lm_model:
+        now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
+        why = f"{now} instead of the {asked.lm_model} to fit {fitted_to['lm']}"
+        settings.append(Setting("ladder.lm_model", run.lm_model, why, warning=True))
+    if run.batch != asked.batch:
+        why = f"batch lowered from {asked.batch} to {run.batch} to fit {fitted_to['batch']}"
+        settings.append(Setting("ladder.batch_size", run.batch, why, warning=True))
+    if run.duration_s != asked.duration_s:
+        why = f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {fitted_to['duration']}"
+        settings.append(Setting("ladder.duration_s", run.duration_s, why, warning=True))
+    return settings

@@ -22,7 +22,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from acestep_core.optimize import platforms
-from acestep_core.optimize.ladder import LadderResult, Predictor, Refusal, Rung, fit
+from acestep_core.optimize.ladder import LadderResult, Predictor, Refusal, Rung, fit, lowered_settings
 from acestep_core.optimize.memory import ALLOCATOR, Budget, Choices, PhasePeak, Prediction, RunShape, gib, predict
 from acestep_core.record import Record
 from acestep_core.types import DeviceMemory, MemoryReading, Setting, Tier
@@ -256,34 +256,7 @@ def _lowered(asked: RunShape, run: RunShape, fitted: LayoutFit) -> list[Setting]
         for kind, prefix in (("lm", "lm="), ("batch", "batch="), ("duration", "duration="))
     }
     settings = []
-    if run.lm_model != asked.lm_model:
-        now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
-        settings.append(
-            Setting(
-                "ladder.lm_model",
-                run.lm_model,
-                f"{now} instead of the {asked.lm_model} to fit {lowered_on['lm']}",
-                warning=True,
-            )
-        )
-    if run.batch != asked.batch:
-        settings.append(
-            Setting(
-                "ladder.batch_size",
-                run.batch,
-                f"batch lowered from {asked.batch} to {run.batch} to fit {lowered_on['batch']}",
-                warning=True,
-            )
-        )
-    if run.duration_s != asked.duration_s:
-        settings.append(
-            Setting(
-                "ladder.duration_s",
-                run.duration_s,
-                f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit {lowered_on['duration']}",
-                warning=True,
-            )
-        )
+    settings += lowered_settings(run, asked, lowered_on)
     return settings
 
 

@@ -17,7 +17,7 @@ from acestep_core.optimize import layout, platforms
 from acestep_core.optimize import quantization as quant
 from acestep_core.optimize.components import components_table, model_set
 from acestep_core.optimize.corrections import Corrections, corrections_for
-from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, recover
+from acestep_core.optimize.ladder import Abilities, LadderResult, Recovery, fit, lowered_settings, recover
 from acestep_core.optimize.ladder import Refusal as LadderRefusal
 from acestep_core.optimize.memory import (
     ALLOCATOR,
@@ -635,35 +635,7 @@ def _memory_settings(asked: RunShape, run: RunShape, choices: Choices, result: L
         else:
             rung_reasons = "none taken: no rung lowers the predicted peak"
     settings.append(Setting("ladder.rungs", [r.name for r in result.rungs], rung_reasons))
-    if run.lm_model != asked.lm_model:
-        now = f"the {run.lm_model} LM" if run.lm_model else "no LM"
-        settings.append(
-            Setting(
-                "ladder.lm_model",
-                run.lm_model,
-                f"{now} instead of the {asked.lm_model} to fit {gib(budget.usable_bytes)}",
-                warning=True,
-            )
-        )
-    if run.batch != asked.batch:
-        settings.append(
-            Setting(
-                "ladder.batch_size",
-                run.batch,
-                f"batch lowered from {asked.batch} to {run.batch} to fit {gib(budget.usable_bytes)}",
-                warning=True,
-            )
-        )
-    if run.duration_s != asked.duration_s:
-        settings.append(
-            Setting(
-                "ladder.duration_s",
-                run.duration_s,
-                f"duration lowered from {asked.duration_s:g} s to {run.duration_s:g} s to fit "
-                f"{gib(budget.usable_bytes)}",
-                warning=True,
-            )
-        )
+    settings += lowered_settings(run, asked, dict.fromkeys(("lm", "batch", "duration"), gib(budget.usable_bytes)))
     if result.refusal is None:
         settings.append(Setting("ladder.refused", False, f"fits: {gib(worst.peak_bytes)} ≤ {gib(budget.usable_bytes)}"))
     else:
