@@ -394,21 +394,19 @@ def _monotone_limits(shape: TableShape) -> Iterator[TableProblem]:
 
 
 def _keeps_lm_models(shape: TableShape) -> Iterator[TableProblem]:
-    for lower, upper in shape.pairs():
-        lost = [m for m in lower.lm_models if m not in upper.lm_models]
-        if lost:
-            yield TableProblem(
-                upper.name, "lm_models", f"drops {lost} that {lower.name} allows", f"add {lost} to lm_models"
-            )
+    return _keeps_models(shape, "lm_models")
 
 
 def _keeps_dit_models(shape: TableShape) -> Iterator[TableProblem]:
+    return _keeps_models(shape, "dit_models")
+
+
+def _keeps_models(shape: TableShape, field: str) -> Iterator[TableProblem]:
+    """A tier allows every model (``field``: ``lm_models`` or ``dit_models``) the tier below it allows."""
     for lower, upper in shape.pairs():
-        lost = [m for m in lower.dit_models if m not in upper.dit_models]
+        lost = [m for m in getattr(lower, field) if m not in getattr(upper, field)]
         if lost:
-            yield TableProblem(
-                upper.name, "dit_models", f"drops {lost} that {lower.name} allows", f"add {lost} to dit_models"
-            )
+            yield TableProblem(upper.name, field, f"drops {lost} that {lower.name} allows", f"add {lost} to {field}")
 
 
 def _last_unbounded(shape: TableShape) -> Iterator[TableProblem]:
